@@ -1,0 +1,64 @@
+//! The command line: `easel render | dataset | check | gallery`.
+
+mod check;
+mod dataset;
+mod gallery;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "easel",
+    version,
+    about = "A terminal studio for live-coding generative art",
+    long_about = "A terminal studio for live-coding generative art.\n\n\
+Sketches are Rhai scripts (see sketches/ and the README) describing Truchet tilings.\n\
+Every PNG easel writes carries its recipe, so `easel render --from FILE.png` makes it again.\n\n\
+Run with no command to preview the bundled sketches in ./sketches."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Render a sketch (or a PNG's recipe) to a PNG file, or to the terminal with --show.
+    Render(render::RenderArgs),
+    /// Write a folder of images from a sketch, one subfolder per class.
+    Dataset(dataset::DatasetArgs),
+    /// Check sketches for errors (loads and renders each); non-zero exit on the first problem.
+    Check(check::CheckArgs),
+    /// Print a preview of every sketch in a folder to the terminal.
+    Gallery(gallery::GalleryArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Render(a)) => render::run(a),
+        Some(Command::Dataset(a)) => dataset::run(a),
+        Some(Command::Check(a)) => check::run(a),
+        Some(Command::Gallery(a)) => gallery::run(a),
+        None => gallery::run(gallery::GalleryArgs {
+            dir: PathBuf::from("sketches"),
+            width: None,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// clap value parser for `N` or `WxH`.
+fn size_arg(text: &str) -> Result<(u32, u32), String> {
+    crate::recipe::parse_size(text)
+}

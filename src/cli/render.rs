@@ -1,0 +1,117 @@
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::recipe::{self, Recipe};
+use crate::sketch::{self, Sketch};
+
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    /// The sketch to render (a .rhai file).
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    pub sketch: Option<PathBuf>,
+    /// Re-render from the recipe inside a PNG that easel wrote.
+    #[arg(long, value_name = "IMAGE.png")]
+    pub from: Option<PathBuf>,
+    /// Output PNG. Defaults to <sketch>.png, or to nothing with --show.
+    #[arg(short, long, value_name = "FILE.png")]
+    pub output: Option<PathBuf>,
+    /// Image size, N or WxH (overrides the sketch's `size`).
+    #[arg(long, value_parser = super::size_arg, value_name = "WxH")]
+    pub size: Option<(u32, u32)>,
+    /// Random seed (overrides the sketch's `seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Render one of the sketch's classes instead of the base sketch.
+    #[arg(long, value_name = "NAME")]
+    pub class: Option<String>,
+    /// Print the image to the terminal (truecolour half-blocks, or a graphics protocol).
+    #[arg(long)]
+    pub show: bool,
+}
+
+pub fn run(args: RenderArgs) -> Result<()> {
+    let (sketch, mut class, mut seed, mut size) = match (&args.sketch, &args.from) {
+        (_, Some(png)) => {
+            let r = recipe::read_recipe(png)?;
+            // Errors in an embedded sketch point into the PNG's copy of the source.
+            let sketch = sketch::load_source(
+                &png.with_file_name(format!("{}.rhai", r.name)),
+                r.source.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}\n(in the recipe stored in {})", png.display()))?;
+            (
+                sketch,
+                r.class.clone(),
+                Some(r.seed),
+                Some((r.width, r.height)),
+            )
+        }
+        (Some(path), None) => (sketch::load(path)?, None, None, None),
+        (None, None) => bail!("give a sketch to render, or --from IMAGE.png"),
+    };
+    if args.class.is_some() {
+        class = args.class.clone();
+    }
+    if args.seed.is_some() {
+        seed = args.seed;
+    }
+    if args.size.is_some() {
+        size = args.size;
+    }
+    let started = Instant::now();
+    let (img, recipe) = render_sketch(&sketch, class.as_deref(), seed, size)?;
+    let took = started.elapsed();
+
+    let output = match (&args.output, args.show) {
+        (Some(o), _) => Some(o.clone()),
+        (None, true) => None,
+        (None, false) => Some(PathBuf::from(format!("{}.png", recipe.name))),
+    };
+    if let Some(out) = &output {
+        recipe::write_png(out, &img, Some(&recipe))
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!(
+            "wrote {} ({}x{}, seed {}, {} ms)",
+            out.display(),
+            recipe.width,
+            recipe.height,
+            recipe.seed,
+            took.as_millis()
+        );
+    }
+    if args.show {
+        super::gallery::show(&img, None)?;
+    }
+    Ok(())
+}
+
+/// Renders a sketch (or one of its classes) with optional seed and size overrides, and
+/// returns the image with the recipe that reproduces it.
+pub fn render_sketch(
+    sketch: &Sketch,
+    class: Option<&str>,
+    seed: Option<u64>,
+    size: Option<(u32, u32)>,
+) -> Result<(image::DynamicImage, Recipe)> {
+    let mut spec = sketch.class_spec(class)?.clone();
+    if let Some(s) = seed {
+        spec.set_seed(s);
+    }
+    if let Some((w, h)) = size {
+        spec.set_size(w, h);
+    }
+    let img = spec.render()?;
+    let (width, height) = spec.size();
+    let recipe = Recipe {
+        name: sketch.name(),
+        source: sketch.source.clone(),
+        seed: spec.seed(),
+        width,
+        height,
+        class: class.map(str::to_string),
+    };
+    Ok((img, recipe))
+}

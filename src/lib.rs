@@ -1,0 +1,9 @@
+//! easel: a terminal studio for live-coding generative art.
+//!
+//! Data flows one way: file → [`sketch::load`] → [`sketch::Spec`] → renderer
+//! ([`truchet`]) → image (with its [`recipe`]) → CLI or studio.
+
+pub mod cli;
+pub mod recipe;
+pub mod sketch;
+pub mod truchet;
