@@ -38,10 +38,19 @@ impl SketchError {
     /// Rhai runtime errors: unwrap the "in function call" wrappers so the position is
     /// the line that actually failed, not the call site.
     pub fn from_eval(file: &Path, err: &EvalAltResult) -> Self {
+        Self::from_eval_at(file, err, Position::NONE)
+    }
+
+    /// As [`from_eval`](Self::from_eval), using `fallback` when Rhai gives no position
+    /// (it has none for "too many operations", say).
+    pub fn from_eval_at(file: &Path, err: &EvalAltResult, fallback: Position) -> Self {
         let inner = err.unwrap_inner();
         let mut pos = inner.position();
         if pos.is_none() {
             pos = err.position();
+        }
+        if pos.is_none() {
+            pos = fallback;
         }
         let message = match inner {
             EvalAltResult::ErrorTerminated(reason, _) => {

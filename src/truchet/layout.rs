@@ -8,7 +8,7 @@ use rand::Rng as _;
 use rhai::{Dynamic, Map};
 
 use super::{Rule, TruchetSpec};
-use crate::sketch::engine::ScriptRng;
+use crate::sketch::engine::{ScriptRng, DEFAULT_TIME_LIMIT};
 use crate::sketch::reader::describe;
 use crate::sketch::SketchError;
 
@@ -148,7 +148,7 @@ fn call_rule(
     let out = rule
         .script
         .call(&rule.f, (i as i64, j as i64, rng.clone()))
-        .map_err(|e| SketchError::from_eval(&rule.file, &e))?;
+        .map_err(|e| SketchError::from_eval_at(&rule.file, &e, rule.pos))?;
     let bad = |msg: String| {
         SketchError::new(
             &rule.file,

@@ -22,9 +22,8 @@ pub fn rasterise(spec: &TruchetSpec, layout: &Layout) -> DynamicImage {
     let lut = colour_table(spec);
     let mut buf = vec![0u8; w * h * ch];
     buf.par_chunks_mut(w * ch).enumerate().for_each(|(y, row)| {
-        let py = y as f64 + 0.5;
         for x in 0..w {
-            let t = foreground_amount(spec, layout, x as f64 + 0.5, py);
+            let t = foreground_amount(spec, layout, x as u32, y as u32);
             let k = (t.clamp(0.0, 1.0) * 255.0 + 0.5) as usize;
             row[x * ch..x * ch + ch].copy_from_slice(&lut[k][..ch]);
         }
@@ -83,18 +82,29 @@ fn rotate(u: f64, v: f64, rotation: u16) -> (f64, f64) {
     }
 }
 
+/// Which cell of a grid of `size`-pixel tiles holds pixel (x, y), and the pixel centre's
+/// position inside it in [0, 1]². Integer arithmetic first, so every cell sees exactly
+/// the same local coordinates and identical tiles give identical pixels.
 #[inline]
-fn foreground_amount(spec: &TruchetSpec, layout: &Layout, px: f64, py: f64) -> f64 {
+fn locate(x: u32, y: u32, size: u32) -> (i64, i64, f64, f64) {
+    let (i, j) = (x / size, y / size);
+    let s = size as f64;
+    let u = ((x - i * size) as f64 + 0.5) / s;
+    let v = ((y - j * size) as f64 + 0.5) / s;
+    (i as i64, j as i64, u, v)
+}
+
+#[inline]
+fn foreground_amount(spec: &TruchetSpec, layout: &Layout, x: u32, y: u32) -> f64 {
     if spec.family == Family::Multiscale {
-        return multiscale_amount(spec, layout, px, py);
+        return multiscale_amount(spec, layout, x, y);
     }
     let grid = &layout.levels[0];
     let s = grid.size as f64;
-    let (gx, gy) = (px / s, py / s);
-    let (i, j) = (gx.floor(), gy.floor());
-    let cell = grid.get(i as i64, j as i64);
+    let (i, j, u, v) = locate(x, y, grid.size);
+    let cell = grid.get(i, j);
     let rotation = cell & 3;
-    let (u, v) = rotate(gx - i, gy - j, rotation);
+    let (u, v) = rotate(u, v, rotation);
     let half_line = spec.line * 0.5 / s;
     let aa = spec.antialias;
     match spec.family {
@@ -106,7 +116,7 @@ fn foreground_amount(spec: &TruchetSpec, layout: &Layout, px: f64, py: f64) -> f
             let d = ((u * u + v * v).sqrt() - 0.5)
                 .min(((1.0 - u).powi(2) + (1.0 - v).powi(2)).sqrt() - 0.5);
             let t = coverage(d, s, aa);
-            let flip = (i as i64 + j as i64 + rotation as i64) & 1 == 1;
+            let flip = (i + j + rotation as i64) & 1 == 1;
             if flip {
                 1.0 - t
             } else {
@@ -131,13 +141,14 @@ fn arc_distance(u: f64, v: f64) -> f64 {
 
 /// Carlson's winged tiles, painted largest first: the tile that covers the pixel, then
 /// the wings of smaller neighbouring tiles on top. Colours swap at each level.
-fn multiscale_amount(spec: &TruchetSpec, layout: &Layout, px: f64, py: f64) -> f64 {
+fn multiscale_amount(spec: &TruchetSpec, layout: &Layout, x: u32, y: u32) -> f64 {
     let base = |level: usize| if level % 2 == 0 { 0.0 } else { 1.0 };
     let aa = spec.antialias;
+    let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
     let Some((leaf_level, cell, u, v)) = layout.levels.iter().enumerate().find_map(|(k, g)| {
-        let (gx, gy) = (px / g.size as f64, py / g.size as f64);
-        let cell = g.get(gx.floor() as i64, gy.floor() as i64);
-        (cell != EMPTY).then(|| (k, cell, gx - gx.floor(), gy - gy.floor()))
+        let (i, j, u, v) = locate(x, y, g.size);
+        let cell = g.get(i, j);
+        (cell != EMPTY).then_some((k, cell, u, v))
     }) else {
         return 0.0;
     };

@@ -1,0 +1,125 @@
+//! Every kind of bad sketch gives a located error (file:line:col), never a panic or a hang.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use easel::sketch::{self, SketchError};
+
+/// Loads and renders; returns the first error.
+fn error_of(src: &str) -> SketchError {
+    let result = sketch::load_source(Path::new("sketches/bad.rhai"), src.to_string()).and_then(|s| s.spec.render());
+    match result {
+        Ok(_) => panic!("expected an error for:\n{src}"),
+        Err(e) => e,
+    }
+}
+
+fn assert_error(src: &str, line: usize, col: Option<usize>, needle: &str) {
+    let e = error_of(src);
+    let text = e.to_string();
+    assert!(text.starts_with("sketches/bad.rhai:"), "no file in: {text}");
+    assert_eq!(e.line, line, "wrong line in: {text}");
+    if let Some(c) = col {
+        assert_eq!(e.col, c, "wrong column in: {text}");
+    }
+    assert!(text.contains(needle), "expected {needle:?} in: {text}");
+}
+
+#[test]
+fn unknown_family_names_the_value_and_the_choices() {
+    let src = "// arcs sketch\n#{\n    kind: \"truchet\",\n    family: \"arc\",\n}\n";
+    assert_error(
+        src,
+        4,
+        Some(13),
+        "unknown tile family \"arc\"; expected one of triangles, arcs, diagonals, multiscale",
+    );
+    assert_eq!(
+        error_of(src).to_string(),
+        "sketches/bad.rhai:4:13: unknown tile family \"arc\"; expected one of triangles, arcs, diagonals, multiscale"
+    );
+}
+
+#[test]
+fn wrong_types_are_reported_where_written() {
+    assert_error("#{\n kind: \"truchet\",\n tile: \"big\",\n}", 3, Some(8), "\"tile\" must be an integer, got a string (\"big\")");
+    assert_error("#{ kind: \"truchet\",\n antialias: 1 }", 2, None, "\"antialias\" must be true or false");
+    assert_error("#{ kind: \"truchet\",\n  foreground: \"#12345\" }", 2, None, "bad hex colour");
+    assert_error("#{ kind: \"truchet\",\n  rule: 4 }", 2, None, "\"rule\" must be a closure");
+}
+
+#[test]
+fn out_of_range_values_are_errors_not_panics() {
+    assert_error("#{ kind: \"truchet\",\n size: -5 }", 2, None, "must be positive");
+    assert_error("#{ kind: \"truchet\",\n size: [100000, 100000] }", 2, None, "too large");
+    assert_error("#{ kind: \"truchet\",\n tile: 0 }", 2, None, "\"tile\" must be from 2 to 4096, got 0");
+    assert_error("#{ kind: \"truchet\", family: \"multiscale\",\n subdivide: 1.5 }", 2, None, "must be from 0 to 1");
+    assert_error("#{ kind: \"truchet\", family: \"multiscale\", levels: 3,\n tile: 30 }", 2, None, "cannot be halved");
+    assert_error("#{ kind: \"truchet\",\n channels: 2 }", 2, None, "1 (grayscale) or 3 (RGB)");
+}
+
+#[test]
+fn missing_kind_and_unknown_keys_are_explained() {
+    assert_error("#{ size: 64 }", 0, None, "missing key \"kind\"; expected one of truchet");
+    assert_error("#{ kind: \"truchet\",\n\n   tilesize: 8 }", 3, Some(4), "unknown key \"tilesize\"");
+    assert_error("#{ kind: \"painting\" }", 1, None, "unknown sketch kind \"painting\"");
+}
+
+#[test]
+fn a_sketch_must_evaluate_to_a_map() {
+    assert_error("let x = 1;\n42", 2, None, "must evaluate to a map");
+}
+
+#[test]
+fn syntax_and_runtime_errors_keep_rhai_positions() {
+    assert_error("#{ kind: \"truchet\",\n  size: 64 +,\n}", 2, None, "");
+    assert_error("let a = 1;\nlet b = a / 0;\n#{ kind: \"truchet\" }", 2, None, "Division by zero");
+    assert_error("#{ kind: \"truchet\", size: 64,\n rule: |i, j, rng| {\n   let x = undefined_thing;\n   0 } }", 3, None, "undefined_thing");
+}
+
+#[test]
+fn a_bad_rule_result_names_the_cell_and_the_rule() {
+    assert_error(
+        "#{ kind: \"truchet\", size: 64, tile: 16,\n rule: |i, j, rng| if i == 2 { \"up\" } else { 0 } }",
+        2,
+        None,
+        "rule at cell (2, 0): expected a rotation (0–3) or #{ tile: …, rotation: … }, got a string (\"up\")",
+    );
+    assert_error(
+        "#{ kind: \"truchet\", size: 64, tile: 16,\n rule: |i, j, rng| #{ tile: 3, rotation: 0 } }",
+        2,
+        None,
+        "tile must be an integer 0–0",
+    );
+}
+
+#[test]
+fn runaway_loops_end_with_an_error_within_a_second() {
+    for src in [
+        "let n = 0;\nloop { n += 1; }\n#{ kind: \"truchet\" }",
+        "#{ kind: \"truchet\", size: 64, tile: 16,\n rule: |i, j, rng| { while true { } 0 } }",
+        "fn f(n) { f(n + 1) }\nf(0)",
+    ] {
+        let started = Instant::now();
+        let e = error_of(src);
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1000), "took {took:?}: {e}");
+        assert!(e.line > 0, "no line in {e} ({took:?})");
+    }
+}
+
+#[test]
+fn scripts_cannot_reach_files_or_eval_strings() {
+    let e = error_of("import \"secrets\" as s;\n#{ kind: \"truchet\" }");
+    assert!(e.to_string().contains("secrets"), "{e}");
+    let e = error_of("let x = eval(\"40 + 2\");\n#{ kind: \"truchet\" }");
+    assert_eq!(e.line, 1, "{e}");
+}
+
+#[test]
+fn a_script_defined_rule_function_is_used() {
+    let src = "fn rule(i, j, rng) { 1 }\n#{ kind: \"truchet\", size: 64, tile: 32 }";
+    let a = sketch::load_source(Path::new("a.rhai"), src.into()).unwrap().spec.render().unwrap();
+    let b = sketch::load_source(Path::new("b.rhai"), src.replace("{ 1 }", "{ 2 }")).unwrap().spec.render().unwrap();
+    assert_ne!(a.as_bytes(), b.as_bytes());
+}
