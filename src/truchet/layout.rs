@@ -90,10 +90,11 @@ impl Layout {
         match &spec.rule {
             None => fill(&rng, &mut |_, _| Ok(random_choice(&rng, tiles)))?,
             Some(rule) => {
-                // Budget: a second plus 20 µs a cell, enough for any honest rule on the
-                // largest canvas, short enough that an endless loop ends promptly.
-                let budget =
-                    Duration::from_secs(1) + Duration::from_micros(20 * cols as u64 * rows as u64);
+                // Budget: the load limit plus 20 µs a cell (~15x a simple rule's cost),
+                // enough for honest rules on large canvases, short enough that an
+                // endless loop ends promptly.
+                let cells = cols as u64 * rows as u64;
+                let budget = DEFAULT_TIME_LIMIT + Duration::from_micros(20 * cells);
                 rule.script.clone().with_time_limit(budget, |_| {
                     fill(&rng, &mut |i, j| call_rule(rule, &rng, i, j, tiles))
                 })?
