@@ -1,0 +1,134 @@
+//! The `easel` binary end to end: render, recipes, datasets, check.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn easel(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_easel")).args(args).current_dir(dir).output().expect("run easel")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "easel failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn bundled(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sketches").join(name).display().to_string()
+}
+
+fn pixels(path: &Path) -> Vec<u8> {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_bytes()
+}
+
+#[test]
+fn render_is_byte_identical_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = bundled("truchet_multiscale.rhai");
+    ok(easel(&["render", &sketch, "-o", "a.png"], dir.path()));
+    ok(easel(&["render", &sketch, "-o", "b.png"], dir.path()));
+    let a = std::fs::read(dir.path().join("a.png")).unwrap();
+    let b = std::fs::read(dir.path().join("b.png")).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_recipe_renders_the_same_bytes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = bundled("truchet_rule_gradient.rhai");
+    ok(easel(&["render", &sketch, "-o", "fav.png", "--seed", "77", "--size", "300x200"], dir.path()));
+    // The recipe travels inside the PNG: the sketch file is not needed any more.
+    ok(easel(&["render", "--from", "fav.png", "-o", "again.png"], dir.path()));
+    let (a, b) = (dir.path().join("fav.png"), dir.path().join("again.png"));
+    assert_eq!(image::image_dimensions(&b).unwrap(), (300, 200));
+    assert_eq!(pixels(&a), pixels(&b));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "file bytes differ");
+
+    // A new size keeps seed and sketch.
+    ok(easel(&["render", "--from", "fav.png", "-o", "big.png", "--size", "600x400"], dir.path()));
+    assert_eq!(image::image_dimensions(dir.path().join("big.png")).unwrap(), (600, 400));
+    let recipe = easel::recipe::read_recipe(&dir.path().join("big.png")).unwrap();
+    assert_eq!((recipe.seed, recipe.width, recipe.height), (77, 600, 400));
+    assert_eq!(recipe.name, "truchet_rule_gradient");
+    assert!(recipe.source.contains("rule: |i, j, rng|"));
+}
+
+#[test]
+fn from_a_png_without_recipe_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    image::RgbImage::new(4, 4).save(dir.path().join("plain.png")).unwrap();
+    let out = easel(&["render", "--from", "plain.png", "-o", "x.png"], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plain.png carries no easel recipe"), "{err}");
+}
+
+#[test]
+fn dataset_writes_one_folder_per_class() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(easel(&["dataset", &bundled("truchet_families.rhai"), "--count", "30", "-o", "data", "--size", "32"], dir.path()));
+    let data = dir.path().join("data");
+    for class in ["arcs", "maze", "triangles"] {
+        let files: Vec<_> = std::fs::read_dir(data.join(class)).unwrap().collect();
+        assert_eq!(files.len(), 10, "{class}");
+        for f in files {
+            let img = image::open(f.unwrap().path()).unwrap();
+            assert_eq!((img.width(), img.height()), (32, 32));
+            assert!(img.as_luma8().is_some(), "grayscale");
+        }
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(manifest["count"], 30);
+    // Images differ from one another (different seeds).
+    let a = pixels(&data.join("arcs/000000.png"));
+    let b = pixels(&data.join("arcs/000003.png"));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn dataset_without_classes_is_flat_and_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = bundled("truchet_dataset.rhai");
+    ok(easel(&["dataset", &sketch, "-n", "20", "-o", "one"], dir.path()));
+    ok(easel(&["dataset", &sketch, "-n", "20", "-o", "two"], dir.path()));
+    for k in [0, 7, 19] {
+        let name = format!("{k:06}.png");
+        assert_eq!(pixels(&dir.path().join("one").join(&name)), pixels(&dir.path().join("two").join(&name)));
+    }
+}
+
+#[test]
+fn check_passes_bundled_sketches_and_fails_on_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".rhai"))
+        .collect();
+    all.sort();
+    let mut args = vec!["check"];
+    args.extend(all.iter().map(String::as_str));
+    let out = ok(easel(&args, dir.path()));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("ok")).count(), all.len());
+
+    std::fs::write(dir.path().join("broken.rhai"), "#{\n  kind: \"truchet\",\n  tile: -3,\n}\n").unwrap();
+    let out = easel(&["check", "broken.rhai"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.rhai:3:9: \"tile\" must be from 2 to 4096, got -3"), "{err}");
+}
+
+#[test]
+fn help_explains_each_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["render", "dataset", "check"] {
+        let out = ok(easel(&[cmd, "--help"], dir.path()));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage: easel"), "{cmd}: {text}");
+    }
+}
