@@ -4,7 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn easel(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_easel")).args(args).current_dir(dir).output().expect("run easel")
+    Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run easel")
 }
 
 fn ok(out: Output) -> Output {
@@ -18,11 +22,17 @@ fn ok(out: Output) -> Output {
 }
 
 fn bundled(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sketches").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("sketches")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn pixels(path: &Path) -> Vec<u8> {
-    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_bytes()
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_bytes()
 }
 
 #[test]
@@ -40,17 +50,37 @@ fn render_is_byte_identical_across_runs() {
 fn a_recipe_renders_the_same_bytes_again() {
     let dir = tempfile::tempdir().unwrap();
     let sketch = bundled("truchet_rule_gradient.rhai");
-    ok(easel(&["render", &sketch, "-o", "fav.png", "--seed", "77", "--size", "300x200"], dir.path()));
+    ok(easel(
+        &[
+            "render", &sketch, "-o", "fav.png", "--seed", "77", "--size", "300x200",
+        ],
+        dir.path(),
+    ));
     // The recipe travels inside the PNG: the sketch file is not needed any more.
-    ok(easel(&["render", "--from", "fav.png", "-o", "again.png"], dir.path()));
+    ok(easel(
+        &["render", "--from", "fav.png", "-o", "again.png"],
+        dir.path(),
+    ));
     let (a, b) = (dir.path().join("fav.png"), dir.path().join("again.png"));
     assert_eq!(image::image_dimensions(&b).unwrap(), (300, 200));
     assert_eq!(pixels(&a), pixels(&b));
-    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "file bytes differ");
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "file bytes differ"
+    );
 
     // A new size keeps seed and sketch.
-    ok(easel(&["render", "--from", "fav.png", "-o", "big.png", "--size", "600x400"], dir.path()));
-    assert_eq!(image::image_dimensions(dir.path().join("big.png")).unwrap(), (600, 400));
+    ok(easel(
+        &[
+            "render", "--from", "fav.png", "-o", "big.png", "--size", "600x400",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(
+        image::image_dimensions(dir.path().join("big.png")).unwrap(),
+        (600, 400)
+    );
     let recipe = easel::recipe::read_recipe(&dir.path().join("big.png")).unwrap();
     assert_eq!((recipe.seed, recipe.width, recipe.height), (77, 600, 400));
     assert_eq!(recipe.name, "truchet_rule_gradient");
@@ -60,8 +90,13 @@ fn a_recipe_renders_the_same_bytes_again() {
 #[test]
 fn from_a_png_without_recipe_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    image::RgbImage::new(4, 4).save(dir.path().join("plain.png")).unwrap();
-    let out = easel(&["render", "--from", "plain.png", "-o", "x.png"], dir.path());
+    image::RgbImage::new(4, 4)
+        .save(dir.path().join("plain.png"))
+        .unwrap();
+    let out = easel(
+        &["render", "--from", "plain.png", "-o", "x.png"],
+        dir.path(),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("plain.png carries no easel recipe"), "{err}");
@@ -70,7 +105,19 @@ fn from_a_png_without_recipe_is_a_clear_error() {
 #[test]
 fn dataset_writes_one_folder_per_class() {
     let dir = tempfile::tempdir().unwrap();
-    ok(easel(&["dataset", &bundled("truchet_families.rhai"), "--count", "30", "-o", "data", "--size", "32"], dir.path()));
+    ok(easel(
+        &[
+            "dataset",
+            &bundled("truchet_families.rhai"),
+            "--count",
+            "30",
+            "-o",
+            "data",
+            "--size",
+            "32",
+        ],
+        dir.path(),
+    ));
     let data = dir.path().join("data");
     for class in ["arcs", "maze", "triangles"] {
         let files: Vec<_> = std::fs::read_dir(data.join(class)).unwrap().collect();
@@ -94,33 +141,56 @@ fn dataset_writes_one_folder_per_class() {
 fn dataset_without_classes_is_flat_and_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let sketch = bundled("truchet_dataset.rhai");
-    ok(easel(&["dataset", &sketch, "-n", "20", "-o", "one"], dir.path()));
-    ok(easel(&["dataset", &sketch, "-n", "20", "-o", "two"], dir.path()));
+    ok(easel(
+        &["dataset", &sketch, "-n", "20", "-o", "one"],
+        dir.path(),
+    ));
+    ok(easel(
+        &["dataset", &sketch, "-n", "20", "-o", "two"],
+        dir.path(),
+    ));
     for k in [0, 7, 19] {
         let name = format!("{k:06}.png");
-        assert_eq!(pixels(&dir.path().join("one").join(&name)), pixels(&dir.path().join("two").join(&name)));
+        assert_eq!(
+            pixels(&dir.path().join("one").join(&name)),
+            pixels(&dir.path().join("two").join(&name))
+        );
     }
 }
 
 #[test]
 fn check_passes_bundled_sketches_and_fails_on_a_broken_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut all: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches"))
-        .unwrap()
-        .map(|e| e.unwrap().path().display().to_string())
-        .filter(|p| p.ends_with(".rhai"))
-        .collect();
+    let mut all: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches"))
+            .unwrap()
+            .map(|e| e.unwrap().path().display().to_string())
+            .filter(|p| p.ends_with(".rhai"))
+            .collect();
     all.sort();
     let mut args = vec!["check"];
     args.extend(all.iter().map(String::as_str));
     let out = ok(easel(&args, dir.path()));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("ok")).count(), all.len());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("ok"))
+            .count(),
+        all.len()
+    );
 
-    std::fs::write(dir.path().join("broken.rhai"), "#{\n  kind: \"truchet\",\n  tile: -3,\n}\n").unwrap();
+    std::fs::write(
+        dir.path().join("broken.rhai"),
+        "#{\n  kind: \"truchet\",\n  tile: -3,\n}\n",
+    )
+    .unwrap();
     let out = easel(&["check", "broken.rhai"], dir.path());
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("broken.rhai:3:9: \"tile\" must be from 2 to 4096, got -3"), "{err}");
+    assert!(
+        err.contains("broken.rhai:3:9: \"tile\" must be from 2 to 4096, got -3"),
+        "{err}"
+    );
 }
 
 #[test]

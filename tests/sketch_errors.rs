@@ -7,7 +7,8 @@ use easel::sketch::{self, SketchError};
 
 /// Loads and renders; returns the first error.
 fn error_of(src: &str) -> SketchError {
-    let result = sketch::load_source(Path::new("sketches/bad.rhai"), src.to_string()).and_then(|s| s.spec.render());
+    let result = sketch::load_source(Path::new("sketches/bad.rhai"), src.to_string())
+        .and_then(|s| s.spec.render());
     match result {
         Ok(_) => panic!("expected an error for:\n{src}"),
         Err(e) => e,
@@ -42,27 +43,92 @@ fn unknown_family_names_the_value_and_the_choices() {
 
 #[test]
 fn wrong_types_are_reported_where_written() {
-    assert_error("#{\n kind: \"truchet\",\n tile: \"big\",\n}", 3, Some(8), "\"tile\" must be an integer, got a string (\"big\")");
-    assert_error("#{ kind: \"truchet\",\n antialias: 1 }", 2, None, "\"antialias\" must be true or false");
-    assert_error("#{ kind: \"truchet\",\n  foreground: \"#12345\" }", 2, None, "bad hex colour");
-    assert_error("#{ kind: \"truchet\",\n  rule: 4 }", 2, None, "\"rule\" must be a closure");
+    assert_error(
+        "#{\n kind: \"truchet\",\n tile: \"big\",\n}",
+        3,
+        Some(8),
+        "\"tile\" must be an integer, got a string (\"big\")",
+    );
+    assert_error(
+        "#{ kind: \"truchet\",\n antialias: 1 }",
+        2,
+        None,
+        "\"antialias\" must be true or false",
+    );
+    assert_error(
+        "#{ kind: \"truchet\",\n  foreground: \"#12345\" }",
+        2,
+        None,
+        "bad hex colour",
+    );
+    assert_error(
+        "#{ kind: \"truchet\",\n  rule: 4 }",
+        2,
+        None,
+        "\"rule\" must be a closure",
+    );
 }
 
 #[test]
 fn out_of_range_values_are_errors_not_panics() {
-    assert_error("#{ kind: \"truchet\",\n size: -5 }", 2, None, "must be positive");
-    assert_error("#{ kind: \"truchet\",\n size: [100000, 100000] }", 2, None, "too large");
-    assert_error("#{ kind: \"truchet\",\n tile: 0 }", 2, None, "\"tile\" must be from 2 to 4096, got 0");
-    assert_error("#{ kind: \"truchet\", family: \"multiscale\",\n subdivide: 1.5 }", 2, None, "must be from 0 to 1");
-    assert_error("#{ kind: \"truchet\", family: \"multiscale\", levels: 3,\n tile: 30 }", 2, None, "cannot be halved");
-    assert_error("#{ kind: \"truchet\",\n channels: 2 }", 2, None, "1 (grayscale) or 3 (RGB)");
+    assert_error(
+        "#{ kind: \"truchet\",\n size: -5 }",
+        2,
+        None,
+        "must be positive",
+    );
+    assert_error(
+        "#{ kind: \"truchet\",\n size: [100000, 100000] }",
+        2,
+        None,
+        "too large",
+    );
+    assert_error(
+        "#{ kind: \"truchet\",\n tile: 0 }",
+        2,
+        None,
+        "\"tile\" must be from 2 to 4096, got 0",
+    );
+    assert_error(
+        "#{ kind: \"truchet\", family: \"multiscale\",\n subdivide: 1.5 }",
+        2,
+        None,
+        "must be from 0 to 1",
+    );
+    assert_error(
+        "#{ kind: \"truchet\", family: \"multiscale\", levels: 3,\n tile: 30 }",
+        2,
+        None,
+        "cannot be halved",
+    );
+    assert_error(
+        "#{ kind: \"truchet\",\n channels: 2 }",
+        2,
+        None,
+        "1 (grayscale) or 3 (RGB)",
+    );
 }
 
 #[test]
 fn missing_kind_and_unknown_keys_are_explained() {
-    assert_error("#{ size: 64 }", 0, None, "missing key \"kind\"; expected one of truchet");
-    assert_error("#{ kind: \"truchet\",\n\n   tilesize: 8 }", 3, Some(4), "unknown key \"tilesize\"");
-    assert_error("#{ kind: \"painting\" }", 1, None, "unknown sketch kind \"painting\"");
+    assert_error(
+        "#{ size: 64 }",
+        0,
+        None,
+        "missing key \"kind\"; expected one of truchet",
+    );
+    assert_error(
+        "#{ kind: \"truchet\",\n\n   tilesize: 8 }",
+        3,
+        Some(4),
+        "unknown key \"tilesize\"",
+    );
+    assert_error(
+        "#{ kind: \"painting\" }",
+        1,
+        None,
+        "unknown sketch kind \"painting\"",
+    );
 }
 
 #[test]
@@ -73,7 +139,12 @@ fn a_sketch_must_evaluate_to_a_map() {
 #[test]
 fn syntax_and_runtime_errors_keep_rhai_positions() {
     assert_error("#{ kind: \"truchet\",\n  size: 64 +,\n}", 2, None, "");
-    assert_error("let a = 1;\nlet b = a / 0;\n#{ kind: \"truchet\" }", 2, None, "Division by zero");
+    assert_error(
+        "let a = 1;\nlet b = a / 0;\n#{ kind: \"truchet\" }",
+        2,
+        None,
+        "Division by zero",
+    );
     assert_error("#{ kind: \"truchet\", size: 64,\n rule: |i, j, rng| {\n   let x = undefined_thing;\n   0 } }", 3, None, "undefined_thing");
 }
 
@@ -119,7 +190,15 @@ fn scripts_cannot_reach_files_or_eval_strings() {
 #[test]
 fn a_script_defined_rule_function_is_used() {
     let src = "fn rule(i, j, rng) { 1 }\n#{ kind: \"truchet\", size: 64, tile: 32 }";
-    let a = sketch::load_source(Path::new("a.rhai"), src.into()).unwrap().spec.render().unwrap();
-    let b = sketch::load_source(Path::new("b.rhai"), src.replace("{ 1 }", "{ 2 }")).unwrap().spec.render().unwrap();
+    let a = sketch::load_source(Path::new("a.rhai"), src.into())
+        .unwrap()
+        .spec
+        .render()
+        .unwrap();
+    let b = sketch::load_source(Path::new("b.rhai"), src.replace("{ 1 }", "{ 2 }"))
+        .unwrap()
+        .spec
+        .render()
+        .unwrap();
     assert_ne!(a.as_bytes(), b.as_bytes());
 }

@@ -49,7 +49,10 @@ fn a_triangle_tile_is_half_foreground() {
                  rule: |i, j, rng| {rotation} }}"#
         ));
         let dark = 1.0 - mean_gray(&img);
-        assert!((dark - 0.5).abs() < 0.01, "rotation {rotation}: {dark} of the tile is foreground");
+        assert!(
+            (dark - 0.5).abs() < 0.01,
+            "rotation {rotation}: {dark} of the tile is foreground"
+        );
     }
 }
 
@@ -64,12 +67,20 @@ fn each_rotation_of_a_triangle_darkens_a_different_corner() {
                  antialias: false, rule: |i, j, rng| {rotation} }}"#
         ))
         .to_luma8();
-        let dark: Vec<(f64, f64)> =
-            img.enumerate_pixels().filter(|(_, _, p)| p.0[0] < 128).map(|(x, y, _)| (x as f64, y as f64)).collect();
+        let dark: Vec<(f64, f64)> = img
+            .enumerate_pixels()
+            .filter(|(_, _, p)| p.0[0] < 128)
+            .map(|(x, y, _)| (x as f64, y as f64))
+            .collect();
         let n = dark.len() as f64;
-        let (cx, cy) = dark.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+        let (cx, cy) = dark
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
         let corner = ((cx > 30.0) as u8, (cy > 30.0) as u8);
-        assert!((cx - 30.0).abs() > 8.0 && (cy - 30.0).abs() > 8.0, "centroid ({cx}, {cy}) not near a corner");
+        assert!(
+            (cx - 30.0).abs() > 8.0 && (cy - 30.0).abs() > 8.0,
+            "centroid ({cx}, {cy}) not near a corner"
+        );
         corners.push(corner);
     }
     corners.sort();
@@ -86,10 +97,15 @@ fn a_constant_rule_gives_identical_cells() {
         .to_rgb8();
         let img = &img;
         let cell = |ci: u32, cj: u32| -> Vec<u8> {
-            (0..24).flat_map(|y| (0..24).flat_map(move |x| img.get_pixel(ci * 24 + x, cj * 24 + y).0)).collect()
+            (0..24)
+                .flat_map(|y| (0..24).flat_map(move |x| img.get_pixel(ci * 24 + x, cj * 24 + y).0))
+                .collect()
         };
         let first = cell(0, 0);
-        assert!(first.iter().any(|&v| v < 128), "{family}: the tile draws nothing");
+        assert!(
+            first.iter().any(|&v| v < 128),
+            "{family}: the tile draws nothing"
+        );
         for cj in 0..4 {
             for ci in 0..4 {
                 assert_eq!(cell(ci, cj), first, "{family}: cell ({ci}, {cj}) differs");
@@ -105,16 +121,26 @@ fn arcs_draw_strokes_of_the_requested_width() {
     let (a, b) = (1.0 - mean_gray(&thin), 1.0 - mean_gray(&thick));
     // Two quarter-circles of radius 16 px per tile: length π·16 ≈ 50 px of stroke.
     let expected = |w: f64| std::f64::consts::PI * 16.0 * w / (32.0 * 32.0);
-    assert!((a - expected(2.0)).abs() < 0.02, "line 2: {a} dark vs {}", expected(2.0));
-    assert!((b - expected(8.0)).abs() < 0.03, "line 8: {b} dark vs {}", expected(8.0));
+    assert!(
+        (a - expected(2.0)).abs() < 0.02,
+        "line 2: {a} dark vs {}",
+        expected(2.0)
+    );
+    assert!(
+        (b - expected(8.0)).abs() < 0.03,
+        "line 8: {b} dark vs {}",
+        expected(8.0)
+    );
 }
 
 #[test]
 fn filled_arcs_colour_neighbouring_tiles_consistently() {
     // Across every tile edge, the pixel on each side must have the same colour (but at
     // the two points where an arc meets the edge).
-    let img = render(r#"#{ kind: "truchet", family: "arcs", filled: true, size: 320, tile: 32,
-                          channels: 1, antialias: false, seed: 5 }"#)
+    let img = render(
+        r#"#{ kind: "truchet", family: "arcs", filled: true, size: 320, tile: 32,
+                          channels: 1, antialias: false, seed: 5 }"#,
+    )
     .to_luma8();
     let (mut edges, mut mismatches) = (0, 0);
     for k in 1..10u32 {
@@ -125,27 +151,49 @@ fn filled_arcs_colour_neighbouring_tiles_consistently() {
             mismatches += (img.get_pixel(t, b - 1) != img.get_pixel(t, b)) as u32;
         }
     }
-    assert!(mismatches * 50 < edges, "{mismatches} of {edges} edge pixels disagree");
+    assert!(
+        mismatches * 50 < edges,
+        "{mismatches} of {edges} edge pixels disagree"
+    );
     let dark = 1.0 - mean_gray(&DynamicImage::ImageLuma8(img));
-    assert!((0.2..0.8).contains(&dark), "two colours should share the canvas, got {dark}");
+    assert!(
+        (0.2..0.8).contains(&dark),
+        "two colours should share the canvas, got {dark}"
+    );
 }
 
 #[test]
 fn multiscale_really_subdivides() {
     let src = |p: &str| {
-        format!(r#"#{{ kind: "truchet", family: "multiscale", size: 256, tile: 64, levels: 3, subdivide: {p}, seed: 9 }}"#)
+        format!(
+            r#"#{{ kind: "truchet", family: "multiscale", size: 256, tile: 64, levels: 3, subdivide: {p}, seed: 9 }}"#
+        )
     };
     let sketch = load(&src("0.5"));
     let layout = Layout::build(truchet(&sketch.spec)).unwrap();
     let placed: Vec<usize> = layout.levels.iter().map(|l| l.placed()).collect();
     assert_eq!(placed.len(), 3);
-    assert!(placed.iter().all(|&n| n > 0), "tiles at every level: {placed:?}");
+    assert!(
+        placed.iter().all(|&n| n > 0),
+        "tiles at every level: {placed:?}"
+    );
     // Every pixel is covered by exactly one tile: areas add up to the canvas.
-    let area: usize = layout.levels.iter().map(|l| l.placed() * (l.size * l.size) as usize).sum();
+    let area: usize = layout
+        .levels
+        .iter()
+        .map(|l| l.placed() * (l.size * l.size) as usize)
+        .sum();
     assert_eq!(area, 256 * 256);
 
     let all_split = Layout::build(truchet(&load(&src("1.0")).spec)).unwrap();
-    assert_eq!(all_split.levels.iter().map(|l| l.placed()).collect::<Vec<_>>(), vec![0, 0, 256]);
+    assert_eq!(
+        all_split
+            .levels
+            .iter()
+            .map(|l| l.placed())
+            .collect::<Vec<_>>(),
+        vec![0, 0, 256]
+    );
 
     let flat = render(&src("0.0"));
     let mixed = render(&src("0.5"));
@@ -157,12 +205,17 @@ fn multiscale_tiles_use_both_colours_at_every_scale() {
     // Colours swap per level: a canvas of only level-1 tiles is the inverse palette of a
     // canvas of only level-0 tiles, so its mean flips around one half.
     let src = |p: &str| {
-        format!(r#"#{{ kind: "truchet", family: "multiscale", size: 256, tile: 64, levels: 2,
-                     subdivide: {p}, tiles: ["cross"], channels: 1 }}"#)
+        format!(
+            r#"#{{ kind: "truchet", family: "multiscale", size: 256, tile: 64, levels: 2,
+                     subdivide: {p}, tiles: ["cross"], channels: 1 }}"#
+        )
     };
     let big = mean_gray(&render(&src("0.0")));
     let small = mean_gray(&render(&src("1.0")));
-    assert!((big + small - 1.0).abs() < 0.05, "level 0 mean {big}, level 1 mean {small}");
+    assert!(
+        (big + small - 1.0).abs() < 0.05,
+        "level 0 mean {big}, level 1 mean {small}"
+    );
 }
 
 #[test]
@@ -174,8 +227,15 @@ fn classes_override_the_base_sketch() {
     let names: Vec<&str> = sketch.classes.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, vec!["maze", "tri"]);
     assert_eq!(sketch.class_spec(Some("maze")).unwrap().size(), (32, 32));
-    assert_eq!(truchet(sketch.class_spec(Some("tri")).unwrap()).family, easel::truchet::Family::Triangles);
-    assert!(sketch.class_spec(Some("nope")).unwrap_err().to_string().contains("expected one of maze, tri"));
+    assert_eq!(
+        truchet(sketch.class_spec(Some("tri")).unwrap()).family,
+        easel::truchet::Family::Triangles
+    );
+    assert!(sketch
+        .class_spec(Some("nope"))
+        .unwrap_err()
+        .to_string()
+        .contains("expected one of maze, tri"));
 }
 
 #[test]
@@ -185,7 +245,10 @@ fn the_py_truchet_gan_sketch_matches_that_dataset() {
     let img = sketch.spec.render().unwrap();
     assert_eq!((img.width(), img.height()), (32, 32));
     let gray = img.as_luma8().expect("grayscale");
-    assert!(gray.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255), "pure black and white");
+    assert!(
+        gray.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255),
+        "pure black and white"
+    );
     // 16 tiles, each exactly half black (8x8 tile split on its diagonal: 28 or 36 px).
     let black = gray.pixels().filter(|p| p.0[0] == 0).count();
     assert!((16 * 28..=16 * 36).contains(&black), "{black} black pixels");

@@ -47,7 +47,7 @@ fn deadline_passed() -> bool {
         t.set(n);
         n
     });
-    ticks % 1024 == 0 && DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() > t))
+    ticks.is_multiple_of(1024) && DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() > t))
 }
 
 impl Script {

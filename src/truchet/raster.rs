@@ -21,13 +21,20 @@ pub fn rasterise(spec: &TruchetSpec, layout: &Layout) -> DynamicImage {
     let ch = spec.channels as usize;
     let lut = colour_table(spec);
     let mut buf = vec![0u8; w * h * ch];
-    buf.par_chunks_mut(w * ch).enumerate().for_each(|(y, row)| {
+    let shade_row = |(y, row): (usize, &mut [u8])| {
         for x in 0..w {
             let t = foreground_amount(spec, layout, x as u32, y as u32);
             let k = (t.clamp(0.0, 1.0) * 255.0 + 0.5) as usize;
             row[x * ch..x * ch + ch].copy_from_slice(&lut[k][..ch]);
         }
-    });
+    };
+    // Small images (dataset tiles) are made many at a time, one per thread; splitting
+    // each one across threads would cost more than it saves.
+    if w * h < 128 * 128 {
+        buf.chunks_mut(w * ch).enumerate().for_each(shade_row);
+    } else {
+        buf.par_chunks_mut(w * ch).enumerate().for_each(shade_row);
+    }
     match ch {
         1 => DynamicImage::ImageLuma8(
             GrayImage::from_raw(w as u32, h as u32, buf).expect("buffer size"),
@@ -142,7 +149,7 @@ fn arc_distance(u: f64, v: f64) -> f64 {
 /// Carlson's winged tiles, painted largest first: the tile that covers the pixel, then
 /// the wings of smaller neighbouring tiles on top. Colours swap at each level.
 fn multiscale_amount(spec: &TruchetSpec, layout: &Layout, x: u32, y: u32) -> f64 {
-    let base = |level: usize| if level % 2 == 0 { 0.0 } else { 1.0 };
+    let base = |level: usize| if level.is_multiple_of(2) { 0.0 } else { 1.0 };
     let aa = spec.antialias;
     let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
     let Some((leaf_level, cell, u, v)) = layout.levels.iter().enumerate().find_map(|(k, g)| {
