@@ -4,6 +4,7 @@
 //! ([`truchet`]) → image (with its [`recipe`]) → CLI or studio.
 
 pub mod cli;
+pub mod cppn;
 pub mod recipe;
 pub mod sketch;
 pub mod truchet;

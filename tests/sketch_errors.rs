@@ -115,7 +115,7 @@ fn missing_kind_and_unknown_keys_are_explained() {
         "#{ size: 64 }",
         0,
         None,
-        "missing key \"kind\"; expected one of truchet",
+        "missing key \"kind\"; expected one of truchet, cppn",
     );
     assert_error(
         "#{ kind: \"truchet\",\n\n   tilesize: 8 }",

@@ -17,6 +17,7 @@ fn render(src: &str) -> DynamicImage {
 fn truchet(spec: &Spec) -> &easel::truchet::TruchetSpec {
     match spec {
         Spec::Truchet(t) => t,
+        other => panic!("not a truchet spec: {other:?}"),
     }
 }
 

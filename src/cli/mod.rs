@@ -1,9 +1,11 @@
 //! The command line: `easel render | dataset | check | gallery`.
 
+mod animate;
 mod check;
 mod dataset;
 mod gallery;
 mod render;
+mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +18,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "A terminal studio for live-coding generative art",
     long_about = "A terminal studio for live-coding generative art.\n\n\
-Sketches are Rhai scripts (see sketches/ and the README) describing Truchet tilings.\n\
+Sketches are Rhai scripts (see sketches/ and the README) describing Truchet tilings\nor CPPNs.\n\
 Every PNG easel writes carries its recipe, so `easel render --from FILE.png` makes it again.\n\n\
 Run with no command to preview the bundled sketches in ./sketches."
 )]
@@ -29,6 +31,10 @@ pub struct Cli {
 pub enum Command {
     /// Render a sketch (or a PNG's recipe) to a PNG file, or to the terminal with --show.
     Render(render::RenderArgs),
+    /// Render a CPPN latent walk that loops seamlessly, as a GIF or PNG frames.
+    Animate(animate::AnimateArgs),
+    /// Render a labelled contact sheet of a sketch across parameter values.
+    Sweep(sweep::SweepArgs),
     /// Write a folder of images from a sketch, one subfolder per class.
     Dataset(dataset::DatasetArgs),
     /// Check sketches for errors (loads and renders each); non-zero exit on the first problem.
@@ -42,6 +48,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Render(a)) => render::run(a),
         Some(Command::Dataset(a)) => dataset::run(a),
+        Some(Command::Animate(a)) => animate::run(a),
+        Some(Command::Sweep(a)) => sweep::run(a),
         Some(Command::Check(a)) => check::run(a),
         Some(Command::Gallery(a)) => gallery::run(a),
         None => gallery::run(gallery::GalleryArgs {

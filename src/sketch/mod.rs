@@ -20,6 +20,7 @@ pub use error::SketchError;
 pub use locate::Locator;
 pub use reader::MapReader;
 
+use crate::cppn::CppnSpec;
 use crate::truchet::TruchetSpec;
 
 /// Largest side, and most pixels, any image may have: a typo must not ask for gigabytes.
@@ -27,30 +28,34 @@ pub const MAX_SIDE: u32 = 16384;
 pub const MAX_PIXELS: u64 = 8192 * 8192 * 2;
 
 /// The kinds a sketch can be. Each has its own spec and renderer.
-pub const KINDS: &[&str] = &["truchet"];
+pub const KINDS: &[&str] = &["truchet", "cppn"];
 
 /// A fully resolved description of what to make.
 #[derive(Debug, Clone)]
 pub enum Spec {
     Truchet(TruchetSpec),
+    Cppn(CppnSpec),
 }
 
 impl Spec {
     pub fn kind(&self) -> &'static str {
         match self {
             Spec::Truchet(_) => "truchet",
+            Spec::Cppn(_) => "cppn",
         }
     }
 
     pub fn size(&self) -> (u32, u32) {
         match self {
             Spec::Truchet(t) => (t.width, t.height),
+            Spec::Cppn(c) => (c.width, c.height),
         }
     }
 
     pub fn seed(&self) -> u64 {
         match self {
             Spec::Truchet(t) => t.seed,
+            Spec::Cppn(c) => c.seed,
         }
     }
 
@@ -60,12 +65,17 @@ impl Spec {
                 t.width = width;
                 t.height = height;
             }
+            Spec::Cppn(c) => {
+                c.width = width;
+                c.height = height;
+            }
         }
     }
 
     pub fn set_seed(&mut self, seed: u64) {
         match self {
             Spec::Truchet(t) => t.seed = seed,
+            Spec::Cppn(c) => c.seed = seed,
         }
     }
 
@@ -74,6 +84,10 @@ impl Spec {
     pub fn render(&self) -> Result<DynamicImage, SketchError> {
         match self {
             Spec::Truchet(t) => crate::truchet::render(t),
+            Spec::Cppn(c) => c.render().map_err(|e| {
+                let file = c.fit.as_ref().map(|f| f.image_path.clone()).unwrap_or_default();
+                SketchError::whole_file(&file, format!("{e:#}"))
+            }),
         }
     }
 }
@@ -134,6 +148,11 @@ pub fn load(path: &Path) -> Result<Sketch, SketchError> {
 
 /// Loads a sketch from source text; `path` is used for messages and the sketch's name.
 pub fn load_source(path: &Path, source: String) -> Result<Sketch, SketchError> {
+    load_with(path, source, &[])
+}
+
+/// Loads a sketch with some top-level keys replaced (how `sweep` varies a parameter).
+pub fn load_with(path: &Path, source: String, overrides: &[(String, rhai::Dynamic)]) -> Result<Sketch, SketchError> {
     let script = Script::compile(&source).map_err(|e| SketchError::from_parse(path, &e))?;
     let script = Arc::new(script);
     let value = script
@@ -150,6 +169,10 @@ pub fn load_source(path: &Path, source: String) -> Result<Sketch, SketchError> {
             ),
         ));
     };
+    let mut map = map;
+    for (key, value) in overrides {
+        map.insert(key.as_str().into(), value.clone());
+    }
     let locator = Locator::from_ast(&script.ast);
 
     let mut base = MapReader::new(path, &locator, map.clone());
@@ -197,6 +220,10 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
     let kind = map.choice("kind", "sketch kind", KINDS, "")?;
     let spec = match kind.as_str() {
         "truchet" => Spec::Truchet(TruchetSpec::parse(&mut map, script)?),
+        "cppn" => {
+            let dir = map.file().parent().map(Path::to_path_buf).unwrap_or_default();
+            Spec::Cppn(CppnSpec::parse(&mut map, &dir)?)
+        }
         _ => unreachable!("choice() only returns listed kinds"),
     };
     map.finish()?;

@@ -1,0 +1,136 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use image::{Rgb, RgbImage};
+use rayon::prelude::*;
+use rhai::Dynamic;
+
+use crate::recipe;
+use crate::sketch;
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// The sketch to vary.
+    pub sketch: PathBuf,
+    /// A key and its values: `depth=2..9` (integers, inclusive) or `width=8,16,32`.
+    /// The first --vary runs across the sheet, a second one down.
+    #[arg(long = "vary", value_name = "KEY=VALUES", required = true)]
+    pub vary: Vec<String>,
+    /// Output PNG.
+    #[arg(short, long, value_name = "SHEET.png")]
+    pub output: PathBuf,
+    /// Width of each image on the sheet, in pixels.
+    #[arg(long, default_value_t = 192)]
+    pub cell: u32,
+}
+
+struct Axis {
+    key: String,
+    values: Vec<(String, Dynamic)>,
+}
+
+fn parse_axis(text: &str) -> Result<Axis> {
+    let Some((key, values)) = text.split_once('=') else {
+        bail!("--vary {text}: expected KEY=VALUES, e.g. depth=2..9 or width=8,16,32");
+    };
+    let number = |v: &str| -> Result<(String, Dynamic)> {
+        let v = v.trim();
+        if let Ok(i) = v.parse::<i64>() {
+            Ok((v.to_string(), Dynamic::from_int(i)))
+        } else if let Ok(f) = v.parse::<f64>() {
+            Ok((v.to_string(), Dynamic::from_float(f)))
+        } else {
+            bail!("--vary {text}: \"{v}\" is not a number")
+        }
+    };
+    let values = if let Some((a, b)) = values.split_once("..") {
+        let (a, b) = (a.trim().parse::<i64>(), b.trim().parse::<i64>());
+        match (a, b) {
+            (Ok(a), Ok(b)) if a <= b && b - a < 64 => (a..=b).map(|i| (i.to_string(), Dynamic::from_int(i))).collect(),
+            _ => bail!("--vary {text}: a range is two integers lo..hi (inclusive, at most 64 values)"),
+        }
+    } else {
+        values.split(',').map(number).collect::<Result<Vec<_>>>()?
+    };
+    Ok(Axis { key: key.trim().to_string(), values })
+}
+
+/// Renders a contact sheet: the sketch once per combination of values, labelled.
+pub fn run(args: SweepArgs) -> Result<()> {
+    let axes: Vec<Axis> = args.vary.iter().map(|v| parse_axis(v)).collect::<Result<_>>()?;
+    if axes.len() > 2 {
+        bail!("at most two --vary keys (one across, one down)");
+    }
+    let source = std::fs::read_to_string(&args.sketch).with_context(|| format!("cannot read {}", args.sketch.display()))?;
+    let base = sketch::load(&args.sketch)?;
+    let (bw, bh) = base.spec.size();
+    let cell_w = args.cell.clamp(16, 2048);
+    let cell_h = (cell_w as u64 * bh as u64 / bw as u64).max(1) as u32;
+
+    let across = &axes[0];
+    let down_values = axes.get(1).map_or(vec![None], |a| a.values.iter().map(Some).collect());
+    let mut jobs = Vec::new();
+    for (row, down) in down_values.iter().enumerate() {
+        for (col, value) in across.values.iter().enumerate() {
+            let mut overrides = vec![(across.key.clone(), value.1.clone())];
+            let mut label = format!("{}={}", across.key, value.0);
+            if let (Some(d), Some(axis)) = (down, axes.get(1)) {
+                overrides.push((axis.key.clone(), d.1.clone()));
+                label = format!("{label} {}={}", axis.key, d.0);
+            }
+            jobs.push((col, row, overrides, label));
+        }
+    }
+    let images = jobs
+        .par_iter()
+        .map(|(_, _, overrides, label)| -> Result<RgbImage> {
+            let sketch = sketch::load_with(&args.sketch, source.clone(), overrides)
+                .map_err(|e| anyhow::anyhow!("{e} (with {label})"))?;
+            let mut spec = sketch.spec.clone();
+            spec.set_size(cell_w, cell_h);
+            Ok(spec.render()?.to_rgb8())
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    const PAD: u32 = 8;
+    const LABEL: u32 = 14;
+    let cols = across.values.len() as u32;
+    let rows = down_values.len() as u32;
+    let mut sheet = RgbImage::from_pixel(
+        cols * (cell_w + PAD) + PAD,
+        rows * (cell_h + LABEL + PAD) + PAD,
+        Rgb([24, 24, 28]),
+    );
+    for ((col, row, _, label), img) in jobs.iter().zip(&images) {
+        let x = PAD + *col as u32 * (cell_w + PAD);
+        let y = PAD + *row as u32 * (cell_h + LABEL + PAD);
+        image::imageops::replace(&mut sheet, img, x as i64, y as i64);
+        draw_text(&mut sheet, x, y + cell_h + 4, label, cell_w);
+    }
+    recipe::write_png(&args.output, &image::DynamicImage::ImageRgb8(sheet), None)?;
+    eprintln!("wrote {} ({} images)", args.output.display(), images.len());
+    Ok(())
+}
+
+/// Draws `text` with the 8x8 public-domain bitmap font, clipped to `max_width`.
+fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str, max_width: u32) {
+    use font8x8::UnicodeFonts;
+    for (k, c) in text.chars().enumerate() {
+        let cx = x + k as u32 * 8;
+        if cx + 8 > x + max_width {
+            break;
+        }
+        let Some(glyph) = font8x8::BASIC_FONTS.get(c) else { continue };
+        for (gy, bits) in glyph.iter().enumerate() {
+            for gx in 0..8 {
+                if bits >> gx & 1 == 1 {
+                    let (px, py) = (cx + gx, y + gy as u32);
+                    if px < img.width() && py < img.height() {
+                        img.put_pixel(px, py, Rgb([230, 230, 230]));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Fitting ("super-sampling"): train the CPPN with Candle (autograd, Adam) to reproduce
+//! an image from its pixel coordinates, then render the fitted network at any size.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use image::RgbImage;
+
+use super::net::{Activation, Dense, Network};
+use super::{CppnSpec, OutputMode};
+
+/// `fit: #{ image: "…", steps: …, lr: …, size: … }` in a CPPN sketch.
+#[derive(Debug, Clone)]
+pub struct FitSpec {
+    pub image_path: PathBuf,
+    /// The target, resized to the training resolution.
+    pub target: Arc<RgbImage>,
+    pub steps: usize,
+    pub lr: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    /// Mean squared error per step, in [0, 1]² units.
+    pub losses: Vec<f32>,
+    /// PSNR of the final fit at training resolution, in dB.
+    pub psnr: f64,
+}
+
+pub fn psnr(mse: f64) -> f64 {
+    10.0 * (1.0 / mse.max(1e-12)).log10()
+}
+
+/// Trains the sketch's network (starting from its seeded weights) on the target image.
+/// `progress(step, loss)` is called after every step.
+pub fn fit(spec: &CppnSpec, fit: &FitSpec, progress: &mut dyn FnMut(usize, f32)) -> Result<(Network, FitReport)> {
+    let dev = Device::Cpu;
+    let start = spec.network();
+    for l in &start.layers {
+        if l.activation == Activation::Sign {
+            bail!("sign has no gradient, so a network using it cannot be fitted; use tanh instead");
+        }
+    }
+    let (tw, th) = fit.target.dimensions();
+    // Train at the target's resolution with the renderer's own coordinates, so the fitted
+    // network renders the image at any size.
+    let mut probe = spec.clone();
+    (probe.width, probe.height) = (tw, th);
+    let coords = super::render::input_coordinates(&probe);
+    let z = spec.z();
+    let n = (tw * th) as usize;
+    let n_in = start.inputs();
+    let mut inputs = Vec::with_capacity(n * n_in);
+    for c in coords.chunks_exact(spec.inputs.coordinate_count()) {
+        inputs.extend_from_slice(c);
+        inputs.extend_from_slice(&z);
+    }
+    let x = Tensor::from_vec(inputs, (n, n_in), &dev)?;
+    let channels = spec.output.outputs();
+    let target: Vec<f32> = fit
+        .target
+        .pixels()
+        .flat_map(|p| {
+            let [r, g, b] = p.0.map(|v| v as f32 / 255.0);
+            match channels {
+                1 => vec![0.299 * r + 0.587 * g + 0.114 * b],
+                _ => vec![r, g, b],
+            }
+        })
+        .collect();
+    if !matches!(spec.output, OutputMode::Rgb | OutputMode::Gray) {
+        bail!("fitting works with output \"rgb\" or \"gray\"");
+    }
+    let y = Tensor::from_vec(target, (n, channels), &dev)?;
+
+    let mut vars = Vec::new();
+    for l in &start.layers {
+        vars.push(Var::from_tensor(&Tensor::from_slice(&l.w, (l.inputs, l.outputs), &dev)?)?);
+        vars.push(Var::from_tensor(&Tensor::from_slice(&l.b, l.outputs, &dev)?)?);
+    }
+    let params = ParamsAdamW { lr: fit.lr, weight_decay: 0.0, ..Default::default() };
+    let mut opt = AdamW::new(vars.clone(), params)?;
+    let forward = |vars: &[Var]| -> Result<Tensor> {
+        let mut h = x.clone();
+        for (k, l) in start.layers.iter().enumerate() {
+            h = h.matmul(vars[2 * k].as_tensor())?.broadcast_add(vars[2 * k + 1].as_tensor())?;
+            h = activate(&h, l.activation)?;
+        }
+        // The renderer maps [−1, 1]-ranged outputs to [0, 1]; train in the same units.
+        match start.layers.last().map(|l| l.activation) {
+            Some(Activation::Tanh | Activation::Sin | Activation::Cos) => Ok(h.affine(0.5, 0.5)?),
+            _ => Ok(h),
+        }
+    };
+    let mut losses = Vec::with_capacity(fit.steps);
+    for step in 0..fit.steps {
+        let loss = forward(&vars)?.sub(&y)?.sqr()?.mean_all()?;
+        opt.backward_step(&loss)?;
+        let l = loss.to_scalar::<f32>()?;
+        if !l.is_finite() {
+            bail!("fitting diverged at step {step} (loss {l}); lower fit.lr");
+        }
+        losses.push(l);
+        progress(step, l);
+    }
+    let final_mse = forward(&vars)?.clamp(0f32, 1f32)?.sub(&y)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+    let layers = start
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(k, l)| -> Result<Dense> {
+            Ok(Dense {
+                w: vars[2 * k].as_tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+                b: vars[2 * k + 1].as_tensor().to_vec1()?,
+                ..l.clone()
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((Network { layers }, FitReport { losses, psnr: psnr(final_mse) }))
+}
+
+fn activate(h: &Tensor, act: Activation) -> Result<Tensor> {
+    Ok(match act {
+        Activation::Tanh => h.tanh()?,
+        Activation::Sin => h.sin()?,
+        Activation::Cos => h.cos()?,
+        Activation::Tan => h.sin()?.div(&h.cos()?)?,
+        Activation::Sigmoid => candle_nn::ops::sigmoid(h)?,
+        Activation::Relu => h.relu()?,
+        Activation::Gaussian => h.sqr()?.neg()?.exp()?,
+        Activation::Abs => h.abs()?,
+        Activation::Softplus => (h.exp()? + 1.0)?.log()?,
+        Activation::Identity => h.clone(),
+        Activation::Sign => bail!("sign cannot be fitted"),
+    })
+}
+
+/// Fitted networks of this process, by sketch content, so re-rendering a fitted sketch
+/// (another size, a favourite) does not train again.
+fn cache() -> &'static Mutex<HashMap<u64, Network>> {
+    static CACHE: OnceLock<Mutex<HashMap<u64, Network>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn key(spec: &CppnSpec, fit: &FitSpec) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", spec.sizes()).hash(&mut h);
+    format!("{:?}{:?}{}{}", spec.activations, spec.output_activation, spec.init_std, spec.seed).hash(&mut h);
+    format!("{:?}{:?}{}", spec.z(), spec.inputs, spec.scale).hash(&mut h);
+    (fit.steps, fit.lr.to_bits()).hash(&mut h);
+    fit.target.as_raw().hash(&mut h);
+    h.finish()
+}
+
+/// The fitted network for a sketch with `fit`, training (with a progress bar on a
+/// terminal) on first use.
+pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {
+    let k = key(spec, target);
+    if let Some(net) = cache().lock().expect("fit cache").get(&k) {
+        return Ok(net.clone());
+    }
+    let bar = indicatif::ProgressBar::new(target.steps as u64).with_style(
+        indicatif::ProgressStyle::with_template("fitting {bar:30} {pos}/{len} steps  loss {msg}  eta {eta}")
+            .expect("template"),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (net, report) = fit(spec, target, &mut |step, loss| {
+        if step % 10 == 0 {
+            bar.set_position(step as u64);
+            bar.set_message(format!("{loss:.5}  PSNR {:.1} dB", psnr(loss as f64)));
+        }
+    })?;
+    bar.finish_and_clear();
+    eprintln!("fitted {} in {} steps: PSNR {:.1} dB", target.image_path.display(), target.steps, report.psnr);
+    cache().lock().expect("fit cache").insert(k, net.clone());
+    Ok(net)
+}

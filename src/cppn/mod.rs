@@ -1,0 +1,305 @@
+//! CPPNs: networks from pixel coordinates (x, y, r and a latent z) to colour. Resolution
+//! free, so a favourite renders again at any size.
+
+pub mod animate;
+pub mod fastmath;
+pub mod fit;
+pub mod net;
+pub mod render;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use image::{DynamicImage, RgbImage};
+use rand::SeedableRng;
+use rand_pcg::Pcg64Mcg;
+
+use crate::sketch::{MapReader, SketchError, MAX_PIXELS, MAX_SIDE};
+use net::{Activation, Init, Network};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inputs {
+    pub x: bool,
+    pub y: bool,
+    pub r: bool,
+}
+
+impl Inputs {
+    pub fn coordinate_count(&self) -> usize {
+        self.x as usize + self.y as usize + self.r as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symmetry {
+    None,
+    X,
+    Y,
+    XY,
+}
+
+#[derive(Debug, Clone)]
+pub enum OutputMode {
+    Gray,
+    Rgb,
+    /// The three outputs are hue, saturation, value.
+    Hsv,
+    /// Two outputs choose where to sample the texture.
+    Uv(Arc<RgbImage>),
+}
+
+impl OutputMode {
+    pub fn outputs(&self) -> usize {
+        match self {
+            OutputMode::Gray => 1,
+            OutputMode::Uv(_) => 2,
+            _ => 3,
+        }
+    }
+}
+
+/// A latent walk: `z(t) = z + radius · (cos 2πt · a + sin 2πt · b)` for t in [0, 1),
+/// a closed loop, so the animation repeats seamlessly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Animation {
+    pub frames: u32,
+    pub fps: f64,
+    pub radius: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CppnSpec {
+    pub width: u32,
+    pub height: u32,
+    pub inputs: Inputs,
+    /// Latent size; its values come from `z_values` or the seed.
+    pub z_dims: usize,
+    pub z_values: Option<Vec<f32>>,
+    /// Half the shorter side, in network coordinates (bigger = zoomed out).
+    pub scale: f64,
+    pub hidden: Vec<usize>,
+    pub activations: Vec<Activation>,
+    pub output: OutputMode,
+    pub output_activation: Activation,
+    pub init: Init,
+    pub init_std: f64,
+    pub biases: bool,
+    pub symmetry: Symmetry,
+    pub seed: u64,
+    pub animation: Animation,
+    /// Train the network on an image instead of using random weights.
+    pub fit: Option<fit::FitSpec>,
+}
+
+const KEYS_NOTE: &str = "x, y, r";
+
+impl CppnSpec {
+    pub fn parse(map: &mut MapReader, sketch_dir: &Path) -> Result<Self, SketchError> {
+        let (width, height) = map.size("size", (512, 512), MAX_SIDE, MAX_PIXELS)?;
+        let inputs = parse_inputs(map)?;
+        let (z_dims, z_values) = match map.raw("z") {
+            None => (8, None),
+            Some(v) if v.is_array() => {
+                let items = v.clone().into_array().unwrap_or_default();
+                let vals = items
+                    .iter()
+                    .map(|d| map.check_float("z", d, -1e3..=1e3).map(|f| f as f32))
+                    .collect::<Result<Vec<f32>, _>>()?;
+                (vals.len(), Some(vals))
+            }
+            Some(_) => (map.int("z", 8, 0..=64)? as usize, None),
+        };
+        let scale = map.float("scale", 1.0, 1e-3..=1e4)?;
+        let hidden: Vec<usize> = match map.raw("layers") {
+            Some(v) => {
+                let items =
+                    v.clone().into_array().map_err(|_| map.type_error("layers", &v, "an array of layer widths"))?;
+                items
+                    .iter()
+                    .map(|d| match d.as_int() {
+                        Ok(n) if (1..=512).contains(&n) => Ok(n as usize),
+                        _ => Err(map.error_at("layers", Some(d), format!("layer widths must be integers 1–512, got {d}"))),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            None => {
+                let depth = map.int("depth", 4, 0..=64)? as usize;
+                let width = map.int("width", 16, 1..=512)? as usize;
+                vec![width; depth]
+            }
+        };
+        let activations = match map.raw("activation") {
+            None => vec![Activation::Tanh; hidden.len()],
+            Some(v) if v.is_array() => {
+                let items = v.clone().into_array().unwrap_or_default();
+                if items.len() != hidden.len() {
+                    return Err(map.error_at(
+                        "activation",
+                        None,
+                        format!("{} activations for {} hidden layers; give one per layer or a single name", items.len(), hidden.len()),
+                    ));
+                }
+                items.iter().map(|d| activation_of(map, "activation", d)).collect::<Result<_, _>>()?
+            }
+            Some(v) => vec![activation_of(map, "activation", &v)?; hidden.len()],
+        };
+        let output_activation = match map.raw("output_activation") {
+            None => Activation::Sigmoid,
+            Some(v) => activation_of(map, "output_activation", &v)?,
+        };
+        let mode = map.choice("output", "output", &["rgb", "gray", "hsv", "uv"], "rgb")?;
+        let texture_path = map.string("texture", "")?;
+        let output = match mode.as_str() {
+            "gray" => OutputMode::Gray,
+            "hsv" => OutputMode::Hsv,
+            "uv" => {
+                if texture_path.is_empty() {
+                    return Err(map.error_at("output", None, "output \"uv\" needs a `texture: \"image.png\"` to sample"));
+                }
+                let path = sketch_dir.join(&texture_path);
+                let img = image::open(&path).map_err(|e| {
+                    map.error_at("texture", None, format!("cannot read texture {}: {e}", path.display()))
+                })?;
+                OutputMode::Uv(Arc::new(img.to_rgb8()))
+            }
+            _ => OutputMode::Rgb,
+        };
+        let init = match map.choice("init", "weight init", &["normal", "uniform"], "normal")?.as_str() {
+            "uniform" => Init::Uniform,
+            _ => Init::Normal,
+        };
+        let init_std = map.float("init_std", 1.0, 0.0..=100.0)?;
+        let biases = map.bool("biases", true)?;
+        let symmetry = match map.choice("symmetry", "symmetry", &["none", "x", "y", "xy"], "none")?.as_str() {
+            "x" => Symmetry::X,
+            "y" => Symmetry::Y,
+            "xy" => Symmetry::XY,
+            _ => Symmetry::None,
+        };
+        let seed = map.int("seed", 0, 0..=i64::MAX)? as u64;
+        let animation = match map.map("animate")? {
+            None => Animation { frames: 48, fps: 24.0, radius: 1.0 },
+            Some(anim) => {
+                let mut a = MapReader::new(map.file(), map.locator(), anim);
+                let out = Animation {
+                    frames: a.int("frames", 48, 2..=10_000)? as u32,
+                    fps: a.float("fps", 24.0, 0.1..=100.0)?,
+                    radius: a.float("radius", 1.0, 0.0..=100.0)?,
+                };
+                a.finish()?;
+                out
+            }
+        };
+        let fit = match map.map("fit")? {
+            None => None,
+            Some(m) => Some(parse_fit(map, m, sketch_dir)?),
+        };
+        if inputs.coordinate_count() == 0 {
+            return Err(map.error_at("inputs", None, format!("a CPPN needs at least one of {KEYS_NOTE} as input")));
+        }
+        Ok(CppnSpec {
+            width,
+            height,
+            inputs,
+            z_dims,
+            z_values,
+            scale,
+            hidden,
+            activations,
+            output,
+            output_activation,
+            init,
+            init_std,
+            biases,
+            symmetry,
+            seed,
+            animation,
+            fit,
+        })
+    }
+
+    /// Layer sizes from inputs to outputs.
+    pub fn sizes(&self) -> Vec<usize> {
+        let mut s = vec![self.inputs.coordinate_count() + self.z_dims];
+        s.extend(&self.hidden);
+        s.push(self.output.outputs());
+        s
+    }
+
+    /// The network to render: fitted to the `fit` image if there is one (trained on
+    /// first use), else the seeded random one.
+    pub fn render_network(&self) -> anyhow::Result<Network> {
+        match &self.fit {
+            Some(f) => fit::fitted_network(self, f),
+            None => Ok(self.network()),
+        }
+    }
+
+    /// The seeded (untrained) network.
+    pub fn network(&self) -> Network {
+        let mut acts = self.activations.clone();
+        acts.push(self.output_activation);
+        Network::random(&self.sizes(), &acts, self.init_std, self.init, self.biases, self.seed)
+    }
+
+    /// The latent vector: given in the sketch, or drawn from the seed.
+    pub fn z(&self) -> Vec<f32> {
+        if let Some(z) = &self.z_values {
+            return z.clone();
+        }
+        let mut rng = Pcg64Mcg::seed_from_u64(self.seed ^ 0x5EED_0F_2A7E);
+        (0..self.z_dims).map(|_| net::normal(&mut rng) as f32).collect()
+    }
+
+    pub fn render(&self) -> anyhow::Result<DynamicImage> {
+        Ok(render::render(self, &self.render_network()?, &self.z()))
+    }
+}
+
+fn parse_fit(map: &MapReader, m: rhai::Map, sketch_dir: &Path) -> Result<fit::FitSpec, SketchError> {
+    let mut f = MapReader::new(map.file(), map.locator(), m);
+    let image = f.string("image", "")?;
+    if image.is_empty() {
+        return Err(f.error_at("fit", None, "fit needs `image: \"path.png\"` (relative to the sketch)"));
+    }
+    let steps = f.int("steps", 500, 1..=100_000)? as usize;
+    let lr = f.float("lr", 0.01, 1e-6..=1.0)?;
+    let size = f.int("size", 64, 8..=512)? as u32;
+    f.finish()?;
+    let path = sketch_dir.join(&image);
+    let img = image::open(&path)
+        .map_err(|e| map.error_at("image", None, format!("cannot read fit image {}: {e}", path.display())))?;
+    // Train at `size` pixels on the longer side: enough detail, seconds not minutes.
+    let scale = size as f64 / img.width().max(img.height()) as f64;
+    let (w, h) = (((img.width() as f64 * scale).round() as u32).max(1), ((img.height() as f64 * scale).round() as u32).max(1));
+    let target = img.resize_exact(w, h, image::imageops::FilterType::Triangle).to_rgb8();
+    Ok(fit::FitSpec { image_path: path, target: Arc::new(target), steps, lr })
+}
+
+fn parse_inputs(map: &mut MapReader) -> Result<Inputs, SketchError> {
+    let Some(v) = map.raw("inputs") else { return Ok(Inputs { x: true, y: true, r: true }) };
+    let items = v.clone().into_array().map_err(|_| map.type_error("inputs", &v, "an array like [\"x\", \"y\", \"r\"]"))?;
+    let mut inputs = Inputs { x: false, y: false, r: false };
+    for item in &items {
+        match item.clone().into_string().unwrap_or_default().as_str() {
+            "x" => inputs.x = true,
+            "y" => inputs.y = true,
+            "r" => inputs.r = true,
+            _ => {
+                return Err(map.error_at(
+                    "inputs",
+                    Some(item),
+                    format!("unknown input \"{item}\"; expected any of {KEYS_NOTE} (the latent is `z: N`)"),
+                ))
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+fn activation_of(map: &MapReader, key: &str, v: &rhai::Dynamic) -> Result<Activation, SketchError> {
+    let name = v.clone().into_string().map_err(|_| map.type_error(key, v, "an activation name"))?;
+    Activation::from_name(&name).ok_or_else(|| {
+        map.error_at(key, Some(v), format!("unknown activation \"{name}\"; expected one of {}", Activation::NAMES.join(", ")))
+    })
+}

@@ -1,0 +1,182 @@
+//! The network: activations, seeded weights, and a plain f64 reference forward pass that
+//! the fast renderer is tested against.
+
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+use super::fastmath;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Tanh,
+    Sin,
+    Cos,
+    Tan,
+    Sign,
+    Sigmoid,
+    Relu,
+    Gaussian,
+    Abs,
+    Softplus,
+    Identity,
+}
+
+impl Activation {
+    pub const NAMES: &'static [&'static str] =
+        &["tanh", "sin", "cos", "tan", "sign", "sigmoid", "relu", "gaussian", "abs", "softplus", "identity"];
+    pub const ALL: [Activation; 11] = [
+        Activation::Tanh,
+        Activation::Sin,
+        Activation::Cos,
+        Activation::Tan,
+        Activation::Sign,
+        Activation::Sigmoid,
+        Activation::Relu,
+        Activation::Gaussian,
+        Activation::Abs,
+        Activation::Softplus,
+        Activation::Identity,
+    ];
+
+    pub fn from_name(name: &str) -> Option<Activation> {
+        Self::NAMES.iter().position(|n| *n == name).map(|k| Self::ALL[k])
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|a| *a == self).expect("listed")]
+    }
+
+    /// The exact value, in f64, for the reference implementation.
+    pub fn reference(self, x: f64) -> f64 {
+        match self {
+            Activation::Tanh => x.tanh(),
+            Activation::Sin => x.sin(),
+            Activation::Cos => x.cos(),
+            Activation::Tan => x.tan(),
+            Activation::Sign => sign(x),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Relu => x.max(0.0),
+            Activation::Gaussian => (-x * x).exp(),
+            Activation::Abs => x.abs(),
+            Activation::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            Activation::Identity => x,
+        }
+    }
+
+    /// Applies the activation in place. Plain `for` loops (not iterator adaptors, which
+    /// end up as separate functions) so each is inlined into, and vectorised inside, the
+    /// renderer's AVX2 kernel.
+    #[inline(always)]
+    pub fn apply(self, xs: &mut [f32]) {
+        macro_rules! each {
+            (|$x:ident| $body:expr) => {
+                for v in xs.iter_mut() {
+                    let $x = *v;
+                    *v = $body;
+                }
+            };
+        }
+        match self {
+            Activation::Tanh => each!(|x| fastmath::tanh(x)),
+            Activation::Sin => each!(|x| fastmath::sin(x)),
+            Activation::Cos => each!(|x| fastmath::cos(x)),
+            Activation::Tan => each!(|x| fastmath::tan(x)),
+            Activation::Sign => each!(|x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }),
+            Activation::Sigmoid => each!(|x| fastmath::sigmoid(x)),
+            Activation::Relu => each!(|x| x.max(0.0)),
+            Activation::Gaussian => each!(|x| fastmath::exp(-x * x)),
+            Activation::Abs => each!(|x| x.abs()),
+            Activation::Softplus => each!(|x| x.max(0.0) + fastmath::exp(-x.abs()).ln_1p()),
+            Activation::Identity => {}
+        }
+    }
+}
+
+fn sign(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    Normal,
+    Uniform,
+}
+
+/// One dense layer; `w` is row-major `[input][output]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub activation: Activation,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    pub layers: Vec<Dense>,
+}
+
+impl Network {
+    /// Random weights: N(0, std²) or U(−std·√3, std·√3) (same variance), biases likewise
+    /// or zero.
+    pub fn random(sizes: &[usize], activations: &[Activation], std: f64, init: Init, biases: bool, seed: u64) -> Self {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0xC0FF_EE00_D15E_A5E5);
+        let mut draw = move || -> f32 {
+            match init {
+                Init::Normal => (std * normal(&mut rng)) as f32,
+                Init::Uniform => (std * 3f64.sqrt() * (2.0 * rng.random::<f64>() - 1.0)) as f32,
+            }
+        };
+        let layers = sizes
+            .windows(2)
+            .zip(activations)
+            .map(|(io, &activation)| {
+                let (inputs, outputs) = (io[0], io[1]);
+                let w = (0..inputs * outputs).map(|_| draw()).collect();
+                let b = (0..outputs).map(|_| if biases { draw() } else { 0.0 }).collect();
+                Dense { inputs, outputs, w, b, activation }
+            })
+            .collect();
+        Network { layers }
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.inputs)
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.outputs)
+    }
+
+    pub fn max_width(&self) -> usize {
+        self.layers.iter().map(|l| l.inputs.max(l.outputs)).max().unwrap_or(0)
+    }
+
+    /// The reference forward pass: f64, one pixel, no tricks.
+    pub fn forward_reference(&self, input: &[f64]) -> Vec<f64> {
+        let mut x = input.to_vec();
+        for l in &self.layers {
+            x = (0..l.outputs)
+                .map(|o| {
+                    let sum: f64 = (0..l.inputs).map(|k| l.w[k * l.outputs + o] as f64 * x[k]).sum();
+                    l.activation.reference(sum + l.b[o] as f64)
+                })
+                .collect();
+        }
+        x
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+pub fn normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}

@@ -1,0 +1,189 @@
+//! CPPN sketches: the fast renderer against the f64 reference, determinism, symmetry,
+//! looping animation, resolution independence and located errors.
+
+use std::path::Path;
+
+use easel::cppn::net::Activation;
+use easel::cppn::{animate, render, CppnSpec};
+use easel::sketch::{self, Spec};
+
+fn cppn(src: &str) -> CppnSpec {
+    match sketch::load_source(Path::new("test.rhai"), src.to_string()).unwrap_or_else(|e| panic!("{e}")).spec {
+        Spec::Cppn(c) => c,
+        other => panic!("not a cppn: {other:?}"),
+    }
+}
+
+/// The fast path's outputs against the f64 reference: (max error, share of values
+/// within 1e-4).
+fn agreement(spec: &CppnSpec) -> (f64, f64) {
+    let net = spec.network();
+    let z = spec.z();
+    let fast = render::render_values(spec, &net, &z);
+    let reference = render::render_reference(spec, &net, &z);
+    assert_eq!(fast.len(), reference.len());
+    let errors: Vec<f64> = fast.iter().zip(&reference).map(|(a, b)| (*a as f64 - b).abs()).collect();
+    let max = errors.iter().cloned().fold(0.0, f64::max);
+    let within = errors.iter().filter(|e| **e <= 1e-4).count() as f64 / errors.len() as f64;
+    (max, within)
+}
+
+#[test]
+fn every_activation_matches_the_reference() {
+    for act in Activation::NAMES {
+        // 70x45: not a multiple of the 64-pixel chunk, not square. Two hidden layers of
+        // the activation, except tan: stacked tans blow rounding differences between
+        // f32 and f64 up into different images, which says nothing about the renderer.
+        let layers = if *act == "tan" { "[12]" } else { "[12, 9]" };
+        let spec = cppn(&format!(
+            r#"#{{ kind: "cppn", size: [70, 45], z: 3, layers: {layers}, activation: "{act}",
+                 scale: 2.0, seed: 3 }}"#
+        ));
+        let (max, within) = agreement(&spec);
+        match *act {
+            // Discontinuous: a pre-activation within float rounding of a jump (sign's
+            // zero, tan's poles) may land on the other side. Nearly all values agree.
+            "sign" | "tan" => assert!(within > 0.995, "{act}: only {within} of values within 1e-4"),
+            _ => assert!(max <= 1e-4, "{act}: max error {max}"),
+        }
+        // And the activation as the output activation too.
+        let spec = cppn(&format!(
+            r#"#{{ kind: "cppn", size: [33, 20], z: 2, layers: [8], output_activation: "{act}", seed: 4 }}"#
+        ));
+        let (max, within) = agreement(&spec);
+        match *act {
+            "sign" | "tan" => assert!(within > 0.995, "{act} output: only {within} within 1e-4"),
+            _ => assert!(max <= 1e-4, "{act} output: max error {max}"),
+        }
+    }
+}
+
+#[test]
+fn output_modes_and_inputs_match_the_reference() {
+    for extra in [r#"output: "gray""#, r#"output: "hsv""#, r#"inputs: ["r"]"#, r#"inputs: ["x", "y"], z: 0"#, r#"symmetry: "xy""#, r#"biases: false, init: "uniform""#] {
+        let spec = cppn(&format!(r#"#{{ kind: "cppn", size: [40, 30], layers: [10, 10], seed: 2, {extra} }}"#));
+        let (max, _) = agreement(&spec);
+        assert!(max <= 1e-4, "{extra}: max error {max}");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_image() {
+    let src = r#"#{ kind: "cppn", size: 96, depth: 3, width: 16, seed: 12 }"#;
+    let a = cppn(src).render().unwrap();
+    assert_eq!(a.as_bytes(), cppn(src).render().unwrap().as_bytes());
+    assert_ne!(a.as_bytes(), cppn(&src.replace("seed: 12", "seed: 13")).render().unwrap().as_bytes());
+}
+
+#[test]
+fn symmetry_really_mirrors() {
+    let img = |sym: &str| cppn(&format!(r#"#{{ kind: "cppn", size: [64, 48], depth: 3, width: 12, symmetry: "{sym}", seed: 6 }}"#)).render().unwrap().to_rgb8();
+    let mirrored_x = |i: &image::RgbImage| image::imageops::flip_horizontal(i);
+    let mirrored_y = |i: &image::RgbImage| image::imageops::flip_vertical(i);
+    let x = img("x");
+    assert_eq!(x, mirrored_x(&x));
+    assert_ne!(x, mirrored_y(&x));
+    let y = img("y");
+    assert_eq!(y, mirrored_y(&y));
+    let xy = img("xy");
+    assert_eq!(xy, mirrored_x(&xy));
+    assert_eq!(xy, mirrored_y(&xy));
+    let none = img("none");
+    assert_ne!(none, mirrored_x(&none));
+}
+
+fn mean_abs_diff(a: &image::DynamicImage, b: &image::DynamicImage) -> f64 {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).sum::<f64>() / a.len() as f64
+}
+
+#[test]
+fn the_latent_walk_loops_seamlessly() {
+    let spec = cppn(r#"#{ kind: "cppn", size: 48, z: 6, depth: 3, width: 12, seed: 9,
+                          animate: #{ frames: 24, radius: 1.5 } }"#);
+    let net = spec.network();
+    let frames = spec.animation.frames;
+    let first = animate::frame(&spec, &net, 0, frames);
+    let last = animate::frame(&spec, &net, frames - 1, frames);
+    let after_last = animate::frame(&spec, &net, frames, frames);
+    assert_eq!(first.as_bytes(), after_last.as_bytes(), "the loop does not close");
+    // The step from the last frame back to the first is an ordinary step.
+    let wrap = mean_abs_diff(&last, &first);
+    let step = mean_abs_diff(&first, &animate::frame(&spec, &net, 1, frames));
+    assert!(wrap > 0.0 && wrap < 2.0 * step + 1.0, "wrap-around step {wrap}, ordinary step {step}");
+    // It moves: the half-way frame is far from the first.
+    let half = animate::frame(&spec, &net, frames / 2, frames);
+    assert!(mean_abs_diff(&first, &half) > 3.0 * step);
+}
+
+#[test]
+fn a_cppn_is_resolution_free() {
+    let src = r#"#{ kind: "cppn", size: 64, depth: 3, width: 12, init_std: 0.7, seed: 1 }"#;
+    let small = cppn(src).render().unwrap();
+    let mut big_spec = cppn(src);
+    (big_spec.width, big_spec.height) = (256, 256);
+    let big = big_spec.render().unwrap();
+    let shrunk = big.resize_exact(64, 64, image::imageops::FilterType::Triangle);
+    let d = mean_abs_diff(&small, &shrunk);
+    assert!(d < 4.0, "the 256px render shrunk to 64px differs by {d} levels on average");
+}
+
+#[test]
+fn bad_cppn_values_are_located() {
+    let err = |src: &str| sketch::load_source(Path::new("c.rhai"), src.to_string()).unwrap_err();
+    let e = err("#{ kind: \"cppn\",\n  activation: \"tanhh\" }");
+    assert_eq!((e.line, e.col), (2, 15), "{e}");
+    assert!(e.to_string().contains("unknown activation \"tanhh\"; expected one of tanh, sin"), "{e}");
+    let e = err("#{ kind: \"cppn\",\n  layers: [8, 0] }");
+    assert_eq!(e.line, 2, "{e}");
+    let e = err("#{ kind: \"cppn\", depth: 2,\n  activation: [\"tanh\"] }");
+    assert!(e.to_string().contains("1 activations for 2 hidden layers"), "{e}");
+    let e = err("#{ kind: \"cppn\",\n  output: \"uv\" }");
+    assert!(e.to_string().contains("needs a `texture"), "{e}");
+    let e = err("#{ kind: \"cppn\", output: \"uv\",\n  texture: \"missing.png\" }");
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.to_string().contains("cannot read texture"), "{e}");
+    let e = err("#{ kind: \"cppn\",\n  inputs: [\"x\", \"q\"] }");
+    assert!(e.to_string().contains("unknown input \"q\""), "{e}");
+    let e = err("#{ kind: \"cppn\",\n  size: [100000, 100000] }");
+    assert!(e.to_string().contains("too large"), "{e}");
+}
+
+#[test]
+fn fitting_learns_an_image() {
+    // A smooth 32x32 target: a soft disc on a horizontal gradient. A CPPN of tanh layers
+    // represents this kind of image well; a fit that works reaches well above 25 dB
+    // (RMS error < 5.6% of the range), while the best constant image (the mean colour)
+    // scores ~10 dB here.
+    let dir = tempfile::tempdir().unwrap();
+    let target = image::RgbImage::from_fn(32, 32, |x, y| {
+        let (u, v) = (x as f32 / 31.0, y as f32 / 31.0);
+        let disc = (-(((u - 0.5).powi(2) + (v - 0.45).powi(2)) / 0.04)).exp();
+        image::Rgb([(255.0 * u) as u8, (255.0 * disc) as u8, (255.0 * (1.0 - v)) as u8])
+    });
+    target.save(dir.path().join("target.png")).unwrap();
+    let sketch_path = dir.path().join("fit.rhai");
+    std::fs::write(
+        &sketch_path,
+        r#"#{ kind: "cppn", z: 0, depth: 3, width: 16, init_std: 1.0, seed: 1,
+              fit: #{ image: "target.png", steps: 400, lr: 0.02, size: 32 } }"#,
+    )
+    .unwrap();
+    let spec = match sketch::load(&sketch_path).unwrap().spec {
+        Spec::Cppn(c) => c,
+        _ => unreachable!(),
+    };
+    let fit = spec.fit.clone().expect("fit");
+    let (net, report) = easel::cppn::fit::fit(&spec, &fit, &mut |_, _| {}).unwrap();
+    let first = report.losses[0];
+    let last = *report.losses.last().unwrap();
+    assert!(last < first / 10.0, "loss fell only from {first} to {last}");
+    assert!(report.psnr > 25.0, "PSNR {:.1} dB", report.psnr);
+
+    // The fitted network renders at a larger size and still looks like the target.
+    let mut big = spec.clone();
+    (big.width, big.height) = (128, 128);
+    let img = render::render(&big, &net, &spec.z()).resize_exact(32, 32, image::imageops::FilterType::Triangle);
+    let d = mean_abs_diff(&img, &image::DynamicImage::ImageRgb8(target));
+    assert!(d < 12.0, "4x render differs from the target by {d} levels on average");
+}
