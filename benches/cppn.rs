@@ -18,7 +18,10 @@ const SKETCH: &str = r#"#{ kind: "cppn", size: 1024, inputs: ["x", "y", "r"], z:
                            depth: 7, width: 32, activation: "tanh", seed: 1 }"#;
 
 fn spec() -> easel::cppn::CppnSpec {
-    match sketch::load_source(Path::new("bench.rhai"), SKETCH.into()).unwrap().spec {
+    match sketch::load_source(Path::new("bench.rhai"), SKETCH.into())
+        .unwrap()
+        .spec
+    {
         Spec::Cppn(c) => c,
         _ => unreachable!(),
     }
@@ -44,7 +47,11 @@ fn candle_render(net: &Network, input: &Tensor) -> Tensor {
         let w = Tensor::from_slice(&l.w, (l.inputs, l.outputs), &Device::Cpu).unwrap();
         let b = Tensor::from_slice(&l.b, l.outputs, &Device::Cpu).unwrap();
         x = x.matmul(&w).unwrap().broadcast_add(&b).unwrap();
-        x = if k + 1 == net.layers.len() { candle_nn::ops::sigmoid(&x).unwrap() } else { x.tanh().unwrap() };
+        x = if k + 1 == net.layers.len() {
+            candle_nn::ops::sigmoid(&x).unwrap()
+        } else {
+            x.tanh().unwrap()
+        };
     }
     x
 }
@@ -56,7 +63,10 @@ fn plain_loop(net: &Network, input: &[f32], n_in: usize) -> Vec<f32> {
         for (k, l) in net.layers.iter().enumerate() {
             x = (0..l.outputs)
                 .map(|o| {
-                    let s: f32 = (0..l.inputs).map(|i| l.w[i * l.outputs + o] * x[i]).sum::<f32>() + l.b[o];
+                    let s: f32 = (0..l.inputs)
+                        .map(|i| l.w[i * l.outputs + o] * x[i])
+                        .sum::<f32>()
+                        + l.b[o];
                     if k + 1 == net.layers.len() {
                         1.0 / (1.0 + (-s).exp())
                     } else {
@@ -76,13 +86,19 @@ fn cppn(c: &mut Criterion) {
     let z = spec.z();
     let mut group = c.benchmark_group("cppn_1024");
     group.sample_size(10);
-    group.bench_function("easel", |b| b.iter(|| std::hint::black_box(easel::cppn::render::render(&spec, &net, &z))));
+    group.bench_function("easel", |b| {
+        b.iter(|| std::hint::black_box(easel::cppn::render::render(&spec, &net, &z)))
+    });
 
     let input = Tensor::from_vec(inputs(1024, 1024, &z), (1024 * 1024, 11), &Device::Cpu).unwrap();
-    group.bench_function("candle_ops", |b| b.iter(|| std::hint::black_box(candle_render(&net, &input))));
+    group.bench_function("candle_ops", |b| {
+        b.iter(|| std::hint::black_box(candle_render(&net, &input)))
+    });
 
     let small = inputs(256, 256, &z);
-    group.bench_function("plain_loop_256x256", |b| b.iter(|| std::hint::black_box(plain_loop(&net, &small, 11))));
+    group.bench_function("plain_loop_256x256", |b| {
+        b.iter(|| std::hint::black_box(plain_loop(&net, &small, 11)))
+    });
     group.finish();
 }
 

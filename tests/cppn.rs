@@ -8,7 +8,10 @@ use easel::cppn::{animate, render, CppnSpec};
 use easel::sketch::{self, Spec};
 
 fn cppn(src: &str) -> CppnSpec {
-    match sketch::load_source(Path::new("test.rhai"), src.to_string()).unwrap_or_else(|e| panic!("{e}")).spec {
+    match sketch::load_source(Path::new("test.rhai"), src.to_string())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .spec
+    {
         Spec::Cppn(c) => c,
         other => panic!("not a cppn: {other:?}"),
     }
@@ -22,7 +25,11 @@ fn agreement(spec: &CppnSpec) -> (f64, f64) {
     let fast = render::render_values(spec, &net, &z);
     let reference = render::render_reference(spec, &net, &z);
     assert_eq!(fast.len(), reference.len());
-    let errors: Vec<f64> = fast.iter().zip(&reference).map(|(a, b)| (*a as f64 - b).abs()).collect();
+    let errors: Vec<f64> = fast
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .collect();
     let max = errors.iter().cloned().fold(0.0, f64::max);
     let within = errors.iter().filter(|e| **e <= 1e-4).count() as f64 / errors.len() as f64;
     (max, within)
@@ -60,8 +67,17 @@ fn every_activation_matches_the_reference() {
 
 #[test]
 fn output_modes_and_inputs_match_the_reference() {
-    for extra in [r#"output: "gray""#, r#"output: "hsv""#, r#"inputs: ["r"]"#, r#"inputs: ["x", "y"], z: 0"#, r#"symmetry: "xy""#, r#"biases: false, init: "uniform""#] {
-        let spec = cppn(&format!(r#"#{{ kind: "cppn", size: [40, 30], layers: [10, 10], seed: 2, {extra} }}"#));
+    for extra in [
+        r#"output: "gray""#,
+        r#"output: "hsv""#,
+        r#"inputs: ["r"]"#,
+        r#"inputs: ["x", "y"], z: 0"#,
+        r#"symmetry: "xy""#,
+        r#"biases: false, init: "uniform""#,
+    ] {
+        let spec = cppn(&format!(
+            r#"#{{ kind: "cppn", size: [40, 30], layers: [10, 10], seed: 2, {extra} }}"#
+        ));
         let (max, _) = agreement(&spec);
         assert!(max <= 1e-4, "{extra}: max error {max}");
     }
@@ -72,12 +88,20 @@ fn the_same_seed_gives_the_same_image() {
     let src = r#"#{ kind: "cppn", size: 96, depth: 3, width: 16, seed: 12 }"#;
     let a = cppn(src).render().unwrap();
     assert_eq!(a.as_bytes(), cppn(src).render().unwrap().as_bytes());
-    assert_ne!(a.as_bytes(), cppn(&src.replace("seed: 12", "seed: 13")).render().unwrap().as_bytes());
+    assert_ne!(
+        a.as_bytes(),
+        cppn(&src.replace("seed: 12", "seed: 13"))
+            .render()
+            .unwrap()
+            .as_bytes()
+    );
 }
 
 #[test]
 fn symmetry_really_mirrors() {
-    let img = |sym: &str| cppn(&format!(r#"#{{ kind: "cppn", size: [64, 48], depth: 3, width: 12, symmetry: "{sym}", seed: 6 }}"#)).render().unwrap().to_rgb8();
+    let img = |sym: &str| {
+        cppn(&format!(r#"#{{ kind: "cppn", size: [64, 48], depth: 3, width: 12, symmetry: "{sym}", seed: 6 }}"#)).render().unwrap().to_rgb8()
+    };
     let mirrored_x = |i: &image::RgbImage| image::imageops::flip_horizontal(i);
     let mirrored_y = |i: &image::RgbImage| image::imageops::flip_vertical(i);
     let x = img("x");
@@ -94,23 +118,36 @@ fn symmetry_really_mirrors() {
 
 fn mean_abs_diff(a: &image::DynamicImage, b: &image::DynamicImage) -> f64 {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).sum::<f64>() / a.len() as f64
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .sum::<f64>()
+        / a.len() as f64
 }
 
 #[test]
 fn the_latent_walk_loops_seamlessly() {
-    let spec = cppn(r#"#{ kind: "cppn", size: 48, z: 6, depth: 3, width: 12, seed: 9,
-                          animate: #{ frames: 24, radius: 1.5 } }"#);
+    let spec = cppn(
+        r#"#{ kind: "cppn", size: 48, z: 6, depth: 3, width: 12, seed: 9,
+                          animate: #{ frames: 24, radius: 1.5 } }"#,
+    );
     let net = spec.network();
     let frames = spec.animation.frames;
     let first = animate::frame(&spec, &net, 0, frames);
     let last = animate::frame(&spec, &net, frames - 1, frames);
     let after_last = animate::frame(&spec, &net, frames, frames);
-    assert_eq!(first.as_bytes(), after_last.as_bytes(), "the loop does not close");
+    assert_eq!(
+        first.as_bytes(),
+        after_last.as_bytes(),
+        "the loop does not close"
+    );
     // The step from the last frame back to the first is an ordinary step.
     let wrap = mean_abs_diff(&last, &first);
     let step = mean_abs_diff(&first, &animate::frame(&spec, &net, 1, frames));
-    assert!(wrap > 0.0 && wrap < 2.0 * step + 1.0, "wrap-around step {wrap}, ordinary step {step}");
+    assert!(
+        wrap > 0.0 && wrap < 2.0 * step + 1.0,
+        "wrap-around step {wrap}, ordinary step {step}"
+    );
     // It moves: the half-way frame is far from the first.
     let half = animate::frame(&spec, &net, frames / 2, frames);
     assert!(mean_abs_diff(&first, &half) > 3.0 * step);
@@ -125,7 +162,10 @@ fn a_cppn_is_resolution_free() {
     let big = big_spec.render().unwrap();
     let shrunk = big.resize_exact(64, 64, image::imageops::FilterType::Triangle);
     let d = mean_abs_diff(&small, &shrunk);
-    assert!(d < 4.0, "the 256px render shrunk to 64px differs by {d} levels on average");
+    assert!(
+        d < 4.0,
+        "the 256px render shrunk to 64px differs by {d} levels on average"
+    );
 }
 
 #[test]
@@ -133,11 +173,18 @@ fn bad_cppn_values_are_located() {
     let err = |src: &str| sketch::load_source(Path::new("c.rhai"), src.to_string()).unwrap_err();
     let e = err("#{ kind: \"cppn\",\n  activation: \"tanhh\" }");
     assert_eq!((e.line, e.col), (2, 15), "{e}");
-    assert!(e.to_string().contains("unknown activation \"tanhh\"; expected one of tanh, sin"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("unknown activation \"tanhh\"; expected one of tanh, sin"),
+        "{e}"
+    );
     let e = err("#{ kind: \"cppn\",\n  layers: [8, 0] }");
     assert_eq!(e.line, 2, "{e}");
     let e = err("#{ kind: \"cppn\", depth: 2,\n  activation: [\"tanh\"] }");
-    assert!(e.to_string().contains("1 activations for 2 hidden layers"), "{e}");
+    assert!(
+        e.to_string().contains("1 activations for 2 hidden layers"),
+        "{e}"
+    );
     let e = err("#{ kind: \"cppn\",\n  output: \"uv\" }");
     assert!(e.to_string().contains("needs a `texture"), "{e}");
     let e = err("#{ kind: \"cppn\", output: \"uv\",\n  texture: \"missing.png\" }");
@@ -159,7 +206,11 @@ fn fitting_learns_an_image() {
     let target = image::RgbImage::from_fn(32, 32, |x, y| {
         let (u, v) = (x as f32 / 31.0, y as f32 / 31.0);
         let disc = (-(((u - 0.5).powi(2) + (v - 0.45).powi(2)) / 0.04)).exp();
-        image::Rgb([(255.0 * u) as u8, (255.0 * disc) as u8, (255.0 * (1.0 - v)) as u8])
+        image::Rgb([
+            (255.0 * u) as u8,
+            (255.0 * disc) as u8,
+            (255.0 * (1.0 - v)) as u8,
+        ])
     });
     target.save(dir.path().join("target.png")).unwrap();
     let sketch_path = dir.path().join("fit.rhai");
@@ -183,7 +234,14 @@ fn fitting_learns_an_image() {
     // The fitted network renders at a larger size and still looks like the target.
     let mut big = spec.clone();
     (big.width, big.height) = (128, 128);
-    let img = render::render(&big, &net, &spec.z()).resize_exact(32, 32, image::imageops::FilterType::Triangle);
+    let img = render::render(&big, &net, &spec.z()).resize_exact(
+        32,
+        32,
+        image::imageops::FilterType::Triangle,
+    );
     let d = mean_abs_diff(&img, &image::DynamicImage::ImageRgb8(target));
-    assert!(d < 12.0, "4x render differs from the target by {d} levels on average");
+    assert!(
+        d < 12.0,
+        "4x render differs from the target by {d} levels on average"
+    );
 }

@@ -36,10 +36,17 @@ pub struct AnimateArgs {
 pub fn run(args: AnimateArgs) -> Result<()> {
     let sketch = sketch::load(&args.sketch)?;
     let Spec::Cppn(mut spec) = sketch.spec.clone() else {
-        bail!("{}: `animate` needs a CPPN sketch (this one is {})", args.sketch.display(), sketch.spec.kind());
+        bail!(
+            "{}: `animate` needs a CPPN sketch (this one is {})",
+            args.sketch.display(),
+            sketch.spec.kind()
+        );
     };
     if spec.z_dims == 0 {
-        bail!("{}: the latent walk needs a latent vector; set `z: 8` (or more) in the sketch", args.sketch.display());
+        bail!(
+            "{}: the latent walk needs a latent vector; set `z: 8` (or more) in the sketch",
+            args.sketch.display()
+        );
     }
     if let Some((w, h)) = args.size {
         (spec.width, spec.height) = (w, h);
@@ -50,12 +57,16 @@ pub fn run(args: AnimateArgs) -> Result<()> {
     let frames = args.frames.unwrap_or(spec.animation.frames).max(2);
     let fps = args.fps.unwrap_or(spec.animation.fps).clamp(0.1, 100.0);
     let net = spec.render_network()?;
-    let bar = ProgressBar::new(frames as u64)
-        .with_style(ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} frames  eta {eta}").expect("template"));
+    let bar = ProgressBar::new(frames as u64).with_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} frames  eta {eta}")
+            .expect("template"),
+    );
 
-    let to_folder = args.output.extension().is_none() || args.output.to_string_lossy().ends_with('/');
+    let to_folder =
+        args.output.extension().is_none() || args.output.to_string_lossy().ends_with('/');
     if to_folder {
-        std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("cannot create {}", args.output.display()))?;
         for k in 0..frames {
             let img = animate::frame(&spec, &net, k, frames);
             recipe::write_png(&args.output.join(format!("frame_{k:04}.png")), &img, None)?;
@@ -85,7 +96,12 @@ pub fn run(args: AnimateArgs) -> Result<()> {
         .collect();
     bar.finish_and_clear();
     write_gif(&args.output, w, h, &gif_frames)?;
-    eprintln!("wrote {} ({frames} frames, {}x{}, {fps} fps, loops)", args.output.display(), w, h);
+    eprintln!(
+        "wrote {} ({frames} frames, {}x{}, {fps} fps, loops)",
+        args.output.display(),
+        w,
+        h
+    );
     Ok(())
 }
 

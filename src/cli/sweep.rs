@@ -47,29 +47,43 @@ fn parse_axis(text: &str) -> Result<Axis> {
     let values = if let Some((a, b)) = values.split_once("..") {
         let (a, b) = (a.trim().parse::<i64>(), b.trim().parse::<i64>());
         match (a, b) {
-            (Ok(a), Ok(b)) if a <= b && b - a < 64 => (a..=b).map(|i| (i.to_string(), Dynamic::from_int(i))).collect(),
-            _ => bail!("--vary {text}: a range is two integers lo..hi (inclusive, at most 64 values)"),
+            (Ok(a), Ok(b)) if a <= b && b - a < 64 => (a..=b)
+                .map(|i| (i.to_string(), Dynamic::from_int(i)))
+                .collect(),
+            _ => bail!(
+                "--vary {text}: a range is two integers lo..hi (inclusive, at most 64 values)"
+            ),
         }
     } else {
         values.split(',').map(number).collect::<Result<Vec<_>>>()?
     };
-    Ok(Axis { key: key.trim().to_string(), values })
+    Ok(Axis {
+        key: key.trim().to_string(),
+        values,
+    })
 }
 
 /// Renders a contact sheet: the sketch once per combination of values, labelled.
 pub fn run(args: SweepArgs) -> Result<()> {
-    let axes: Vec<Axis> = args.vary.iter().map(|v| parse_axis(v)).collect::<Result<_>>()?;
+    let axes: Vec<Axis> = args
+        .vary
+        .iter()
+        .map(|v| parse_axis(v))
+        .collect::<Result<_>>()?;
     if axes.len() > 2 {
         bail!("at most two --vary keys (one across, one down)");
     }
-    let source = std::fs::read_to_string(&args.sketch).with_context(|| format!("cannot read {}", args.sketch.display()))?;
+    let source = std::fs::read_to_string(&args.sketch)
+        .with_context(|| format!("cannot read {}", args.sketch.display()))?;
     let base = sketch::load(&args.sketch)?;
     let (bw, bh) = base.spec.size();
     let cell_w = args.cell.clamp(16, 2048);
     let cell_h = (cell_w as u64 * bh as u64 / bw as u64).max(1) as u32;
 
     let across = &axes[0];
-    let down_values = axes.get(1).map_or(vec![None], |a| a.values.iter().map(Some).collect());
+    let down_values = axes
+        .get(1)
+        .map_or(vec![None], |a| a.values.iter().map(Some).collect());
     let mut jobs = Vec::new();
     for (row, down) in down_values.iter().enumerate() {
         for (col, value) in across.values.iter().enumerate() {
@@ -121,7 +135,9 @@ fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str, max_width: u32) {
         if cx + 8 > x + max_width {
             break;
         }
-        let Some(glyph) = font8x8::BASIC_FONTS.get(c) else { continue };
+        let Some(glyph) = font8x8::BASIC_FONTS.get(c) else {
+            continue;
+        };
         for (gy, bits) in glyph.iter().enumerate() {
             for gx in 0..8 {
                 if bits >> gx & 1 == 1 {

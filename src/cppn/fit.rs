@@ -38,7 +38,11 @@ pub fn psnr(mse: f64) -> f64 {
 
 /// Trains the sketch's network (starting from its seeded weights) on the target image.
 /// `progress(step, loss)` is called after every step.
-pub fn fit(spec: &CppnSpec, fit: &FitSpec, progress: &mut dyn FnMut(usize, f32)) -> Result<(Network, FitReport)> {
+pub fn fit(
+    spec: &CppnSpec,
+    fit: &FitSpec,
+    progress: &mut dyn FnMut(usize, f32),
+) -> Result<(Network, FitReport)> {
     let dev = Device::Cpu;
     let start = spec.network();
     for l in &start.layers {
@@ -80,15 +84,27 @@ pub fn fit(spec: &CppnSpec, fit: &FitSpec, progress: &mut dyn FnMut(usize, f32))
 
     let mut vars = Vec::new();
     for l in &start.layers {
-        vars.push(Var::from_tensor(&Tensor::from_slice(&l.w, (l.inputs, l.outputs), &dev)?)?);
-        vars.push(Var::from_tensor(&Tensor::from_slice(&l.b, l.outputs, &dev)?)?);
+        vars.push(Var::from_tensor(&Tensor::from_slice(
+            &l.w,
+            (l.inputs, l.outputs),
+            &dev,
+        )?)?);
+        vars.push(Var::from_tensor(&Tensor::from_slice(
+            &l.b, l.outputs, &dev,
+        )?)?);
     }
-    let params = ParamsAdamW { lr: fit.lr, weight_decay: 0.0, ..Default::default() };
+    let params = ParamsAdamW {
+        lr: fit.lr,
+        weight_decay: 0.0,
+        ..Default::default()
+    };
     let mut opt = AdamW::new(vars.clone(), params)?;
     let forward = |vars: &[Var]| -> Result<Tensor> {
         let mut h = x.clone();
         for (k, l) in start.layers.iter().enumerate() {
-            h = h.matmul(vars[2 * k].as_tensor())?.broadcast_add(vars[2 * k + 1].as_tensor())?;
+            h = h
+                .matmul(vars[2 * k].as_tensor())?
+                .broadcast_add(vars[2 * k + 1].as_tensor())?;
             h = activate(&h, l.activation)?;
         }
         // The renderer maps [−1, 1]-ranged outputs to [0, 1]; train in the same units.
@@ -108,20 +124,35 @@ pub fn fit(spec: &CppnSpec, fit: &FitSpec, progress: &mut dyn FnMut(usize, f32))
         losses.push(l);
         progress(step, l);
     }
-    let final_mse = forward(&vars)?.clamp(0f32, 1f32)?.sub(&y)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+    let final_mse = forward(&vars)?
+        .clamp(0f32, 1f32)?
+        .sub(&y)?
+        .sqr()?
+        .mean_all()?
+        .to_scalar::<f32>()? as f64;
     let layers = start
         .layers
         .iter()
         .enumerate()
         .map(|(k, l)| -> Result<Dense> {
             Ok(Dense {
-                w: vars[2 * k].as_tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+                w: vars[2 * k]
+                    .as_tensor()
+                    .flatten_all()?
+                    .to_dtype(DType::F32)?
+                    .to_vec1()?,
                 b: vars[2 * k + 1].as_tensor().to_vec1()?,
                 ..l.clone()
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((Network { layers }, FitReport { losses, psnr: psnr(final_mse) }))
+    Ok((
+        Network { layers },
+        FitReport {
+            losses,
+            psnr: psnr(final_mse),
+        },
+    ))
 }
 
 fn activate(h: &Tensor, act: Activation) -> Result<Tensor> {
@@ -150,7 +181,11 @@ fn cache() -> &'static Mutex<HashMap<u64, Network>> {
 fn key(spec: &CppnSpec, fit: &FitSpec) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     format!("{:?}", spec.sizes()).hash(&mut h);
-    format!("{:?}{:?}{}{}", spec.activations, spec.output_activation, spec.init_std, spec.seed).hash(&mut h);
+    format!(
+        "{:?}{:?}{}{}",
+        spec.activations, spec.output_activation, spec.init_std, spec.seed
+    )
+    .hash(&mut h);
     format!("{:?}{:?}{}", spec.z(), spec.inputs, spec.scale).hash(&mut h);
     (fit.steps, fit.lr.to_bits()).hash(&mut h);
     fit.target.as_raw().hash(&mut h);
@@ -165,8 +200,10 @@ pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {
         return Ok(net.clone());
     }
     let bar = indicatif::ProgressBar::new(target.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template("fitting {bar:30} {pos}/{len} steps  loss {msg}  eta {eta}")
-            .expect("template"),
+        indicatif::ProgressStyle::with_template(
+            "fitting {bar:30} {pos}/{len} steps  loss {msg}  eta {eta}",
+        )
+        .expect("template"),
     );
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -178,7 +215,12 @@ pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {
         }
     })?;
     bar.finish_and_clear();
-    eprintln!("fitted {} in {} steps: PSNR {:.1} dB", target.image_path.display(), target.steps, report.psnr);
+    eprintln!(
+        "fitted {} in {} steps: PSNR {:.1} dB",
+        target.image_path.display(),
+        target.steps,
+        report.psnr
+    );
     cache().lock().expect("fit cache").insert(k, net.clone());
     Ok(net)
 }

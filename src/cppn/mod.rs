@@ -112,13 +112,19 @@ impl CppnSpec {
         let scale = map.float("scale", 1.0, 1e-3..=1e4)?;
         let hidden: Vec<usize> = match map.raw("layers") {
             Some(v) => {
-                let items =
-                    v.clone().into_array().map_err(|_| map.type_error("layers", &v, "an array of layer widths"))?;
+                let items = v
+                    .clone()
+                    .into_array()
+                    .map_err(|_| map.type_error("layers", &v, "an array of layer widths"))?;
                 items
                     .iter()
                     .map(|d| match d.as_int() {
                         Ok(n) if (1..=512).contains(&n) => Ok(n as usize),
-                        _ => Err(map.error_at("layers", Some(d), format!("layer widths must be integers 1–512, got {d}"))),
+                        _ => Err(map.error_at(
+                            "layers",
+                            Some(d),
+                            format!("layer widths must be integers 1–512, got {d}"),
+                        )),
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -139,7 +145,10 @@ impl CppnSpec {
                         format!("{} activations for {} hidden layers; give one per layer or a single name", items.len(), hidden.len()),
                     ));
                 }
-                items.iter().map(|d| activation_of(map, "activation", d)).collect::<Result<_, _>>()?
+                items
+                    .iter()
+                    .map(|d| activation_of(map, "activation", d))
+                    .collect::<Result<_, _>>()?
             }
             Some(v) => vec![activation_of(map, "activation", &v)?; hidden.len()],
         };
@@ -154,23 +163,37 @@ impl CppnSpec {
             "hsv" => OutputMode::Hsv,
             "uv" => {
                 if texture_path.is_empty() {
-                    return Err(map.error_at("output", None, "output \"uv\" needs a `texture: \"image.png\"` to sample"));
+                    return Err(map.error_at(
+                        "output",
+                        None,
+                        "output \"uv\" needs a `texture: \"image.png\"` to sample",
+                    ));
                 }
                 let path = sketch_dir.join(&texture_path);
                 let img = image::open(&path).map_err(|e| {
-                    map.error_at("texture", None, format!("cannot read texture {}: {e}", path.display()))
+                    map.error_at(
+                        "texture",
+                        None,
+                        format!("cannot read texture {}: {e}", path.display()),
+                    )
                 })?;
                 OutputMode::Uv(Arc::new(img.to_rgb8()))
             }
             _ => OutputMode::Rgb,
         };
-        let init = match map.choice("init", "weight init", &["normal", "uniform"], "normal")?.as_str() {
+        let init = match map
+            .choice("init", "weight init", &["normal", "uniform"], "normal")?
+            .as_str()
+        {
             "uniform" => Init::Uniform,
             _ => Init::Normal,
         };
         let init_std = map.float("init_std", 1.0, 0.0..=100.0)?;
         let biases = map.bool("biases", true)?;
-        let symmetry = match map.choice("symmetry", "symmetry", &["none", "x", "y", "xy"], "none")?.as_str() {
+        let symmetry = match map
+            .choice("symmetry", "symmetry", &["none", "x", "y", "xy"], "none")?
+            .as_str()
+        {
             "x" => Symmetry::X,
             "y" => Symmetry::Y,
             "xy" => Symmetry::XY,
@@ -178,7 +201,11 @@ impl CppnSpec {
         };
         let seed = map.int("seed", 0, 0..=i64::MAX)? as u64;
         let animation = match map.map("animate")? {
-            None => Animation { frames: 48, fps: 24.0, radius: 1.0 },
+            None => Animation {
+                frames: 48,
+                fps: 24.0,
+                radius: 1.0,
+            },
             Some(anim) => {
                 let mut a = MapReader::new(map.file(), map.locator(), anim);
                 let out = Animation {
@@ -195,7 +222,11 @@ impl CppnSpec {
             Some(m) => Some(parse_fit(map, m, sketch_dir)?),
         };
         if inputs.coordinate_count() == 0 {
-            return Err(map.error_at("inputs", None, format!("a CPPN needs at least one of {KEYS_NOTE} as input")));
+            return Err(map.error_at(
+                "inputs",
+                None,
+                format!("a CPPN needs at least one of {KEYS_NOTE} as input"),
+            ));
         }
         Ok(CppnSpec {
             width,
@@ -239,7 +270,14 @@ impl CppnSpec {
     pub fn network(&self) -> Network {
         let mut acts = self.activations.clone();
         acts.push(self.output_activation);
-        Network::random(&self.sizes(), &acts, self.init_std, self.init, self.biases, self.seed)
+        Network::random(
+            &self.sizes(),
+            &acts,
+            self.init_std,
+            self.init,
+            self.biases,
+            self.seed,
+        )
     }
 
     /// The latent vector: given in the sketch, or drawn from the seed.
@@ -248,7 +286,9 @@ impl CppnSpec {
             return z.clone();
         }
         let mut rng = Pcg64Mcg::seed_from_u64(self.seed ^ 0x5EED_0F_2A7E);
-        (0..self.z_dims).map(|_| net::normal(&mut rng) as f32).collect()
+        (0..self.z_dims)
+            .map(|_| net::normal(&mut rng) as f32)
+            .collect()
     }
 
     pub fn render(&self) -> anyhow::Result<DynamicImage> {
@@ -256,50 +296,96 @@ impl CppnSpec {
     }
 }
 
-fn parse_fit(map: &MapReader, m: rhai::Map, sketch_dir: &Path) -> Result<fit::FitSpec, SketchError> {
+fn parse_fit(
+    map: &MapReader,
+    m: rhai::Map,
+    sketch_dir: &Path,
+) -> Result<fit::FitSpec, SketchError> {
     let mut f = MapReader::new(map.file(), map.locator(), m);
     let image = f.string("image", "")?;
     if image.is_empty() {
-        return Err(f.error_at("fit", None, "fit needs `image: \"path.png\"` (relative to the sketch)"));
+        return Err(f.error_at(
+            "fit",
+            None,
+            "fit needs `image: \"path.png\"` (relative to the sketch)",
+        ));
     }
     let steps = f.int("steps", 500, 1..=100_000)? as usize;
     let lr = f.float("lr", 0.01, 1e-6..=1.0)?;
     let size = f.int("size", 64, 8..=512)? as u32;
     f.finish()?;
     let path = sketch_dir.join(&image);
-    let img = image::open(&path)
-        .map_err(|e| map.error_at("image", None, format!("cannot read fit image {}: {e}", path.display())))?;
+    let img = image::open(&path).map_err(|e| {
+        map.error_at(
+            "image",
+            None,
+            format!("cannot read fit image {}: {e}", path.display()),
+        )
+    })?;
     // Train at `size` pixels on the longer side: enough detail, seconds not minutes.
     let scale = size as f64 / img.width().max(img.height()) as f64;
-    let (w, h) = (((img.width() as f64 * scale).round() as u32).max(1), ((img.height() as f64 * scale).round() as u32).max(1));
-    let target = img.resize_exact(w, h, image::imageops::FilterType::Triangle).to_rgb8();
-    Ok(fit::FitSpec { image_path: path, target: Arc::new(target), steps, lr })
+    let (w, h) = (
+        ((img.width() as f64 * scale).round() as u32).max(1),
+        ((img.height() as f64 * scale).round() as u32).max(1),
+    );
+    let target = img
+        .resize_exact(w, h, image::imageops::FilterType::Triangle)
+        .to_rgb8();
+    Ok(fit::FitSpec {
+        image_path: path,
+        target: Arc::new(target),
+        steps,
+        lr,
+    })
 }
 
 fn parse_inputs(map: &mut MapReader) -> Result<Inputs, SketchError> {
-    let Some(v) = map.raw("inputs") else { return Ok(Inputs { x: true, y: true, r: true }) };
-    let items = v.clone().into_array().map_err(|_| map.type_error("inputs", &v, "an array like [\"x\", \"y\", \"r\"]"))?;
-    let mut inputs = Inputs { x: false, y: false, r: false };
+    let Some(v) = map.raw("inputs") else {
+        return Ok(Inputs {
+            x: true,
+            y: true,
+            r: true,
+        });
+    };
+    let items = v
+        .clone()
+        .into_array()
+        .map_err(|_| map.type_error("inputs", &v, "an array like [\"x\", \"y\", \"r\"]"))?;
+    let mut inputs = Inputs {
+        x: false,
+        y: false,
+        r: false,
+    };
     for item in &items {
         match item.clone().into_string().unwrap_or_default().as_str() {
             "x" => inputs.x = true,
             "y" => inputs.y = true,
             "r" => inputs.r = true,
-            _ => {
-                return Err(map.error_at(
-                    "inputs",
-                    Some(item),
-                    format!("unknown input \"{item}\"; expected any of {KEYS_NOTE} (the latent is `z: N`)"),
-                ))
-            }
+            _ => return Err(map.error_at(
+                "inputs",
+                Some(item),
+                format!(
+                    "unknown input \"{item}\"; expected any of {KEYS_NOTE} (the latent is `z: N`)"
+                ),
+            )),
         }
     }
     Ok(inputs)
 }
 
 fn activation_of(map: &MapReader, key: &str, v: &rhai::Dynamic) -> Result<Activation, SketchError> {
-    let name = v.clone().into_string().map_err(|_| map.type_error(key, v, "an activation name"))?;
+    let name = v
+        .clone()
+        .into_string()
+        .map_err(|_| map.type_error(key, v, "an activation name"))?;
     Activation::from_name(&name).ok_or_else(|| {
-        map.error_at(key, Some(v), format!("unknown activation \"{name}\"; expected one of {}", Activation::NAMES.join(", ")))
+        map.error_at(
+            key,
+            Some(v),
+            format!(
+                "unknown activation \"{name}\"; expected one of {}",
+                Activation::NAMES.join(", ")
+            ),
+        )
     })
 }

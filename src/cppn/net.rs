@@ -22,8 +22,10 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub const NAMES: &'static [&'static str] =
-        &["tanh", "sin", "cos", "tan", "sign", "sigmoid", "relu", "gaussian", "abs", "softplus", "identity"];
+    pub const NAMES: &'static [&'static str] = &[
+        "tanh", "sin", "cos", "tan", "sign", "sigmoid", "relu", "gaussian", "abs", "softplus",
+        "identity",
+    ];
     pub const ALL: [Activation; 11] = [
         Activation::Tanh,
         Activation::Sin,
@@ -39,7 +41,10 @@ impl Activation {
     ];
 
     pub fn from_name(name: &str) -> Option<Activation> {
-        Self::NAMES.iter().position(|n| *n == name).map(|k| Self::ALL[k])
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|k| Self::ALL[k])
     }
 
     pub fn name(self) -> &'static str {
@@ -81,7 +86,13 @@ impl Activation {
             Activation::Sin => each!(|x| fastmath::sin(x)),
             Activation::Cos => each!(|x| fastmath::cos(x)),
             Activation::Tan => each!(|x| fastmath::tan(x)),
-            Activation::Sign => each!(|x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }),
+            Activation::Sign => each!(|x| if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }),
             Activation::Sigmoid => each!(|x| fastmath::sigmoid(x)),
             Activation::Relu => each!(|x| x.max(0.0)),
             Activation::Gaussian => each!(|x| fastmath::exp(-x * x)),
@@ -126,7 +137,14 @@ pub struct Network {
 impl Network {
     /// Random weights: N(0, std²) or U(−std·√3, std·√3) (same variance), biases likewise
     /// or zero.
-    pub fn random(sizes: &[usize], activations: &[Activation], std: f64, init: Init, biases: bool, seed: u64) -> Self {
+    pub fn random(
+        sizes: &[usize],
+        activations: &[Activation],
+        std: f64,
+        init: Init,
+        biases: bool,
+        seed: u64,
+    ) -> Self {
         let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0xC0FF_EE00_D15E_A5E5);
         let mut draw = move || -> f32 {
             match init {
@@ -140,8 +158,16 @@ impl Network {
             .map(|(io, &activation)| {
                 let (inputs, outputs) = (io[0], io[1]);
                 let w = (0..inputs * outputs).map(|_| draw()).collect();
-                let b = (0..outputs).map(|_| if biases { draw() } else { 0.0 }).collect();
-                Dense { inputs, outputs, w, b, activation }
+                let b = (0..outputs)
+                    .map(|_| if biases { draw() } else { 0.0 })
+                    .collect();
+                Dense {
+                    inputs,
+                    outputs,
+                    w,
+                    b,
+                    activation,
+                }
             })
             .collect();
         Network { layers }
@@ -156,7 +182,11 @@ impl Network {
     }
 
     pub fn max_width(&self) -> usize {
-        self.layers.iter().map(|l| l.inputs.max(l.outputs)).max().unwrap_or(0)
+        self.layers
+            .iter()
+            .map(|l| l.inputs.max(l.outputs))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The reference forward pass: f64, one pixel, no tricks.
@@ -165,7 +195,9 @@ impl Network {
         for l in &self.layers {
             x = (0..l.outputs)
                 .map(|o| {
-                    let sum: f64 = (0..l.inputs).map(|k| l.w[k * l.outputs + o] as f64 * x[k]).sum();
+                    let sum: f64 = (0..l.inputs)
+                        .map(|k| l.w[k * l.outputs + o] as f64 * x[k])
+                        .sum();
                     l.activation.reference(sum + l.b[o] as f64)
                 })
                 .collect();

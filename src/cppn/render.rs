@@ -19,12 +19,20 @@ const OUT_BLOCK: usize = 4;
 
 /// Renders the network at the spec's size with latent vector `z`.
 pub fn render(spec: &CppnSpec, net: &Network, z: &[f32]) -> DynamicImage {
-    let plan = Plan::new(spec, net, z);
+    let mut plan = Plan::new(spec, net, z);
+    if let OutputMode::Uv(_) = spec.output {
+        plan.uv_range = uv_range(spec, net, z);
+    }
     let (w, h) = (spec.width as usize, spec.height as usize);
     let ch = plan.channels();
     let mut buf = vec![0u8; w * h * ch];
     buf.par_chunks_mut(w * ch).enumerate().for_each_init(
-        || (Buffers::new(plan.max_width()), vec![0f32; w * plan.outputs()]),
+        || {
+            (
+                Buffers::new(plan.max_width()),
+                vec![0f32; w * plan.outputs()],
+            )
+        },
         |(bufs, values), (y, row)| {
             render_row(&plan, y, values, bufs);
             write_pixels(&plan, values, row);
@@ -34,6 +42,29 @@ pub fn render(spec: &CppnSpec, net: &Network, z: &[f32]) -> DynamicImage {
         1 => DynamicImage::ImageLuma8(GrayImage::from_raw(w as u32, h as u32, buf).expect("size")),
         _ => DynamicImage::ImageRgb8(RgbImage::from_raw(w as u32, h as u32, buf).expect("size")),
     }
+}
+
+/// The range of the two UV outputs over the frame, estimated on a 64-pixel preview so
+/// memory stays bounded; values outside it clamp to the texture's edge.
+fn uv_range(spec: &CppnSpec, net: &Network, z: &[f32]) -> [(f32, f32); 2] {
+    let mut preview = spec.clone();
+    let long = spec.width.max(spec.height) as f64;
+    preview.width = ((spec.width as f64 * 64.0 / long).round() as u32).max(1);
+    preview.height = ((spec.height as f64 * 64.0 / long).round() as u32).max(1);
+    let values = render_values(&preview, net, z);
+    let range = |c: usize| {
+        let (lo, hi) = values
+            .chunks_exact(2)
+            .fold((f32::MAX, f32::MIN), |(lo, hi), v| {
+                (lo.min(v[c]), hi.max(v[c]))
+            });
+        if hi - lo > 1e-6 {
+            (lo, hi)
+        } else {
+            (lo - 0.5, lo + 0.5)
+        }
+    };
+    [range(0), range(1)]
 }
 
 /// The network's outputs mapped to [0, 1], pixel-major (`[pixel][output]`), before any
@@ -76,6 +107,8 @@ struct Plan<'a> {
     half_w: f64,
     half_h: f64,
     unit: f64,
+    /// UV mode: the outputs' (min, max) per axis, stretched to the texture's extent.
+    uv_range: [(f32, f32); 2],
 }
 
 impl<'a> Plan<'a> {
@@ -93,13 +126,23 @@ impl<'a> Plan<'a> {
         }
         first.w.truncate(coords * outs);
         first.inputs = coords;
-        Plan { layers, ..Plan::geometry(spec) }
+        Plan {
+            layers,
+            ..Plan::geometry(spec)
+        }
     }
 
     /// The pixel → coordinate mapping alone.
     fn geometry(spec: &'a CppnSpec) -> Self {
         let (w, h) = (spec.width as f64, spec.height as f64);
-        Plan { spec, layers: Vec::new(), half_w: w / 2.0, half_h: h / 2.0, unit: w.min(h) / 2.0 / spec.scale }
+        Plan {
+            spec,
+            layers: Vec::new(),
+            half_w: w / 2.0,
+            half_h: h / 2.0,
+            unit: w.min(h) / 2.0 / spec.scale,
+            uv_range: [(0.0, 1.0); 2],
+        }
     }
 
     fn channels(&self) -> usize {
@@ -114,7 +157,11 @@ impl<'a> Plan<'a> {
     }
 
     fn max_width(&self) -> usize {
-        self.layers.iter().map(|l| l.inputs.max(l.outputs)).max().unwrap_or(1)
+        self.layers
+            .iter()
+            .map(|l| l.inputs.max(l.outputs))
+            .max()
+            .unwrap_or(1)
     }
 
     /// Network input coordinates of pixel (px, py): the shorter side spans
@@ -143,7 +190,10 @@ struct Buffers {
 
 impl Buffers {
     fn new(width: usize) -> Self {
-        Buffers { a: vec![0.0; width * CHUNK], b: vec![0.0; width * CHUNK] }
+        Buffers {
+            a: vec![0.0; width * CHUNK],
+            b: vec![0.0; width * CHUNK],
+        }
     }
 }
 
@@ -151,7 +201,8 @@ impl Buffers {
 fn render_row(plan: &Plan, y: usize, values: &mut [f32], bufs: &mut Buffers) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports the features the function is compiled for.
             unsafe { render_row_avx2(plan, y, values, bufs) };
             return;
@@ -167,7 +218,12 @@ unsafe fn render_row_avx2(plan: &Plan, y: usize, values: &mut [f32], bufs: &mut 
 }
 
 #[inline(always)]
-fn render_row_generic<const FMA: bool>(plan: &Plan, y: usize, values: &mut [f32], bufs: &mut Buffers) {
+fn render_row_generic<const FMA: bool>(
+    plan: &Plan,
+    y: usize,
+    values: &mut [f32],
+    bufs: &mut Buffers,
+) {
     let width = plan.spec.width as usize;
     let outs = plan.outputs();
     let inputs = &plan.spec.inputs;
@@ -229,7 +285,12 @@ fn dense<const FMA: bool>(l: &Dense, inp: &[f32], out: &mut [f32]) {
 /// Outputs `o..o+B` for every pixel of the chunk. Fixed sizes let the accumulators live
 /// in registers: B×16 floats, one input row load shared by B multiply-adds.
 #[inline(always)]
-fn output_block<const FMA: bool, const B: usize>(l: &Dense, inp: &[f32], out: &mut [f32], o: usize) {
+fn output_block<const FMA: bool, const B: usize>(
+    l: &Dense,
+    inp: &[f32],
+    out: &mut [f32],
+    o: usize,
+) {
     let (ni, no) = (l.inputs, l.outputs);
     let bias: [f32; B] = l.b[o..o + B].try_into().expect("bias block");
     for p in (0..CHUNK).step_by(PIXEL_BLOCK) {
@@ -238,7 +299,9 @@ fn output_block<const FMA: bool, const B: usize>(l: &Dense, inp: &[f32], out: &m
             acc[j] = [bias[j]; PIXEL_BLOCK];
         }
         for k in 0..ni {
-            let x: [f32; PIXEL_BLOCK] = inp[k * CHUNK + p..k * CHUNK + p + PIXEL_BLOCK].try_into().expect("pixels");
+            let x: [f32; PIXEL_BLOCK] = inp[k * CHUNK + p..k * CHUNK + p + PIXEL_BLOCK]
+                .try_into()
+                .expect("pixels");
             let w: [f32; B] = l.w[k * no + o..k * no + o + B].try_into().expect("weights");
             for j in 0..B {
                 for lane in 0..PIXEL_BLOCK {
@@ -288,7 +351,9 @@ fn write_pixels(plan: &Plan, values: &[f32], dst: &mut [u8]) {
     let outs = plan.outputs();
     let pixels = values.chunks_exact(outs);
     match &plan.spec.output {
-        OutputMode::Gray => pixels.zip(dst.iter_mut()).for_each(|(v, d)| *d = to_byte(v[0])),
+        OutputMode::Gray => pixels
+            .zip(dst.iter_mut())
+            .for_each(|(v, d)| *d = to_byte(v[0])),
         OutputMode::Rgb => pixels.zip(dst.chunks_exact_mut(3)).for_each(|(v, d)| {
             for c in 0..3 {
                 d[c] = to_byte(v[c]);
@@ -300,9 +365,13 @@ fn write_pixels(plan: &Plan, values: &[f32], dst: &mut [u8]) {
                 d[c] = to_byte(rgb[c]);
             }
         }),
-        OutputMode::Uv(texture) => pixels
-            .zip(dst.chunks_exact_mut(3))
-            .for_each(|(v, d)| d.copy_from_slice(&sample_bilinear(texture, v[0], v[1]))),
+        OutputMode::Uv(texture) => {
+            let [(u0, u1), (v0, v1)] = plan.uv_range;
+            pixels.zip(dst.chunks_exact_mut(3)).for_each(|(v, d)| {
+                let (u, v) = ((v[0] - u0) / (u1 - u0), (v[1] - v0) / (v1 - v0));
+                d.copy_from_slice(&sample_bilinear(texture, u, v))
+            })
+        }
     }
 }
 
@@ -327,7 +396,10 @@ pub fn sample_bilinear(tex: &RgbImage, u: f32, v: f32) -> [u8; 3] {
     let x = (u * (tw - 1.0)).clamp(0.0, tw - 1.0);
     let y = (v * (th - 1.0)).clamp(0.0, th - 1.0);
     let (x0, y0) = (x.floor() as u32, y.floor() as u32);
-    let (x1, y1) = ((x0 + 1).min(tex.width() - 1), (y0 + 1).min(tex.height() - 1));
+    let (x1, y1) = (
+        (x0 + 1).min(tex.width() - 1),
+        (y0 + 1).min(tex.height() - 1),
+    );
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
     let px = |x, y| tex.get_pixel(x, y).0.map(f32::from);
     let (a, b, c, d) = (px(x0, y0), px(x1, y0), px(x0, y1), px(x1, y1));

@@ -85,7 +85,11 @@ impl Spec {
         match self {
             Spec::Truchet(t) => crate::truchet::render(t),
             Spec::Cppn(c) => c.render().map_err(|e| {
-                let file = c.fit.as_ref().map(|f| f.image_path.clone()).unwrap_or_default();
+                let file = c
+                    .fit
+                    .as_ref()
+                    .map(|f| f.image_path.clone())
+                    .unwrap_or_default();
                 SketchError::whole_file(&file, format!("{e:#}"))
             }),
         }
@@ -152,7 +156,11 @@ pub fn load_source(path: &Path, source: String) -> Result<Sketch, SketchError> {
 }
 
 /// Loads a sketch with some top-level keys replaced (how `sweep` varies a parameter).
-pub fn load_with(path: &Path, source: String, overrides: &[(String, rhai::Dynamic)]) -> Result<Sketch, SketchError> {
+pub fn load_with(
+    path: &Path,
+    source: String,
+    overrides: &[(String, rhai::Dynamic)],
+) -> Result<Sketch, SketchError> {
     let script = Script::compile(&source).map_err(|e| SketchError::from_parse(path, &e))?;
     let script = Arc::new(script);
     let value = script
@@ -221,7 +229,11 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
     let spec = match kind.as_str() {
         "truchet" => Spec::Truchet(TruchetSpec::parse(&mut map, script)?),
         "cppn" => {
-            let dir = map.file().parent().map(Path::to_path_buf).unwrap_or_default();
+            let dir = map
+                .file()
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
             Spec::Cppn(CppnSpec::parse(&mut map, &dir)?)
         }
         _ => unreachable!("choice() only returns listed kinds"),
