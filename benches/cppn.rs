@@ -14,6 +14,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use easel::cppn::net::Network;
 use easel::sketch::{self, Spec};
 
+// The same allocator as the `easel` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SKETCH: &str = r#"#{ kind: "cppn", size: 1024, inputs: ["x", "y", "r"], z: 8,
                            depth: 7, width: 32, activation: "tanh", seed: 1 }"#;
 

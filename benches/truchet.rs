@@ -10,6 +10,10 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion};
 use easel::sketch;
 
+// The same allocator as the `easel` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn dataset(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches/truchet_dataset.rhai");
     let sketch = sketch::load(&path).unwrap();

@@ -20,7 +20,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // Scale by 2^n by building the float's exponent bits directly.
     let scale = f32::from_bits(((to_int(n) + 127) << 23) as u32);

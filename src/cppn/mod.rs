@@ -285,7 +285,7 @@ impl CppnSpec {
         if let Some(z) = &self.z_values {
             return z.clone();
         }
-        let mut rng = Pcg64Mcg::seed_from_u64(self.seed ^ 0x5EED_0F_2A7E);
+        let mut rng = Pcg64Mcg::seed_from_u64(self.seed ^ 0x005E_ED0F_2A7E);
         (0..self.z_dims)
             .map(|_| net::normal(&mut rng) as f32)
             .collect()
@@ -361,13 +361,15 @@ fn parse_inputs(map: &mut MapReader) -> Result<Inputs, SketchError> {
             "x" => inputs.x = true,
             "y" => inputs.y = true,
             "r" => inputs.r = true,
-            _ => return Err(map.error_at(
-                "inputs",
-                Some(item),
-                format!(
+            _ => {
+                return Err(map.error_at(
+                    "inputs",
+                    Some(item),
+                    format!(
                     "unknown input \"{item}\"; expected any of {KEYS_NOTE} (the latent is `z: N`)"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(inputs)
