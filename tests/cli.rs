@@ -202,3 +202,55 @@ fn help_explains_each_command() {
         assert!(text.contains("Usage: easel"), "{cmd}: {text}");
     }
 }
+
+#[test]
+fn animate_writes_a_looping_gif_and_png_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = bundled("cppn_silk.rhai");
+    ok(easel(&["animate", &sketch, "-o", "loop.gif", "--frames", "6", "--size", "40x30", "--fps", "10"], dir.path()));
+    let file = std::fs::File::open(dir.path().join("loop.gif")).unwrap();
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    let mut decoder = options.read_info(file).unwrap();
+    assert_eq!((decoder.width(), decoder.height()), (40, 30));
+    let mut frames = 0;
+    while let Some(frame) = decoder.read_next_frame().unwrap() {
+        assert_eq!(frame.delay, 10, "10 fps = 10 centiseconds a frame");
+        frames += 1;
+    }
+    assert_eq!(frames, 6);
+
+    ok(easel(&["animate", &sketch, "-o", "frames/", "--frames", "4", "--size", "24"], dir.path()));
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("frames"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["frame_0000.png", "frame_0001.png", "frame_0002.png", "frame_0003.png"]);
+
+    let out = easel(&["animate", &bundled("truchet_arcs.rhai"), "-o", "x.gif"], dir.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a CPPN sketch"));
+}
+
+#[test]
+fn sweep_makes_a_labelled_contact_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = bundled("cppn_silk.rhai");
+    ok(easel(&["sweep", &sketch, "--vary", "depth=2..4", "--vary", "width=8,16", "--cell", "48", "-o", "sheet.png"], dir.path()));
+    let (w, h) = image::image_dimensions(dir.path().join("sheet.png")).unwrap();
+    // 3 across, 2 down: 8 px padding, 48 px images, 14 px labels.
+    assert_eq!((w, h), (3 * (48 + 8) + 8, 2 * (48 + 14 + 8) + 8));
+
+    let out = easel(&["sweep", &sketch, "--vary", "depth=two", "-o", "s.png"], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"two\" is not a number"));
+}
+
+#[test]
+fn huge_sizes_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = easel(&["render", &bundled("cppn_silk.rhai"), "--size", "100000x100000", "-o", "x.png"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "clap rejects the value");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("too large; each side must be at most 16384"), "{err}");
+}
