@@ -5,6 +5,8 @@
 
 pub mod cli;
 pub mod cppn;
+pub mod gan;
 pub mod recipe;
+pub mod run;
 pub mod sketch;
 pub mod truchet;

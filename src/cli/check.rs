@@ -27,6 +27,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
                     crate::cppn::fit::fit(c, &one_step, &mut |_, _| {})
                         .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
                 }
+                Spec::Gan(g) => check_gan_data(path, g)?,
                 _ => {
                     spec.render()?;
                 }
@@ -43,6 +44,26 @@ pub fn run(args: CheckArgs) -> Result<()> {
             sketch.spec.kind(),
             started.elapsed().as_millis()
         );
+    }
+    Ok(())
+}
+
+/// A GAN sketch is valid when its data can be read: the data sketch loads and renders, or
+/// the folder exists.
+fn check_gan_data(path: &std::path::Path, g: &crate::gan::GanSpec) -> Result<()> {
+    use crate::gan::DataSource;
+    match &g.data {
+        DataSource::Sketch { path: data, .. } => {
+            let s = sketch::load(data).map_err(|e| anyhow::anyhow!("{e}\n(the data sketch of {})", path.display()))?;
+            let mut spec = s.classes.first().map_or(s.spec.clone(), |(_, c)| c.clone());
+            spec.set_size(g.image_size as u32, g.image_size as u32);
+            spec.render()?;
+        }
+        DataSource::Folder { path: dir, .. } => {
+            if !dir.is_dir() {
+                anyhow::bail!("{}: data folder {} does not exist", path.display(), dir.display());
+            }
+        }
     }
     Ok(())
 }

@@ -5,7 +5,9 @@ mod check;
 mod dataset;
 mod gallery;
 mod render;
+mod sample;
 mod sweep;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +20,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "A terminal studio for live-coding generative art",
     long_about = "A terminal studio for live-coding generative art.\n\n\
-Sketches are Rhai scripts (see sketches/ and the README) describing Truchet tilings\nor CPPNs.\n\
+Sketches are Rhai scripts (see sketches/ and the README) describing Truchet tilings,\nCPPNs or GANs.\n\
 Every PNG easel writes carries its recipe, so `easel render --from FILE.png` makes it again.\n\n\
 Run with no command to preview the bundled sketches in ./sketches."
 )]
@@ -35,6 +37,10 @@ pub enum Command {
     Animate(animate::AnimateArgs),
     /// Render a labelled contact sheet of a sketch across parameter values.
     Sweep(sweep::SweepArgs),
+    /// Train a GAN sketch, writing a run directory (resumable, controllable).
+    Train(train::TrainArgs),
+    /// Sample a trained generator: a grid, one class, or a looping latent walk.
+    Sample(sample::SampleArgs),
     /// Write a folder of images from a sketch, one subfolder per class.
     Dataset(dataset::DatasetArgs),
     /// Check sketches for errors (loads and renders each); non-zero exit on the first problem.
@@ -50,6 +56,8 @@ pub fn main() -> ExitCode {
         Some(Command::Dataset(a)) => dataset::run(a),
         Some(Command::Animate(a)) => animate::run(a),
         Some(Command::Sweep(a)) => sweep::run(a),
+        Some(Command::Train(a)) => train::run(a),
+        Some(Command::Sample(a)) => sample::run(a),
         Some(Command::Check(a)) => check::run(a),
         Some(Command::Gallery(a)) => gallery::run(a),
         None => gallery::run(gallery::GalleryArgs {

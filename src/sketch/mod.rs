@@ -21,6 +21,7 @@ pub use locate::Locator;
 pub use reader::MapReader;
 
 use crate::cppn::CppnSpec;
+use crate::gan::GanSpec;
 use crate::truchet::TruchetSpec;
 
 /// Largest side, and most pixels, any image may have: a typo must not ask for gigabytes.
@@ -28,13 +29,14 @@ pub const MAX_SIDE: u32 = 16384;
 pub const MAX_PIXELS: u64 = 8192 * 8192 * 2;
 
 /// The kinds a sketch can be. Each has its own spec and renderer.
-pub const KINDS: &[&str] = &["truchet", "cppn"];
+pub const KINDS: &[&str] = &["truchet", "cppn", "gan"];
 
 /// A fully resolved description of what to make.
 #[derive(Debug, Clone)]
 pub enum Spec {
     Truchet(TruchetSpec),
     Cppn(CppnSpec),
+    Gan(GanSpec),
 }
 
 impl Spec {
@@ -42,6 +44,7 @@ impl Spec {
         match self {
             Spec::Truchet(_) => "truchet",
             Spec::Cppn(_) => "cppn",
+            Spec::Gan(_) => "gan",
         }
     }
 
@@ -49,6 +52,7 @@ impl Spec {
         match self {
             Spec::Truchet(t) => (t.width, t.height),
             Spec::Cppn(c) => (c.width, c.height),
+            Spec::Gan(g) => (g.image_size as u32, g.image_size as u32),
         }
     }
 
@@ -56,6 +60,7 @@ impl Spec {
         match self {
             Spec::Truchet(t) => t.seed,
             Spec::Cppn(c) => c.seed,
+            Spec::Gan(g) => g.seed,
         }
     }
 
@@ -69,6 +74,8 @@ impl Spec {
                 c.width = width;
                 c.height = height;
             }
+            // A GAN's image size is part of its architecture; samples are that size.
+            Spec::Gan(_) => {}
         }
     }
 
@@ -76,6 +83,7 @@ impl Spec {
         match self {
             Spec::Truchet(t) => t.seed = seed,
             Spec::Cppn(c) => c.seed = seed,
+            Spec::Gan(g) => g.seed = seed,
         }
     }
 
@@ -92,6 +100,10 @@ impl Spec {
                     .unwrap_or_default();
                 SketchError::whole_file(&file, format!("{e:#}"))
             }),
+            Spec::Gan(_) => Err(SketchError::whole_file(
+                Path::new("gan"),
+                "a GAN sketch is trained, not rendered: `easel train SKETCH`, then `easel sample RUN`",
+            )),
         }
     }
 }
@@ -235,6 +247,10 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
             Spec::Cppn(CppnSpec::parse(&mut map, &dir)?)
+        }
+        "gan" => {
+            let dir = map.file().parent().map(Path::to_path_buf).unwrap_or_default();
+            Spec::Gan(GanSpec::parse(&mut map, &dir)?)
         }
         _ => unreachable!("choice() only returns listed kinds"),
     };

@@ -1,0 +1,134 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use clap::Args;
+use rand::SeedableRng;
+use rand_pcg::Pcg64Mcg;
+
+use crate::gan::layers::{normal, Ctx};
+use crate::gan::model::Generator;
+use crate::gan::train::{grid, load_safetensors};
+use crate::gan::GanSpec;
+use crate::recipe;
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// A run directory, a model folder (models/NAME), or a generator/checkpoint
+    /// .safetensors file.
+    pub source: PathBuf,
+    /// Output: a PNG grid, or a GIF with --interpolate.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Number of samples in the grid.
+    #[arg(short = 'n', long, default_value_t = 64)]
+    pub count: usize,
+    /// Only this class (conditional models).
+    #[arg(long, value_name = "NAME")]
+    pub class: Option<String>,
+    /// Noise scale: below 1 trades variety for fidelity.
+    #[arg(long, default_value_t = 1.0)]
+    pub truncation: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A looping latent walk as a GIF (each frame a grid).
+    #[arg(long)]
+    pub interpolate: bool,
+    /// Frames of the --interpolate loop.
+    #[arg(long, default_value_t = 48)]
+    pub frames: u32,
+    /// Pixels above this (0–1) become white, the rest black.
+    #[arg(long, value_name = "V")]
+    pub threshold: Option<f64>,
+}
+
+/// A trained generator with its spec and class names.
+pub struct LoadedGenerator {
+    pub g: Generator,
+    pub classes: Vec<String>,
+}
+
+/// Loads the EMA generator from a run directory, model folder or safetensors file.
+pub fn load_generator(source: &Path) -> Result<LoadedGenerator> {
+    let (file, prefix) = if source.is_dir() {
+        let generator = source.join("generator.safetensors");
+        let latest = source.join("checkpoints/latest.safetensors");
+        if generator.exists() {
+            (generator, "")
+        } else if latest.exists() {
+            (latest, "ema.")
+        } else {
+            bail!("{} holds no generator.safetensors or checkpoints/latest.safetensors", source.display());
+        }
+    } else if source.file_name().is_some_and(|n| n.to_string_lossy().starts_with("generator")) {
+        (source.to_path_buf(), "")
+    } else {
+        (source.to_path_buf(), "ema.")
+    };
+    let (tensors, meta) = load_safetensors(&file, Device::Cpu)?;
+    let spec: GanSpec = match meta.get("spec") {
+        Some(s) => serde_json::from_str(s)?,
+        None => {
+            // A checkpoint: the spec is in its run directory.
+            let run = file.parent().and_then(Path::parent).context("checkpoint outside a run directory")?;
+            let text = std::fs::read_to_string(run.join("spec.json"))
+                .with_context(|| format!("no spec.json in {}", run.display()))?;
+            serde_json::from_str(&text)?
+        }
+    };
+    let classes: Vec<String> = meta.get("classes").map(|c| serde_json::from_str(c)).transpose()?.unwrap_or_default();
+    let g = Generator::new(&spec, classes.len(), &Device::Cpu, 0)?;
+    g.params.load(prefix, &tensors).with_context(|| format!("loading {}", file.display()))?;
+    Ok(LoadedGenerator { g, classes })
+}
+
+pub fn run(args: SampleArgs) -> Result<()> {
+    let mut loaded = load_generator(&args.source)?;
+    let latent = loaded.g.spec.latent;
+    let n = args.count.clamp(1, 1024);
+    let labels: Vec<usize> = match &args.class {
+        Some(name) => {
+            let k = loaded.classes.iter().position(|c| c == name).with_context(|| {
+                if loaded.classes.is_empty() {
+                    format!("--class {name}: this model has no classes")
+                } else {
+                    format!("--class {name}: expected one of {}", loaded.classes.join(", "))
+                }
+            })?;
+            vec![k; n]
+        }
+        None => (0..n).map(|i| i % loaded.classes.len().max(1)).collect(),
+    };
+    let mut rng = Pcg64Mcg::seed_from_u64(args.seed);
+    let mut draw = |count: usize| -> Vec<f32> { (0..count).map(|_| normal(&mut rng) * args.truncation as f32).collect() };
+    let ctx = Ctx { train: false, dropout_seed: 0 };
+    if !args.interpolate {
+        let z = Tensor::from_vec(draw(n * latent), (n, latent), &Device::Cpu)?;
+        let images = loaded.g.forward(&z, &labels, &ctx)?;
+        recipe::write_png(&args.output, &grid(&images, args.threshold)?, None)?;
+        eprintln!("wrote {} ({n} samples)", args.output.display());
+        return Ok(());
+    }
+    // A closed loop: z(θ) = a·cos θ + b·sin θ keeps each sample's noise norm steady.
+    let (a, b) = (draw(n * latent), draw(n * latent));
+    let mut frames = Vec::new();
+    for k in 0..args.frames.max(2) {
+        let theta = std::f32::consts::TAU * k as f32 / args.frames.max(2) as f32;
+        let z: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x * theta.cos() + y * theta.sin()).collect();
+        let images = loaded.g.forward(&Tensor::from_vec(z, (n, latent), &Device::Cpu)?, &labels, &ctx)?;
+        frames.push(grid(&images, args.threshold)?.to_rgb8());
+    }
+    let (w, h) = frames[0].dimensions();
+    recipe::write_atomically(&args.output, |f| {
+        let mut enc = gif::Encoder::new(std::io::BufWriter::new(f), w as u16, h as u16, &[])?;
+        enc.set_repeat(gif::Repeat::Infinite)?;
+        for img in &frames {
+            let mut frame = gif::Frame::from_rgb_speed(w as u16, h as u16, img.as_raw(), 10);
+            frame.delay = 6;
+            enc.write_frame(&frame)?;
+        }
+        Ok(())
+    })?;
+    eprintln!("wrote {} ({} frames of {n} samples, loops)", args.output.display(), frames.len());
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Layers as plain functions over Candle tensors and named parameters. Weights are held
+//! as `Var`s (trained), normalisation statistics as plain tensors (not trained), both
+//! under stable names so checkpoints map one to one. Kept in one place so the CPU
+//! convolution kernels can be swapped here without touching the models.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+/// A model's trainable parameters and running statistics, by name (sorted, so the
+/// order, the seeded initialisation and the checkpoint layout never change).
+pub struct Params {
+    pub device: Device,
+    pub vars: BTreeMap<String, Var>,
+    pub buffers: Mutex<BTreeMap<String, Tensor>>,
+}
+
+impl Params {
+    pub fn new(device: &Device) -> Self {
+        Params { device: device.clone(), vars: BTreeMap::new(), buffers: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Creates (or returns) a parameter; values are set later by [`Params::initialise`].
+    pub fn var(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if let Some(v) = self.vars.get(name) {
+            return Ok(v.as_tensor().clone());
+        }
+        let v = Var::zeros(shape, DType::F32, &self.device)?;
+        let t = v.as_tensor().clone();
+        self.vars.insert(name.to_string(), v);
+        Ok(t)
+    }
+
+    pub fn buffer(&self, name: &str) -> Option<Tensor> {
+        self.buffers.lock().expect("buffers").get(name).cloned()
+    }
+
+    pub fn set_buffer(&self, name: &str, t: Tensor) {
+        self.buffers.lock().expect("buffers").insert(name.to_string(), t);
+    }
+
+    /// Seeded DCGAN initialisation: weights N(0, 0.02²), norm scales N(1, 0.02²), biases 0.
+    pub fn initialise(&self, seed: u64) -> Result<()> {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed);
+        for (name, var) in &self.vars {
+            let n = var.elem_count();
+            let values: Vec<f32> = if name.ends_with(".b") || name.ends_with(".beta") {
+                vec![0.0; n]
+            } else if name.ends_with(".gamma") {
+                (0..n).map(|_| 1.0 + 0.02 * normal(&mut rng)).collect()
+            } else {
+                (0..n).map(|_| 0.02 * normal(&mut rng)).collect()
+            };
+            var.set(&Tensor::from_vec(values, var.shape(), &self.device)?)?;
+        }
+        Ok(())
+    }
+
+    /// Every tensor by name: `var.NAME` for parameters, `buf.NAME` for statistics.
+    pub fn named_tensors(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> =
+            self.vars.iter().map(|(n, v)| (format!("{prefix}{n}"), v.as_tensor().clone())).collect();
+        for (n, t) in self.buffers.lock().expect("buffers").iter() {
+            out.push((format!("{prefix}buf.{n}"), t.clone()));
+        }
+        out
+    }
+
+    /// Loads what `named_tensors` saved; every parameter must be present.
+    pub fn load(&self, prefix: &str, tensors: &std::collections::HashMap<String, Tensor>) -> anyhow::Result<()> {
+        for (n, v) in &self.vars {
+            let key = format!("{prefix}{n}");
+            let t = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("checkpoint lacks {key}"))?;
+            if t.dims() != v.dims() {
+                anyhow::bail!("checkpoint's {key} has shape {:?}, the model needs {:?}", t.dims(), v.dims());
+            }
+            v.set(&t.to_device(&self.device)?)?;
+        }
+        let bufprefix = format!("{prefix}buf.");
+        for (k, t) in tensors {
+            if let Some(n) = k.strip_prefix(&bufprefix) {
+                self.set_buffer(n, t.to_device(&self.device)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies all values (parameters and statistics) from `other`, which must have the
+    /// same layout.
+    pub fn copy_from(&self, other: &Params) -> Result<()> {
+        for (n, v) in &self.vars {
+            v.set(other.vars[n].as_tensor())?;
+        }
+        *self.buffers.lock().expect("buffers") = other.buffers.lock().expect("buffers").clone();
+        Ok(())
+    }
+}
+
+pub fn normal(rng: &mut impl Rng) -> f32 {
+    crate::cppn::net::normal(rng) as f32
+}
+
+/// Per-call context: training or evaluation, and the seed for dropout masks (Candle's
+/// own dropout draws from an unseeded generator, which would break exact resume).
+pub struct Ctx {
+    pub train: bool,
+    pub dropout_seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Act {
+    Relu,
+    Selu,
+    LeakyRelu(f64),
+}
+
+impl Act {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::Relu => x.relu(),
+            Act::Selu => x.elu(1.673_263_242_354_377_3)? * 1.050_700_987_355_480_5,
+            Act::LeakyRelu(slope) => {
+                // max(x, slope·x) for 0 < slope < 1.
+                x.maximum(&(x * slope)?)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    Batch,
+    Layer,
+    None,
+}
+
+pub fn linear(p: &mut Params, name: &str, x: &Tensor, out: usize, bias: bool) -> Result<Tensor> {
+    let inp = x.dim(D::Minus1)?;
+    let w = p.var(&format!("{name}.w"), &[inp, out])?;
+    let y = x.matmul(&w)?;
+    if bias {
+        y.broadcast_add(&p.var(&format!("{name}.b"), &[out])?)
+    } else {
+        Ok(y)
+    }
+}
+
+/// Convolution with `stride`, padding (k−1)/2: stride 2 halves even sizes exactly.
+pub fn conv(p: &mut Params, name: &str, x: &Tensor, out: usize, k: usize, stride: usize, bias: bool) -> Result<Tensor> {
+    let inp = x.dim(1)?;
+    let w = p.var(&format!("{name}.w"), &[out, inp, k, k])?;
+    let y = x.conv2d(&w, (k - 1) / 2, stride, 1, 1)?;
+    add_channel_bias(p, name, y, out, bias)
+}
+
+/// Transposed convolution that multiplies the size by `stride` (1 or 2) for any kernel.
+pub fn conv_up(p: &mut Params, name: &str, x: &Tensor, out: usize, k: usize, stride: usize, bias: bool) -> Result<Tensor> {
+    let inp = x.dim(1)?;
+    let w = p.var(&format!("{name}.w"), &[inp, out, k, k])?;
+    // out = (in−1)·s − 2·pad + k + out_pad, solved for out = in·s:
+    let (pad, out_pad) = match (stride, k % 2) {
+        (1, 1) => ((k - 1) / 2, 0),
+        (1, _) => return Err(candle_core::Error::Msg(format!("{name}: stride-1 transposed conv needs an odd kernel, got {k}"))),
+        (_, 1) => ((k - 1) / 2, 1),
+        _ => ((k - 2) / 2, 0),
+    };
+    let y = x.conv_transpose2d(&w, pad, out_pad, stride, 1)?;
+    add_channel_bias(p, name, y, out, bias)
+}
+
+/// Nearest-neighbour ×2 upsampling then a stride-1 convolution (odd kernels).
+pub fn upsample_conv(p: &mut Params, name: &str, x: &Tensor, out: usize, k: usize, bias: bool) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let up = x.upsample_nearest2d(2 * h, 2 * w)?;
+    conv(p, name, &up, out, k | 1, 1, bias)
+}
+
+fn add_channel_bias(p: &mut Params, name: &str, y: Tensor, out: usize, bias: bool) -> Result<Tensor> {
+    if !bias {
+        return Ok(y);
+    }
+    let b = p.var(&format!("{name}.b"), &[out])?;
+    y.broadcast_add(&b.reshape((1, out, 1, 1))?)
+}
+
+/// Batch norm (running statistics, momentum 0.1, as PyTorch), layer norm (per sample over
+/// all features) or nothing. Works on `[N, C]` and `[N, C, H, W]`.
+pub fn norm(p: &mut Params, name: &str, x: &Tensor, kind: Norm, ctx: &Ctx) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let shape: Vec<usize> = if x.rank() == 4 { vec![1, c, 1, 1] } else { vec![1, c] };
+    let normalised = match kind {
+        Norm::None => return Ok(x.clone()),
+        Norm::Batch => {
+            let dims: Vec<usize> = if x.rank() == 4 { vec![0, 2, 3] } else { vec![0] };
+            let (mean_name, var_name) = (format!("{name}.running_mean"), format!("{name}.running_var"));
+            if ctx.train {
+                let mean = x.mean_keepdim(dims.as_slice())?;
+                let centered = x.broadcast_sub(&mean)?;
+                let var = centered.sqr()?.mean_keepdim(dims.as_slice())?;
+                let old_mean = p.buffer(&mean_name).unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
+                let old_var = p.buffer(&var_name).unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
+                let (m, v) = (mean.flatten_all()?.detach(), var.flatten_all()?.detach());
+                p.set_buffer(&mean_name, ((old_mean * 0.9)? + (m * 0.1)?)?);
+                p.set_buffer(&var_name, ((old_var * 0.9)? + (v * 0.1)?)?);
+                centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?
+            } else {
+                let mean = p.buffer(&mean_name).unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
+                let var = p.buffer(&var_name).unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
+                x.broadcast_sub(&mean.reshape(shape.as_slice())?)?
+                    .broadcast_div(&(var + 1e-5)?.sqrt()?.reshape(shape.as_slice())?)?
+            }
+        }
+        Norm::Layer => {
+            let dims: Vec<usize> = (1..x.rank()).collect();
+            let mean = x.mean_keepdim(dims.as_slice())?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(dims.as_slice())?;
+            centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?
+        }
+    };
+    let gamma = p.var(&format!("{name}.gamma"), &[c])?.reshape(shape.as_slice())?;
+    let beta = p.var(&format!("{name}.beta"), &[c])?.reshape(shape.as_slice())?;
+    normalised.broadcast_mul(&gamma)?.broadcast_add(&beta)
+}
+
+/// Inverted dropout with a mask drawn from `ctx.dropout_seed` and the layer name.
+pub fn dropout(name: &str, x: &Tensor, rate: f64, ctx: &Ctx) -> Result<Tensor> {
+    if !ctx.train || rate <= 0.0 {
+        return Ok(x.clone());
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&(name, ctx.dropout_seed), &mut h);
+    let mut rng = Pcg64Mcg::seed_from_u64(std::hash::Hasher::finish(&h));
+    let keep = 1.0 - rate;
+    let mask: Vec<f32> =
+        (0..x.elem_count()).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+    x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+}

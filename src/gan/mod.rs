@@ -1,0 +1,278 @@
+//! GANs: DCGAN, conditional DCGAN and CAN, trained with Candle in a process of its own
+//! that writes a run directory (see `crate::run`).
+
+pub mod adam;
+pub mod data;
+pub mod layers;
+pub mod model;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use crate::sketch::{MapReader, SketchError};
+use layers::{Act, Norm};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Dcgan,
+    Cdcgan,
+    Can,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    Bce,
+    Hinge,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum DataSource {
+    /// A Truchet or CPPN sketch renders `count` images (its classes give labels).
+    Sketch { path: PathBuf, count: usize },
+    /// Images under a folder, labels from subfolder names.
+    Folder { path: PathBuf, crop: bool },
+}
+
+/// Everything that defines a training run; written to the run's `spec.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GanSpec {
+    pub model: ModelKind,
+    pub image_size: usize,
+    pub channels: usize,
+    pub latent: usize,
+    /// Side of the generator's first feature map.
+    pub start: usize,
+    pub g_widths: Vec<usize>,
+    pub d_widths: Vec<usize>,
+    pub kernel: usize,
+    pub g_norm: String,
+    pub d_norm: String,
+    pub g_activation: String,
+    pub d_activation: String,
+    pub dropout: f64,
+    /// "transposed" or "nearest".
+    pub upsample: String,
+    pub loss: Loss,
+    pub lr_g: f64,
+    pub lr_d: f64,
+    pub betas_g: (f64, f64),
+    pub betas_d: (f64, f64),
+    pub batch: usize,
+    pub steps: usize,
+    pub sample_every: usize,
+    pub checkpoint_every: usize,
+    /// Keep `step_N` checkpoints every this many steps (besides `latest`).
+    pub keep_every: usize,
+    /// Decay of the generator's exponential moving average (0 turns it off).
+    pub ema: f64,
+    pub seed: u64,
+    pub data: DataSource,
+}
+
+impl GanSpec {
+    pub fn g_norm(&self) -> Norm {
+        parse_norm(&self.g_norm)
+    }
+    pub fn d_norm(&self) -> Norm {
+        parse_norm(&self.d_norm)
+    }
+    pub fn g_act(&self) -> Act {
+        parse_act(&self.g_activation).expect("validated")
+    }
+    pub fn d_act(&self) -> Act {
+        parse_act(&self.d_activation).expect("validated")
+    }
+    /// Number of ×2 upsampling stages from `start` to `image_size`.
+    pub fn upsamples(&self) -> usize {
+        (self.image_size / self.start).trailing_zeros() as usize
+    }
+
+    pub fn parse(map: &mut MapReader, sketch_dir: &Path) -> Result<Self, SketchError> {
+        let model = match map.choice("model", "GAN model", &["dcgan", "cdcgan", "can"], "dcgan")?.as_str() {
+            "cdcgan" => ModelKind::Cdcgan,
+            "can" => ModelKind::Can,
+            _ => ModelKind::Dcgan,
+        };
+        let image_size = map.int("image_size", 32, 28..=128)? as usize;
+        let default_start = if image_size.is_power_of_two() { 4 } else { 7 };
+        let start = map.int("start", default_start, 2..=32)? as usize;
+        let ratio = image_size / start;
+        if image_size % start != 0 || !ratio.is_power_of_two() || ratio < 2 {
+            return Err(map.error_at(
+                "image_size",
+                None,
+                format!("image_size {image_size} must be `start` ({start}) times a power of two (28 = 7·4, 32, 64, 128 = 4·2^k)"),
+            ));
+        }
+        let ups = ratio.trailing_zeros() as usize;
+        let channels = map.int("channels", 1, 1..=3)? as usize;
+        if channels == 2 {
+            return Err(map.error_at("channels", None, "\"channels\" must be 1 (grayscale) or 3 (RGB)"));
+        }
+        let latent = map.int("latent", 100, 1..=1024)? as usize;
+        let g_base = map.int("g_base", 64, 1..=1024)? as usize;
+        let d_base = map.int("d_base", 64, 1..=1024)? as usize;
+        let g_widths = match map.raw("g_widths") {
+            Some(_) => widths(map, "g_widths")?,
+            None => (0..ups).rev().map(|k| g_base << k).collect(),
+        };
+        if g_widths.len() < ups {
+            return Err(map.error_at(
+                "g_widths",
+                None,
+                format!("{} generator widths cannot upsample {start} to {image_size}; need at least {ups}", g_widths.len()),
+            ));
+        }
+        let default_d = (image_size / 4).max(2).ilog2() as usize;
+        let d_widths = match map.raw("d_widths") {
+            Some(_) => widths(map, "d_widths")?,
+            None => (0..default_d).map(|k| d_base << k).collect(),
+        };
+        if d_widths.is_empty() || image_size >> d_widths.len() < 1 {
+            return Err(map.error_at("d_widths", None, "\"d_widths\" must list 1 or more layers, each halving the image"));
+        }
+        let kernel = map.int("kernel", 4, 2..=7)? as usize;
+        let norms = ["batch", "layer", "none"];
+        let g_norm = map.choice("g_norm", "norm", &norms, "batch")?;
+        let d_norm = map.choice("d_norm", "norm", &norms, "batch")?;
+        let g_activation = activation(map, "g_activation", "relu")?;
+        let d_activation = activation(map, "d_activation", "leaky_relu(0.2)")?;
+        let dropout = map.float("dropout", 0.0, 0.0..=0.9)?;
+        let upsample = map.choice("upsample", "upsampling", &["transposed", "nearest"], "transposed")?;
+        let loss = match map.choice("loss", "loss", &["bce", "hinge"], "bce")?.as_str() {
+            "hinge" => Loss::Hinge,
+            _ => Loss::Bce,
+        };
+        let lr = map.float("lr", 2e-4, 1e-7..=1.0)?;
+        let lr_g = map.float("lr_g", lr, 1e-7..=1.0)?;
+        let lr_d = map.float("lr_d", lr, 1e-7..=1.0)?;
+        let both = betas(map, "betas", (0.5, 0.999))?;
+        let betas_g = betas(map, "betas_g", both)?;
+        let betas_d = betas(map, "betas_d", both)?;
+        let batch = map.int("batch", 64, 1..=4096)? as usize;
+        let steps = map.int("steps", 2000, 1..=10_000_000)? as usize;
+        let sample_every = map.int("sample_every", 100, 1..=1_000_000)? as usize;
+        let checkpoint_every = map.int("checkpoint_every", 200, 1..=1_000_000)? as usize;
+        let keep_every = map.int("keep_every", 1000, 1..=10_000_000)? as usize;
+        let ema = map.float("ema", 0.999, 0.0..=0.99999)?;
+        let seed = map.int("seed", 0, 0..=i64::MAX)? as u64;
+        let data = parse_data(map, sketch_dir)?;
+        Ok(GanSpec {
+            model,
+            image_size,
+            channels,
+            latent,
+            start,
+            g_widths,
+            d_widths,
+            kernel,
+            g_norm,
+            d_norm,
+            g_activation,
+            d_activation,
+            dropout,
+            upsample,
+            loss,
+            lr_g,
+            lr_d,
+            betas_g,
+            betas_d,
+            batch,
+            steps,
+            sample_every,
+            checkpoint_every,
+            keep_every,
+            ema,
+            seed,
+            data,
+        })
+    }
+}
+
+fn widths(map: &mut MapReader, key: &str) -> Result<Vec<usize>, SketchError> {
+    let v = map.raw(key).expect("present");
+    let items = v.clone().into_array().map_err(|_| map.type_error(key, &v, "an array of channel counts"))?;
+    items
+        .iter()
+        .map(|d| match d.as_int() {
+            Ok(n) if (1..=2048).contains(&n) => Ok(n as usize),
+            _ => Err(map.error_at(key, Some(d), format!("channel counts must be integers 1–2048, got {d}"))),
+        })
+        .collect()
+}
+
+fn betas(map: &mut MapReader, key: &str, default: (f64, f64)) -> Result<(f64, f64), SketchError> {
+    let Some(v) = map.raw(key) else { return Ok(default) };
+    let items = v.clone().into_array().map_err(|_| map.type_error(key, &v, "[beta1, beta2]"))?;
+    if items.len() != 2 {
+        return Err(map.error_at(key, None, format!("\"{key}\" must be [beta1, beta2]")));
+    }
+    Ok((map.check_float(key, &items[0], 0.0..=0.9999)?, map.check_float(key, &items[1], 0.0..=0.99999)?))
+}
+
+fn activation(map: &mut MapReader, key: &str, default: &str) -> Result<String, SketchError> {
+    let name = map.string(key, default)?;
+    match parse_act(&name) {
+        Some(_) => Ok(name),
+        None => {
+            let v = rhai::Dynamic::from(name.clone());
+            Err(map.error_at(
+                key,
+                Some(&v),
+                format!("unknown activation \"{name}\"; expected relu, selu or leaky_relu(slope), e.g. leaky_relu(0.2)"),
+            ))
+        }
+    }
+}
+
+pub fn parse_act(name: &str) -> Option<Act> {
+    match name.trim() {
+        "relu" => Some(Act::Relu),
+        "selu" => Some(Act::Selu),
+        "leaky_relu" => Some(Act::LeakyRelu(0.2)),
+        other => {
+            let slope = other.strip_prefix("leaky_relu(")?.strip_suffix(')')?.trim().parse::<f64>().ok()?;
+            (slope > 0.0 && slope < 1.0).then_some(Act::LeakyRelu(slope))
+        }
+    }
+}
+
+fn parse_norm(name: &str) -> Norm {
+    match name {
+        "batch" => Norm::Batch,
+        "layer" => Norm::Layer,
+        _ => Norm::None,
+    }
+}
+
+fn parse_data(map: &mut MapReader, sketch_dir: &Path) -> Result<DataSource, SketchError> {
+    let Some(m) = map.map("data")? else {
+        return Err(SketchError::whole_file(
+            map.file(),
+            "a GAN sketch needs `data: #{ from: \"sketches/….rhai\" }` or `data: #{ folder: \"path\" }`",
+        ));
+    };
+    let mut d = MapReader::new(map.file(), map.locator(), m);
+    let from = d.string("from", "")?;
+    let folder = d.string("folder", "")?;
+    let count = d.int("count", 2000, 1..=1_000_000)? as usize;
+    let fit = d.choice("fit", "fit", &["crop", "resize"], "crop")?;
+    d.finish()?;
+    // Paths are relative to the sketch's folder; a path that only exists relative to the
+    // working directory is taken from there.
+    let resolve = |p: &str| {
+        let beside = sketch_dir.join(p);
+        if beside.exists() || !Path::new(p).exists() {
+            beside
+        } else {
+            PathBuf::from(p)
+        }
+    };
+    match (from.is_empty(), folder.is_empty()) {
+        (false, true) => Ok(DataSource::Sketch { path: resolve(&from), count }),
+        (true, false) => Ok(DataSource::Folder { path: resolve(&folder), crop: fit == "crop" }),
+        _ => Err(map.error_at("data", None, "data needs exactly one of `from: \"sketch.rhai\"` or `folder: \"path\"`")),
+    }
+}

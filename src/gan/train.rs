@@ -1,0 +1,449 @@
+//! The trainer: alternating D and G steps with Adam, a generator EMA for sampling,
+//! fixed-noise sample grids, atomic safetensors checkpoints, exact resume, NaN guard, and
+//! live control through the run directory.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use image::DynamicImage;
+use rand::SeedableRng;
+use rand_pcg::Pcg64Mcg;
+
+use super::adam::Adam;
+use super::data::{self, Dataset};
+use super::layers::{normal, Ctx};
+use super::model::{Discriminator, Generator};
+use super::{GanSpec, Loss, ModelKind};
+use crate::recipe;
+use crate::run::{self, Control, Metric, RunDir, State, Status};
+
+/// Where training runs. CUDA is compiled in only with the `cuda` feature.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if !candle_core::utils::cuda_is_available() {
+                bail!("--device cuda: this easel was built without CUDA support (build with `--features cuda` on a machine with nvcc)");
+            }
+            Ok(Device::new_cuda(0)?)
+        }
+        other => bail!("unknown device \"{other}\"; expected cpu or cuda"),
+    }
+}
+
+/// How the trainer reports progress (a bar on a terminal, log lines otherwise, or
+/// nothing in tests).
+pub trait Progress {
+    fn start(&mut self, _from: u64, _total: u64) {}
+    fn step(&mut self, _m: &Metric) {}
+    fn note(&mut self, _text: &str) {}
+    fn finish(&mut self) {}
+}
+
+pub struct Silent;
+impl Progress for Silent {}
+
+/// Why `train` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Stopped,
+}
+
+/// Models and optimisers of one run.
+pub struct Trainer {
+    pub spec: GanSpec,
+    pub g: Generator,
+    pub d: Discriminator,
+    pub ema: Generator,
+    pub opt_g: Adam,
+    pub opt_d: Adam,
+    pub step: u64,
+    pub class_names: Vec<String>,
+}
+
+impl Trainer {
+    pub fn new(spec: &GanSpec, class_names: Vec<String>, device: &Device) -> Result<Self> {
+        let classes = class_names.len();
+        if spec.model != ModelKind::Dcgan && classes < 2 {
+            bail!(
+                "{:?} needs labelled data with at least 2 classes (a sketch with `classes`, or a folder with subfolders); found {classes}",
+                spec.model
+            );
+        }
+        let g = Generator::new(spec, classes, device, spec.seed)?;
+        let d = Discriminator::new(spec, classes, device, spec.seed ^ 0xD15C)?;
+        let ema = Generator::new(spec, classes, device, spec.seed)?;
+        let opt_g = Adam::new(&g.params, spec.lr_g, spec.betas_g)?;
+        let opt_d = Adam::new(&d.params, spec.lr_d, spec.betas_d)?;
+        Ok(Trainer { spec: spec.clone(), g, d, ema, opt_g, opt_d, step: 0, class_names })
+    }
+
+    /// Noise for a step, from (seed, step): no generator state to save for resuming.
+    fn noise(&self, step: u64, n: usize, device: &Device) -> Result<Tensor> {
+        let mut rng = Pcg64Mcg::seed_from_u64(self.spec.seed ^ 0x2017 ^ step.wrapping_mul(0xA24B_AED4_963E_E407));
+        let v: Vec<f32> = (0..n * self.spec.latent).map(|_| normal(&mut rng)).collect();
+        Ok(Tensor::from_vec(v, (n, self.spec.latent), device)?)
+    }
+
+    /// One D update and one G update. Returns the metric, or an error naming the step if
+    /// a loss is not finite (nothing is updated then).
+    pub fn train_step(&mut self, data: &Dataset) -> Result<Metric> {
+        let started = Instant::now();
+        let dev = data.images.device().clone();
+        let step = self.step;
+        let n = self.spec.batch;
+        let (real, labels) = data.batch(self.spec.seed, step, n)?;
+        let z = self.noise(step, n, &dev)?;
+        let ctx = |salt: u64| Ctx { train: true, dropout_seed: self.spec.seed ^ step.wrapping_mul(31) ^ salt };
+        let k = self.class_names.len();
+
+        // Discriminator.
+        let fake = self.g.forward(&z, &labels, &ctx(1))?;
+        let on_real = self.d.forward(&real, &labels, &ctx(2))?;
+        let on_fake = self.d.forward(&fake.detach(), &labels, &ctx(3))?;
+        let mut d_loss = match self.spec.loss {
+            Loss::Bce => (bce_with_logits(&on_real.logits, 1.0)? + bce_with_logits(&on_fake.logits, 0.0)?)?,
+            Loss::Hinge => ((1.0 - &on_real.logits)?.relu()?.mean_all()? + (&on_fake.logits + 1.0)?.relu()?.mean_all()?)?,
+        };
+        if let Some(style) = &on_real.style {
+            d_loss = (d_loss + cross_entropy(style, &labels, k)?)?;
+        }
+        let d_value = finite(&d_loss, "discriminator", step)?;
+        let d_grads = d_loss.backward()?;
+        self.opt_d.step(&self.d.params, &d_grads)?;
+
+        // Generator.
+        let on_gen = self.d.forward(&fake, &labels, &ctx(4))?;
+        let mut g_loss = match self.spec.loss {
+            Loss::Bce => bce_with_logits(&on_gen.logits, 1.0)?,
+            Loss::Hinge => on_gen.logits.mean_all()?.neg()?,
+        };
+        if let Some(style) = &on_gen.style {
+            // CAN's style ambiguity: push D's style guess for generated art to uniform.
+            let uniform = (candle_nn::ops::log_softmax(style, D::Minus1)?.mean(D::Minus1)?.neg()?).mean_all()?;
+            g_loss = (g_loss + uniform)?;
+        }
+        let g_value = finite(&g_loss, "generator", step)?;
+        let g_grads = g_loss.backward()?;
+        self.opt_g.step(&self.g.params, &g_grads)?;
+
+        self.update_ema()?;
+        self.step += 1;
+        let mean_prob = |t: &Tensor| -> Result<f64> { Ok(candle_nn::ops::sigmoid(t)?.mean_all()?.to_scalar::<f32>()? as f64) };
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        Ok(Metric {
+            step: self.step,
+            epoch: self.step as f64 * n as f64 / data.len() as f64,
+            d_loss: d_value,
+            g_loss: g_value,
+            d_real: mean_prob(&on_real.logits)?,
+            d_fake: mean_prob(&on_fake.logits)?,
+            lr_g: self.opt_g.lr,
+            lr_d: self.opt_d.lr,
+            imgs_per_s: n as f64 / secs,
+            time: run::now(),
+        })
+    }
+
+    fn update_ema(&mut self) -> Result<()> {
+        let decay = self.spec.ema;
+        for (name, var) in &self.ema.params.vars {
+            let g = self.g.params.vars[name].as_tensor();
+            let v = if decay > 0.0 { ((var.as_tensor() * decay)? + (g * (1.0 - decay))?)? } else { g.clone() };
+            var.set(&v)?;
+        }
+        // Normalisation statistics are not averaged: take the generator's.
+        *self.ema.params.buffers.lock().expect("buffers") = self.g.params.buffers.lock().expect("buffers").clone();
+        Ok(())
+    }
+
+    /// Everything needed to continue exactly: weights, statistics, EMA, Adam moments.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let mut tensors = self.g.params.named_tensors("g.");
+        tensors.extend(self.d.params.named_tensors("d."));
+        tensors.extend(self.ema.params.named_tensors("ema."));
+        tensors.extend(self.opt_g.state("adam_g."));
+        tensors.extend(self.opt_d.state("adam_d."));
+        let mut meta = HashMap::new();
+        meta.insert("step".to_string(), self.step.to_string());
+        meta.insert("adam_g_t".to_string(), self.opt_g.t.to_string());
+        meta.insert("adam_d_t".to_string(), self.opt_d.t.to_string());
+        meta.insert("lr_g".to_string(), self.opt_g.lr.to_string());
+        meta.insert("lr_d".to_string(), self.opt_d.lr.to_string());
+        meta.insert("classes".to_string(), serde_json::to_string(&self.class_names)?);
+        save_safetensors(path, tensors, meta)
+    }
+
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let (tensors, meta) = load_safetensors(path, self.g.params.device.clone())?;
+        let get = |k: &str| -> Result<String> { meta.get(k).cloned().with_context(|| format!("{}: no {k}", path.display())) };
+        self.g.params.load("g.", &tensors)?;
+        self.d.params.load("d.", &tensors)?;
+        self.ema.params.load("ema.", &tensors)?;
+        self.opt_g.load("adam_g.", &tensors, get("adam_g_t")?.parse()?)?;
+        self.opt_d.load("adam_d.", &tensors, get("adam_d_t")?.parse()?)?;
+        self.opt_g.lr = get("lr_g")?.parse()?;
+        self.opt_d.lr = get("lr_d")?.parse()?;
+        self.step = get("step")?.parse()?;
+        Ok(())
+    }
+
+    /// The EMA generator's weights alone: what `easel sample` needs.
+    pub fn save_generator(&self, path: &Path) -> Result<()> {
+        let mut meta = HashMap::new();
+        meta.insert("step".to_string(), self.step.to_string());
+        meta.insert("classes".to_string(), serde_json::to_string(&self.class_names)?);
+        meta.insert("spec".to_string(), serde_json::to_string(&self.spec)?);
+        save_safetensors(path, self.ema.params.named_tensors(""), meta)
+    }
+
+    /// A grid of the EMA generator's output on the run's fixed noise.
+    pub fn sample_grid(&mut self, count: usize) -> Result<DynamicImage> {
+        let dev = self.g.params.device.clone();
+        let mut rng = Pcg64Mcg::seed_from_u64(self.spec.seed ^ 0xF1_7ED);
+        let z: Vec<f32> = (0..count * self.spec.latent).map(|_| normal(&mut rng)).collect();
+        let z = Tensor::from_vec(z, (count, self.spec.latent), &dev)?;
+        let k = self.class_names.len().max(1);
+        let labels: Vec<usize> = (0..count).map(|i| i % k).collect();
+        let images = self.ema.forward(&z, &labels, &Ctx { train: false, dropout_seed: 0 })?;
+        grid(&images, None)
+    }
+}
+
+fn finite(loss: &Tensor, which: &str, step: u64) -> Result<f64> {
+    let v = loss.to_scalar::<f32>()? as f64;
+    if !v.is_finite() {
+        bail!("the {which} loss became {v} at step {}; stopped without updating (the last checkpoint is intact). Try a lower learning rate.", step + 1);
+    }
+    Ok(v)
+}
+
+/// Mean binary cross-entropy against a constant target, in the stable form
+/// max(x, 0) − x·t + log(1 + e^−|x|).
+pub fn bce_with_logits(logits: &Tensor, target: f64) -> candle_core::Result<Tensor> {
+    let softplus_neg_abs = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    ((logits.relu()? - (logits * target)?)? + softplus_neg_abs)?.mean_all()
+}
+
+fn cross_entropy(logits: &Tensor, labels: &[usize], classes: usize) -> candle_core::Result<Tensor> {
+    let onehot = super::model::one_hot(labels, classes, logits.device())?;
+    (candle_nn::ops::log_softmax(logits, D::Minus1)? * onehot)?.sum(D::Minus1)?.neg()?.mean_all()
+}
+
+/// Tiles `[N, C, S, S]` images in [−1, 1] into a square-ish grid with 2 px gaps.
+/// `threshold`: pixels above it become white, the rest black (py-truchet-gan's refinement).
+pub fn grid(images: &Tensor, threshold: Option<f64>) -> Result<DynamicImage> {
+    let (n, c, h, w) = images.dims4()?;
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    let gap = 2;
+    let (gw, gh) = (cols * (w + gap) + gap, rows * (h + gap) + gap);
+    let values: Vec<f32> = images.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let mut out = vec![40u8; gw * gh * 3];
+    for i in 0..n {
+        let (ox, oy) = (gap + (i % cols) * (w + gap), gap + (i / cols) * (h + gap));
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..3 {
+                    let v = values[((i * c + ch.min(c - 1)) * h + y) * w + x] as f64;
+                    let unit = (v + 1.0) / 2.0;
+                    let unit = match threshold {
+                        Some(t) => (unit > t) as u8 as f64,
+                        None => unit.clamp(0.0, 1.0),
+                    };
+                    out[((oy + y) * gw + ox + x) * 3 + ch] = (unit * 255.0).round() as u8;
+                }
+            }
+        }
+    }
+    let img = image::RgbImage::from_raw(gw as u32, gh as u32, out).expect("size");
+    Ok(if c == 1 { DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(img).to_luma8()) } else { DynamicImage::ImageRgb8(img) })
+}
+
+pub fn save_safetensors(path: &Path, tensors: Vec<(String, Tensor)>, meta: HashMap<String, String>) -> Result<()> {
+    let tensors: Vec<(String, Tensor)> =
+        tensors.into_iter().map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?))).collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))?;
+    recipe::write_atomically(path, |f| Ok(std::io::Write::write_all(f, &bytes)?))
+}
+
+pub fn load_safetensors(path: &Path, device: Device) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        tensors.insert(name.to_string(), candle_core::safetensors::Load::load(&view, &device)?);
+    }
+    Ok((tensors, meta))
+}
+
+/// Options of one `easel train`.
+pub struct TrainOptions {
+    pub steps: Option<usize>,
+    pub resume: bool,
+    pub device: Device,
+}
+
+/// Runs (or resumes) training in `run`, writing status, metrics, samples and
+/// checkpoints as it goes.
+pub fn train(run: &RunDir, source: &str, spec: &GanSpec, opts: &TrainOptions, progress: &mut dyn Progress) -> Result<Outcome> {
+    let total = opts.steps.unwrap_or(spec.steps) as u64;
+    let mut status = Status {
+        state: State::Starting,
+        message: "loading data".into(),
+        pid: std::process::id(),
+        step: 0,
+        total_steps: total,
+        checkpoint_step: None,
+        updated: run::now(),
+    };
+    run.write_status(&status)?;
+    let result = train_inner(run, source, spec, opts, progress, &mut status);
+    if let Err(e) = &result {
+        status.state = State::Failed;
+        status.message = format!("{e:#}");
+        status.updated = run::now();
+        run.write_status(&status)?;
+    }
+    result
+}
+
+fn train_inner(
+    run: &RunDir,
+    source: &str,
+    spec: &GanSpec,
+    opts: &TrainOptions,
+    progress: &mut dyn Progress,
+    status: &mut Status,
+) -> Result<Outcome> {
+    if !opts.resume || !run.sketch().exists() {
+        recipe::write_atomically(&run.sketch(), |f| Ok(std::io::Write::write_all(f, source.as_bytes())?))?;
+        run.write_json(&run.spec(), spec)?;
+    }
+    let data = data::load(spec, &opts.device)?;
+    if !data.skipped.is_empty() {
+        progress.note(&format!("skipped {} unreadable files, e.g. {}", data.skipped.len(), data.skipped[0].display()));
+    }
+    progress.note(&format!("{} training images, {} classes", data.len(), data.class_names.len()));
+    let mut t = Trainer::new(spec, data.class_names.clone(), &opts.device)?;
+    if opts.resume && run.latest_checkpoint().exists() {
+        t.load_checkpoint(&run.latest_checkpoint())?;
+        run.truncate_metrics(t.step)?;
+        status.checkpoint_step = Some(t.step);
+        progress.note(&format!("resumed from step {}", t.step));
+    }
+    let total = status.total_steps;
+    let mut sample_every = spec.sample_every as u64;
+    let mut control_seen: Option<std::time::SystemTime> = None;
+    status.state = State::Running;
+    status.message.clear();
+    progress.start(t.step, total);
+    let mut last_status_write = Instant::now() - Duration::from_secs(10);
+    while t.step < total {
+        // Live control, picked up within a step.
+        let modified = std::fs::metadata(run.control_path()).and_then(|m| m.modified()).ok();
+        if modified != control_seen {
+            control_seen = modified;
+            let c = run.read_control();
+            apply_control(&c, &mut t, &mut sample_every);
+            match c.state.as_deref() {
+                Some("stop") => {
+                    checkpoint(run, &t, status)?;
+                    status.state = State::Stopped;
+                    status.message = "stopped by control.json".into();
+                    status.updated = run::now();
+                    run.write_status(status)?;
+                    progress.finish();
+                    return Ok(Outcome::Stopped);
+                }
+                Some("pause") => {
+                    status.state = State::Paused;
+                    status.updated = run::now();
+                    run.write_status(status)?;
+                    progress.note("paused (control.json)");
+                    loop {
+                        std::thread::sleep(Duration::from_millis(200));
+                        let c = run.read_control();
+                        if c.state.as_deref() != Some("pause") {
+                            control_seen = None; // re-read: it may say stop
+                            break;
+                        }
+                    }
+                    status.state = State::Running;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        let metric = t.train_step(&data)?;
+        run.append_metric(&metric)?;
+        progress.step(&metric);
+        status.step = t.step;
+        if t.step % sample_every == 0 || t.step == total {
+            let img = t.sample_grid(64)?;
+            recipe::write_png(&run.samples_dir().join(format!("step_{:06}.png", t.step)), &img, None)?;
+        }
+        if t.step % spec.checkpoint_every as u64 == 0 || t.step == total {
+            checkpoint(run, &t, status)?;
+            if t.step % spec.keep_every as u64 == 0 {
+                std::fs::copy(run.latest_checkpoint(), run.checkpoints_dir().join(format!("step_{:06}.safetensors", t.step)))?;
+            }
+        }
+        if last_status_write.elapsed() > Duration::from_millis(500) || t.step == total {
+            status.updated = run::now();
+            run.write_status(status)?;
+            last_status_write = Instant::now();
+        }
+    }
+    t.save_generator(&run.generator())?;
+    write_timelapse(run)?;
+    status.state = State::Done;
+    status.updated = run::now();
+    run.write_status(status)?;
+    progress.finish();
+    Ok(Outcome::Done)
+}
+
+fn apply_control(c: &Control, t: &mut Trainer, sample_every: &mut u64) {
+    if let Some(lr) = c.lr_g.filter(|v| v.is_finite() && *v > 0.0) {
+        t.opt_g.lr = lr;
+    }
+    if let Some(lr) = c.lr_d.filter(|v| v.is_finite() && *v > 0.0) {
+        t.opt_d.lr = lr;
+    }
+    if let Some(n) = c.sample_every.filter(|n| *n > 0) {
+        *sample_every = n;
+    }
+}
+
+fn checkpoint(run: &RunDir, t: &Trainer, status: &mut Status) -> Result<()> {
+    t.save_checkpoint(&run.latest_checkpoint())?;
+    status.checkpoint_step = Some(t.step);
+    Ok(())
+}
+
+/// The fixed-noise grids through training, as a looping GIF.
+pub fn write_timelapse(run: &RunDir) -> Result<()> {
+    let samples = run.samples();
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let frames: Vec<image::RgbImage> = samples.iter().filter_map(|p| image::open(p).ok().map(|i| i.to_rgb8())).collect();
+    let (w, h) = frames[0].dimensions();
+    recipe::write_atomically(&run.timelapse(), |f| {
+        let mut enc = gif::Encoder::new(std::io::BufWriter::new(f), w as u16, h as u16, &[])?;
+        enc.set_repeat(gif::Repeat::Infinite)?;
+        for img in frames.iter().filter(|i| i.dimensions() == (w, h)) {
+            let mut frame = gif::Frame::from_rgb_speed(w as u16, h as u16, img.as_raw(), 10);
+            frame.delay = 20;
+            enc.write_frame(&frame)?;
+        }
+        Ok(())
+    })
+}
