@@ -207,7 +207,12 @@ fn help_explains_each_command() {
 fn animate_writes_a_looping_gif_and_png_frames() {
     let dir = tempfile::tempdir().unwrap();
     let sketch = bundled("cppn_silk.rhai");
-    ok(easel(&["animate", &sketch, "-o", "loop.gif", "--frames", "6", "--size", "40x30", "--fps", "10"], dir.path()));
+    ok(easel(
+        &[
+            "animate", &sketch, "-o", "loop.gif", "--frames", "6", "--size", "40x30", "--fps", "10",
+        ],
+        dir.path(),
+    ));
     let file = std::fs::File::open(dir.path().join("loop.gif")).unwrap();
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::RGBA);
@@ -220,15 +225,31 @@ fn animate_writes_a_looping_gif_and_png_frames() {
     }
     assert_eq!(frames, 6);
 
-    ok(easel(&["animate", &sketch, "-o", "frames/", "--frames", "4", "--size", "24"], dir.path()));
+    ok(easel(
+        &[
+            "animate", &sketch, "-o", "frames/", "--frames", "4", "--size", "24",
+        ],
+        dir.path(),
+    ));
     let mut names: Vec<String> = std::fs::read_dir(dir.path().join("frames"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, vec!["frame_0000.png", "frame_0001.png", "frame_0002.png", "frame_0003.png"]);
+    assert_eq!(
+        names,
+        vec![
+            "frame_0000.png",
+            "frame_0001.png",
+            "frame_0002.png",
+            "frame_0003.png"
+        ]
+    );
 
-    let out = easel(&["animate", &bundled("truchet_arcs.rhai"), "-o", "x.gif"], dir.path());
+    let out = easel(
+        &["animate", &bundled("truchet_arcs.rhai"), "-o", "x.gif"],
+        dir.path(),
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a CPPN sketch"));
 }
 
@@ -236,12 +257,29 @@ fn animate_writes_a_looping_gif_and_png_frames() {
 fn sweep_makes_a_labelled_contact_sheet() {
     let dir = tempfile::tempdir().unwrap();
     let sketch = bundled("cppn_silk.rhai");
-    ok(easel(&["sweep", &sketch, "--vary", "depth=2..4", "--vary", "width=8,16", "--cell", "48", "-o", "sheet.png"], dir.path()));
+    ok(easel(
+        &[
+            "sweep",
+            &sketch,
+            "--vary",
+            "depth=2..4",
+            "--vary",
+            "width=8,16",
+            "--cell",
+            "48",
+            "-o",
+            "sheet.png",
+        ],
+        dir.path(),
+    ));
     let (w, h) = image::image_dimensions(dir.path().join("sheet.png")).unwrap();
     // 3 across, 2 down: 8 px padding, 48 px images, 14 px labels.
     assert_eq!((w, h), (3 * (48 + 8) + 8, 2 * (48 + 14 + 8) + 8));
 
-    let out = easel(&["sweep", &sketch, "--vary", "depth=two", "-o", "s.png"], dir.path());
+    let out = easel(
+        &["sweep", &sketch, "--vary", "depth=two", "-o", "s.png"],
+        dir.path(),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"two\" is not a number"));
 }
@@ -249,8 +287,21 @@ fn sweep_makes_a_labelled_contact_sheet() {
 #[test]
 fn huge_sizes_are_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let out = easel(&["render", &bundled("cppn_silk.rhai"), "--size", "100000x100000", "-o", "x.png"], dir.path());
+    let out = easel(
+        &[
+            "render",
+            &bundled("cppn_silk.rhai"),
+            "--size",
+            "100000x100000",
+            "-o",
+            "x.png",
+        ],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2), "clap rejects the value");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("too large; each side must be at most 16384"), "{err}");
+    assert!(
+        err.contains("too large; each side must be at most 16384"),
+        "{err}"
+    );
 }

@@ -54,14 +54,19 @@ fn check_gan_data(path: &std::path::Path, g: &crate::gan::GanSpec) -> Result<()>
     use crate::gan::DataSource;
     match &g.data {
         DataSource::Sketch { path: data, .. } => {
-            let s = sketch::load(data).map_err(|e| anyhow::anyhow!("{e}\n(the data sketch of {})", path.display()))?;
+            let s = sketch::load(data)
+                .map_err(|e| anyhow::anyhow!("{e}\n(the data sketch of {})", path.display()))?;
             let mut spec = s.classes.first().map_or(s.spec.clone(), |(_, c)| c.clone());
             spec.set_size(g.image_size as u32, g.image_size as u32);
             spec.render()?;
         }
         DataSource::Folder { path: dir, .. } => {
             if !dir.is_dir() {
-                anyhow::bail!("{}: data folder {} does not exist", path.display(), dir.display());
+                anyhow::bail!(
+                    "{}: data folder {} does not exist",
+                    path.display(),
+                    dir.display()
+                );
             }
         }
     }

@@ -58,9 +58,15 @@ pub fn load_generator(source: &Path) -> Result<LoadedGenerator> {
         } else if latest.exists() {
             (latest, "ema.")
         } else {
-            bail!("{} holds no generator.safetensors or checkpoints/latest.safetensors", source.display());
+            bail!(
+                "{} holds no generator.safetensors or checkpoints/latest.safetensors",
+                source.display()
+            );
         }
-    } else if source.file_name().is_some_and(|n| n.to_string_lossy().starts_with("generator")) {
+    } else if source
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("generator"))
+    {
         (source.to_path_buf(), "")
     } else {
         (source.to_path_buf(), "ema.")
@@ -70,15 +76,24 @@ pub fn load_generator(source: &Path) -> Result<LoadedGenerator> {
         Some(s) => serde_json::from_str(s)?,
         None => {
             // A checkpoint: the spec is in its run directory.
-            let run = file.parent().and_then(Path::parent).context("checkpoint outside a run directory")?;
+            let run = file
+                .parent()
+                .and_then(Path::parent)
+                .context("checkpoint outside a run directory")?;
             let text = std::fs::read_to_string(run.join("spec.json"))
                 .with_context(|| format!("no spec.json in {}", run.display()))?;
             serde_json::from_str(&text)?
         }
     };
-    let classes: Vec<String> = meta.get("classes").map(|c| serde_json::from_str(c)).transpose()?.unwrap_or_default();
+    let classes: Vec<String> = meta
+        .get("classes")
+        .map(|c| serde_json::from_str(c))
+        .transpose()?
+        .unwrap_or_default();
     let g = Generator::new(&spec, classes.len(), &Device::Cpu, 0)?;
-    g.params.load(prefix, &tensors).with_context(|| format!("loading {}", file.display()))?;
+    g.params
+        .load(prefix, &tensors)
+        .with_context(|| format!("loading {}", file.display()))?;
     Ok(LoadedGenerator { g, classes })
 }
 
@@ -88,20 +103,34 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let n = args.count.clamp(1, 1024);
     let labels: Vec<usize> = match &args.class {
         Some(name) => {
-            let k = loaded.classes.iter().position(|c| c == name).with_context(|| {
-                if loaded.classes.is_empty() {
-                    format!("--class {name}: this model has no classes")
-                } else {
-                    format!("--class {name}: expected one of {}", loaded.classes.join(", "))
-                }
-            })?;
+            let k = loaded
+                .classes
+                .iter()
+                .position(|c| c == name)
+                .with_context(|| {
+                    if loaded.classes.is_empty() {
+                        format!("--class {name}: this model has no classes")
+                    } else {
+                        format!(
+                            "--class {name}: expected one of {}",
+                            loaded.classes.join(", ")
+                        )
+                    }
+                })?;
             vec![k; n]
         }
         None => (0..n).map(|i| i % loaded.classes.len().max(1)).collect(),
     };
     let mut rng = Pcg64Mcg::seed_from_u64(args.seed);
-    let mut draw = |count: usize| -> Vec<f32> { (0..count).map(|_| normal(&mut rng) * args.truncation as f32).collect() };
-    let ctx = Ctx { train: false, dropout_seed: 0 };
+    let mut draw = |count: usize| -> Vec<f32> {
+        (0..count)
+            .map(|_| normal(&mut rng) * args.truncation as f32)
+            .collect()
+    };
+    let ctx = Ctx {
+        train: false,
+        dropout_seed: 0,
+    };
     if !args.interpolate {
         let z = Tensor::from_vec(draw(n * latent), (n, latent), &Device::Cpu)?;
         let images = loaded.g.forward(&z, &labels, &ctx)?;
@@ -114,8 +143,16 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let mut frames = Vec::new();
     for k in 0..args.frames.max(2) {
         let theta = std::f32::consts::TAU * k as f32 / args.frames.max(2) as f32;
-        let z: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x * theta.cos() + y * theta.sin()).collect();
-        let images = loaded.g.forward(&Tensor::from_vec(z, (n, latent), &Device::Cpu)?, &labels, &ctx)?;
+        let z: Vec<f32> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| x * theta.cos() + y * theta.sin())
+            .collect();
+        let images = loaded.g.forward(
+            &Tensor::from_vec(z, (n, latent), &Device::Cpu)?,
+            &labels,
+            &ctx,
+        )?;
         frames.push(grid(&images, args.threshold)?.to_rgb8());
     }
     let (w, h) = frames[0].dimensions();
@@ -129,6 +166,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
         }
         Ok(())
     })?;
-    eprintln!("wrote {} ({} frames of {n} samples, loops)", args.output.display(), frames.len());
+    eprintln!(
+        "wrote {} ({} frames of {n} samples, loops)",
+        args.output.display(),
+        frames.len()
+    );
     Ok(())
 }

@@ -34,22 +34,42 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     let sketch = sketch::load(&args.sketch)?;
     let Spec::Gan(spec) = &sketch.spec else {
-        bail!("{}: `train` needs a GAN sketch (this one is {})", args.sketch.display(), sketch.spec.kind());
+        bail!(
+            "{}: `train` needs a GAN sketch (this one is {})",
+            args.sketch.display(),
+            sketch.spec.kind()
+        );
     };
     let device = train::device(&args.device)?;
     let run = match (&args.run_dir, args.resume) {
         (Some(dir), _) => RunDir::at(dir)?,
-        (None, true) => RunDir::latest(&args.runs, &sketch.name())
-            .with_context(|| format!("--resume: no earlier run of {} in {}", sketch.name(), args.runs.display()))?,
+        (None, true) => RunDir::latest(&args.runs, &sketch.name()).with_context(|| {
+            format!(
+                "--resume: no earlier run of {} in {}",
+                sketch.name(),
+                args.runs.display()
+            )
+        })?,
         (None, false) => RunDir::create(&args.runs, &sketch.name())?,
     };
     eprintln!("run directory: {}", run.path.display());
-    let opts = TrainOptions { steps: args.steps, resume: args.resume, device };
-    let mut progress: Box<dyn Progress> =
-        if std::io::stderr().is_terminal() { Box::new(Bar::default()) } else { Box::new(LogLines { every: 10 }) };
+    let opts = TrainOptions {
+        steps: args.steps,
+        resume: args.resume,
+        device,
+    };
+    let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
+        Box::new(Bar::default())
+    } else {
+        Box::new(LogLines { every: 10 })
+    };
     match train::train(&run, &sketch.source, spec, &opts, progress.as_mut())? {
         Outcome::Done => eprintln!("done: {}", run.path.display()),
-        Outcome::Stopped => eprintln!("stopped; resume with: easel train {} --resume --run-dir {}", args.sketch.display(), run.path.display()),
+        Outcome::Stopped => eprintln!(
+            "stopped; resume with: easel train {} --resume --run-dir {}",
+            args.sketch.display(),
+            run.path.display()
+        ),
     }
     Ok(())
 }
@@ -61,7 +81,8 @@ struct Bar(Option<ProgressBar>);
 impl Progress for Bar {
     fn start(&mut self, from: u64, total: u64) {
         let bar = ProgressBar::new(total).with_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len}  {msg}  eta {eta}").expect("template"),
+            ProgressStyle::with_template("{bar:30} {pos}/{len}  {msg}  eta {eta}")
+                .expect("template"),
         );
         bar.set_position(from);
         self.0 = Some(bar);

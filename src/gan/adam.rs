@@ -27,7 +27,15 @@ impl Adam {
             m.insert(name.clone(), var.as_tensor().zeros_like()?);
             v.insert(name.clone(), var.as_tensor().zeros_like()?);
         }
-        Ok(Adam { lr, beta1, beta2, eps: 1e-8, t: 0, m, v })
+        Ok(Adam {
+            lr,
+            beta1,
+            beta2,
+            eps: 1e-8,
+            t: 0,
+            m,
+            v,
+        })
     }
 
     /// One update of every parameter that has a gradient.
@@ -37,7 +45,9 @@ impl Adam {
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
         for (name, var) in &params.vars {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let m = ((&self.m[name] * b1)? + (g * (1.0 - b1))?)?;
             let v = ((&self.v[name] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
@@ -49,16 +59,30 @@ impl Adam {
     }
 
     pub fn state(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        let m = self.m.iter().map(|(n, t)| (format!("{prefix}m.{n}"), t.clone()));
-        let v = self.v.iter().map(|(n, t)| (format!("{prefix}v.{n}"), t.clone()));
+        let m = self
+            .m
+            .iter()
+            .map(|(n, t)| (format!("{prefix}m.{n}"), t.clone()));
+        let v = self
+            .v
+            .iter()
+            .map(|(n, t)| (format!("{prefix}v.{n}"), t.clone()));
         m.chain(v).collect()
     }
 
-    pub fn load(&mut self, prefix: &str, tensors: &HashMap<String, Tensor>, t: u64) -> anyhow::Result<()> {
+    pub fn load(
+        &mut self,
+        prefix: &str,
+        tensors: &HashMap<String, Tensor>,
+        t: u64,
+    ) -> anyhow::Result<()> {
         for (kind, store) in [("m", &mut self.m), ("v", &mut self.v)] {
             for (n, slot) in store.iter_mut() {
                 let key = format!("{prefix}{kind}.{n}");
-                *slot = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("checkpoint lacks {key}"))?.clone();
+                *slot = tensors
+                    .get(&key)
+                    .ok_or_else(|| anyhow::anyhow!("checkpoint lacks {key}"))?
+                    .clone();
             }
         }
         self.t = t;

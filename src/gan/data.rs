@@ -35,8 +35,11 @@ impl Dataset {
     /// The batch for `step`: indices drawn with replacement from a generator seeded by
     /// (seed, step), so a resumed run sees exactly the batches it would have seen.
     pub fn batch(&self, seed: u64, step: u64, size: usize) -> Result<(Tensor, Vec<usize>)> {
-        let mut rng = Pcg64Mcg::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xBA7C);
-        let idx: Vec<u32> = (0..size).map(|_| rng.random_range(0..self.len() as u32)).collect();
+        let mut rng =
+            Pcg64Mcg::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xBA7C);
+        let idx: Vec<u32> = (0..size)
+            .map(|_| rng.random_range(0..self.len() as u32))
+            .collect();
         let labels = idx.iter().map(|&i| self.labels[i as usize]).collect();
         let t = Tensor::from_vec(idx, size, self.images.device())?;
         Ok((self.images.index_select(&t, 0)?, labels))
@@ -87,8 +90,17 @@ fn from_sketch(spec: &GanSpec, path: &Path, count: usize, device: &Device) -> Re
     let labels = rendered.iter().map(|(_, l)| *l).collect();
     let flat: Vec<f32> = rendered.into_iter().flat_map(|(v, _)| v).collect();
     let images = Tensor::from_vec(flat, (count, spec.channels, s as usize, s as usize), device)?;
-    let class_names = if sketch.classes.is_empty() { vec![] } else { variants.into_iter().map(|(n, _)| n).collect() };
-    Ok(Dataset { images, labels, class_names, skipped: vec![] })
+    let class_names = if sketch.classes.is_empty() {
+        vec![]
+    } else {
+        variants.into_iter().map(|(n, _)| n).collect()
+    };
+    Ok(Dataset {
+        images,
+        labels,
+        class_names,
+        skipped: vec![],
+    })
 }
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "bmp", "webp"];
@@ -102,7 +114,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for p in entries {
         if p.is_dir() {
             walk(&p, out)?;
-        } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())) {
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
             out.push(p);
         }
     }
@@ -132,7 +148,12 @@ fn from_folder(spec: &GanSpec, root: &Path, crop: bool, device: &Device) -> Resu
             let img = image::open(p).ok()?;
             let img = if crop {
                 let side = img.width().min(img.height());
-                img.crop_imm((img.width() - side) / 2, (img.height() - side) / 2, side, side)
+                img.crop_imm(
+                    (img.width() - side) / 2,
+                    (img.height() - side) / 2,
+                    side,
+                    side,
+                )
             } else {
                 img
             };
@@ -143,15 +164,33 @@ fn from_folder(spec: &GanSpec, root: &Path, crop: bool, device: &Device) -> Resu
             Some((values, label))
         })
         .collect();
-    let skipped: Vec<PathBuf> = files.iter().zip(&loaded).filter(|(_, l)| l.is_none()).map(|(p, _)| p.clone()).collect();
+    let skipped: Vec<PathBuf> = files
+        .iter()
+        .zip(&loaded)
+        .filter(|(_, l)| l.is_none())
+        .map(|(p, _)| p.clone())
+        .collect();
     let good: Vec<(Vec<f32>, usize)> = loaded.into_iter().flatten().collect();
     if good.is_empty() {
-        bail!("no readable images under {} ({} files skipped)", root.display(), skipped.len());
+        bail!(
+            "no readable images under {} ({} files skipped)",
+            root.display(),
+            skipped.len()
+        );
     }
     let labels: Vec<usize> = good.iter().map(|(_, l)| *l).collect();
     let n = good.len();
     let flat: Vec<f32> = good.into_iter().flat_map(|(v, _)| v).collect();
     let images = Tensor::from_vec(flat, (n, spec.channels, s as usize, s as usize), device)?;
-    let class_names = if class_names.len() == 1 && class_names[0].is_empty() { vec![] } else { class_names };
-    Ok(Dataset { images, labels, class_names, skipped })
+    let class_names = if class_names.len() == 1 && class_names[0].is_empty() {
+        vec![]
+    } else {
+        class_names
+    };
+    Ok(Dataset {
+        images,
+        labels,
+        class_names,
+        skipped,
+    })
 }

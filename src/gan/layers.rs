@@ -20,7 +20,11 @@ pub struct Params {
 
 impl Params {
     pub fn new(device: &Device) -> Self {
-        Params { device: device.clone(), vars: BTreeMap::new(), buffers: Mutex::new(BTreeMap::new()) }
+        Params {
+            device: device.clone(),
+            vars: BTreeMap::new(),
+            buffers: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Creates (or returns) a parameter; values are set later by [`Params::initialise`].
@@ -39,7 +43,10 @@ impl Params {
     }
 
     pub fn set_buffer(&self, name: &str, t: Tensor) {
-        self.buffers.lock().expect("buffers").insert(name.to_string(), t);
+        self.buffers
+            .lock()
+            .expect("buffers")
+            .insert(name.to_string(), t);
     }
 
     /// Seeded DCGAN initialisation: weights N(0, 0.02²), norm scales N(1, 0.02²), biases 0.
@@ -61,8 +68,11 @@ impl Params {
 
     /// Every tensor by name: `var.NAME` for parameters, `buf.NAME` for statistics.
     pub fn named_tensors(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> =
-            self.vars.iter().map(|(n, v)| (format!("{prefix}{n}"), v.as_tensor().clone())).collect();
+        let mut out: Vec<(String, Tensor)> = self
+            .vars
+            .iter()
+            .map(|(n, v)| (format!("{prefix}{n}"), v.as_tensor().clone()))
+            .collect();
         for (n, t) in self.buffers.lock().expect("buffers").iter() {
             out.push((format!("{prefix}buf.{n}"), t.clone()));
         }
@@ -70,12 +80,22 @@ impl Params {
     }
 
     /// Loads what `named_tensors` saved; every parameter must be present.
-    pub fn load(&self, prefix: &str, tensors: &std::collections::HashMap<String, Tensor>) -> anyhow::Result<()> {
+    pub fn load(
+        &self,
+        prefix: &str,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> anyhow::Result<()> {
         for (n, v) in &self.vars {
             let key = format!("{prefix}{n}");
-            let t = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("checkpoint lacks {key}"))?;
+            let t = tensors
+                .get(&key)
+                .ok_or_else(|| anyhow::anyhow!("checkpoint lacks {key}"))?;
             if t.dims() != v.dims() {
-                anyhow::bail!("checkpoint's {key} has shape {:?}, the model needs {:?}", t.dims(), v.dims());
+                anyhow::bail!(
+                    "checkpoint's {key} has shape {:?}, the model needs {:?}",
+                    t.dims(),
+                    v.dims()
+                );
             }
             v.set(&t.to_device(&self.device)?)?;
         }
@@ -149,7 +169,15 @@ pub fn linear(p: &mut Params, name: &str, x: &Tensor, out: usize, bias: bool) ->
 }
 
 /// Convolution with `stride`, padding (k−1)/2: stride 2 halves even sizes exactly.
-pub fn conv(p: &mut Params, name: &str, x: &Tensor, out: usize, k: usize, stride: usize, bias: bool) -> Result<Tensor> {
+pub fn conv(
+    p: &mut Params,
+    name: &str,
+    x: &Tensor,
+    out: usize,
+    k: usize,
+    stride: usize,
+    bias: bool,
+) -> Result<Tensor> {
     let inp = x.dim(1)?;
     let w = p.var(&format!("{name}.w"), &[out, inp, k, k])?;
     let y = x.conv2d(&w, (k - 1) / 2, stride, 1, 1)?;
@@ -157,13 +185,25 @@ pub fn conv(p: &mut Params, name: &str, x: &Tensor, out: usize, k: usize, stride
 }
 
 /// Transposed convolution that multiplies the size by `stride` (1 or 2) for any kernel.
-pub fn conv_up(p: &mut Params, name: &str, x: &Tensor, out: usize, k: usize, stride: usize, bias: bool) -> Result<Tensor> {
+pub fn conv_up(
+    p: &mut Params,
+    name: &str,
+    x: &Tensor,
+    out: usize,
+    k: usize,
+    stride: usize,
+    bias: bool,
+) -> Result<Tensor> {
     let inp = x.dim(1)?;
     let w = p.var(&format!("{name}.w"), &[inp, out, k, k])?;
     // out = (in−1)·s − 2·pad + k + out_pad, solved for out = in·s:
     let (pad, out_pad) = match (stride, k % 2) {
         (1, 1) => ((k - 1) / 2, 0),
-        (1, _) => return Err(candle_core::Error::Msg(format!("{name}: stride-1 transposed conv needs an odd kernel, got {k}"))),
+        (1, _) => {
+            return Err(candle_core::Error::Msg(format!(
+                "{name}: stride-1 transposed conv needs an odd kernel, got {k}"
+            )))
+        }
         (_, 1) => ((k - 1) / 2, 1),
         _ => ((k - 2) / 2, 0),
     };
@@ -172,13 +212,26 @@ pub fn conv_up(p: &mut Params, name: &str, x: &Tensor, out: usize, k: usize, str
 }
 
 /// Nearest-neighbour ×2 upsampling then a stride-1 convolution (odd kernels).
-pub fn upsample_conv(p: &mut Params, name: &str, x: &Tensor, out: usize, k: usize, bias: bool) -> Result<Tensor> {
+pub fn upsample_conv(
+    p: &mut Params,
+    name: &str,
+    x: &Tensor,
+    out: usize,
+    k: usize,
+    bias: bool,
+) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let up = x.upsample_nearest2d(2 * h, 2 * w)?;
     conv(p, name, &up, out, k | 1, 1, bias)
 }
 
-fn add_channel_bias(p: &mut Params, name: &str, y: Tensor, out: usize, bias: bool) -> Result<Tensor> {
+fn add_channel_bias(
+    p: &mut Params,
+    name: &str,
+    y: Tensor,
+    out: usize,
+    bias: bool,
+) -> Result<Tensor> {
     if !bias {
         return Ok(y);
     }
@@ -190,25 +243,44 @@ fn add_channel_bias(p: &mut Params, name: &str, y: Tensor, out: usize, bias: boo
 /// all features) or nothing. Works on `[N, C]` and `[N, C, H, W]`.
 pub fn norm(p: &mut Params, name: &str, x: &Tensor, kind: Norm, ctx: &Ctx) -> Result<Tensor> {
     let c = x.dim(1)?;
-    let shape: Vec<usize> = if x.rank() == 4 { vec![1, c, 1, 1] } else { vec![1, c] };
+    let shape: Vec<usize> = if x.rank() == 4 {
+        vec![1, c, 1, 1]
+    } else {
+        vec![1, c]
+    };
     let normalised = match kind {
         Norm::None => return Ok(x.clone()),
         Norm::Batch => {
-            let dims: Vec<usize> = if x.rank() == 4 { vec![0, 2, 3] } else { vec![0] };
-            let (mean_name, var_name) = (format!("{name}.running_mean"), format!("{name}.running_var"));
+            let dims: Vec<usize> = if x.rank() == 4 {
+                vec![0, 2, 3]
+            } else {
+                vec![0]
+            };
+            let (mean_name, var_name) = (
+                format!("{name}.running_mean"),
+                format!("{name}.running_var"),
+            );
             if ctx.train {
                 let mean = x.mean_keepdim(dims.as_slice())?;
                 let centered = x.broadcast_sub(&mean)?;
                 let var = centered.sqr()?.mean_keepdim(dims.as_slice())?;
-                let old_mean = p.buffer(&mean_name).unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
-                let old_var = p.buffer(&var_name).unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
+                let old_mean =
+                    p.buffer(&mean_name)
+                        .unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
+                let old_var =
+                    p.buffer(&var_name)
+                        .unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
                 let (m, v) = (mean.flatten_all()?.detach(), var.flatten_all()?.detach());
                 p.set_buffer(&mean_name, ((old_mean * 0.9)? + (m * 0.1)?)?);
                 p.set_buffer(&var_name, ((old_var * 0.9)? + (v * 0.1)?)?);
                 centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?
             } else {
-                let mean = p.buffer(&mean_name).unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
-                let var = p.buffer(&var_name).unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
+                let mean = p
+                    .buffer(&mean_name)
+                    .unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
+                let var = p
+                    .buffer(&var_name)
+                    .unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
                 x.broadcast_sub(&mean.reshape(shape.as_slice())?)?
                     .broadcast_div(&(var + 1e-5)?.sqrt()?.reshape(shape.as_slice())?)?
             }
@@ -221,8 +293,12 @@ pub fn norm(p: &mut Params, name: &str, x: &Tensor, kind: Norm, ctx: &Ctx) -> Re
             centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?
         }
     };
-    let gamma = p.var(&format!("{name}.gamma"), &[c])?.reshape(shape.as_slice())?;
-    let beta = p.var(&format!("{name}.beta"), &[c])?.reshape(shape.as_slice())?;
+    let gamma = p
+        .var(&format!("{name}.gamma"), &[c])?
+        .reshape(shape.as_slice())?;
+    let beta = p
+        .var(&format!("{name}.beta"), &[c])?
+        .reshape(shape.as_slice())?;
     normalised.broadcast_mul(&gamma)?.broadcast_add(&beta)
 }
 
@@ -235,7 +311,14 @@ pub fn dropout(name: &str, x: &Tensor, rate: f64, ctx: &Ctx) -> Result<Tensor> {
     std::hash::Hash::hash(&(name, ctx.dropout_seed), &mut h);
     let mut rng = Pcg64Mcg::seed_from_u64(std::hash::Hasher::finish(&h));
     let keep = 1.0 - rate;
-    let mask: Vec<f32> =
-        (0..x.elem_count()).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
     x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
 }

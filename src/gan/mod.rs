@@ -90,7 +90,10 @@ impl GanSpec {
     }
 
     pub fn parse(map: &mut MapReader, sketch_dir: &Path) -> Result<Self, SketchError> {
-        let model = match map.choice("model", "GAN model", &["dcgan", "cdcgan", "can"], "dcgan")?.as_str() {
+        let model = match map
+            .choice("model", "GAN model", &["dcgan", "cdcgan", "can"], "dcgan")?
+            .as_str()
+        {
             "cdcgan" => ModelKind::Cdcgan,
             "can" => ModelKind::Can,
             _ => ModelKind::Dcgan,
@@ -109,7 +112,11 @@ impl GanSpec {
         let ups = ratio.trailing_zeros() as usize;
         let channels = map.int("channels", 1, 1..=3)? as usize;
         if channels == 2 {
-            return Err(map.error_at("channels", None, "\"channels\" must be 1 (grayscale) or 3 (RGB)"));
+            return Err(map.error_at(
+                "channels",
+                None,
+                "\"channels\" must be 1 (grayscale) or 3 (RGB)",
+            ));
         }
         let latent = map.int("latent", 100, 1..=1024)? as usize;
         let g_base = map.int("g_base", 64, 1..=1024)? as usize;
@@ -131,7 +138,11 @@ impl GanSpec {
             None => (0..default_d).map(|k| d_base << k).collect(),
         };
         if d_widths.is_empty() || image_size >> d_widths.len() < 1 {
-            return Err(map.error_at("d_widths", None, "\"d_widths\" must list 1 or more layers, each halving the image"));
+            return Err(map.error_at(
+                "d_widths",
+                None,
+                "\"d_widths\" must list 1 or more layers, each halving the image",
+            ));
         }
         let kernel = map.int("kernel", 4, 2..=7)? as usize;
         let norms = ["batch", "layer", "none"];
@@ -140,8 +151,16 @@ impl GanSpec {
         let g_activation = activation(map, "g_activation", "relu")?;
         let d_activation = activation(map, "d_activation", "leaky_relu(0.2)")?;
         let dropout = map.float("dropout", 0.0, 0.0..=0.9)?;
-        let upsample = map.choice("upsample", "upsampling", &["transposed", "nearest"], "transposed")?;
-        let loss = match map.choice("loss", "loss", &["bce", "hinge"], "bce")?.as_str() {
+        let upsample = map.choice(
+            "upsample",
+            "upsampling",
+            &["transposed", "nearest"],
+            "transposed",
+        )?;
+        let loss = match map
+            .choice("loss", "loss", &["bce", "hinge"], "bce")?
+            .as_str()
+        {
             "hinge" => Loss::Hinge,
             _ => Loss::Bce,
         };
@@ -193,23 +212,38 @@ impl GanSpec {
 
 fn widths(map: &mut MapReader, key: &str) -> Result<Vec<usize>, SketchError> {
     let v = map.raw(key).expect("present");
-    let items = v.clone().into_array().map_err(|_| map.type_error(key, &v, "an array of channel counts"))?;
+    let items = v
+        .clone()
+        .into_array()
+        .map_err(|_| map.type_error(key, &v, "an array of channel counts"))?;
     items
         .iter()
         .map(|d| match d.as_int() {
             Ok(n) if (1..=2048).contains(&n) => Ok(n as usize),
-            _ => Err(map.error_at(key, Some(d), format!("channel counts must be integers 1–2048, got {d}"))),
+            _ => Err(map.error_at(
+                key,
+                Some(d),
+                format!("channel counts must be integers 1–2048, got {d}"),
+            )),
         })
         .collect()
 }
 
 fn betas(map: &mut MapReader, key: &str, default: (f64, f64)) -> Result<(f64, f64), SketchError> {
-    let Some(v) = map.raw(key) else { return Ok(default) };
-    let items = v.clone().into_array().map_err(|_| map.type_error(key, &v, "[beta1, beta2]"))?;
+    let Some(v) = map.raw(key) else {
+        return Ok(default);
+    };
+    let items = v
+        .clone()
+        .into_array()
+        .map_err(|_| map.type_error(key, &v, "[beta1, beta2]"))?;
     if items.len() != 2 {
         return Err(map.error_at(key, None, format!("\"{key}\" must be [beta1, beta2]")));
     }
-    Ok((map.check_float(key, &items[0], 0.0..=0.9999)?, map.check_float(key, &items[1], 0.0..=0.99999)?))
+    Ok((
+        map.check_float(key, &items[0], 0.0..=0.9999)?,
+        map.check_float(key, &items[1], 0.0..=0.99999)?,
+    ))
 }
 
 fn activation(map: &mut MapReader, key: &str, default: &str) -> Result<String, SketchError> {
@@ -233,7 +267,12 @@ pub fn parse_act(name: &str) -> Option<Act> {
         "selu" => Some(Act::Selu),
         "leaky_relu" => Some(Act::LeakyRelu(0.2)),
         other => {
-            let slope = other.strip_prefix("leaky_relu(")?.strip_suffix(')')?.trim().parse::<f64>().ok()?;
+            let slope = other
+                .strip_prefix("leaky_relu(")?
+                .strip_suffix(')')?
+                .trim()
+                .parse::<f64>()
+                .ok()?;
             (slope > 0.0 && slope < 1.0).then_some(Act::LeakyRelu(slope))
         }
     }
@@ -271,8 +310,18 @@ fn parse_data(map: &mut MapReader, sketch_dir: &Path) -> Result<DataSource, Sket
         }
     };
     match (from.is_empty(), folder.is_empty()) {
-        (false, true) => Ok(DataSource::Sketch { path: resolve(&from), count }),
-        (true, false) => Ok(DataSource::Folder { path: resolve(&folder), crop: fit == "crop" }),
-        _ => Err(map.error_at("data", None, "data needs exactly one of `from: \"sketch.rhai\"` or `folder: \"path\"`")),
+        (false, true) => Ok(DataSource::Sketch {
+            path: resolve(&from),
+            count,
+        }),
+        (true, false) => Ok(DataSource::Folder {
+            path: resolve(&folder),
+            crop: fit == "crop",
+        }),
+        _ => Err(map.error_at(
+            "data",
+            None,
+            "data needs exactly one of `from: \"sketch.rhai\"` or `folder: \"path\"`",
+        )),
     }
 }

@@ -31,9 +31,20 @@ pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Result<Tens
 impl Generator {
     /// `classes` is the number of labels (used by cdcgan's conditioning; 0 otherwise).
     pub fn new(spec: &GanSpec, classes: usize, device: &Device, seed: u64) -> Result<Self> {
-        let mut g = Generator { spec: spec.clone(), classes, params: Params::new(device) };
+        let mut g = Generator {
+            spec: spec.clone(),
+            classes,
+            params: Params::new(device),
+        };
         let z = Tensor::zeros((2, spec.latent), candle_core::DType::F32, device)?;
-        g.forward(&z, &[0, 0], &Ctx { train: false, dropout_seed: 0 })?;
+        g.forward(
+            &z,
+            &[0, 0],
+            &Ctx {
+                train: false,
+                dropout_seed: 0,
+            },
+        )?;
         g.params.initialise(seed)?;
         Ok(g)
     }
@@ -57,7 +68,9 @@ impl Generator {
         let use_bias = norm == layers::Norm::None;
         x = layers::linear(p, "g.project", &x, widths[0] * s.start * s.start, use_bias)?;
         x = layers::norm(p, "g.project.norm", &x, norm, ctx)?;
-        x = act.apply(&x)?.reshape((z.dim(0)?, widths[0], s.start, s.start))?;
+        x = act
+            .apply(&x)?
+            .reshape((z.dim(0)?, widths[0], s.start, s.start))?;
         // The last `upsamples` layers double the size; any before them keep it (as the
         // py-truchet-gan generator's first 5x5 layer does).
         let layers_n = widths.len();
@@ -94,10 +107,21 @@ pub struct Judgement {
 
 impl Discriminator {
     pub fn new(spec: &GanSpec, classes: usize, device: &Device, seed: u64) -> Result<Self> {
-        let mut d = Discriminator { spec: spec.clone(), classes, params: Params::new(device) };
+        let mut d = Discriminator {
+            spec: spec.clone(),
+            classes,
+            params: Params::new(device),
+        };
         let s = spec.image_size;
         let x = Tensor::zeros((2, spec.channels, s, s), candle_core::DType::F32, device)?;
-        d.forward(&x, &[0, 0], &Ctx { train: false, dropout_seed: 0 })?;
+        d.forward(
+            &x,
+            &[0, 0],
+            &Ctx {
+                train: false,
+                dropout_seed: 0,
+            },
+        )?;
         d.params.initialise(seed)?;
         Ok(d)
     }
@@ -122,7 +146,15 @@ impl Discriminator {
             let name = format!("d.down{k}");
             // DCGAN: no normalisation on the first layer.
             let this_norm = if k == 0 { layers::Norm::None } else { norm };
-            x = layers::conv(p, &name, &x, width, s.kernel, 2, this_norm == layers::Norm::None)?;
+            x = layers::conv(
+                p,
+                &name,
+                &x,
+                width,
+                s.kernel,
+                2,
+                this_norm == layers::Norm::None,
+            )?;
             x = layers::norm(p, &format!("{name}.norm"), &x, this_norm, ctx)?;
             x = act.apply(&x)?;
             x = layers::dropout(&name, &x, s.dropout, ctx)?;

@@ -79,13 +79,26 @@ impl Trainer {
         let ema = Generator::new(spec, classes, device, spec.seed)?;
         let opt_g = Adam::new(&g.params, spec.lr_g, spec.betas_g)?;
         let opt_d = Adam::new(&d.params, spec.lr_d, spec.betas_d)?;
-        Ok(Trainer { spec: spec.clone(), g, d, ema, opt_g, opt_d, step: 0, class_names })
+        Ok(Trainer {
+            spec: spec.clone(),
+            g,
+            d,
+            ema,
+            opt_g,
+            opt_d,
+            step: 0,
+            class_names,
+        })
     }
 
     /// Noise for a step, from (seed, step): no generator state to save for resuming.
     fn noise(&self, step: u64, n: usize, device: &Device) -> Result<Tensor> {
-        let mut rng = Pcg64Mcg::seed_from_u64(self.spec.seed ^ 0x2017 ^ step.wrapping_mul(0xA24B_AED4_963E_E407));
-        let v: Vec<f32> = (0..n * self.spec.latent).map(|_| normal(&mut rng)).collect();
+        let mut rng = Pcg64Mcg::seed_from_u64(
+            self.spec.seed ^ 0x2017 ^ step.wrapping_mul(0xA24B_AED4_963E_E407),
+        );
+        let v: Vec<f32> = (0..n * self.spec.latent)
+            .map(|_| normal(&mut rng))
+            .collect();
         Ok(Tensor::from_vec(v, (n, self.spec.latent), device)?)
     }
 
@@ -98,7 +111,10 @@ impl Trainer {
         let n = self.spec.batch;
         let (real, labels) = data.batch(self.spec.seed, step, n)?;
         let z = self.noise(step, n, &dev)?;
-        let ctx = |salt: u64| Ctx { train: true, dropout_seed: self.spec.seed ^ step.wrapping_mul(31) ^ salt };
+        let ctx = |salt: u64| Ctx {
+            train: true,
+            dropout_seed: self.spec.seed ^ step.wrapping_mul(31) ^ salt,
+        };
         let k = self.class_names.len();
 
         // Discriminator.
@@ -106,8 +122,13 @@ impl Trainer {
         let on_real = self.d.forward(&real, &labels, &ctx(2))?;
         let on_fake = self.d.forward(&fake.detach(), &labels, &ctx(3))?;
         let mut d_loss = match self.spec.loss {
-            Loss::Bce => (bce_with_logits(&on_real.logits, 1.0)? + bce_with_logits(&on_fake.logits, 0.0)?)?,
-            Loss::Hinge => ((1.0 - &on_real.logits)?.relu()?.mean_all()? + (&on_fake.logits + 1.0)?.relu()?.mean_all()?)?,
+            Loss::Bce => {
+                (bce_with_logits(&on_real.logits, 1.0)? + bce_with_logits(&on_fake.logits, 0.0)?)?
+            }
+            Loss::Hinge => {
+                ((1.0 - &on_real.logits)?.relu()?.mean_all()?
+                    + (&on_fake.logits + 1.0)?.relu()?.mean_all()?)?
+            }
         };
         if let Some(style) = &on_real.style {
             d_loss = (d_loss + cross_entropy(style, &labels, k)?)?;
@@ -124,7 +145,10 @@ impl Trainer {
         };
         if let Some(style) = &on_gen.style {
             // CAN's style ambiguity: push D's style guess for generated art to uniform.
-            let uniform = (candle_nn::ops::log_softmax(style, D::Minus1)?.mean(D::Minus1)?.neg()?).mean_all()?;
+            let uniform = (candle_nn::ops::log_softmax(style, D::Minus1)?
+                .mean(D::Minus1)?
+                .neg()?)
+            .mean_all()?;
             g_loss = (g_loss + uniform)?;
         }
         let g_value = finite(&g_loss, "generator", step)?;
@@ -133,7 +157,9 @@ impl Trainer {
 
         self.update_ema()?;
         self.step += 1;
-        let mean_prob = |t: &Tensor| -> Result<f64> { Ok(candle_nn::ops::sigmoid(t)?.mean_all()?.to_scalar::<f32>()? as f64) };
+        let mean_prob = |t: &Tensor| -> Result<f64> {
+            Ok(candle_nn::ops::sigmoid(t)?.mean_all()?.to_scalar::<f32>()? as f64)
+        };
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         Ok(Metric {
             step: self.step,
@@ -153,11 +179,16 @@ impl Trainer {
         let decay = self.spec.ema;
         for (name, var) in &self.ema.params.vars {
             let g = self.g.params.vars[name].as_tensor();
-            let v = if decay > 0.0 { ((var.as_tensor() * decay)? + (g * (1.0 - decay))?)? } else { g.clone() };
+            let v = if decay > 0.0 {
+                ((var.as_tensor() * decay)? + (g * (1.0 - decay))?)?
+            } else {
+                g.clone()
+            };
             var.set(&v)?;
         }
         // Normalisation statistics are not averaged: take the generator's.
-        *self.ema.params.buffers.lock().expect("buffers") = self.g.params.buffers.lock().expect("buffers").clone();
+        *self.ema.params.buffers.lock().expect("buffers") =
+            self.g.params.buffers.lock().expect("buffers").clone();
         Ok(())
     }
 
@@ -174,18 +205,27 @@ impl Trainer {
         meta.insert("adam_d_t".to_string(), self.opt_d.t.to_string());
         meta.insert("lr_g".to_string(), self.opt_g.lr.to_string());
         meta.insert("lr_d".to_string(), self.opt_d.lr.to_string());
-        meta.insert("classes".to_string(), serde_json::to_string(&self.class_names)?);
+        meta.insert(
+            "classes".to_string(),
+            serde_json::to_string(&self.class_names)?,
+        );
         save_safetensors(path, tensors, meta)
     }
 
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
         let (tensors, meta) = load_safetensors(path, self.g.params.device.clone())?;
-        let get = |k: &str| -> Result<String> { meta.get(k).cloned().with_context(|| format!("{}: no {k}", path.display())) };
+        let get = |k: &str| -> Result<String> {
+            meta.get(k)
+                .cloned()
+                .with_context(|| format!("{}: no {k}", path.display()))
+        };
         self.g.params.load("g.", &tensors)?;
         self.d.params.load("d.", &tensors)?;
         self.ema.params.load("ema.", &tensors)?;
-        self.opt_g.load("adam_g.", &tensors, get("adam_g_t")?.parse()?)?;
-        self.opt_d.load("adam_d.", &tensors, get("adam_d_t")?.parse()?)?;
+        self.opt_g
+            .load("adam_g.", &tensors, get("adam_g_t")?.parse()?)?;
+        self.opt_d
+            .load("adam_d.", &tensors, get("adam_d_t")?.parse()?)?;
         self.opt_g.lr = get("lr_g")?.parse()?;
         self.opt_d.lr = get("lr_d")?.parse()?;
         self.step = get("step")?.parse()?;
@@ -196,7 +236,10 @@ impl Trainer {
     pub fn save_generator(&self, path: &Path) -> Result<()> {
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
-        meta.insert("classes".to_string(), serde_json::to_string(&self.class_names)?);
+        meta.insert(
+            "classes".to_string(),
+            serde_json::to_string(&self.class_names)?,
+        );
         meta.insert("spec".to_string(), serde_json::to_string(&self.spec)?);
         save_safetensors(path, self.ema.params.named_tensors(""), meta)
     }
@@ -205,11 +248,20 @@ impl Trainer {
     pub fn sample_grid(&mut self, count: usize) -> Result<DynamicImage> {
         let dev = self.g.params.device.clone();
         let mut rng = Pcg64Mcg::seed_from_u64(self.spec.seed ^ 0xF1_7ED);
-        let z: Vec<f32> = (0..count * self.spec.latent).map(|_| normal(&mut rng)).collect();
+        let z: Vec<f32> = (0..count * self.spec.latent)
+            .map(|_| normal(&mut rng))
+            .collect();
         let z = Tensor::from_vec(z, (count, self.spec.latent), &dev)?;
         let k = self.class_names.len().max(1);
         let labels: Vec<usize> = (0..count).map(|i| i % k).collect();
-        let images = self.ema.forward(&z, &labels, &Ctx { train: false, dropout_seed: 0 })?;
+        let images = self.ema.forward(
+            &z,
+            &labels,
+            &Ctx {
+                train: false,
+                dropout_seed: 0,
+            },
+        )?;
         grid(&images, None)
     }
 }
@@ -231,7 +283,10 @@ pub fn bce_with_logits(logits: &Tensor, target: f64) -> candle_core::Result<Tens
 
 fn cross_entropy(logits: &Tensor, labels: &[usize], classes: usize) -> candle_core::Result<Tensor> {
     let onehot = super::model::one_hot(labels, classes, logits.device())?;
-    (candle_nn::ops::log_softmax(logits, D::Minus1)? * onehot)?.sum(D::Minus1)?.neg()?.mean_all()
+    (candle_nn::ops::log_softmax(logits, D::Minus1)? * onehot)?
+        .sum(D::Minus1)?
+        .neg()?
+        .mean_all()
 }
 
 /// Tiles `[N, C, S, S]` images in [−1, 1] into a square-ish grid with 2 px gaps.
@@ -261,24 +316,41 @@ pub fn grid(images: &Tensor, threshold: Option<f64>) -> Result<DynamicImage> {
         }
     }
     let img = image::RgbImage::from_raw(gw as u32, gh as u32, out).expect("size");
-    Ok(if c == 1 { DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(img).to_luma8()) } else { DynamicImage::ImageRgb8(img) })
+    Ok(if c == 1 {
+        DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(img).to_luma8())
+    } else {
+        DynamicImage::ImageRgb8(img)
+    })
 }
 
-pub fn save_safetensors(path: &Path, tensors: Vec<(String, Tensor)>, meta: HashMap<String, String>) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> =
-        tensors.into_iter().map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?))).collect::<Result<_>>()?;
+pub fn save_safetensors(
+    path: &Path,
+    tensors: Vec<(String, Tensor)>,
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))?;
     recipe::write_atomically(path, |f| Ok(std::io::Write::write_all(f, &bytes)?))
 }
 
-pub fn load_safetensors(path: &Path, device: Device) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+pub fn load_safetensors(
+    path: &Path,
+    device: Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
     let meta = header.metadata().clone().unwrap_or_default();
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
-        tensors.insert(name.to_string(), candle_core::safetensors::Load::load(&view, &device)?);
+        tensors.insert(
+            name.to_string(),
+            candle_core::safetensors::Load::load(&view, &device)?,
+        );
     }
     Ok((tensors, meta))
 }
@@ -292,7 +364,13 @@ pub struct TrainOptions {
 
 /// Runs (or resumes) training in `run`, writing status, metrics, samples and
 /// checkpoints as it goes.
-pub fn train(run: &RunDir, source: &str, spec: &GanSpec, opts: &TrainOptions, progress: &mut dyn Progress) -> Result<Outcome> {
+pub fn train(
+    run: &RunDir,
+    source: &str,
+    spec: &GanSpec,
+    opts: &TrainOptions,
+    progress: &mut dyn Progress,
+) -> Result<Outcome> {
     let total = opts.steps.unwrap_or(spec.steps) as u64;
     let mut status = Status {
         state: State::Starting,
@@ -323,18 +401,29 @@ fn train_inner(
     status: &mut Status,
 ) -> Result<Outcome> {
     if !opts.resume || !run.sketch().exists() {
-        recipe::write_atomically(&run.sketch(), |f| Ok(std::io::Write::write_all(f, source.as_bytes())?))?;
+        recipe::write_atomically(&run.sketch(), |f| {
+            Ok(std::io::Write::write_all(f, source.as_bytes())?)
+        })?;
         run.write_json(&run.spec(), spec)?;
     }
     let data = data::load(spec, &opts.device)?;
     if !data.skipped.is_empty() {
-        progress.note(&format!("skipped {} unreadable files, e.g. {}", data.skipped.len(), data.skipped[0].display()));
+        progress.note(&format!(
+            "skipped {} unreadable files, e.g. {}",
+            data.skipped.len(),
+            data.skipped[0].display()
+        ));
     }
-    progress.note(&format!("{} training images, {} classes", data.len(), data.class_names.len()));
+    progress.note(&format!(
+        "{} training images, {} classes",
+        data.len(),
+        data.class_names.len()
+    ));
     let mut t = Trainer::new(spec, data.class_names.clone(), &opts.device)?;
     if opts.resume && run.latest_checkpoint().exists() {
         t.load_checkpoint(&run.latest_checkpoint())?;
         run.truncate_metrics(t.step)?;
+        status.step = t.step;
         status.checkpoint_step = Some(t.step);
         progress.note(&format!("resumed from step {}", t.step));
     }
@@ -347,7 +436,9 @@ fn train_inner(
     let mut last_status_write = Instant::now() - Duration::from_secs(10);
     while t.step < total {
         // Live control, picked up within a step.
-        let modified = std::fs::metadata(run.control_path()).and_then(|m| m.modified()).ok();
+        let modified = std::fs::metadata(run.control_path())
+            .and_then(|m| m.modified())
+            .ok();
         if modified != control_seen {
             control_seen = modified;
             let c = run.read_control();
@@ -387,12 +478,20 @@ fn train_inner(
         status.step = t.step;
         if t.step % sample_every == 0 || t.step == total {
             let img = t.sample_grid(64)?;
-            recipe::write_png(&run.samples_dir().join(format!("step_{:06}.png", t.step)), &img, None)?;
+            recipe::write_png(
+                &run.samples_dir().join(format!("step_{:06}.png", t.step)),
+                &img,
+                None,
+            )?;
         }
         if t.step % spec.checkpoint_every as u64 == 0 || t.step == total {
             checkpoint(run, &t, status)?;
             if t.step % spec.keep_every as u64 == 0 {
-                std::fs::copy(run.latest_checkpoint(), run.checkpoints_dir().join(format!("step_{:06}.safetensors", t.step)))?;
+                std::fs::copy(
+                    run.latest_checkpoint(),
+                    run.checkpoints_dir()
+                        .join(format!("step_{:06}.safetensors", t.step)),
+                )?;
             }
         }
         if last_status_write.elapsed() > Duration::from_millis(500) || t.step == total {
@@ -434,7 +533,10 @@ pub fn write_timelapse(run: &RunDir) -> Result<()> {
     if samples.is_empty() {
         return Ok(());
     }
-    let frames: Vec<image::RgbImage> = samples.iter().filter_map(|p| image::open(p).ok().map(|i| i.to_rgb8())).collect();
+    let frames: Vec<image::RgbImage> = samples
+        .iter()
+        .filter_map(|p| image::open(p).ok().map(|i| i.to_rgb8()))
+        .collect();
     let (w, h) = frames[0].dimensions();
     recipe::write_atomically(&run.timelapse(), |f| {
         let mut enc = gif::Encoder::new(std::io::BufWriter::new(f), w as u16, h as u16, &[])?;

@@ -77,7 +77,9 @@ pub struct Control {
 }
 
 pub fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[derive(Debug, Clone)]
@@ -100,9 +102,12 @@ impl RunDir {
 
     /// Opens (creating folders as needed) a run directory at `path`.
     pub fn at(path: &Path) -> Result<Self> {
-        let run = RunDir { path: path.to_path_buf() };
+        let run = RunDir {
+            path: path.to_path_buf(),
+        };
         for dir in [run.path.clone(), run.samples_dir(), run.checkpoints_dir()] {
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         Ok(run)
     }
@@ -113,7 +118,11 @@ impl RunDir {
         let mut runs: Vec<PathBuf> = std::fs::read_dir(base)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
             .collect();
         runs.sort();
         runs.pop().map(|path| RunDir { path })
@@ -159,26 +168,44 @@ impl RunDir {
     }
 
     pub fn read_status(&self) -> Result<Status> {
-        let text = std::fs::read_to_string(self.status_path())
-            .with_context(|| format!("{} has no status.json (not a run directory?)", self.path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{}: bad status.json", self.path.display()))
+        let text = std::fs::read_to_string(self.status_path()).with_context(|| {
+            format!(
+                "{} has no status.json (not a run directory?)",
+                self.path.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: bad status.json", self.path.display()))
     }
 
     pub fn append_metric(&self, m: &Metric) -> Result<()> {
-        let mut f = OpenOptions::new().create(true).append(true).open(self.metrics())?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.metrics())?;
         writeln!(f, "{}", serde_json::to_string(m)?)?;
         Ok(())
     }
 
     /// All metrics lines; a line cut short by a crash is skipped.
     pub fn read_metrics(&self) -> Vec<Metric> {
-        let Ok(f) = std::fs::File::open(self.metrics()) else { return vec![] };
-        BufReader::new(f).lines().map_while(|l| l.ok()).filter_map(|l| serde_json::from_str(&l).ok()).collect()
+        let Ok(f) = std::fs::File::open(self.metrics()) else {
+            return vec![];
+        };
+        BufReader::new(f)
+            .lines()
+            .map_while(|l| l.ok())
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
     }
 
     /// Drops metric lines past `step` (after resuming from an earlier checkpoint).
     pub fn truncate_metrics(&self, step: u64) -> Result<()> {
-        let kept: Vec<Metric> = self.read_metrics().into_iter().filter(|m| m.step <= step).collect();
+        let kept: Vec<Metric> = self
+            .read_metrics()
+            .into_iter()
+            .filter(|m| m.step <= step)
+            .collect();
         write_atomically(&self.metrics(), |f| {
             for m in &kept {
                 writeln!(f, "{}", serde_json::to_string(m)?)?;

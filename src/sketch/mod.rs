@@ -249,7 +249,11 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
             Spec::Cppn(CppnSpec::parse(&mut map, &dir)?)
         }
         "gan" => {
-            let dir = map.file().parent().map(Path::to_path_buf).unwrap_or_default();
+            let dir = map
+                .file()
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
             Spec::Gan(GanSpec::parse(&mut map, &dir)?)
         }
         _ => unreachable!("choice() only returns listed kinds"),
