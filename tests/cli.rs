@@ -305,3 +305,164 @@ fn huge_sizes_are_refused_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn training_survives_kill_9_and_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data/x");
+    std::fs::create_dir_all(&data).unwrap();
+    for k in 0..4 {
+        image::GrayImage::from_pixel(8, 8, image::Luma([200 + k]))
+            .save(data.join(format!("{k}.png")))
+            .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("tiny.rhai"),
+        r#"#{ kind: "gan", image_size: 28, latent: 8, g_widths: [8, 8], d_widths: [8], batch: 4,
+              steps: 100000, checkpoint_every: 2, sample_every: 1000, data: #{ folder: "data" } }"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(["train", "tiny.rhai", "--run-dir", "run"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = easel::run::RunDir {
+        path: dir.path().join("run"),
+    };
+    let started = std::time::Instant::now();
+    let checkpointed = loop {
+        if let Ok(s) = run.read_status() {
+            if s.checkpoint_step.is_some_and(|c| c >= 4) {
+                break s.checkpoint_step.unwrap();
+            }
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint within 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert_eq!(
+        run.read_status().unwrap().state,
+        easel::run::State::Running,
+        "the dead run still says running"
+    );
+
+    let target = (checkpointed + 4).to_string();
+    ok(easel(
+        &[
+            "train",
+            "tiny.rhai",
+            "--run-dir",
+            "run",
+            "--resume",
+            "--steps",
+            &target,
+        ],
+        dir.path(),
+    ));
+    let status = run.read_status().unwrap();
+    assert_eq!(status.state, easel::run::State::Done);
+    assert_eq!(status.step.to_string(), target);
+    // Metrics continue without gaps or duplicates from the checkpoint on.
+    let steps: Vec<u64> = run.read_metrics().iter().map(|m| m.step).collect();
+    assert_eq!(steps, (1..=checkpointed + 4).collect::<Vec<_>>());
+    assert!(run.generator().exists());
+}
+
+#[test]
+fn sample_writes_grids_interpolations_and_thresholded_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    image::GrayImage::from_pixel(8, 8, image::Luma([90]))
+        .save(data.join("a.png"))
+        .unwrap();
+    std::fs::write(
+        dir.path().join("tiny.rhai"),
+        r#"#{ kind: "gan", image_size: 28, latent: 8, g_widths: [8, 8], d_widths: [8], batch: 2,
+              steps: 2, data: #{ folder: "data" } }"#,
+    )
+    .unwrap();
+    ok(easel(
+        &["train", "tiny.rhai", "--run-dir", "run"],
+        dir.path(),
+    ));
+    ok(easel(
+        &[
+            "sample",
+            "run",
+            "-o",
+            "grid.png",
+            "-n",
+            "9",
+            "--truncation",
+            "0.7",
+            "--seed",
+            "3",
+        ],
+        dir.path(),
+    ));
+    // 3x3 tiles of 28 px with 2 px gaps.
+    assert_eq!(
+        image::image_dimensions(dir.path().join("grid.png")).unwrap(),
+        (3 * 30 + 2, 3 * 30 + 2)
+    );
+    ok(easel(
+        &[
+            "sample",
+            "run",
+            "-o",
+            "bw.png",
+            "-n",
+            "4",
+            "--threshold",
+            "0.5",
+        ],
+        dir.path(),
+    ));
+    let bw = image::open(dir.path().join("bw.png")).unwrap().to_luma8();
+    assert!(
+        bw.pixels().all(|p| [0, 40, 255].contains(&p.0[0])),
+        "thresholded samples are black or white"
+    );
+    ok(easel(
+        &[
+            "sample",
+            "run",
+            "-o",
+            "walk.gif",
+            "-n",
+            "4",
+            "--interpolate",
+            "--frames",
+            "5",
+        ],
+        dir.path(),
+    ));
+    let decoder = gif::DecodeOptions::new()
+        .read_info(std::fs::File::open(dir.path().join("walk.gif")).unwrap())
+        .unwrap();
+    assert_eq!(decoder.into_iter().count(), 5);
+    // A checkpoint file works as a source too.
+    ok(easel(
+        &[
+            "sample",
+            "run/checkpoints/latest.safetensors",
+            "-o",
+            "c.png",
+            "-n",
+            "1",
+        ],
+        dir.path(),
+    ));
+    let out = easel(
+        &["sample", "run", "-o", "x.png", "--class", "cats"],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this model has no classes"));
+}

@@ -119,7 +119,7 @@ impl Progress for LogLines {
         eprintln!("training steps {from}..{total}");
     }
     fn step(&mut self, m: &Metric) {
-        if m.step % self.every == 0 {
+        if m.step.is_multiple_of(self.every) {
             eprintln!(
                 "step {} d_loss {:.4} g_loss {:.4} d_real {:.3} d_fake {:.3} {:.1} img/s",
                 m.step, m.d_loss, m.g_loss, m.d_real, m.d_fake, m.imgs_per_s

@@ -102,7 +102,7 @@ impl GanSpec {
         let default_start = if image_size.is_power_of_two() { 4 } else { 7 };
         let start = map.int("start", default_start, 2..=32)? as usize;
         let ratio = image_size / start;
-        if image_size % start != 0 || !ratio.is_power_of_two() || ratio < 2 {
+        if !image_size.is_multiple_of(start) || !ratio.is_power_of_two() || ratio < 2 {
             return Err(map.error_at(
                 "image_size",
                 None,
