@@ -3,6 +3,7 @@
 
 pub mod adam;
 pub mod data;
+pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod train;

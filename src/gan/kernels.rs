@@ -1,0 +1,645 @@
+//! Fast CPU convolutions as Candle custom ops (f32 only).
+//!
+//! Candle's CPU `conv_transpose2d` is a direct loop, and every `conv2d` backward pass uses
+//! it for the input gradient, so a GAN step spends most of its time there. These ops do
+//! the three products of a convolution with im2col / col2im and a GEMM (the `gemm` crate
+//! Candle itself uses for `matmul`):
+//!
+//! - [`conv2d`]: `y = W · im2col(x)` per batch item;
+//! - [`conv_transpose2d`]: `y = col2im(Wᵀ · x)` per batch item (conv2d's input gradient);
+//! - [`conv2d_weight_grad`]: `dW = Σₙ dyₙ · im2col(xₙ)ᵀ` (conv2d's weight gradient).
+//!
+//! The backward pass of each op is expressed with the three ops again, so gradients (and
+//! gradients of gradients) take the fast path too. Work is spread over the batch with
+//! rayon; every sum is taken in a fixed order, so results do not depend on scheduling
+//! (exact resume relies on that).
+
+use std::borrow::Cow;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// `conv2d(x [N, Cin, H, W], w [Cout, Cin, K, K])` with symmetric `padding` and `stride`
+/// (dilation 1, groups 1), as `Tensor::conv2d(w, padding, stride, 1, 1)`.
+pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    x.apply_op2(w, Conv2d { padding, stride })
+}
+
+/// `conv_transpose2d(x [N, Cin, H, W], w [Cin, Cout, K, K])`, as
+/// `Tensor::conv_transpose2d(w, padding, output_padding, stride, 1)`.
+pub fn conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    output_padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    conv_transpose2d_hw(x, w, padding, (output_padding, output_padding), stride)
+}
+
+/// [`conv_transpose2d`] with separate output paddings for height and width (needed for
+/// the input gradient of a conv2d whose height and width leave different remainders).
+pub fn conv_transpose2d_hw(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    output_padding: (usize, usize),
+    stride: usize,
+) -> Result<Tensor> {
+    x.apply_op2(
+        w,
+        ConvTranspose2d {
+            padding,
+            output_padding,
+            stride,
+        },
+    )
+}
+
+/// The weight gradient of `conv2d(x, w, padding, stride)` for a `k`×`k` kernel given the
+/// output gradient `grad [N, Cout, Ho, Wo]`: a `[Cout, Cin, k, k]` tensor.
+pub fn conv2d_weight_grad(
+    x: &Tensor,
+    grad: &Tensor,
+    k: usize,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    x.apply_op2(grad, WeightGrad { k, padding, stride })
+}
+
+/// Output size of a convolution along one axis.
+fn out_size(input: usize, k: usize, padding: usize, stride: usize) -> Option<usize> {
+    (input + 2 * padding).checked_sub(k).map(|d| d / stride + 1)
+}
+
+/// Output padding that makes a transposed convolution of an `out`-sized input return the
+/// `input` size a conv2d started from.
+fn output_padding(input: usize, out: usize, k: usize, padding: usize, stride: usize) -> usize {
+    input + 2 * padding - k - (out - 1) * stride
+}
+
+struct Conv2d {
+    padding: usize,
+    stride: usize,
+}
+
+struct ConvTranspose2d {
+    padding: usize,
+    output_padding: (usize, usize),
+    stride: usize,
+}
+
+struct WeightGrad {
+    k: usize,
+    padding: usize,
+    stride: usize,
+}
+
+impl CustomOp2 for Conv2d {
+    fn name(&self) -> &'static str {
+        "easel-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, cin, h, w) = l1.shape().dims4()?;
+        let (cout, cin2, k, k2) = l2.shape().dims4()?;
+        if cin != cin2 || k != k2 || self.stride == 0 {
+            bail!(
+                "easel-conv2d: input {:?} and kernel {:?} (stride {}) do not fit",
+                l1.dims(),
+                l2.dims(),
+                self.stride
+            );
+        }
+        let (Some(ho), Some(wo)) = (
+            out_size(h, k, self.padding, self.stride),
+            out_size(w, k, self.padding, self.stride),
+        ) else {
+            bail!("easel-conv2d: kernel {k} larger than the padded input {h}x{w}")
+        };
+        let g = Geom {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            ho,
+            wo,
+            k,
+            stride: self.stride,
+            pad: self.padding,
+        };
+        let x = f32_data(s1, l1, "input")?;
+        let wt = f32_data(s2, l2, "kernel")?;
+        let y = conv_fwd(&g, &x, &wt);
+        Ok((CpuStorage::F32(y), Shape::from((n, cout, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, k, _) = w.dims4()?;
+        let (_, _, ho, wo) = grad.dims4()?;
+        let (p, s) = (self.padding, self.stride);
+        let op = (
+            output_padding(h, ho, k, p, s),
+            output_padding(wd, wo, k, p, s),
+        );
+        let dx = conv_transpose2d_hw(grad, w, p, op, s)?;
+        let dw = conv2d_weight_grad(x, grad, k, p, s)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for ConvTranspose2d {
+    fn name(&self) -> &'static str {
+        "easel-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, cin, hin, win) = l1.shape().dims4()?;
+        let (cin2, cout, k, k2) = l2.shape().dims4()?;
+        let (p, s) = (self.padding, self.stride);
+        let (oph, opw) = self.output_padding;
+        if cin != cin2 || k != k2 || s == 0 || oph >= s || opw >= s {
+            bail!(
+                "easel-conv-transpose2d: input {:?} and kernel {:?} (stride {s}, output padding {:?}) do not fit",
+                l1.dims(),
+                l2.dims(),
+                self.output_padding
+            );
+        }
+        if hin == 0 || win == 0 {
+            bail!("easel-conv-transpose2d: empty input {:?}", l1.dims());
+        }
+        let size = |i: usize, op: usize| ((i - 1) * s + k + op).checked_sub(2 * p);
+        let (Some(h), Some(w)) = (size(hin, oph), size(win, opw)) else {
+            bail!("easel-conv-transpose2d: padding {p} too large for kernel {k}")
+        };
+        if h == 0 || w == 0 {
+            bail!("easel-conv-transpose2d: empty output");
+        }
+        // As the input gradient of conv2d(image [n, cout, h, w], kernel [cin, cout, k, k]).
+        let g = Geom {
+            n,
+            cin: cout,
+            h,
+            w,
+            cout: cin,
+            ho: hin,
+            wo: win,
+            k,
+            stride: s,
+            pad: p,
+        };
+        let x = f32_data(s1, l1, "input")?;
+        let wt = f32_data(s2, l2, "kernel")?;
+        let y = conv_bwd_input(&g, &x, &wt);
+        Ok((CpuStorage::F32(y), Shape::from((n, cout, h, w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (_, _, k, _) = w.dims4()?;
+        let (p, s) = (self.padding, self.stride);
+        let dx = conv2d(grad, w, p, s)?;
+        let dw = conv2d_weight_grad(grad, x, k, p, s)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "easel-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, cin, h, w) = l1.shape().dims4()?;
+        let (n2, cout, ho, wo) = l2.shape().dims4()?;
+        let (k, p, s) = (self.k, self.padding, self.stride);
+        if n != n2 || s == 0 || out_size(h, k, p, s) != Some(ho) || out_size(w, k, p, s) != Some(wo)
+        {
+            bail!(
+                "easel-conv2d-weight-grad: input {:?} and output gradient {:?} do not fit kernel {k}, padding {p}, stride {s}",
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let g = Geom {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            ho,
+            wo,
+            k,
+            stride: s,
+            pad: p,
+        };
+        let x = f32_data(s1, l1, "input")?;
+        let dy = f32_data(s2, l2, "output gradient")?;
+        let dw = conv_bwd_weight(&g, &x, &dy);
+        Ok((CpuStorage::F32(dw), Shape::from((cout, cin, k, k))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // dW[o,i,a,b] = Σ dy[n,o,p]·x[n,i,pos(p,a,b)] is linear in each argument.
+        let (_, _, h, w) = x.dims4()?;
+        let (_, _, ho, wo) = dy.dims4()?;
+        let (k, p, s) = (self.k, self.padding, self.stride);
+        let op = (
+            output_padding(h, ho, k, p, s),
+            output_padding(w, wo, k, p, s),
+        );
+        let dx = conv_transpose2d_hw(dy, grad, p, op, s)?;
+        let ddy = conv2d(x, grad, p, s)?;
+        Ok((Some(dx), Some(ddy)))
+    }
+}
+
+/// The f32 values of a storage in the layout's logical (row-major) order.
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Cow<'a, [f32]>> {
+    let CpuStorage::F32(data) = s else {
+        bail!(
+            "easel conv kernels support f32 only, the {what} is {:?}",
+            s.dtype()
+        )
+    };
+    if let Some((a, b)) = l.contiguous_offsets() {
+        return Ok(Cow::Borrowed(&data[a..b]));
+    }
+    let (dims, strides) = (l.dims(), l.stride());
+    let count = l.shape().elem_count();
+    let mut out = Vec::with_capacity(count);
+    let mut idx = vec![0usize; dims.len()];
+    for _ in 0..count {
+        let off: usize =
+            l.start_offset() + idx.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>();
+        out.push(data[off]);
+        for d in (0..dims.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < dims[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// A convolution seen from the conv2d side: an image `[n, cin, h, w]` convolved with a
+/// `[cout, cin, k, k]` kernel gives `[n, cout, ho, wo]`.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    ho: usize,
+    wo: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geom {
+    /// Rows of the im2col matrix: one per (input channel, kernel row, kernel column).
+    fn rows(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+    fn image(&self) -> usize {
+        self.cin * self.h * self.w
+    }
+    fn out_hw(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// Output columns `[lo, hi)` whose kernel column `kw` lands inside the image.
+    fn valid_cols(&self, kw: usize) -> (usize, usize) {
+        let (s, p) = (self.stride, self.pad);
+        let lo = p.saturating_sub(kw).div_ceil(s).min(self.wo);
+        let hi = if self.w + p > kw {
+            (self.w + p - kw).div_ceil(s).min(self.wo)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    }
+    /// The image row that output row `oh` reads with kernel row `kh`, if inside.
+    fn in_row(&self, oh: usize, kh: usize) -> Option<usize> {
+        (oh * self.stride + kh)
+            .checked_sub(self.pad)
+            .filter(|&r| r < self.h)
+    }
+}
+
+/// Writes the im2col matrix of one image (`[cin, h, w]`) to `dst`: `rows()` rows of
+/// `out_hw()` values each, rows `ld` apart.
+///
+/// # Safety
+/// `dst` must be valid for writes of `(rows() − 1)·ld + out_hw()` values, and no one else
+/// may access those values meanwhile.
+unsafe fn im2col(g: &Geom, x: &[f32], dst: *mut f32, ld: usize) {
+    let (k, s) = (g.k, g.stride);
+    let (hw, wo) = (g.h * g.w, g.wo);
+    for ci in 0..g.cin {
+        let xc = &x[ci * hw..(ci + 1) * hw];
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = (ci * k + kh) * k + kw;
+                let r = std::slice::from_raw_parts_mut(dst.add(row * ld), g.out_hw());
+                let (lo, hi) = g.valid_cols(kw);
+                for oh in 0..g.ho {
+                    let seg = &mut r[oh * wo..(oh + 1) * wo];
+                    let Some(ih) = g.in_row(oh, kh) else {
+                        seg.fill(0.0);
+                        continue;
+                    };
+                    seg[..lo].fill(0.0);
+                    seg[hi..].fill(0.0);
+                    if lo == hi {
+                        continue;
+                    }
+                    let xr = &xc[ih * g.w..(ih + 1) * g.w];
+                    let first = lo * s + kw - g.pad;
+                    if s == 1 {
+                        seg[lo..hi].copy_from_slice(&xr[first..first + hi - lo]);
+                    } else {
+                        for (o, v) in seg[lo..hi].iter_mut().zip(xr[first..].iter().step_by(s)) {
+                            *o = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds an im2col-shaped matrix (`[rows(), out_hw()]`, contiguous) back onto an image
+/// `[cin, h, w]`: the adjoint of [`im2col`].
+fn col2im(g: &Geom, cols: &[f32], x: &mut [f32]) {
+    let (k, s) = (g.k, g.stride);
+    let (hw, wo) = (g.h * g.w, g.wo);
+    for ci in 0..g.cin {
+        let xc = &mut x[ci * hw..(ci + 1) * hw];
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = (ci * k + kh) * k + kw;
+                let r = &cols[row * g.out_hw()..(row + 1) * g.out_hw()];
+                let (lo, hi) = g.valid_cols(kw);
+                if lo == hi {
+                    continue;
+                }
+                for oh in 0..g.ho {
+                    let Some(ih) = g.in_row(oh, kh) else {
+                        continue;
+                    };
+                    let seg = &r[oh * wo + lo..oh * wo + hi];
+                    let xr = &mut xc[ih * g.w..(ih + 1) * g.w];
+                    let first = lo * s + kw - g.pad;
+                    if s == 1 {
+                        for (o, v) in xr[first..first + hi - lo].iter_mut().zip(seg) {
+                            *o += *v;
+                        }
+                    } else {
+                        for (o, v) in xr[first..].iter_mut().step_by(s).zip(seg) {
+                            *o += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst = [dst +] lhs · rhs` for row/column-strided f32 matrices (`m`×`k` times `k`×`n`).
+///
+/// # Safety
+/// All three matrices must be valid for their shapes and strides; `dst` must not overlap
+/// the others.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    parallelism: Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        dst_cs as isize,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// Runs `f(item, output, scratch, gemm parallelism)` for every batch item: items in
+/// parallel (each GEMM single-threaded) when there are enough of them, else one after the
+/// other with multi-threaded GEMMs. Each item's output is written by one call only.
+fn per_item<F>(n: usize, out: &mut [f32], out_len: usize, f: F)
+where
+    F: Fn(usize, &mut [f32], &mut Vec<f32>, Parallelism) + Sync,
+{
+    if out.is_empty() || out_len == 0 {
+        return;
+    }
+    let t = threads();
+    if n > 1 && t > 1 {
+        out.par_chunks_mut(out_len)
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (i, o)| {
+                f(i, o, scratch, Parallelism::None)
+            });
+    } else {
+        let par = if t > 1 {
+            Parallelism::Rayon(t)
+        } else {
+            Parallelism::None
+        };
+        let mut scratch = Vec::new();
+        for (i, o) in out.chunks_mut(out_len).enumerate() {
+            f(i, o, &mut scratch, par);
+        }
+    }
+}
+
+/// conv2d forward: `y[n] = W [cout, rows] · im2col(x[n]) [rows, out_hw]`.
+fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (rows, ohw) = (g.rows(), g.out_hw());
+    let mut y = vec![0f32; g.n * g.cout * ohw];
+    per_item(g.n, &mut y, g.cout * ohw, |i, y_n, cols, par| {
+        cols.resize(rows * ohw, 0.0);
+        let x_n = &x[i * g.image()..(i + 1) * g.image()];
+        // SAFETY: `cols` holds rows·ohw values; `y_n` holds cout·ohw, `w` cout·rows.
+        unsafe {
+            im2col(g, x_n, cols.as_mut_ptr(), ohw);
+            sgemm(
+                (g.cout, ohw, rows),
+                y_n.as_mut_ptr(),
+                (ohw, 1),
+                false,
+                w.as_ptr(),
+                (rows, 1),
+                cols.as_ptr(),
+                (ohw, 1),
+                par,
+            );
+        }
+    });
+    y
+}
+
+/// conv2d input gradient (= conv_transpose2d forward):
+/// `dx[n] = col2im(Wᵀ [rows, cout] · dy[n] [cout, out_hw])`.
+fn conv_bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let (rows, ohw) = (g.rows(), g.out_hw());
+    let mut dx = vec![0f32; g.n * g.image()];
+    per_item(g.n, &mut dx, g.image(), |i, dx_n, cols, par| {
+        cols.resize(rows * ohw, 0.0);
+        let dy_n = &dy[i * g.cout * ohw..(i + 1) * g.cout * ohw];
+        // SAFETY: `cols` holds rows·ohw values, `dy_n` cout·ohw, `w` cout·rows.
+        unsafe {
+            sgemm(
+                (rows, ohw, g.cout),
+                cols.as_mut_ptr(),
+                (ohw, 1),
+                false,
+                w.as_ptr(),
+                (1, rows),
+                dy_n.as_ptr(),
+                (ohw, 1),
+                par,
+            );
+        }
+        col2im(g, cols, dx_n);
+    });
+    dx
+}
+
+/// Batch items per weight-gradient chunk are chosen so that there are at most this many
+/// chunks; a fixed count (not the thread count) keeps the summation order, and so the
+/// result, the same on every machine.
+const WEIGHT_GRAD_CHUNKS: usize = 8;
+
+/// conv2d weight gradient: `dW [cout, rows] = Σₙ dy[n] [cout, out_hw] · im2col(x[n])ᵀ`.
+/// The batch is cut into fixed chunks; each chunk is one GEMM over its items' columns,
+/// and the chunks' partial sums are added in order.
+fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (rows, ohw) = (g.rows(), g.out_hw());
+    let size = g.cout * rows;
+    let per_chunk = g.n.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
+    let chunks = g.n.div_ceil(per_chunk);
+    let t = threads();
+    // Chunks in parallel when there are several; a lone chunk uses a parallel GEMM.
+    let inner = if chunks > 1 || t == 1 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(t)
+    };
+    let partial = |c: usize| -> Vec<f32> {
+        let items = c * per_chunk..((c + 1) * per_chunk).min(g.n);
+        let m = items.len();
+        let ld = m * ohw;
+        let mut cols = vec![0f32; rows * ld];
+        let mut dyt = vec![0f32; g.cout * ld];
+        for (j, i) in items.enumerate() {
+            let x_i = &x[i * g.image()..(i + 1) * g.image()];
+            // SAFETY: rows of `ld` values from column j·ohw stay inside `cols`.
+            unsafe { im2col(g, x_i, cols.as_mut_ptr().add(j * ohw), ld) };
+            for o in 0..g.cout {
+                let src = &dy[(i * g.cout + o) * ohw..(i * g.cout + o + 1) * ohw];
+                dyt[o * ld + j * ohw..o * ld + (j + 1) * ohw].copy_from_slice(src);
+            }
+        }
+        let mut dw = vec![0f32; size];
+        // SAFETY: `dw` is cout×rows, `dyt` cout×ld, `cols` rows×ld (read transposed).
+        unsafe {
+            sgemm(
+                (g.cout, rows, ld),
+                dw.as_mut_ptr(),
+                (rows, 1),
+                false,
+                dyt.as_ptr(),
+                (ld, 1),
+                cols.as_ptr(),
+                (1, ld),
+                inner,
+            );
+        }
+        dw
+    };
+    let partials: Vec<Vec<f32>> = if chunks > 1 && t > 1 {
+        (0..chunks).into_par_iter().map(partial).collect()
+    } else {
+        (0..chunks).map(partial).collect()
+    };
+    let mut parts = partials.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; size]);
+    for p in parts {
+        for (a, b) in dw.iter_mut().zip(&p) {
+            *a += *b;
+        }
+    }
+    dw
+}
