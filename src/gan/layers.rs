@@ -180,7 +180,11 @@ pub fn conv(
 ) -> Result<Tensor> {
     let inp = x.dim(1)?;
     let w = p.var(&format!("{name}.w"), &[out, inp, k, k])?;
-    let y = x.conv2d(&w, (k - 1) / 2, stride, 1, 1)?;
+    let y = if x.device().is_cpu() {
+        super::kernels::conv2d(x, &w, (k - 1) / 2, stride)?
+    } else {
+        x.conv2d(&w, (k - 1) / 2, stride, 1, 1)?
+    };
     add_channel_bias(p, name, y, out, bias)
 }
 
@@ -207,7 +211,11 @@ pub fn conv_up(
         (_, 1) => ((k - 1) / 2, 1),
         _ => ((k - 2) / 2, 0),
     };
-    let y = x.conv_transpose2d(&w, pad, out_pad, stride, 1)?;
+    let y = if x.device().is_cpu() {
+        super::kernels::conv_transpose2d(x, &w, pad, out_pad, stride)?
+    } else {
+        x.conv_transpose2d(&w, pad, out_pad, stride, 1)?
+    };
     add_channel_bias(p, name, y, out, bias)
 }
 
