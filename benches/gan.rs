@@ -3,14 +3,19 @@
 //! - `truchet_32`: the bundled py-truchet-gan sketch (32x32 grayscale).
 //! - `dcgan_64`: the bundled PyTorch-tutorial DCGAN (64x64 RGB).
 //!
+//! - `conv_kernels_batch64`: the custom CPU ops of `easel::gan::kernels` against Candle's
+//!   stock ops on the 64x64 DCGAN's layer shapes, forward alone and forward + backward
+//!   (gradients of x and w).
+//!
 //! Reference (same machine, earlier, see DESIGN.md): PyTorch 2.15 does the 64x64 DCGAN
 //! step in ~1.8 s.
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
 use easel::gan::data;
+use easel::gan::kernels;
 use easel::gan::train::Trainer;
 use easel::gan::DataSource;
 use easel::sketch::{self, Spec};
@@ -44,5 +49,80 @@ fn gan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gan);
+/// One convolution layer: `[64, cin, size, size]` in, kernel 4, stride 2, padding 1.
+struct Layer {
+    name: &'static str,
+    transposed: bool,
+    cin: usize,
+    cout: usize,
+    size: usize,
+}
+
+const LAYERS: &[Layer] = &[
+    // G's last two layers and D's first, as in gan_dcgan64.rhai.
+    Layer {
+        name: "convT_128to64_16to32",
+        transposed: true,
+        cin: 128,
+        cout: 64,
+        size: 16,
+    },
+    Layer {
+        name: "convT_64to3_32to64",
+        transposed: true,
+        cin: 64,
+        cout: 3,
+        size: 32,
+    },
+    Layer {
+        name: "conv_3to64_64to32",
+        transposed: false,
+        cin: 3,
+        cout: 64,
+        size: 64,
+    },
+];
+
+fn conv_kernels(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv_kernels_batch64");
+    group
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
+    let dev = Device::Cpu;
+    for l in LAYERS {
+        let x = Tensor::randn(0f32, 1.0, (64, l.cin, l.size, l.size), &dev).unwrap();
+        let wshape = if l.transposed {
+            (l.cin, l.cout, 4, 4)
+        } else {
+            (l.cout, l.cin, 4, 4)
+        };
+        let w = Tensor::randn(0f32, 0.02, wshape, &dev).unwrap();
+        let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+        let apply = |easel: bool, x: &Tensor, w: &Tensor| -> Tensor {
+            match (l.transposed, easel) {
+                (true, true) => kernels::conv_transpose2d(x, w, 1, 0, 2),
+                (true, false) => x.conv_transpose2d(w, 1, 0, 2, 1),
+                (false, true) => kernels::conv2d(x, w, 1, 2),
+                (false, false) => x.conv2d(w, 1, 2, 1, 1),
+            }
+            .unwrap()
+        };
+        let r = apply(false, &x, &w).ones_like().unwrap();
+        for (easel, who) in [(true, "easel"), (false, "candle")] {
+            group.bench_function(format!("{}/forward/{who}", l.name), |b| {
+                b.iter(|| apply(easel, &x, &w))
+            });
+            group.bench_function(format!("{}/fwd_bwd/{who}", l.name), |b| {
+                b.iter(|| {
+                    let y = apply(easel, xv.as_tensor(), wv.as_tensor());
+                    (y * &r).unwrap().sum_all().unwrap().backward().unwrap()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv_kernels, gan);
 criterion_main!(benches);
