@@ -159,9 +159,17 @@ impl CustomOp2 for Conv2d {
             output_padding(h, ho, k, p, s),
             output_padding(wd, wo, k, p, s),
         );
-        let dx = conv_transpose2d_hw(grad, w, p, op, s)?;
-        let dw = conv2d_weight_grad(x, grad, k, p, s)?;
-        Ok((Some(dx), Some(dw)))
+        // Skip gradients nobody asked for (e.g. the input gradient of D's first layer on
+        // real images).
+        let dx = x
+            .track_op()
+            .then(|| conv_transpose2d_hw(grad, w, p, op, s))
+            .transpose()?;
+        let dw = w
+            .track_op()
+            .then(|| conv2d_weight_grad(x, grad, k, p, s))
+            .transpose()?;
+        Ok((dx, dw))
     }
 }
 
@@ -227,9 +235,12 @@ impl CustomOp2 for ConvTranspose2d {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, _, k, _) = w.dims4()?;
         let (p, s) = (self.padding, self.stride);
-        let dx = conv2d(grad, w, p, s)?;
-        let dw = conv2d_weight_grad(grad, x, k, p, s)?;
-        Ok((Some(dx), Some(dw)))
+        let dx = x.track_op().then(|| conv2d(grad, w, p, s)).transpose()?;
+        let dw = w
+            .track_op()
+            .then(|| conv2d_weight_grad(grad, x, k, p, s))
+            .transpose()?;
+        Ok((dx, dw))
     }
 }
 
@@ -289,9 +300,12 @@ impl CustomOp2 for WeightGrad {
             output_padding(h, ho, k, p, s),
             output_padding(w, wo, k, p, s),
         );
-        let dx = conv_transpose2d_hw(dy, grad, p, op, s)?;
-        let ddy = conv2d(x, grad, p, s)?;
-        Ok((Some(dx), Some(ddy)))
+        let dx = x
+            .track_op()
+            .then(|| conv_transpose2d_hw(dy, grad, p, op, s))
+            .transpose()?;
+        let ddy = dy.track_op().then(|| conv2d(x, grad, p, s)).transpose()?;
+        Ok((dx, ddy))
     }
 }
 
