@@ -193,3 +193,30 @@ fn rejects_other_dtypes_and_bad_shapes() {
     let w = random(&[3, 4, 3, 3], 2);
     assert!(kernels::conv2d(&x, &w, 1, 1).is_err());
 }
+
+/// Big enough inputs that the weight gradient is summed over several batch chunks: a
+/// small gradient (chunks in parallel, partial sums) and a large one (chunks in turn).
+#[test]
+fn weight_grad_over_several_chunks() {
+    for (i, (xs, ws, p)) in [
+        ([5, 3, 120, 136], [2, 3, 4, 4], 2),
+        ([12, 256, 8, 8], [16, 256, 4, 4], 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = random(&xs, 11);
+        let wt = random(&ws, 12);
+        let (y, dx, dw) = run(&x, &wt, 13, |x, w| kernels::conv2d(x, w, p, 1));
+        let (ry, rdx, rdw) = run(&x, &wt, 13, |x, w| x.conv2d(w, p, 1, 1, 1));
+        assert_close(&y, &ry, &format!("case {i}: forward"));
+        assert_close(&dx, &rdx, &format!("case {i}: grad x"));
+        assert_close(&dw, &rdw, &format!("case {i}: grad w"));
+        let again = run(&x, &wt, 13, |x, w| kernels::conv2d(x, w, p, 1)).2;
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            dw.flatten_all().unwrap().to_vec1().unwrap(),
+            again.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert!(a == b, "case {i}: weight gradient differs between runs");
+    }
+}

@@ -591,69 +591,161 @@ fn conv_bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     dx
 }
 
-/// Batch items per weight-gradient chunk are chosen so that there are at most this many
-/// chunks; a fixed count (not the thread count) keeps the summation order, and so the
-/// result, the same on every machine.
-const WEIGHT_GRAD_CHUNKS: usize = 8;
+/// Values of im2col matrix per weight-gradient chunk (8 MiB): big enough for long GEMMs,
+/// small enough to stay out of the way.
+const WEIGHT_GRAD_CHUNK: usize = 1 << 21;
+
+/// A pointer that rayon tasks may share; each task writes a disjoint part.
+#[derive(Clone, Copy)]
+struct SharedPtr(*mut f32);
+// SAFETY: only used for writes to disjoint regions, joined before the buffer is read.
+unsafe impl Send for SharedPtr {}
+unsafe impl Sync for SharedPtr {}
+impl SharedPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Weight gradients with fewer values than this are too small for a GEMM to split
+/// among threads; their batch chunks run in parallel instead, each into its own partial
+/// sum.
+const SMALL_WEIGHT_GRAD: usize = 1 << 16;
 
 /// conv2d weight gradient: `dW [cout, rows] = Σₙ dy[n] [cout, out_hw] · im2col(x[n])ᵀ`.
-/// The batch is cut into fixed chunks; each chunk is one GEMM over its items' columns,
-/// and the chunks' partial sums are added in order.
+///
+/// The batch goes in chunks: each chunk's items are unfolded side by side and multiplied
+/// in one GEMM. A large `dW` is accumulated chunk after chunk by a GEMM whose threads
+/// split `dW`, never the sum; a small one gets a partial sum per chunk, chunks in
+/// parallel, partials added in chunk order. Chunks and mode depend on the shapes only, so
+/// the summation order, and the result, are the same on every run and machine.
 fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (rows, ohw) = (g.rows(), g.out_hw());
     let size = g.cout * rows;
-    let per_chunk = g.n.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
+    if g.n == 0 || size == 0 || ohw == 0 {
+        return vec![0f32; size];
+    }
+    let small = size < SMALL_WEIGHT_GRAD;
+    let mut chunks = g.n.div_ceil((WEIGHT_GRAD_CHUNK / (rows * ohw)).max(1));
+    if small {
+        chunks = chunks.max(8).min(g.n);
+    }
+    let per_chunk = g.n.div_ceil(chunks);
     let chunks = g.n.div_ceil(per_chunk);
     let t = threads();
-    // Chunks in parallel when there are several; a lone chunk uses a parallel GEMM.
-    let inner = if chunks > 1 || t == 1 {
-        Parallelism::None
-    } else {
+    let par = if t > 1 {
         Parallelism::Rayon(t)
+    } else {
+        Parallelism::None
     };
-    let partial = |c: usize| -> Vec<f32> {
-        let items = c * per_chunk..((c + 1) * per_chunk).min(g.n);
-        let m = items.len();
-        let ld = m * ohw;
-        let mut cols = vec![0f32; rows * ld];
-        let mut dyt = vec![0f32; g.cout * ld];
-        for (j, i) in items.enumerate() {
-            let x_i = &x[i * g.image()..(i + 1) * g.image()];
-            // SAFETY: rows of `ld` values from column j·ohw stay inside `cols`.
-            unsafe { im2col(g, x_i, cols.as_mut_ptr().add(j * ohw), ld) };
-            for o in 0..g.cout {
-                let src = &dy[(i * g.cout + o) * ohw..(i * g.cout + o + 1) * ohw];
-                dyt[o * ld + j * ohw..o * ld + (j + 1) * ohw].copy_from_slice(src);
+    let cap = per_chunk * ohw;
+    let range = |c: usize| c * per_chunk..((c + 1) * per_chunk).min(g.n);
+    if small && chunks > 1 && t > 1 {
+        let partials: Vec<Vec<f32>> = (0..chunks)
+            .into_par_iter()
+            .map(|c| {
+                let mut cols = vec![0f32; rows * cap];
+                let mut dyt = vec![0f32; g.cout * cap];
+                let mut dw = vec![0f32; size];
+                weight_grad_chunk(
+                    g,
+                    x,
+                    dy,
+                    range(c),
+                    (&mut cols, &mut dyt),
+                    &mut dw,
+                    false,
+                    Parallelism::None,
+                );
+                dw
+            })
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().expect("one chunk at least");
+        for p in parts {
+            for (a, b) in dw.iter_mut().zip(&p) {
+                *a += *b;
             }
         }
+        dw
+    } else {
+        let mut cols = vec![0f32; rows * cap];
+        let mut dyt = vec![0f32; g.cout * cap];
         let mut dw = vec![0f32; size];
-        // SAFETY: `dw` is cout×rows, `dyt` cout×ld, `cols` rows×ld (read transposed).
-        unsafe {
-            sgemm(
-                (g.cout, rows, ld),
-                dw.as_mut_ptr(),
-                (rows, 1),
-                false,
-                dyt.as_ptr(),
-                (ld, 1),
-                cols.as_ptr(),
-                (1, ld),
-                inner,
+        for c in 0..chunks {
+            weight_grad_chunk(
+                g,
+                x,
+                dy,
+                range(c),
+                (&mut cols, &mut dyt),
+                &mut dw,
+                c > 0,
+                par,
             );
         }
         dw
-    };
-    let partials: Vec<Vec<f32>> = if chunks > 1 && t > 1 {
-        (0..chunks).into_par_iter().map(partial).collect()
-    } else {
-        (0..chunks).map(partial).collect()
-    };
-    let mut parts = partials.into_iter();
-    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; size]);
-    for p in parts {
-        for (a, b) in dw.iter_mut().zip(&p) {
-            *a += *b;
-        }
     }
-    dw
+}
+
+/// `dw [+]= dyᵀ · colsᵀ` over the batch items `items`, using the scratch buffers `cols`
+/// (≥ rows·items·out_hw values) and `dyt` (≥ cout·items·out_hw). With a parallel GEMM, the
+/// unfolding runs in parallel too.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_chunk(
+    g: &Geom,
+    x: &[f32],
+    dy: &[f32],
+    items: std::ops::Range<usize>,
+    (cols, dyt): (&mut [f32], &mut [f32]),
+    dw: &mut [f32],
+    accumulate: bool,
+    par: Parallelism,
+) {
+    let (rows, ohw) = (g.rows(), g.out_hw());
+    let first = items.start;
+    let ld = items.len() * ohw;
+    assert!(cols.len() >= rows * ld && dyt.len() >= g.cout * ld && dw.len() == g.cout * rows);
+    let parallel = !matches!(par, Parallelism::None);
+    let cols_ptr = SharedPtr(cols.as_mut_ptr());
+    let unfold = |j: usize| {
+        let i = first + j;
+        let x_i = &x[i * g.image()..(i + 1) * g.image()];
+        // SAFETY: item j writes columns [j·ohw, (j+1)·ohw) of rows `ld` apart, inside
+        // `cols` (asserted above) and disjoint from other items.
+        unsafe { im2col(g, x_i, cols_ptr.get().add(j * ohw), ld) };
+    };
+    let transpose = |(o, row): (usize, &mut [f32])| {
+        for (j, seg) in row.chunks_mut(ohw).enumerate() {
+            let at = ((first + j) * g.cout + o) * ohw;
+            seg.copy_from_slice(&dy[at..at + ohw]);
+        }
+    };
+    if parallel {
+        (0..items.len()).into_par_iter().for_each(unfold);
+        dyt[..g.cout * ld]
+            .par_chunks_mut(ld)
+            .enumerate()
+            .for_each(transpose);
+    } else {
+        (0..items.len()).for_each(unfold);
+        dyt[..g.cout * ld]
+            .chunks_mut(ld)
+            .enumerate()
+            .for_each(transpose);
+    }
+    // SAFETY: `dw` is cout×rows, `dyt` cout×ld, `cols` rows×ld (read transposed).
+    unsafe {
+        sgemm(
+            (g.cout, rows, ld),
+            dw.as_mut_ptr(),
+            (rows, 1),
+            accumulate,
+            dyt.as_ptr(),
+            (ld, 1),
+            cols.as_ptr(),
+            (1, ld),
+            par,
+        );
+    }
 }
