@@ -46,7 +46,8 @@ fn run(
 }
 
 /// (batch, in channels, h, w, out channels, kernel, padding, stride)
-const CONV: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
+const CONV: &[ConvCase] = &[
     (1, 1, 7, 5, 3, 3, 1, 1),
     (2, 3, 9, 7, 2, 3, 1, 2),
     (3, 3, 8, 6, 4, 4, 1, 2),
@@ -72,7 +73,7 @@ fn conv2d_matches_candle() {
 }
 
 /// (batch, in channels, h, w, out channels, kernel, padding, output padding, stride)
-const CONV_T: &[(
+type ConvTCase = (
     usize,
     usize,
     usize,
@@ -82,7 +83,8 @@ const CONV_T: &[(
     usize,
     usize,
     usize,
-)] = &[
+);
+const CONV_T: &[ConvTCase] = &[
     (1, 1, 4, 3, 3, 4, 1, 0, 2),
     (2, 3, 3, 5, 1, 3, 1, 1, 2),
     (10, 3, 5, 4, 3, 5, 2, 0, 1),
