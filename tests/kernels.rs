@@ -222,3 +222,46 @@ fn weight_grad_over_several_chunks() {
         assert!(a == b, "case {i}: weight gradient differs between runs");
     }
 }
+
+/// Gradients of gradients: the weight gradient's own backward pass (through the
+/// transposed op) agrees with Candle's.
+#[test]
+fn second_order_gradients() {
+    let (p, s) = (1, 2);
+    let x = random(&[2, 3, 7, 9], 21);
+    let wt = random(&[4, 3, 3, 3], 22);
+    let grads2 = |f: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>| -> (Tensor, Tensor) {
+        let xv = Var::from_tensor(&x).unwrap();
+        let wv = Var::from_tensor(&wt).unwrap();
+        let y = f(xv.as_tensor(), wv.as_tensor()).unwrap();
+        let r = random(y.dims(), 23);
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let (dx, dw) = (
+            g.get(xv.as_tensor()).unwrap(),
+            g.get(wv.as_tensor()).unwrap(),
+        );
+        let q = random(dw.dims(), 24);
+        let u = random(dx.dims(), 25);
+        let l2 = ((dw * &q).unwrap().sum_all().unwrap() + (dx * &u).unwrap().sum_all().unwrap())
+            .unwrap();
+        let g2 = l2.backward().unwrap();
+        (
+            g2.get(xv.as_tensor()).unwrap().clone(),
+            g2.get(wv.as_tensor()).unwrap().clone(),
+        )
+    };
+    let (ddx, ddw) = grads2(&|x, w| kernels::conv2d(x, w, p, s));
+    let (rdx, rdw) = grads2(&|x, w| x.conv2d(w, p, s, 1, 1));
+    for t in [&rdx, &rdw] {
+        let m = t
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(m > 0.1, "trivial second-order gradient");
+    }
+    assert_close(&ddx, &rdx, "d(grads)/dx");
+    assert_close(&ddw, &rdw, "d(grads)/dw");
+}
