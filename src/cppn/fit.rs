@@ -109,7 +109,7 @@ pub fn fit(
         }
         // The renderer maps [−1, 1]-ranged outputs to [0, 1]; train in the same units.
         match start.layers.last().map(|l| l.activation) {
-            Some(Activation::Tanh | Activation::Sin | Activation::Cos) => Ok(h.affine(0.5, 0.5)?),
+            Some(a) if a.ranges_over_minus_one_to_one() => Ok(h.affine(0.5, 0.5)?),
             _ => Ok(h),
         }
     };

@@ -51,6 +51,14 @@ impl Activation {
         Self::NAMES[Self::ALL.iter().position(|a| *a == self).expect("listed")]
     }
 
+    /// Whether outputs span [−1, 1] (and are shifted to [0, 1] as colours).
+    pub fn ranges_over_minus_one_to_one(self) -> bool {
+        matches!(
+            self,
+            Activation::Tanh | Activation::Sin | Activation::Cos | Activation::Sign
+        )
+    }
+
     /// The exact value, in f64, for the reference implementation.
     pub fn reference(self, x: f64) -> f64 {
         match self {

@@ -318,9 +318,10 @@ fn output_block<const FMA: bool, const B: usize>(
 /// Maps an output value to [0, 1]: activations with range [−1, 1] are shifted.
 #[inline(always)]
 fn unit_range(v: f32, act: Activation) -> f32 {
-    let v = match act {
-        Activation::Tanh | Activation::Sin | Activation::Cos | Activation::Sign => (v + 1.0) * 0.5,
-        _ => v,
+    let v = if act.ranges_over_minus_one_to_one() {
+        (v + 1.0) * 0.5
+    } else {
+        v
     };
     if v.is_nan() {
         0.0
@@ -330,9 +331,10 @@ fn unit_range(v: f32, act: Activation) -> f32 {
 }
 
 fn unit_range_f64(v: f64, act: Activation) -> f64 {
-    let v = match act {
-        Activation::Tanh | Activation::Sin | Activation::Cos | Activation::Sign => (v + 1.0) * 0.5,
-        _ => v,
+    let v = if act.ranges_over_minus_one_to_one() {
+        (v + 1.0) * 0.5
+    } else {
+        v
     };
     if v.is_nan() {
         0.0
