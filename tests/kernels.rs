@@ -265,3 +265,60 @@ fn second_order_gradients() {
     assert_close(&ddx, &rdx, "d(grads)/dx");
     assert_close(&ddw, &rdw, "d(grads)/dw");
 }
+
+/// The fused batch norm agrees with the same normalisation written in Candle ops.
+#[test]
+fn batch_norm_matches_candle() {
+    for (i, shape) in [vec![4, 3, 5, 7], vec![6, 5], vec![1, 2, 3, 3]]
+        .into_iter()
+        .enumerate()
+    {
+        let c = shape[1];
+        let x = random(&shape, 70 + i as u64).affine(3.0, 0.5).unwrap();
+        let gamma = random(&[c], 80 + i as u64);
+        let beta = random(&[c], 90 + i as u64);
+        let mut bshape = vec![1; shape.len()];
+        bshape[1] = c;
+        let dims: Vec<usize> = (0..shape.len()).filter(|&d| d != 1).collect();
+        let run = |fused: bool| {
+            let (xv, gv, bv) = (
+                Var::from_tensor(&x).unwrap(),
+                Var::from_tensor(&gamma).unwrap(),
+                Var::from_tensor(&beta).unwrap(),
+            );
+            let (x, g, b) = (xv.as_tensor(), gv.as_tensor(), bv.as_tensor());
+            let (y, mean, var) = if fused {
+                kernels::batch_norm_train(x, g, b, 1e-5).unwrap()
+            } else {
+                let mean = x.mean_keepdim(dims.as_slice()).unwrap();
+                let centered = x.broadcast_sub(&mean).unwrap();
+                let var = centered
+                    .sqr()
+                    .unwrap()
+                    .mean_keepdim(dims.as_slice())
+                    .unwrap();
+                let y = centered
+                    .broadcast_div(&(&var + 1e-5).unwrap().sqrt().unwrap())
+                    .unwrap()
+                    .broadcast_mul(&g.reshape(bshape.as_slice()).unwrap())
+                    .unwrap()
+                    .broadcast_add(&b.reshape(bshape.as_slice()).unwrap())
+                    .unwrap();
+                (y, mean.flatten_all().unwrap(), var.flatten_all().unwrap())
+            };
+            let r = random(&shape, 99);
+            let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let get = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
+            (y, mean.detach(), var.detach(), get(&xv), get(&gv), get(&bv))
+        };
+        let a = run(true);
+        let b = run(false);
+        let case = format!("batch norm case {i} {shape:?}");
+        assert_close(&a.0, &b.0, &format!("{case}: forward"));
+        assert_close(&a.1, &b.1, &format!("{case}: mean"));
+        assert_close(&a.2, &b.2, &format!("{case}: var"));
+        assert_close(&a.3, &b.3, &format!("{case}: grad x"));
+        assert_close(&a.4, &b.4, &format!("{case}: grad gamma"));
+        assert_close(&a.5, &b.5, &format!("{case}: grad beta"));
+    }
+}

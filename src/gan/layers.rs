@@ -268,19 +268,21 @@ pub fn norm(p: &mut Params, name: &str, x: &Tensor, kind: Norm, ctx: &Ctx) -> Re
                 format!("{name}.running_mean"),
                 format!("{name}.running_var"),
             );
+            if ctx.train && x.device().is_cpu() {
+                // One fused op (forward and backward) instead of Candle's strided
+                // reductions; same result to rounding.
+                let gamma = p.var(&format!("{name}.gamma"), &[c])?;
+                let beta = p.var(&format!("{name}.beta"), &[c])?;
+                let (y, m, v) = super::kernels::batch_norm_train(x, &gamma, &beta, 1e-5)?;
+                update_running_stats(p, &mean_name, &var_name, c, m, v)?;
+                return Ok(y);
+            }
             if ctx.train {
                 let mean = x.mean_keepdim(dims.as_slice())?;
                 let centered = x.broadcast_sub(&mean)?;
                 let var = centered.sqr()?.mean_keepdim(dims.as_slice())?;
-                let old_mean =
-                    p.buffer(&mean_name)
-                        .unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
-                let old_var =
-                    p.buffer(&var_name)
-                        .unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
                 let (m, v) = (mean.flatten_all()?.detach(), var.flatten_all()?.detach());
-                p.set_buffer(&mean_name, ((old_mean * 0.9)? + (m * 0.1)?)?);
-                p.set_buffer(&var_name, ((old_var * 0.9)? + (v * 0.1)?)?);
+                update_running_stats(p, &mean_name, &var_name, c, m, v)?;
                 centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?
             } else {
                 let mean = p
@@ -308,6 +310,26 @@ pub fn norm(p: &mut Params, name: &str, x: &Tensor, kind: Norm, ctx: &Ctx) -> Re
         .var(&format!("{name}.beta"), &[c])?
         .reshape(shape.as_slice())?;
     normalised.broadcast_mul(&gamma)?.broadcast_add(&beta)
+}
+
+/// Running statistics with momentum 0.1, as PyTorch: `r ← 0.9·r + 0.1·batch`.
+fn update_running_stats(
+    p: &Params,
+    mean_name: &str,
+    var_name: &str,
+    c: usize,
+    mean: Tensor,
+    var: Tensor,
+) -> Result<()> {
+    let old_mean = p
+        .buffer(mean_name)
+        .unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
+    let old_var = p
+        .buffer(var_name)
+        .unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
+    p.set_buffer(mean_name, ((old_mean * 0.9)? + (mean * 0.1)?)?);
+    p.set_buffer(var_name, ((old_var * 0.9)? + (var * 0.1)?)?);
+    Ok(())
 }
 
 /// Inverted dropout with a mask drawn from `ctx.dropout_seed` and the layer name.
