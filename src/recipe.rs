@@ -62,10 +62,6 @@ pub fn write_png(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Re
 
 /// Runs `write` on a temporary file next to `path`, then renames it into place.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let tmp = tmp_path(path);
     let result = (|| {
         let mut file =
@@ -80,8 +76,40 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    let _ = dir;
     result
+}
+
+/// Writes equally sized frames as a looping GIF, atomically. Colour quantisation
+/// (NeuQuant) is the slow part, so frames are quantised in parallel, then written in order.
+pub fn write_gif(path: &Path, frames: &[image::RgbImage], delay_centiseconds: u16) -> Result<()> {
+    let Some(first) = frames.first() else {
+        bail!("no frames to write to {}", path.display())
+    };
+    let (w, h) = first.dimensions();
+    if w > u16::MAX as u32 || h > u16::MAX as u32 {
+        bail!("GIF frames are at most 65535 pixels a side, got {w}x{h}");
+    }
+    if frames.iter().any(|f| f.dimensions() != (w, h)) {
+        bail!("GIF frames must all be {w}x{h}");
+    }
+    use rayon::prelude::*;
+    let quantised: Vec<gif::Frame> = frames
+        .par_iter()
+        .map(|img| {
+            let mut f = gif::Frame::from_rgb_speed(w as u16, h as u16, img.as_raw(), 10);
+            f.delay = delay_centiseconds;
+            f
+        })
+        .collect();
+    write_atomically(path, |file| {
+        let mut enc = gif::Encoder::new(std::io::BufWriter::new(file), w as u16, h as u16, &[])?;
+        enc.set_repeat(gif::Repeat::Infinite)?;
+        for f in &quantised {
+            enc.write_frame(f)?;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

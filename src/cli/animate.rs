@@ -1,6 +1,4 @@
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -77,25 +75,18 @@ pub fn run(args: AnimateArgs) -> Result<()> {
         return Ok(());
     }
 
-    // Colour quantisation (NeuQuant) is the slow part of GIF writing: do it for all frames
-    // in parallel, then write them in order.
-    let (w, h) = (spec.width as u16, spec.height as u16);
-    if spec.width > u16::MAX as u32 || spec.height > u16::MAX as u32 {
-        bail!("GIF frames are at most 65535 pixels a side");
-    }
     let delay = (100.0 / fps).round().max(1.0) as u16;
-    let gif_frames: Vec<gif::Frame> = (0..frames)
+    let images: Vec<image::RgbImage> = (0..frames)
         .into_par_iter()
         .map(|k| {
             let rgb = animate::frame(&spec, &net, k, frames).to_rgb8();
-            let mut f = gif::Frame::from_rgb_speed(w, h, rgb.as_raw(), 10);
-            f.delay = delay;
             bar.inc(1);
-            f
+            rgb
         })
         .collect();
     bar.finish_and_clear();
-    write_gif(&args.output, w, h, &gif_frames)?;
+    recipe::write_gif(&args.output, &images, delay)?;
+    let (w, h) = (spec.width, spec.height);
     eprintln!(
         "wrote {} ({frames} frames, {}x{}, {fps} fps, loops)",
         args.output.display(),
@@ -103,16 +94,4 @@ pub fn run(args: AnimateArgs) -> Result<()> {
         h
     );
     Ok(())
-}
-
-fn write_gif(path: &Path, w: u16, h: u16, frames: &[gif::Frame]) -> Result<()> {
-    recipe::write_atomically(path, |file: &mut File| {
-        let mut enc = gif::Encoder::new(BufWriter::new(file), w, h, &[])?;
-        enc.set_repeat(gif::Repeat::Infinite)?;
-        for f in frames {
-            enc.write_frame(f)?;
-        }
-        Ok(())
-    })
-    .with_context(|| format!("writing {}", path.display()))
 }

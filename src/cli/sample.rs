@@ -155,17 +155,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         )?;
         frames.push(grid(&images, args.threshold)?.to_rgb8());
     }
-    let (w, h) = frames[0].dimensions();
-    recipe::write_atomically(&args.output, |f| {
-        let mut enc = gif::Encoder::new(std::io::BufWriter::new(f), w as u16, h as u16, &[])?;
-        enc.set_repeat(gif::Repeat::Infinite)?;
-        for img in &frames {
-            let mut frame = gif::Frame::from_rgb_speed(w as u16, h as u16, img.as_raw(), 10);
-            frame.delay = 6;
-            enc.write_frame(&frame)?;
-        }
-        Ok(())
-    })?;
+    recipe::write_gif(&args.output, &frames, 6)?;
     eprintln!(
         "wrote {} ({} frames of {n} samples, loops)",
         args.output.display(),

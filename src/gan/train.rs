@@ -537,15 +537,12 @@ pub fn write_timelapse(run: &RunDir) -> Result<()> {
         .iter()
         .filter_map(|p| image::open(p).ok().map(|i| i.to_rgb8()))
         .collect();
-    let (w, h) = frames[0].dimensions();
-    recipe::write_atomically(&run.timelapse(), |f| {
-        let mut enc = gif::Encoder::new(std::io::BufWriter::new(f), w as u16, h as u16, &[])?;
-        enc.set_repeat(gif::Repeat::Infinite)?;
-        for img in frames.iter().filter(|i| i.dimensions() == (w, h)) {
-            let mut frame = gif::Frame::from_rgb_speed(w as u16, h as u16, img.as_raw(), 10);
-            frame.delay = 20;
-            enc.write_frame(&frame)?;
-        }
-        Ok(())
-    })
+    let Some(size) = frames.first().map(|f| f.dimensions()) else {
+        return Ok(());
+    };
+    let frames: Vec<image::RgbImage> = frames
+        .into_iter()
+        .filter(|f| f.dimensions() == size)
+        .collect();
+    recipe::write_gif(&run.timelapse(), &frames, 20)
 }

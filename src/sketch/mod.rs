@@ -238,24 +238,16 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
         ));
     }
     let kind = map.choice("kind", "sketch kind", KINDS, "")?;
+    // Paths inside a sketch (textures, fit images, data) are relative to its folder.
+    let dir = map
+        .file()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let spec = match kind.as_str() {
         "truchet" => Spec::Truchet(TruchetSpec::parse(&mut map, script)?),
-        "cppn" => {
-            let dir = map
-                .file()
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            Spec::Cppn(CppnSpec::parse(&mut map, &dir)?)
-        }
-        "gan" => {
-            let dir = map
-                .file()
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            Spec::Gan(GanSpec::parse(&mut map, &dir)?)
-        }
+        "cppn" => Spec::Cppn(CppnSpec::parse(&mut map, &dir)?),
+        "gan" => Spec::Gan(GanSpec::parse(&mut map, &dir)?),
         _ => unreachable!("choice() only returns listed kinds"),
     };
     map.finish()?;
