@@ -9,4 +9,5 @@ pub mod gan;
 pub mod recipe;
 pub mod run;
 pub mod sketch;
+pub mod studio;
 pub mod truchet;

@@ -1,4 +1,5 @@
-//! The command line: `easel render | dataset | check | gallery`.
+//! The command line: `easel [studio] | watch | render | animate | sweep | train | sample |
+//! dataset | check | gallery`.
 
 mod animate;
 mod check;
@@ -9,7 +10,9 @@ mod sample;
 mod sweep;
 mod train;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::studio::{self, Graphics};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +25,7 @@ use clap::{Parser, Subcommand};
     long_about = "A terminal studio for live-coding generative art.\n\n\
 Sketches are Rhai scripts (see sketches/ and the README) describing Truchet tilings,\nCPPNs or GANs.\n\
 Every PNG easel writes carries its recipe, so `easel render --from FILE.png` makes it again.\n\n\
-Run with no command to preview the bundled sketches in ./sketches."
+Run with no command to open the studio on ./sketches."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -47,6 +50,30 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Print a preview of every sketch in a folder to the terminal.
     Gallery(gallery::GalleryArgs),
+    /// Open the live studio on a folder of sketches (the default with no command).
+    Studio(StudioArgs),
+    /// Attach the run panels to one run directory (live or finished), e.g. over SSH.
+    Watch(WatchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StudioArgs {
+    /// Folder of sketches; runs go to its sibling runs/, favourites to favourites/.
+    #[arg(default_value = "sketches")]
+    pub dir: PathBuf,
+    /// How to draw images: half-blocks work everywhere (SSH, tmux); `auto` asks the
+    /// terminal for kitty, sixel or iTerm2 graphics.
+    #[arg(long, value_enum, default_value = "halfblocks")]
+    pub graphics: Graphics,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    /// A run directory written by `easel train` (or by `t` in the studio).
+    pub run_dir: PathBuf,
+    /// How to draw images (see `easel studio --help`).
+    #[arg(long, value_enum, default_value = "halfblocks")]
+    pub graphics: Graphics,
 }
 
 pub fn main() -> ExitCode {
@@ -60,10 +87,9 @@ pub fn main() -> ExitCode {
         Some(Command::Sample(a)) => sample::run(a),
         Some(Command::Check(a)) => check::run(a),
         Some(Command::Gallery(a)) => gallery::run(a),
-        None => gallery::run(gallery::GalleryArgs {
-            dir: PathBuf::from("sketches"),
-            width: None,
-        }),
+        Some(Command::Studio(a)) => studio::studio(&a.dir, a.graphics),
+        Some(Command::Watch(a)) => studio::watch(&a.run_dir, a.graphics),
+        None => studio::studio(Path::new("sketches"), Graphics::Halfblocks),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

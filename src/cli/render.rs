@@ -4,8 +4,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::recipe::{self, Recipe};
-use crate::sketch::{self, Sketch};
+use crate::recipe;
+use crate::sketch;
 
 #[derive(Args, Debug)]
 pub struct RenderArgs {
@@ -62,7 +62,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         size = args.size;
     }
     let started = Instant::now();
-    let (img, recipe) = render_sketch(&sketch, class.as_deref(), seed, size)?;
+    let (img, recipe) = recipe::render(&sketch, class.as_deref(), seed, size)?;
     let took = started.elapsed();
 
     let output = match (&args.output, args.show) {
@@ -86,32 +86,4 @@ pub fn run(args: RenderArgs) -> Result<()> {
         super::gallery::show(&img, None)?;
     }
     Ok(())
-}
-
-/// Renders a sketch (or one of its classes) with optional seed and size overrides, and
-/// returns the image with the recipe that reproduces it.
-pub fn render_sketch(
-    sketch: &Sketch,
-    class: Option<&str>,
-    seed: Option<u64>,
-    size: Option<(u32, u32)>,
-) -> Result<(image::DynamicImage, Recipe)> {
-    let mut spec = sketch.class_spec(class)?.clone();
-    if let Some(s) = seed {
-        spec.set_seed(s);
-    }
-    if let Some((w, h)) = size {
-        spec.set_size(w, h);
-    }
-    let img = spec.render()?;
-    let (width, height) = spec.size();
-    let recipe = Recipe {
-        name: sketch.name(),
-        source: sketch.source.clone(),
-        seed: spec.seed(),
-        width,
-        height,
-        class: class.map(str::to_string),
-    };
-    Ok((img, recipe))
 }

@@ -14,6 +14,9 @@ use image::RgbImage;
 use super::net::{Activation, Dense, Network};
 use super::{CppnSpec, OutputMode};
 
+/// Hides the fitting progress bar (the studio owns the terminal).
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// `fit: #{ image: "…", steps: …, lr: …, size: … }` in a CPPN sketch.
 #[derive(Debug, Clone)]
 pub struct FitSpec {
@@ -205,7 +208,9 @@ pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {
         )
         .expect("template"),
     );
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed)
+        || !std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let (net, report) = fit(spec, target, &mut |step, loss| {
@@ -215,12 +220,14 @@ pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {
         }
     })?;
     bar.finish_and_clear();
-    eprintln!(
-        "fitted {} in {} steps: PSNR {:.1} dB",
-        target.image_path.display(),
-        target.steps,
-        report.psnr
-    );
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "fitted {} in {} steps: PSNR {:.1} dB",
+            target.image_path.display(),
+            target.steps,
+            report.psnr
+        );
+    }
     cache().lock().expect("fit cache").insert(k, net.clone());
     Ok(net)
 }

@@ -1,0 +1,340 @@
+//! The studio: a live terminal environment over a folder of sketches (`easel`), or over
+//! one run directory (`easel watch`).
+//!
+//! - [`app`]: state + messages + update (no I/O; unit-tested);
+//! - [`view`]: drawing, a function of the state;
+//! - [`worker`]: threads that render, watch the folder and tail runs, talking back in
+//!   messages;
+//! - this file: the terminal, the event loop, and carrying out the app's effects.
+
+pub mod app;
+pub mod view;
+pub mod worker;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use crossterm::event::{Event, KeyEventKind};
+use ratatui_image::picker::Picker;
+
+use crate::recipe;
+use crate::run::{Control, RunDir};
+use app::{App, Effect, Favourite, Mode, Msg, RenderRequest};
+
+/// How images reach the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Graphics {
+    /// Ask the terminal (briefly) and use the best protocol it answers with.
+    Auto,
+    Kitty,
+    Sixel,
+    Iterm,
+    /// Coloured half-block characters: work everywhere, over SSH and in tmux.
+    Halfblocks,
+}
+
+/// How long `--graphics auto` waits for the terminal to answer.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The studio over the sketches in `dir`; runs go to `<dir>/../runs`, favourites to
+/// `<dir>/../favourites`.
+pub fn studio(dir: &Path, graphics: Graphics) -> Result<()> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a folder of sketches (try `easel studio sketches`)",
+            dir.display()
+        );
+    }
+    let base = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let places = Places {
+        runs: Some(base.join("runs")),
+        favourites: base.join("favourites"),
+    };
+    run_studio(
+        Mode::Studio {
+            dir: dir.to_path_buf(),
+        },
+        places,
+        graphics,
+    )
+}
+
+/// The run panels attached to one run directory.
+pub fn watch(run: &Path, graphics: Graphics) -> Result<()> {
+    RunDir {
+        path: run.to_path_buf(),
+    }
+    .read_status()?;
+    let places = Places {
+        runs: None,
+        favourites: PathBuf::from("favourites"),
+    };
+    run_studio(
+        Mode::Watch {
+            run: run.to_path_buf(),
+        },
+        places,
+        graphics,
+    )
+}
+
+struct Places {
+    runs: Option<PathBuf>,
+    favourites: PathBuf,
+}
+
+fn picker(graphics: Graphics) -> Picker {
+    use ratatui_image::picker::ProtocolType;
+    let fixed = |t: ProtocolType| {
+        // A protocol was named: keep the terminal's font size if it tells us.
+        let mut p = query().unwrap_or_else(Picker::halfblocks);
+        p.set_protocol_type(t);
+        p
+    };
+    match graphics {
+        Graphics::Halfblocks => Picker::halfblocks(),
+        Graphics::Auto => query().unwrap_or_else(Picker::halfblocks),
+        Graphics::Kitty => fixed(ProtocolType::Kitty),
+        Graphics::Sixel => fixed(ProtocolType::Sixel),
+        Graphics::Iterm => fixed(ProtocolType::Iterm2),
+    }
+}
+
+fn query() -> Option<Picker> {
+    let options = ratatui_image::picker::cap_parser::QueryStdioOptions {
+        timeout: QUERY_TIMEOUT,
+        ..Default::default()
+    };
+    Picker::from_query_stdio_with_options(options).ok()
+}
+
+fn run_studio(mode: Mode, places: Places, graphics: Graphics) -> Result<()> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!(
+            "the studio needs a terminal. Without one, use `easel render`, `easel gallery` \
+             or `easel train`."
+        );
+    }
+    // The terminal is ours now: progress bars on stderr would scribble over it.
+    crate::cppn::fit::QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+    // ratatui::init restores the terminal on panic too.
+    let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
+    let result = event_loop(&mut terminal, mode, places, graphics);
+    ratatui::restore();
+    result
+}
+
+fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    mode: Mode,
+    places: Places,
+    graphics: Graphics,
+) -> Result<()> {
+    // Ask the terminal about graphics before anything else reads its input.
+    let mut view_state = view::ViewState::new(picker(graphics));
+    let (tx, rx) = mpsc::channel::<Msg>();
+    spawn_input(tx.clone());
+    let renderer = worker::spawn_renderer(tx.clone());
+    let (focus_tx, focus_rx) = mpsc::channel();
+    worker::spawn_tailer(places.runs.clone(), focus_rx, tx.clone());
+    let (_watcher, sketches) = match &mode {
+        Mode::Studio { dir } => (
+            Some(worker::watch_folder(dir, tx.clone())?),
+            worker::list_sketches(dir)?,
+        ),
+        Mode::Watch { .. } => (None, vec![]),
+    };
+    let mut runtime = Runtime {
+        tx: tx.clone(),
+        renderer,
+        focus: focus_tx,
+        places,
+    };
+    let (mut app, effects) = App::new(mode, sketches);
+    runtime.apply(effects);
+    loop {
+        terminal.draw(|f| view::draw(f, &app, &mut view_state))?;
+        let first = match rx.recv_timeout(Duration::from_millis(40)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => Msg::Tick(Instant::now()),
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut effects = app.update(first);
+        // Take everything already waiting, so a burst costs one draw.
+        while let Ok(m) = rx.try_recv() {
+            effects.extend(app.update(m));
+        }
+        effects.extend(app.update(Msg::Tick(Instant::now())));
+        runtime.apply(effects);
+        if app.quit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn spawn_input(tx: Sender<Msg>) {
+    std::thread::Builder::new()
+        .name("easel-input".into())
+        .spawn(move || loop {
+            let msg = match crossterm::event::read() {
+                Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => Msg::Key(k),
+                // A resize only needs a redraw.
+                Ok(Event::Resize(..)) => Msg::Tick(Instant::now()),
+                Ok(_) => continue,
+                Err(_) => return,
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        })
+        .expect("spawning the input thread");
+}
+
+/// Carries out effects: everything slow goes to a thread.
+struct Runtime {
+    tx: Sender<Msg>,
+    renderer: Sender<RenderRequest>,
+    focus: Sender<Option<PathBuf>>,
+    places: Places,
+}
+
+impl Runtime {
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Render(req) => {
+                    let _ = self.renderer.send(req);
+                }
+                Effect::Follow(run) => {
+                    let _ = self.focus.send(run);
+                }
+                Effect::SaveFavourite(fav) => {
+                    let (tx, dir) = (self.tx.clone(), self.places.favourites.clone());
+                    std::thread::spawn(move || {
+                        let result = save_favourite(&dir, &fav).map_err(|e| format!("{e:#}"));
+                        let _ = tx.send(Msg::FavouriteSaved(result));
+                    });
+                }
+                Effect::StartTraining { sketch, resume } => {
+                    let result = match &self.places.runs {
+                        Some(runs) => start_training(&sketch, runs, resume.as_deref()),
+                        None => Err(anyhow::anyhow!("no runs folder")),
+                    };
+                    let _ = self
+                        .tx
+                        .send(Msg::TrainingStarted(result.map_err(|e| format!("{e:#}"))));
+                }
+                Effect::Control { run, patch } => {
+                    if let Err(e) = write_control(&run, &patch) {
+                        let _ = self.tx.send(Msg::Error(format!(
+                            "cannot write {}/control.json: {e:#}",
+                            run.display()
+                        )));
+                    }
+                }
+                Effect::Quit => {}
+            }
+        }
+    }
+}
+
+/// Merges `patch` into the run's control.json (fields it leaves out keep their value).
+pub fn write_control(run: &Path, patch: &Control) -> Result<()> {
+    let dir = RunDir {
+        path: run.to_path_buf(),
+    };
+    let mut c = dir.read_control();
+    if patch.state.is_some() {
+        c.state = patch.state.clone();
+    }
+    if patch.lr_g.is_some() {
+        c.lr_g = patch.lr_g;
+    }
+    if patch.lr_d.is_some() {
+        c.lr_d = patch.lr_d;
+    }
+    if patch.sample_every.is_some() {
+        c.sample_every = patch.sample_every;
+    }
+    dir.write_control(&c)
+}
+
+/// A free path `<dir>/<name>-<yyyymmdd-hhmmss>.<ext>`.
+fn stamped(dir: &Path, name: &str, ext: &str) -> PathBuf {
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+    let mut path = dir.join(format!("{name}-{stamp}.{ext}"));
+    let mut k = 2;
+    while path.exists() {
+        path = dir.join(format!("{name}-{stamp}-{k}.{ext}"));
+        k += 1;
+    }
+    path
+}
+
+/// Writes a favourite: a sketch re-rendered at its own size with its recipe (so
+/// `easel render --from` makes it again), or a picture as it is.
+pub fn save_favourite(dir: &Path, fav: &Favourite) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    match fav {
+        Favourite::Sketch { path, source } => {
+            let sketch = crate::sketch::load_source(path, source.to_string())?;
+            let (img, r) = recipe::render(&sketch, None, None, None)?;
+            let out = stamped(dir, &r.name, "png");
+            recipe::write_png(&out, &img, Some(&r))?;
+            Ok(out)
+        }
+        Favourite::Picture { name, image } => {
+            let out = stamped(dir, name, "png");
+            recipe::write_png(&out, image, None)?;
+            Ok(out)
+        }
+    }
+}
+
+/// Starts `easel train` as a process of its own session, so it outlives the studio and
+/// the SSH link. Its output goes to `<run>/train.log`.
+pub fn start_training(sketch: &Path, runs: &Path, resume: Option<&Path>) -> Result<PathBuf> {
+    let name = App::sketch_name(sketch);
+    let run = match resume {
+        Some(dir) => RunDir::at(dir)?,
+        None => RunDir::create(runs, &name)?,
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.path.join("train.log"))
+        .context("cannot open train.log")?;
+    let exe = std::env::current_exe().context("cannot find the easel executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("train").arg(sketch).arg("--run-dir").arg(&run.path);
+    if resume.is_some() {
+        cmd.arg("--resume");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // A session of its own: no SIGHUP when the terminal or SSH link goes away, no
+        // SIGINT from the studio's terminal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().context("cannot start `easel train`")?;
+    // Reap it when it ends while the studio still runs (no zombie in `ps`).
+    std::thread::spawn(move || child.wait());
+    Ok(run.path)
+}

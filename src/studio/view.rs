@@ -1,0 +1,693 @@
+//! Drawing the studio: a pure function of the [`App`] (plus the encoded preview image,
+//! cached in [`ViewState`] so it is re-encoded only when the picture or the area changes).
+//!
+//! ```text
+//! ┌ Sketches ──────┐┌ Preview · truchet_arcs · 512x512 · render 14 ms ─────┐
+//! │▸ truchet_arcs  ││                (the image, aspect kept)              │
+//! │  gan_truchet ● ││                                                      │
+//! ├ Run ───────────┤┌ Losses ──────────────────┐┌ Log ─────────────────────┐
+//! └────────────────┘└──────────────────────────┘└──────────────────────────┘
+//!  ↑↓ select  s save  t train  p pause  x stop  space play  ? help  q quit
+//! ```
+
+use image::DynamicImage;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect, Size};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Axis, Block, Chart, Clear, Dataset, GraphType, List, ListItem, ListState, Paragraph, Wrap,
+};
+use ratatui::Frame;
+use ratatui_image::picker::Picker;
+use ratatui_image::protocol::StatefulProtocol;
+use ratatui_image::{FilterType, Resize, StatefulImage};
+
+use super::app::{state_word, App, Confirm, Level, Mode};
+use crate::run::{Metric, State};
+
+/// Below this the layout cannot hold its panels; the studio says so instead.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 18;
+
+const ACCENT: Color = Color::Cyan;
+const D_COLOR: Color = Color::Cyan;
+const G_COLOR: Color = Color::Magenta;
+
+/// The preview image, encoded for the terminal's graphics protocol.
+pub struct ViewState {
+    picker: Picker,
+    image: Option<(u64, StatefulProtocol)>,
+}
+
+impl ViewState {
+    pub fn new(picker: Picker) -> Self {
+        ViewState {
+            picker,
+            image: None,
+        }
+    }
+
+    fn protocol_for(&mut self, serial: u64, image: &DynamicImage) -> &mut StatefulProtocol {
+        if self.image.as_ref().is_none_or(|(s, _)| *s != serial) {
+            let proto = self.picker.new_resize_protocol(image.clone());
+            self.image = Some((serial, proto));
+        }
+        &mut self.image.as_mut().expect("just set").1
+    }
+}
+
+pub fn draw(frame: &mut Frame, app: &App, state: &mut ViewState) {
+    let area = frame.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        draw_too_small(frame, area);
+        return;
+    }
+    let [main, footer] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
+    let bottom_height = (area.height / 3).clamp(7, 16);
+    let [top, bottom] =
+        Layout::vertical([Constraint::Min(6), Constraint::Length(bottom_height)]).areas(main);
+    let left_width = (area.width / 4).clamp(22, 34);
+    let [list_area, preview_area] =
+        Layout::horizontal([Constraint::Length(left_width), Constraint::Min(10)]).areas(top);
+    let [run_area, rest] =
+        Layout::horizontal([Constraint::Length(left_width), Constraint::Min(10)]).areas(bottom);
+    let [chart_area, log_area] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(rest);
+
+    draw_list(frame, app, list_area);
+    draw_preview(frame, app, state, preview_area);
+    draw_run(frame, app, run_area);
+    draw_chart(frame, app, chart_area);
+    draw_log(frame, app, log_area);
+    draw_footer(frame, app, footer);
+    if app.help {
+        draw_help(frame, app, area);
+    }
+    if let Some(confirm) = &app.confirm {
+        draw_confirm(frame, confirm, area);
+    }
+}
+
+fn block(title: String) -> Block<'static> {
+    Block::bordered()
+        .title(Span::styled(
+            title,
+            Style::new().add_modifier(Modifier::BOLD),
+        ))
+        .border_style(Style::new().fg(Color::DarkGray))
+}
+
+fn draw_too_small(frame: &mut Frame, area: Rect) {
+    let text = vec![
+        Line::from("The terminal is too small for the studio."),
+        Line::from(format!(
+            "{}x{} now; it needs at least {MIN_WIDTH}x{MIN_HEIGHT}.",
+            area.width, area.height
+        )),
+        Line::from("Make it bigger, or press q to quit."),
+    ];
+    let height = (text.len() as u16).min(area.height);
+    let y = area.y + area.height.saturating_sub(height) / 2;
+    frame.render_widget(
+        Paragraph::new(text)
+            .alignment(Alignment::Center)
+            .wrap(Wrap { trim: true }),
+        Rect::new(area.x, y, area.width, height.max(1).min(area.height)),
+    );
+}
+
+/// A run's state as one glyph and a colour, for the list and the run panel.
+fn run_badge(state: &State, alive: bool) -> (&'static str, Color) {
+    match state {
+        State::Starting | State::Running if !alive => ("?", Color::Red),
+        State::Starting => ("○", Color::Yellow),
+        State::Running => ("●", Color::Green),
+        State::Paused => ("‖", Color::Yellow),
+        State::Stopped => ("■", Color::Gray),
+        State::Done => ("✓", Color::Green),
+        State::Failed => ("✗", Color::Red),
+    }
+}
+
+fn percent(step: u64, total: u64) -> u64 {
+    (step * 100).checked_div(total).unwrap_or(0)
+}
+
+fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
+    match &app.mode {
+        Mode::Studio { dir } => {
+            let items: Vec<ListItem> = app
+                .sketches
+                .iter()
+                .map(|path| {
+                    let name = App::sketch_name(path);
+                    let mut spans = vec![Span::raw(name)];
+                    if let Some(run) = app.run_of(path) {
+                        if let Some(s) = &run.status {
+                            let (glyph, color) = run_badge(&s.state, run.alive);
+                            spans.push(Span::raw(" "));
+                            spans.push(Span::styled(glyph, Style::new().fg(color)));
+                            if run.is_active() {
+                                spans.push(Span::styled(
+                                    format!(" {}%", percent(s.step, s.total_steps)),
+                                    Style::new().fg(color),
+                                ));
+                            }
+                        }
+                    }
+                    ListItem::new(Line::from(spans))
+                })
+                .collect();
+            let title = format!(" Sketches · {} ", dir.display());
+            let list = List::new(items)
+                .block(block(title))
+                .highlight_symbol("▸ ")
+                .highlight_style(Style::new().fg(ACCENT).add_modifier(Modifier::BOLD));
+            let mut state = ListState::default()
+                .with_selected((!app.sketches.is_empty()).then_some(app.selected));
+            if app.sketches.is_empty() {
+                frame.render_widget(
+                    Paragraph::new("No sketches yet.\nSave a .rhai file here.")
+                        .block(block(" Sketches ".into()))
+                        .wrap(Wrap { trim: true })
+                        .dark_gray(),
+                    area,
+                );
+            } else {
+                frame.render_stateful_widget(list, area, &mut state);
+            }
+        }
+        Mode::Watch { run } => {
+            let name = run
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut lines = vec![Line::from(name.bold())];
+            if let Some(spec) = app.run.as_ref().and_then(|r| r.spec.as_ref()) {
+                lines.push(Line::from(format!(
+                    "{:?} {}px ×{}",
+                    spec.model, spec.image_size, spec.channels
+                )));
+                lines.push(Line::from(format!(
+                    "batch {} · {} steps",
+                    spec.batch, spec.steps
+                )));
+                lines.push(Line::from(format!(
+                    "lr G {:.0e} D {:.0e}",
+                    spec.lr_g, spec.lr_d
+                )));
+            }
+            frame.render_widget(
+                Paragraph::new(lines)
+                    .block(block(" Watching ".into()))
+                    .wrap(Wrap { trim: true }),
+                area,
+            );
+        }
+    }
+}
+
+fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect) {
+    let name = match &app.mode {
+        Mode::Studio { .. } => app.selected_path().map(|p| App::sketch_name(p)),
+        Mode::Watch { .. } => Some("samples".to_string()),
+    };
+    let picture = app
+        .picture
+        .as_ref()
+        .filter(|p| Some(&p.path) == app.selected_path() || matches!(app.mode, Mode::Watch { .. }));
+    let mut title = String::from(" Preview");
+    if let Some(n) = &name {
+        title.push_str(&format!(" · {n}"));
+    }
+    match (picture, &app.error) {
+        (_, Some(_)) => title.push_str(" · error (last good image kept) "),
+        (Some(p), None) => title.push_str(&format!(" · {} ", p.caption)),
+        (None, None) => title.push(' '),
+    }
+    let mut block = block(title);
+    if app.error.is_some() {
+        block = block.border_style(Style::new().fg(Color::Red));
+    }
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+
+    let (image_area, error_area) = match &app.error {
+        Some(_) if picture.is_some() && inner.height > 6 => {
+            let [a, b] = Layout::vertical([Constraint::Min(3), Constraint::Length(3)]).areas(inner);
+            (Some(a), Some(b))
+        }
+        Some(_) => (None, Some(inner)),
+        None => (Some(inner), None),
+    };
+    if let (Some(e), Some(area)) = (&app.error, error_area) {
+        frame.render_widget(
+            Paragraph::new(e.as_str())
+                .wrap(Wrap { trim: false })
+                .style(Style::new().fg(Color::Red)),
+            area,
+        );
+    }
+    let Some(area) = image_area else { return };
+    match picture {
+        Some(p) => {
+            let proto = state.protocol_for(p.serial, &p.image);
+            // Shrink smoothly; enlarge small images (GAN samples) with crisp pixels.
+            let natural = Size::new(p.image.width() as u16, (p.image.height() / 2) as u16);
+            let filter = if natural.width > area.width || natural.height > area.height {
+                FilterType::Triangle
+            } else {
+                FilterType::Nearest
+            };
+            let resize = Resize::Scale(Some(filter));
+            let size = proto.size_for(resize.clone(), area.as_size());
+            let centred = Rect::new(
+                area.x + area.width.saturating_sub(size.width) / 2,
+                area.y + area.height.saturating_sub(size.height) / 2,
+                size.width.min(area.width),
+                size.height.min(area.height),
+            );
+            frame.render_stateful_widget(StatefulImage::default().resize(resize), centred, proto);
+        }
+        None => {
+            let gan = app
+                .selected_path()
+                .is_some_and(|p| app.kinds.get(p) == Some(&"gan"))
+                || matches!(app.mode, Mode::Watch { .. });
+            let text = if gan {
+                if app.run.is_some() {
+                    "No sample grid yet: the first one comes after `sample_every` steps."
+                } else {
+                    "No run of this sketch yet. Press t to train it."
+                }
+            } else if app.sketches.is_empty() {
+                ""
+            } else {
+                "rendering…"
+            };
+            frame.render_widget(
+                Paragraph::new(text)
+                    .alignment(Alignment::Center)
+                    .wrap(Wrap { trim: true })
+                    .dark_gray(),
+                area,
+            );
+        }
+    }
+}
+
+/// Steps per second over the last metrics (robust to pauses before the window).
+fn steps_per_second(metrics: &[Metric]) -> Option<f64> {
+    let window = &metrics[metrics.len().saturating_sub(20)..];
+    let (first, last) = (window.first()?, window.last()?);
+    let dt = last.time - first.time;
+    (dt > 0.0 && last.step > first.step).then(|| (last.step - first.step) as f64 / dt)
+}
+
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
+    let block = block(" Run ".into());
+    let Some(run) = &app.run else {
+        let hint = match app.selected_path().and_then(|p| app.kinds.get(p)) {
+            Some(&"gan") => "No run yet.\nt starts training.",
+            _ => "Runs show here for GAN sketches.",
+        };
+        frame.render_widget(
+            Paragraph::new(hint)
+                .block(block)
+                .wrap(Wrap { trim: true })
+                .dark_gray(),
+            area,
+        );
+        return;
+    };
+    let mut lines: Vec<Line> = vec![];
+    let folder = run
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    lines.push(Line::from(folder.dark_gray()));
+    match &run.status {
+        None => lines.push(Line::from("waiting for status.json…".dark_gray())),
+        Some(s) => {
+            let (glyph, color) = run_badge(&s.state, run.alive);
+            let word = if matches!(s.state, State::Running | State::Starting) && !run.alive {
+                "process gone"
+            } else {
+                state_word(&s.state)
+            };
+            lines.push(Line::from(vec![
+                Span::styled(format!("{glyph} {word}"), Style::new().fg(color).bold()),
+                Span::raw(format!(
+                    "  step {}/{} ({}%)",
+                    s.step,
+                    s.total_steps,
+                    percent(s.step, s.total_steps)
+                )),
+            ]));
+            let last = run.metrics.last();
+            let mut speed = String::new();
+            if let Some(m) = last {
+                speed.push_str(&format!("{:.0} img/s", m.imgs_per_s));
+            }
+            if s.state == State::Running && run.alive {
+                if let Some(rate) = steps_per_second(&run.metrics) {
+                    let left = s.total_steps.saturating_sub(s.step) as f64 / rate;
+                    speed.push_str(&format!(" · ETA {}", format_duration(left)));
+                }
+            }
+            if !speed.is_empty() {
+                lines.push(Line::from(speed));
+            }
+            lines.push(Line::from(match s.checkpoint_step {
+                Some(c) => format!("checkpoint {c} ✓"),
+                None => "no checkpoint yet".into(),
+            }));
+            if let Some(m) = last {
+                lines.push(Line::from(vec![
+                    Span::styled(format!("D {:.3}", m.d_loss), Style::new().fg(D_COLOR)),
+                    Span::raw("  "),
+                    Span::styled(format!("G {:.3}", m.g_loss), Style::new().fg(G_COLOR)),
+                ]));
+                lines.push(Line::from(format!(
+                    "D(x) {:.2}  D(G(z)) {:.2}",
+                    m.d_real, m.d_fake
+                )));
+            }
+            if matches!(s.state, State::Running | State::Starting) && !run.alive {
+                lines.push(Line::from("t resumes from the checkpoint".yellow()));
+            } else if !s.message.is_empty() {
+                let color = if s.state == State::Failed {
+                    Color::Red
+                } else {
+                    Color::Gray
+                };
+                lines.push(Line::from(Span::styled(
+                    s.message.clone(),
+                    Style::new().fg(color),
+                )));
+            }
+        }
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(block).wrap(Wrap { trim: true }),
+        area,
+    );
+}
+
+/// Exponential moving average, bias-corrected so the start is not dragged to zero.
+pub fn smooth(values: &[f64], alpha: f64) -> Vec<f64> {
+    let mut avg = 0.0;
+    let mut weight = 0.0;
+    values
+        .iter()
+        .map(|&v| {
+            avg = (1.0 - alpha) * avg + alpha * v;
+            weight = (1.0 - alpha) * weight + alpha;
+            avg / weight
+        })
+        .collect()
+}
+
+fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
+    let mode = match (app.chart.raw, app.chart.log_scale) {
+        (false, false) => "smoothed",
+        (true, false) => "raw",
+        (false, true) => "smoothed, log",
+        (true, true) => "raw, log",
+    };
+    let block = block(format!(" Losses · D, G · {mode} "));
+    let metrics = app
+        .run
+        .as_ref()
+        .map(|r| r.metrics.as_slice())
+        .unwrap_or(&[]);
+    if metrics.len() < 2 {
+        frame.render_widget(
+            Paragraph::new("Loss curves appear while a GAN trains.")
+                .block(block)
+                .wrap(Wrap { trim: true })
+                .dark_gray(),
+            area,
+        );
+        return;
+    }
+    let series = |f: fn(&Metric) -> f64| -> Vec<(f64, f64)> {
+        let raw: Vec<f64> = metrics.iter().map(f).collect();
+        let values = if app.chart.raw {
+            raw
+        } else {
+            smooth(&raw, 0.05)
+        };
+        // About two points per braille column is all the chart can show.
+        let stride = (metrics.len() / (area.width as usize * 2).max(1)).max(1);
+        metrics
+            .iter()
+            .zip(values)
+            .step_by(stride)
+            .map(|(m, v)| {
+                let y = if app.chart.log_scale {
+                    v.max(1e-6).log10()
+                } else {
+                    v
+                };
+                (m.step as f64, y)
+            })
+            .collect()
+    };
+    let d = series(|m| m.d_loss);
+    let g = series(|m| m.g_loss);
+    let finite = d.iter().chain(&g).map(|p| p.1).filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, lo + 0.5)
+    };
+    let label = |v: f64| {
+        let v = if app.chart.log_scale {
+            10f64.powf(v)
+        } else {
+            v
+        };
+        format!("{v:.2}")
+    };
+    let (x0, x1) = (
+        metrics[0].step as f64,
+        metrics[metrics.len() - 1].step as f64,
+    );
+    let chart = Chart::new(vec![
+        Dataset::default()
+            .name("D")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(D_COLOR))
+            .data(&d),
+        Dataset::default()
+            .name("G")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(G_COLOR))
+            .data(&g),
+    ])
+    .block(block)
+    .x_axis(
+        Axis::default()
+            .bounds([x0, x1.max(x0 + 1.0)])
+            .labels([format!("{x0}"), format!("{x1}")])
+            .style(Style::new().fg(Color::DarkGray)),
+    )
+    .y_axis(
+        Axis::default()
+            .bounds([lo, hi])
+            .labels([label(lo), label(hi)])
+            .style(Style::new().fg(Color::DarkGray)),
+    );
+    frame.render_widget(chart, area);
+}
+
+/// Word-wraps `text` to `width` columns (long words are cut).
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = vec![];
+    for paragraph in text.split('\n') {
+        let mut line = String::new();
+        for word in paragraph.split(' ') {
+            let mut word = word.to_string();
+            loop {
+                let used = line.chars().count();
+                let len = word.chars().count();
+                let sep = usize::from(used > 0);
+                if used + sep + len <= width {
+                    if sep == 1 {
+                        line.push(' ');
+                    }
+                    line.push_str(&word);
+                    break;
+                }
+                if used > 0 {
+                    lines.push(std::mem::take(&mut line));
+                    continue;
+                }
+                let head: String = word.chars().take(width).collect();
+                word = word.chars().skip(width).collect();
+                lines.push(head);
+                if word.is_empty() {
+                    break;
+                }
+            }
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
+    let block = block(" Log ".into());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = inner.width as usize;
+    let mut lines: Vec<Line> = vec![];
+    // Newest at the bottom: wrap entries from the end until the panel is full.
+    for entry in app.log.iter().rev() {
+        let style = match entry.level {
+            Level::Info => Style::new(),
+            Level::Error => Style::new().fg(Color::Red),
+        };
+        let text = format!("{} {}", entry.time, entry.text);
+        let wrapped: Vec<Line> = wrap(&text, width)
+            .into_iter()
+            .map(|l| Line::from(Span::styled(l, style)))
+            .collect();
+        for l in wrapped.into_iter().rev() {
+            lines.push(l);
+        }
+        if lines.len() >= inner.height as usize {
+            break;
+        }
+    }
+    lines.truncate(inner.height as usize);
+    lines.reverse();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn keys(app: &App) -> Vec<(&'static str, &'static str)> {
+    let mut k = vec![];
+    if let Mode::Studio { .. } = app.mode {
+        k.push(("↑↓", "select"));
+    }
+    k.push(("s", "save"));
+    if let Mode::Studio { .. } = app.mode {
+        k.push(("t", "train"));
+    }
+    k.extend([("p", "pause"), ("x", "stop")]);
+    if let Mode::Studio { .. } = app.mode {
+        k.push(("space", "play"));
+    }
+    k.extend([("r", "raw"), ("l", "log"), ("?", "help"), ("q", "quit")]);
+    k
+}
+
+fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
+    let mut spans = vec![];
+    for (key, what) in keys(app) {
+        spans.push(Span::styled(
+            format!(" {key}"),
+            Style::new().fg(ACCENT).bold(),
+        ));
+        spans.push(Span::raw(format!(" {what} ")));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn centred(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
+    let rows: &[(&str, &str)] = &[
+        ("↑ ↓  j k", "select a sketch (renders it)"),
+        ("enter", "render the selected sketch again"),
+        ("s", "save a favourite: PNG + recipe in favourites/"),
+        ("t", "train the selected GAN sketch (or resume it)"),
+        ("p", "pause / resume the training"),
+        ("x", "stop the training (it checkpoints; t resumes)"),
+        ("space", "play / pause a CPPN's latent loop"),
+        ("r", "loss chart: raw / smoothed"),
+        ("l", "loss chart: log / linear scale"),
+        ("?", "this help"),
+        ("q  ctrl-c", "quit (training keeps going)"),
+    ];
+    let mut lines = vec![
+        Line::from("Edit sketches in your own editor: each save re-renders.".dark_gray()),
+        Line::from(""),
+    ];
+    for (k, what) in rows {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{k:>10}  "), Style::new().fg(ACCENT).bold()),
+            Span::raw(*what),
+        ]));
+    }
+    if let Mode::Watch { .. } = app.mode {
+        lines.push(Line::from(""));
+        lines.push(Line::from(
+            "Watching one run: select and t are off.".dark_gray(),
+        ));
+    }
+    let popup = centred(area, 64, lines.len() as u16 + 2);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block(" Keys · any key closes ".into()).border_style(Style::new().fg(ACCENT)))
+            .wrap(Wrap { trim: false }),
+        popup,
+    );
+}
+
+fn draw_confirm(frame: &mut Frame, confirm: &Confirm, area: Rect) {
+    let Confirm::Restart { sketch, run } = confirm;
+    let text = vec![
+        Line::from(format!(
+            "{} changed more than learning rates or sample cadence.",
+            App::sketch_name(sketch)
+        )),
+        Line::from(format!(
+            "Stop {} and start a new run with the new sketch?",
+            run.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        )),
+        Line::from(""),
+        Line::from(vec![
+            Span::styled(" y ", Style::new().fg(ACCENT).bold()),
+            Span::raw("restart   "),
+            Span::styled(" n ", Style::new().fg(ACCENT).bold()),
+            Span::raw("keep training the old one"),
+        ]),
+    ];
+    let popup = centred(area, 70, 6);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(text)
+            .block(block(" Restart training? ".into()).border_style(Style::new().fg(Color::Yellow)))
+            .wrap(Wrap { trim: true }),
+        popup,
+    );
+}

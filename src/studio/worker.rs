@@ -1,0 +1,483 @@
+//! The studio's background threads. Each one turns something slow (rendering, the file
+//! system, a training run) into [`Msg`]s on one channel, so the UI thread never waits.
+//!
+//! - the renderer: latest request wins; CPPNs get a coarse pass, then the full one;
+//! - the folder watcher: notify on the *folder* (rename-style saves kill a file watch),
+//!   debounced, access events ignored;
+//! - the run tailer: the runs index every second, and the followed run's status, new
+//!   metric lines and newest sample grid a few times a second.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::EventKind;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+
+use super::app::{Msg, Reason, RenderRequest, Rendered, RunInfo, RunTail};
+use crate::cppn::{animate, CppnSpec};
+use crate::run::{Metric, RunDir, Status};
+use crate::sketch::{self, Spec};
+
+/// Longest side of a CPPN preview (a CPPN renders at any size; the sketch's own size is
+/// used for favourites). Truchet sketches render at their own size: tiles are in pixels.
+pub const PREVIEW_SIDE: u32 = 512;
+/// Longest side of the coarse first pass.
+pub const COARSE_SIDE: u32 = 128;
+/// Longest side of animation frames (they must keep up with the frame rate).
+pub const FRAME_SIDE: u32 = 256;
+/// Debounce of file events: one batch per save, short enough to feel instant.
+pub const DEBOUNCE: Duration = Duration::from_millis(40);
+
+/// Scales `(w, h)` so the longest side is at most `side`, keeping the aspect ratio.
+pub fn fit_within((w, h): (u32, u32), side: u32) -> (u32, u32) {
+    let longest = w.max(h);
+    if longest <= side {
+        return (w, h);
+    }
+    let scale = side as f64 / longest as f64;
+    (
+        ((w as f64 * scale).round() as u32).max(1),
+        ((h as f64 * scale).round() as u32).max(1),
+    )
+}
+
+/// Starts the render thread; send it requests, results come back as [`Msg`]s.
+pub fn spawn_renderer(out: Sender<Msg>) -> Sender<RenderRequest> {
+    let (tx, rx) = std::sync::mpsc::channel::<RenderRequest>();
+    std::thread::Builder::new()
+        .name("easel-render".into())
+        .spawn(move || Renderer::default().serve(&rx, &out))
+        .expect("spawning the render thread");
+    tx
+}
+
+/// The sketch whose loop frames are being asked for.
+struct Looping {
+    path: PathBuf,
+    spec: CppnSpec,
+    net: crate::cppn::net::Network,
+}
+
+#[derive(Default)]
+struct Renderer {
+    looping: Option<Looping>,
+}
+
+impl Renderer {
+    fn serve(&mut self, rx: &Receiver<RenderRequest>, out: &Sender<Msg>) {
+        let mut pending: Option<RenderRequest> = None;
+        loop {
+            let req = match pending.take() {
+                Some(r) => r,
+                None => match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+            };
+            // Latest wins: of everything queued, only the newest still request (or,
+            // failing one, the newest frame) is worth rendering.
+            let req = newest(req, rx);
+            let result = match req.frame {
+                Some((k, frames)) => self.frame(&req, k, frames),
+                None => self.still(&req, rx, &mut pending, out),
+            };
+            if let Some(msg) = result {
+                if out.send(msg).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, req: &RenderRequest, k: u32, frames: u32) -> Option<Msg> {
+        let Some(looping) = self.looping.as_ref().filter(|l| l.path == req.path) else {
+            // Not loaded (a still render failed): tell the app, so it can ask again.
+            return Some(Msg::RenderFailed {
+                id: req.id,
+                path: req.path.clone(),
+                error: "no animation loaded".into(),
+            });
+        };
+        let started = Instant::now();
+        let image = animate::frame(&looping.spec, &looping.net, k, frames);
+        Some(Msg::Rendered(Rendered {
+            id: req.id,
+            path: req.path.clone(),
+            size: (looping.spec.width, looping.spec.height),
+            image: Arc::new(image),
+            coarse: false,
+            render_time: started.elapsed(),
+            saved_at: None,
+            source: Arc::new(String::new()),
+            kind: "cppn",
+            loop_frames: frames,
+            fps: looping.spec.animation.fps,
+            frame: Some(k),
+        }))
+    }
+
+    fn still(
+        &mut self,
+        req: &RenderRequest,
+        rx: &Receiver<RenderRequest>,
+        pending: &mut Option<RenderRequest>,
+        out: &Sender<Msg>,
+    ) -> Option<Msg> {
+        let saved_at = match req.reason {
+            Reason::Saved => std::fs::metadata(&req.path).and_then(|m| m.modified()).ok(),
+            Reason::Selected => None,
+        };
+        let failed = |error: String| Msg::RenderFailed {
+            id: req.id,
+            path: req.path.clone(),
+            error,
+        };
+        let sketch = match sketch::load(&req.path) {
+            Ok(s) => s,
+            Err(e) => return Some(failed(e.to_string())),
+        };
+        let source = Arc::new(sketch.source.clone());
+        let size = sketch.spec.size();
+        let rendered = |image, coarse, render_time, loop_frames, fps| {
+            Msg::Rendered(Rendered {
+                id: req.id,
+                path: req.path.clone(),
+                image: Arc::new(image),
+                size,
+                coarse,
+                render_time,
+                saved_at,
+                source: source.clone(),
+                kind: sketch.spec.kind(),
+                loop_frames,
+                fps,
+                frame: None,
+            })
+        };
+        match &sketch.spec {
+            Spec::Gan(g) => Some(Msg::GanLoaded {
+                id: req.id,
+                path: req.path.clone(),
+                spec: Box::new(g.clone()),
+                reason: req.reason,
+                source: source.clone(),
+            }),
+            Spec::Truchet(_) => {
+                let started = Instant::now();
+                match sketch.spec.render() {
+                    Ok(img) => Some(rendered(img, false, started.elapsed(), 0, 0.0)),
+                    Err(e) => Some(failed(e.to_string())),
+                }
+            }
+            Spec::Cppn(c) => {
+                let started = Instant::now();
+                let net = match c.render_network() {
+                    Ok(n) => n,
+                    Err(e) => return Some(failed(format!("{}: {e:#}", req.path.display()))),
+                };
+                let z = c.z();
+                let at = |side: u32| {
+                    let mut s = c.clone();
+                    let (w, h) = fit_within((c.width, c.height), side);
+                    s.width = w;
+                    s.height = h;
+                    s
+                };
+                let coarse_spec = at(COARSE_SIDE);
+                if coarse_spec.width < c.width.min(PREVIEW_SIDE) {
+                    let img = crate::cppn::render::render(&coarse_spec, &net, &z);
+                    let _ = out.send(rendered(img, true, started.elapsed(), 0, 0.0));
+                    // A newer save or selection arrived meanwhile: skip the full pass.
+                    match rx.try_recv() {
+                        Ok(next) if next.frame.is_none() => {
+                            *pending = Some(next);
+                            return None;
+                        }
+                        Ok(_) | Err(TryRecvError::Empty) => {}
+                        Err(TryRecvError::Disconnected) => return None,
+                    }
+                }
+                let img = crate::cppn::render::render(&at(PREVIEW_SIDE), &net, &z);
+                let took = started.elapsed();
+                let frames = if c.z_dims > 0 { c.animation.frames } else { 0 };
+                self.looping = Some(Looping {
+                    path: req.path.clone(),
+                    spec: at(FRAME_SIDE),
+                    net,
+                });
+                Some(rendered(img, false, took, frames, c.animation.fps))
+            }
+        }
+    }
+}
+
+/// Drains the queue: the newest still request wins over everything before it; frame
+/// requests only stand when no still request is queued.
+fn newest(mut req: RenderRequest, rx: &Receiver<RenderRequest>) -> RenderRequest {
+    while let Ok(next) = rx.try_recv() {
+        if next.frame.is_none() || req.frame.is_some() {
+            req = next;
+        }
+    }
+    req
+}
+
+/// Watches the sketch folder. Keep the returned debouncer alive for as long as events
+/// are wanted.
+pub fn watch_folder(
+    dir: &Path,
+    out: Sender<Msg>,
+) -> anyhow::Result<Debouncer<notify::RecommendedWatcher, RecommendedCache>> {
+    let dir_owned = dir.to_path_buf();
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        let Ok(events) = result else { return };
+        let mut changed: Vec<PathBuf> = vec![];
+        for event in &events {
+            // Reading a file raises access events: reacting to them would loop.
+            if matches!(event.kind, EventKind::Access(_)) {
+                continue;
+            }
+            let writes = matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_));
+            for p in &event.paths {
+                if writes && is_sketch(p) && p.exists() && !changed.contains(p) {
+                    changed.push(p.clone());
+                }
+            }
+        }
+        if let Ok(list) = list_sketches(&dir_owned) {
+            let _ = out.send(Msg::SketchesListed(list));
+        }
+        if !changed.is_empty() {
+            let _ = out.send(Msg::FilesChanged(changed));
+        }
+    })?;
+    debouncer.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(debouncer)
+}
+
+fn is_sketch(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "rhai")
+}
+
+/// The `.rhai` files in `dir`, sorted, with paths as `dir.join(name)` (so they compare
+/// equal to the watcher's paths).
+pub fn list_sketches(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| dir.join(e.file_name()))
+        .filter(|p| is_sketch(p) && p.is_file())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // Signal 0 checks existence; EPERM means it exists but is not ours.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// The sketch name of a run folder `<name>-<yyyymmdd>-<hhmmss>[-k]`.
+pub fn run_sketch_name(folder: &str) -> Option<&str> {
+    let parts: Vec<&str> = folder.rsplitn(4, '-').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    // With a `-k` suffix: [k, hhmmss, yyyymmdd, name]; without: [hhmmss, yyyymmdd, rest].
+    if parts.len() == 4
+        && digits(parts[2], 8)
+        && digits(parts[1], 6)
+        && parts[0].bytes().all(|b| b.is_ascii_digit())
+    {
+        return Some(parts[3]);
+    }
+    let parts: Vec<&str> = folder.rsplitn(3, '-').collect();
+    (parts.len() == 3 && digits(parts[1], 8) && digits(parts[0], 6)).then_some(parts[2])
+}
+
+/// The newest run of every sketch under `runs`.
+pub fn runs_index(runs: &Path) -> HashMap<String, RunInfo> {
+    let mut newest: HashMap<String, PathBuf> = HashMap::new();
+    for entry in std::fs::read_dir(runs).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let folder = entry.file_name().to_string_lossy().into_owned();
+        let Some(name) = run_sketch_name(&folder) else {
+            continue;
+        };
+        let slot = newest
+            .entry(name.to_string())
+            .or_insert_with(|| path.clone());
+        if path > *slot {
+            *slot = path;
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(name, path)| {
+            let status = RunDir { path: path.clone() }.read_status().ok();
+            let alive = status.as_ref().is_some_and(|s| alive(s.pid));
+            (
+                name,
+                RunInfo {
+                    path,
+                    status,
+                    alive,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Follows one run directory, reading only what is new.
+#[derive(Default)]
+pub struct Tail {
+    path: PathBuf,
+    metrics_offset: u64,
+    last_status: Option<Status>,
+    last_alive: bool,
+    last_sample: Option<PathBuf>,
+    spec_read: bool,
+    started: bool,
+}
+
+impl Tail {
+    pub fn new(path: PathBuf) -> Self {
+        Tail {
+            path,
+            ..Tail::default()
+        }
+    }
+
+    /// What changed since the last poll, or `None` when nothing did.
+    pub fn poll(&mut self) -> Option<RunTail> {
+        let run = RunDir {
+            path: self.path.clone(),
+        };
+        let status = run.read_status().ok();
+        let alive = status.as_ref().is_some_and(|s| alive(s.pid));
+        let (metrics, reset) = self.new_metrics(&run);
+        let spec = if self.spec_read {
+            None
+        } else {
+            let s = std::fs::read_to_string(run.spec())
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            self.spec_read = s.is_some();
+            s
+        };
+        let newest = run.samples().pop();
+        let sample = match &newest {
+            Some(p) if Some(p) != self.last_sample.as_ref() => match image::open(p) {
+                Ok(img) => {
+                    self.last_sample = newest.clone();
+                    Some((p.clone(), Arc::new(img)))
+                }
+                Err(_) => None, // being written: next poll
+            },
+            _ => None,
+        };
+        let changed = !self.started
+            || status != self.last_status
+            || alive != self.last_alive
+            || !metrics.is_empty()
+            || reset
+            || spec.is_some()
+            || sample.is_some();
+        self.started = true;
+        self.last_status = status.clone();
+        self.last_alive = alive;
+        changed.then(|| RunTail {
+            path: self.path.clone(),
+            status,
+            alive,
+            metrics,
+            reset,
+            spec,
+            sample,
+        })
+    }
+
+    /// Complete new lines of metrics.jsonl; `reset` when the file was rewritten shorter
+    /// (a resume truncates it).
+    fn new_metrics(&mut self, run: &RunDir) -> (Vec<Metric>, bool) {
+        let Ok(mut f) = File::open(run.metrics()) else {
+            return (vec![], false);
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let reset = len < self.metrics_offset;
+        if reset {
+            self.metrics_offset = 0;
+        }
+        if len == self.metrics_offset || f.seek(SeekFrom::Start(self.metrics_offset)).is_err() {
+            return (vec![], reset);
+        }
+        let mut text = String::new();
+        if f.read_to_string(&mut text).is_err() {
+            return (vec![], reset);
+        }
+        // A line without its newline is still being written: leave it for next time.
+        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        self.metrics_offset += complete as u64;
+        let metrics = text[..complete]
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (metrics, reset)
+    }
+}
+
+/// Starts the run tailer. `focus` says which run to follow; `runs` (if any) is indexed.
+pub fn spawn_tailer(runs: Option<PathBuf>, focus: Receiver<Option<PathBuf>>, out: Sender<Msg>) {
+    std::thread::Builder::new()
+        .name("easel-runs".into())
+        .spawn(move || {
+            let mut tail: Option<Tail> = None;
+            let mut last_index: Option<HashMap<String, RunInfo>> = None;
+            let mut last_scan = Instant::now() - Duration::from_secs(10);
+            loop {
+                loop {
+                    match focus.try_recv() {
+                        Ok(f) => tail = f.map(Tail::new),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return,
+                    }
+                }
+                if let Some(runs) = &runs {
+                    if last_scan.elapsed() >= Duration::from_secs(1) {
+                        last_scan = Instant::now();
+                        let index = runs_index(runs);
+                        if last_index.as_ref() != Some(&index) {
+                            if out.send(Msg::Runs(index.clone())).is_err() {
+                                return;
+                            }
+                            last_index = Some(index);
+                        }
+                    }
+                }
+                if let Some(t) = tail.as_mut() {
+                    if let Some(update) = t.poll() {
+                        if out.send(Msg::RunTail(Box::new(update))).is_err() {
+                            return;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+        .expect("spawning the run tailer");
+}
