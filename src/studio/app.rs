@@ -77,12 +77,14 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    /// Running, paused or starting, with its process alive.
+    /// Running, paused or starting (or just spawned, before its first status.json),
+    /// with its process alive.
     pub fn is_active(&self) -> bool {
         self.alive
-            && self.status.as_ref().is_some_and(|s| {
-                matches!(s.state, State::Starting | State::Running | State::Paused)
-            })
+            && self
+                .status
+                .as_ref()
+                .is_none_or(|s| matches!(s.state, State::Starting | State::Running | State::Paused))
     }
 }
 
@@ -250,9 +252,10 @@ pub struct App {
     pub help: bool,
     pub confirm: Option<Confirm>,
     pub quit: bool,
+    /// Log time stamps (fixed in tests, for stable snapshots).
+    pub clock: fn() -> String,
     /// The newest GAN spec loaded from each GAN sketch.
     gan_specs: HashMap<PathBuf, GanSpec>,
-    /// Sources of loaded GAN sketches (a favourite of a GAN is its sample grid).
     next_id: u64,
     /// The request whose result the preview waits for.
     current_id: u64,
@@ -278,6 +281,7 @@ impl App {
             help: false,
             confirm: None,
             quit: false,
+            clock: local_time,
             gan_specs: HashMap::new(),
             next_id: 0,
             current_id: 0,
@@ -471,6 +475,10 @@ impl App {
         let Some(path) = self.sketches.get(index).cloned() else {
             return self.refollow();
         };
+        if self.selected_path() != Some(&path) {
+            // Another sketch: its errors are its own.
+            self.error = None;
+        }
         self.selected = index;
         if self.picture.as_ref().is_some_and(|p| p.path != path) {
             // Keep the old picture on screen until the new one arrives, unless the new
@@ -482,7 +490,6 @@ impl App {
         if self.animation.as_ref().is_some_and(|a| a.path != path) {
             self.animation = None;
         }
-        self.error = None;
         let mut effects = vec![self.request(path, reason, None)];
         effects.extend(self.refollow());
         effects
@@ -1058,12 +1065,16 @@ impl App {
     }
 
     pub fn log_line(&mut self, level: Level, text: String) {
-        let time = chrono::Local::now().format("%H:%M:%S").to_string();
+        let time = (self.clock)();
         self.log.push_back(LogLine { time, level, text });
         while self.log.len() > LOG_LINES {
             self.log.pop_front();
         }
     }
+}
+
+fn local_time() -> String {
+    chrono::Local::now().format("%H:%M:%S").to_string()
 }
 
 pub fn state_word(state: &State) -> &'static str {

@@ -336,6 +336,10 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let folder: String = folder
+        .chars()
+        .take(area.width.saturating_sub(2) as usize)
+        .collect();
     lines.push(Line::from(folder.dark_gray()));
     match &run.status {
         None => lines.push(Line::from("waiting for status.json…".dark_gray())),
@@ -347,9 +351,9 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
                 state_word(&s.state)
             };
             lines.push(Line::from(vec![
-                Span::styled(format!("{glyph} {word}"), Style::new().fg(color).bold()),
+                Span::styled(format!("{glyph} {word} "), Style::new().fg(color).bold()),
                 Span::raw(format!(
-                    "  step {}/{} ({}%)",
+                    "{}/{} {}%",
                     s.step,
                     s.total_steps,
                     percent(s.step, s.total_steps)
@@ -599,8 +603,21 @@ fn keys(app: &App) -> Vec<(&'static str, &'static str)> {
 }
 
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
+    let mut keys = keys(app);
+    // Narrow terminals drop the least needed hints first; help and quit always stay.
+    let width = |k: &[(&str, &str)]| -> usize {
+        k.iter()
+            .map(|(key, what)| key.chars().count() + what.chars().count() + 3)
+            .sum()
+    };
+    for drop in ["l", "r", "x", "p", "space", "s"] {
+        if width(&keys) <= area.width as usize {
+            break;
+        }
+        keys.retain(|(key, _)| *key != drop);
+    }
     let mut spans = vec![];
-    for (key, what) in keys(app) {
+    for (key, what) in keys {
         spans.push(Span::styled(
             format!(" {key}"),
             Style::new().fg(ACCENT).bold(),

@@ -304,7 +304,11 @@ pub fn run_sketch_name(folder: &str) -> Option<&str> {
         return Some(parts[3]);
     }
     let parts: Vec<&str> = folder.rsplitn(3, '-').collect();
-    (parts.len() == 3 && digits(parts[1], 8) && digits(parts[0], 6)).then_some(parts[2])
+    if parts.len() == 3 && digits(parts[1], 8) && digits(parts[0], 6) {
+        Some(parts[2])
+    } else {
+        None
+    }
 }
 
 /// The newest run of every sketch under `runs`.

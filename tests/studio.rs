@@ -1,0 +1,797 @@
+//! The studio without a terminal: update logic (reload, errors, favourites, runs),
+//! layout snapshots with ratatui's TestBackend, and the real worker threads.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use easel::gan::GanSpec;
+use easel::run::{Control, Metric, RunDir, State, Status};
+use easel::sketch::{self, Spec};
+use easel::studio::app::{
+    App, Confirm, Effect, Favourite, Level, Mode, Msg, Reason, RenderRequest, Rendered, RunInfo,
+    RunTail,
+};
+use easel::studio::{save_favourite, view, worker, write_control};
+use image::{DynamicImage, RgbImage};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use ratatui_image::picker::Picker;
+
+fn key(c: char) -> Msg {
+    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+}
+
+fn code(c: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+fn path(name: &str) -> PathBuf {
+    PathBuf::from(format!("sketches/{name}.rhai"))
+}
+
+fn studio(names: &[&str]) -> (App, Vec<Effect>) {
+    let (mut app, effects) = App::new(
+        Mode::Studio {
+            dir: PathBuf::from("sketches"),
+        },
+        names.iter().map(|n| path(n)).collect(),
+    );
+    app.clock = || "12:00:00".to_string();
+    (app, effects)
+}
+
+fn render_request(effects: &[Effect]) -> RenderRequest {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Render(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a render request")
+}
+
+/// A diagonal gradient, so snapshots show a real picture.
+fn gradient(w: u32, h: u32) -> Arc<DynamicImage> {
+    Arc::new(DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
+    })))
+}
+
+fn rendered(req: &RenderRequest, kind: &'static str, coarse: bool) -> Msg {
+    Msg::Rendered(Rendered {
+        id: req.id,
+        path: req.path.clone(),
+        image: gradient(64, 64),
+        size: (512, 512),
+        coarse,
+        render_time: Duration::from_millis(14),
+        saved_at: None,
+        source: Arc::new(format!("// source of {}", req.path.display())),
+        kind,
+        loop_frames: if kind == "cppn" { 48 } else { 0 },
+        fps: 12.0,
+        frame: None,
+    })
+}
+
+fn gan_spec() -> GanSpec {
+    let s = sketch::load(Path::new("sketches/gan_truchet.rhai")).unwrap();
+    match s.spec {
+        Spec::Gan(g) => g,
+        _ => unreachable!(),
+    }
+}
+
+fn status(state: State, step: u64, checkpoint: Option<u64>) -> Status {
+    Status {
+        state,
+        message: String::new(),
+        pid: std::process::id(),
+        step,
+        total_steps: 3000,
+        checkpoint_step: checkpoint,
+        updated: 0.0,
+    }
+}
+
+fn metric(step: u64) -> Metric {
+    let t = step as f64;
+    Metric {
+        step,
+        epoch: t / 30.0,
+        d_loss: 1.3 - 0.5 * (t / 100.0).min(1.0) + 0.05 * (t * 0.7).sin(),
+        g_loss: 0.7 + 0.6 * (t / 100.0).min(1.0) + 0.05 * (t * 1.3).cos(),
+        d_real: 0.7,
+        d_fake: 0.3,
+        lr_g: 1e-4,
+        lr_d: 1e-4,
+        imgs_per_s: 85.0,
+        time: 1000.0 + t * 1.5,
+    }
+}
+
+/// A studio whose selected sketch is a GAN with a run at `state`.
+fn gan_studio(state: State, alive: bool) -> (App, PathBuf) {
+    let (mut app, effects) = studio(&["gan_truchet"]);
+    let req = render_request(&effects);
+    let run = PathBuf::from("runs/gan_truchet-20261125-120000");
+    let info = RunInfo {
+        path: run.clone(),
+        status: Some(status(state.clone(), 120, Some(100))),
+        alive,
+    };
+    let effects = app.update(Msg::Runs(HashMap::from([("gan_truchet".into(), info)])));
+    assert_eq!(effects, vec![Effect::Follow(Some(run.clone()))]);
+    app.update(Msg::GanLoaded {
+        id: req.id,
+        path: req.path.clone(),
+        spec: Box::new(gan_spec()),
+        reason: Reason::Selected,
+        source: Arc::new(String::new()),
+    });
+    app.update(Msg::RunTail(Box::new(RunTail {
+        path: run.clone(),
+        status: Some(status(state, 120, Some(100))),
+        alive,
+        metrics: (1..=120).map(metric).collect(),
+        reset: false,
+        spec: Some(gan_spec()),
+        sample: Some((run.join("samples/step_000100.png"), gradient(96, 96))),
+    })));
+    (app, run)
+}
+
+// ---- update logic ----------------------------------------------------------------------
+
+#[test]
+fn opening_renders_the_first_sketch_and_a_save_rerenders_it() {
+    let (mut app, effects) = studio(&["a", "b"]);
+    let first = render_request(&effects);
+    assert_eq!(first.path, path("a"));
+    assert_eq!(first.reason, Reason::Selected);
+    app.update(rendered(&first, "truchet", false));
+    assert_eq!(app.picture.as_ref().unwrap().path, path("a"));
+    assert!(app.picture.as_ref().unwrap().caption.contains("14 ms"));
+
+    // Saving b (in an editor) selects it and re-renders it as a save.
+    let effects = app.update(Msg::FilesChanged(vec![path("b")]));
+    let save = render_request(&effects);
+    assert_eq!((save.path.clone(), save.reason), (path("b"), Reason::Saved));
+    assert_eq!(app.selected, 1);
+    // The old picture stays until the new one arrives.
+    assert_eq!(app.picture.as_ref().unwrap().path, path("a"));
+    let Msg::Rendered(mut done) = rendered(&save, "truchet", false) else {
+        unreachable!()
+    };
+    done.saved_at = Some(std::time::SystemTime::now() - Duration::from_millis(30));
+    app.update(Msg::Rendered(done));
+    let picture = app.picture.as_ref().unwrap();
+    assert_eq!(picture.path, path("b"));
+    assert!(
+        picture.caption.contains("save→screen"),
+        "{}",
+        picture.caption
+    );
+    assert_eq!(app.log.back().unwrap().text, "reloaded b (14 ms)");
+}
+
+#[test]
+fn the_latest_request_wins_and_coarse_comes_before_full() {
+    let (mut app, effects) = studio(&["a"]);
+    let older = render_request(&effects);
+    let newer = render_request(&app.update(Msg::FilesChanged(vec![path("a")])));
+    assert!(newer.id > older.id);
+    // The older render finishing late must not replace the newer one.
+    app.update(rendered(&older, "cppn", false));
+    assert!(app.picture.is_none());
+    app.update(rendered(&newer, "cppn", true));
+    assert!(app.picture.as_ref().unwrap().caption.contains("coarse"));
+    app.update(rendered(&newer, "cppn", false));
+    let caption = &app.picture.as_ref().unwrap().caption;
+    assert!(
+        caption.contains("512x512") && caption.contains("render 14 ms"),
+        "{caption}"
+    );
+}
+
+#[test]
+fn an_error_keeps_the_last_good_image_and_a_fix_clears_it() {
+    let (mut app, effects) = studio(&["a"]);
+    let first = render_request(&effects);
+    app.update(rendered(&first, "truchet", false));
+    let good = app.picture.as_ref().unwrap().serial;
+
+    let broken = render_request(&app.update(Msg::FilesChanged(vec![path("a")])));
+    let error = "sketches/a.rhai:4:9: unknown tile family \"arc\"; expected one of triangles, arcs";
+    app.update(Msg::RenderFailed {
+        id: broken.id,
+        path: broken.path.clone(),
+        error: error.into(),
+    });
+    assert_eq!(app.error.as_deref(), Some(error));
+    assert_eq!(
+        app.picture.as_ref().unwrap().serial,
+        good,
+        "last good image stays"
+    );
+    let last = app.log.back().unwrap();
+    assert_eq!(last.level, Level::Error);
+    assert!(last.text.contains("a.rhai:4:9"));
+
+    let fixed = render_request(&app.update(Msg::FilesChanged(vec![path("a")])));
+    app.update(rendered(&fixed, "truchet", false));
+    assert!(app.error.is_none());
+    assert!(app.log.back().unwrap().text.contains("a: fixed"));
+}
+
+#[test]
+fn the_list_follows_files_appearing_and_vanishing() {
+    let (mut app, effects) = studio(&["a", "b", "c"]);
+    let _ = render_request(&effects);
+    app.update(code(KeyCode::Down));
+    assert_eq!(app.selected, 1);
+    // A new file before the selection keeps the same sketch selected.
+    app.update(Msg::SketchesListed(vec![
+        path("0"),
+        path("a"),
+        path("b"),
+        path("c"),
+    ]));
+    assert_eq!(app.selected_path(), Some(&path("b")));
+    // The selected file vanishes: its neighbour is selected and rendered.
+    let effects = app.update(Msg::SketchesListed(vec![path("0"), path("a"), path("c")]));
+    assert_eq!(render_request(&effects).path, path("c"));
+    assert!(app.log.iter().any(|l| l.text == "gone: b"));
+    assert!(app.log.iter().any(|l| l.text == "new: 0"));
+}
+
+#[test]
+fn s_saves_the_shown_source_as_a_favourite() {
+    let (mut app, effects) = studio(&["a"]);
+    assert!(app.update(key('s')).is_empty(), "nothing shown yet");
+    app.update(rendered(&render_request(&effects), "truchet", false));
+    let effects = app.update(key('s'));
+    assert_eq!(
+        effects,
+        vec![Effect::SaveFavourite(Favourite::Sketch {
+            path: path("a"),
+            source: Arc::new("// source of sketches/a.rhai".into()),
+        })]
+    );
+    app.update(Msg::FavouriteSaved(Ok(PathBuf::from("favourites/a-1.png"))));
+    assert!(app.log.back().unwrap().text.contains("favourites/a-1.png"));
+}
+
+#[test]
+fn a_favourite_file_carries_a_recipe_that_renders_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch_path = Path::new("sketches/truchet_triangles.rhai");
+    let source = std::fs::read_to_string(sketch_path).unwrap();
+    let saved = save_favourite(
+        dir.path(),
+        &Favourite::Sketch {
+            path: sketch_path.into(),
+            source: Arc::new(source.clone()),
+        },
+    )
+    .unwrap();
+    let name = saved.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("truchet_triangles-") && name.ends_with(".png"),
+        "{name}"
+    );
+    let recipe = easel::recipe::read_recipe(&saved).unwrap();
+    assert_eq!(recipe.source, source);
+    let again = sketch::load_source(sketch_path, recipe.source).unwrap();
+    let (img, _) = easel::recipe::render(&again, None, Some(recipe.seed), None).unwrap();
+    let saved_img = image::open(&saved).unwrap();
+    assert_eq!(saved_img.to_rgb8().as_raw(), img.to_rgb8().as_raw());
+    // A second favourite in the same second gets its own file.
+    let second = save_favourite(
+        dir.path(),
+        &Favourite::Sketch {
+            path: sketch_path.into(),
+            source: Arc::new(source),
+        },
+    )
+    .unwrap();
+    assert_ne!(saved, second);
+}
+
+#[test]
+fn t_trains_gan_sketches_only_and_never_twice() {
+    let (mut app, effects) = studio(&["cppn_a", "gan_truchet"]);
+    app.update(rendered(&render_request(&effects), "cppn", false));
+    assert!(app.update(key('t')).is_empty());
+    assert!(app
+        .log
+        .back()
+        .unwrap()
+        .text
+        .contains("t trains GAN sketches"));
+
+    let req = render_request(&app.update(code(KeyCode::Down)));
+    app.update(Msg::GanLoaded {
+        id: req.id,
+        path: req.path.clone(),
+        spec: Box::new(gan_spec()),
+        reason: Reason::Selected,
+        source: Arc::new(String::new()),
+    });
+    let effects = app.update(key('t'));
+    assert_eq!(
+        effects,
+        vec![Effect::StartTraining {
+            sketch: path("gan_truchet"),
+            resume: None
+        }]
+    );
+    let run = PathBuf::from("runs/gan_truchet-20261125-120000");
+    let effects = app.update(Msg::TrainingStarted(Ok(run.clone())));
+    assert_eq!(effects, vec![Effect::Follow(Some(run))]);
+    assert!(app.update(key('t')).is_empty(), "already training");
+    assert!(app.log.back().unwrap().text.contains("already training"));
+}
+
+#[test]
+fn t_resumes_a_stopped_run_and_a_dead_process_counts_as_stopped() {
+    let (mut app, run) = gan_studio(State::Stopped, false);
+    assert_eq!(
+        app.update(key('t')),
+        vec![Effect::StartTraining {
+            sketch: path("gan_truchet"),
+            resume: Some(run.clone())
+        }]
+    );
+    // "running" in status.json, but the process was killed (kill -9): resumable.
+    let (mut app, run) = gan_studio(State::Running, false);
+    assert_eq!(
+        app.update(key('t')),
+        vec![Effect::StartTraining {
+            sketch: path("gan_truchet"),
+            resume: Some(run)
+        }]
+    );
+}
+
+#[test]
+fn p_and_x_control_the_run_through_control_json() {
+    let (mut app, run) = gan_studio(State::Running, true);
+    assert_eq!(
+        app.update(key('p')),
+        vec![Effect::Control {
+            run: run.clone(),
+            patch: Control {
+                state: Some("pause".into()),
+                ..Control::default()
+            }
+        }]
+    );
+    app.update(Msg::RunTail(Box::new(RunTail {
+        path: run.clone(),
+        status: Some(status(State::Paused, 121, Some(100))),
+        alive: true,
+        metrics: vec![],
+        reset: false,
+        spec: None,
+        sample: None,
+    })));
+    assert!(app.log.back().unwrap().text.contains("paused"));
+    assert_eq!(
+        app.update(key('p')),
+        vec![Effect::Control {
+            run: run.clone(),
+            patch: Control {
+                state: Some("run".into()),
+                ..Control::default()
+            }
+        }]
+    );
+    assert_eq!(
+        app.update(key('x')),
+        vec![Effect::Control {
+            run,
+            patch: Control {
+                state: Some("stop".into()),
+                ..Control::default()
+            }
+        }]
+    );
+    // A finished run has nothing to control.
+    let (mut done, _) = gan_studio(State::Done, false);
+    assert!(done.update(key('x')).is_empty());
+}
+
+#[test]
+fn a_gan_sample_is_the_preview_of_its_sketch() {
+    let (app, run) = gan_studio(State::Running, true);
+    let picture = app.picture.as_ref().expect("the sample grid is shown");
+    assert_eq!(picture.path, path("gan_truchet"));
+    assert!(picture.caption.contains("step 100"), "{}", picture.caption);
+    let view = app.run.as_ref().unwrap();
+    assert_eq!(view.path, run);
+    assert_eq!(view.metrics.len(), 120);
+}
+
+#[test]
+fn saving_a_gan_sketch_pushes_learning_rates_and_asks_about_structure() {
+    let (mut app, run) = gan_studio(State::Running, true);
+    let mut faster = gan_spec();
+    faster.lr_g = 5e-4;
+    faster.sample_every = 20;
+    let req = render_request(&app.update(Msg::FilesChanged(vec![path("gan_truchet")])));
+    let effects = app.update(Msg::GanLoaded {
+        id: req.id,
+        path: req.path.clone(),
+        spec: Box::new(faster),
+        reason: Reason::Saved,
+        source: Arc::new(String::new()),
+    });
+    assert_eq!(
+        effects,
+        vec![Effect::Control {
+            run: run.clone(),
+            patch: Control {
+                lr_g: Some(5e-4),
+                sample_every: Some(20),
+                ..Control::default()
+            }
+        }]
+    );
+    assert!(app.confirm.is_none());
+
+    let mut wider = gan_spec();
+    wider.g_widths = vec![512, 256, 128];
+    let req = render_request(&app.update(Msg::FilesChanged(vec![path("gan_truchet")])));
+    let effects = app.update(Msg::GanLoaded {
+        id: req.id,
+        path: req.path.clone(),
+        spec: Box::new(wider),
+        reason: Reason::Saved,
+        source: Arc::new(String::new()),
+    });
+    assert!(effects.is_empty());
+    assert_eq!(
+        app.confirm,
+        Some(Confirm::Restart {
+            sketch: path("gan_truchet"),
+            run: run.clone()
+        })
+    );
+    // Other keys wait for the answer; y restarts.
+    assert!(app.update(key('t')).is_empty());
+    let effects = app.update(key('y'));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Control {
+                run,
+                patch: Control {
+                    state: Some("stop".into()),
+                    ..Control::default()
+                }
+            },
+            Effect::StartTraining {
+                sketch: path("gan_truchet"),
+                resume: None
+            }
+        ]
+    );
+    assert!(app.confirm.is_none());
+}
+
+#[test]
+fn space_plays_the_latent_loop_one_frame_at_a_time() {
+    let (mut app, effects) = studio(&["cppn_a"]);
+    app.update(rendered(&render_request(&effects), "cppn", false));
+    let t0 = Instant::now();
+    assert!(app.update(Msg::Tick(t0)).is_empty(), "paused until space");
+    app.update(key(' '));
+    let frame = render_request(&app.update(Msg::Tick(t0)));
+    assert_eq!(frame.frame, Some((1, 48)));
+    // No second request while the first is rendering.
+    assert!(app
+        .update(Msg::Tick(t0 + Duration::from_secs(1)))
+        .is_empty());
+    app.update(Msg::Rendered(Rendered {
+        frame: Some(1),
+        ..match rendered(&frame, "cppn", false) {
+            Msg::Rendered(r) => r,
+            _ => unreachable!(),
+        }
+    }));
+    assert!(app.picture.as_ref().unwrap().caption.contains("frame 2/48"));
+    let next = render_request(&app.update(Msg::Tick(t0 + Duration::from_secs(1))));
+    assert_eq!(next.frame, Some((2, 48)));
+    app.update(key(' '));
+    assert!(!app.animation.as_ref().unwrap().playing);
+}
+
+#[test]
+fn help_q_and_ctrl_c() {
+    let (mut app, _) = studio(&["a"]);
+    app.update(key('?'));
+    assert!(app.help);
+    app.update(key('j'));
+    assert!(!app.help && !app.quit, "any key closes the help");
+    let ctrl_c = Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert_eq!(app.update(ctrl_c), vec![Effect::Quit]);
+    assert!(app.quit);
+}
+
+// ---- run directory plumbing ------------------------------------------------------------
+
+#[test]
+fn control_patches_merge_into_control_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::at(dir.path()).unwrap();
+    write_control(
+        &run.path,
+        &Control {
+            lr_g: Some(3e-4),
+            ..Control::default()
+        },
+    )
+    .unwrap();
+    write_control(
+        &run.path,
+        &Control {
+            state: Some("pause".into()),
+            ..Control::default()
+        },
+    )
+    .unwrap();
+    let c = run.read_control();
+    assert_eq!(c.lr_g, Some(3e-4));
+    assert_eq!(c.state.as_deref(), Some("pause"));
+}
+
+#[test]
+fn the_tail_reads_only_complete_new_metric_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::at(dir.path()).unwrap();
+    run.write_status(&status(State::Running, 2, None)).unwrap();
+    run.append_metric(&metric(1)).unwrap();
+    run.append_metric(&metric(2)).unwrap();
+    let mut tail = worker::Tail::new(run.path.clone());
+    let first = tail.poll().unwrap();
+    assert_eq!(first.metrics.len(), 2);
+    assert!(first.alive, "this process is alive");
+    assert!(tail.poll().is_none(), "nothing changed");
+    // Half a line (a write in progress) waits for its newline.
+    use std::io::Write;
+    let line = serde_json::to_string(&metric(3)).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.metrics())
+        .unwrap();
+    f.write_all(&line.as_bytes()[..10]).unwrap();
+    f.flush().unwrap();
+    assert!(tail.poll().is_none());
+    f.write_all(&line.as_bytes()[10..]).unwrap();
+    f.write_all(b"\n").unwrap();
+    f.flush().unwrap();
+    let next = tail.poll().unwrap();
+    assert_eq!(
+        next.metrics.iter().map(|m| m.step).collect::<Vec<_>>(),
+        vec![3]
+    );
+    // A resume truncates the file: the tail starts over.
+    run.truncate_metrics(1).unwrap();
+    let reset = tail.poll().unwrap();
+    assert!(reset.reset);
+    assert_eq!(reset.metrics.len(), 1);
+}
+
+#[test]
+fn run_folders_map_to_their_sketch() {
+    assert_eq!(
+        worker::run_sketch_name("gan_truchet-20261125-101200"),
+        Some("gan_truchet")
+    );
+    assert_eq!(
+        worker::run_sketch_name("my-gan-20261125-101200-2"),
+        Some("my-gan")
+    );
+    assert_eq!(worker::run_sketch_name("notes"), None);
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "g-20261125-100000",
+        "g-20261125-110000",
+        "h-20261125-090000",
+    ] {
+        let run = RunDir::at(&dir.path().join(name)).unwrap();
+        run.write_status(&status(State::Done, 5, Some(5))).unwrap();
+    }
+    let index = worker::runs_index(dir.path());
+    assert_eq!(index.len(), 2);
+    assert!(index["g"].path.ends_with("g-20261125-110000"), "newest run");
+}
+
+// ---- layout snapshots ------------------------------------------------------------------
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    let mut state = view::ViewState::new(Picker::halfblocks());
+    terminal.draw(|f| view::draw(f, app, &mut state)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut out = String::new();
+    for y in 0..buffer.area.height {
+        for x in 0..buffer.area.width {
+            out.push_str(buffer[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn busy_studio() -> App {
+    let (mut app, _) = gan_studio(State::Running, true);
+    app.update(Msg::SketchesListed(vec![
+        path("cppn_silk"),
+        path("gan_truchet"),
+        path("truchet_arcs"),
+    ]));
+    app.update(Msg::Error(
+        "sketches/truchet_arcs.rhai:4:9: unknown tile family \"arc\"".into(),
+    ));
+    app
+}
+
+#[test]
+fn snapshot_80x24() {
+    insta::assert_snapshot!(screen(&busy_studio(), 80, 24));
+}
+
+#[test]
+fn snapshot_160x48() {
+    insta::assert_snapshot!(screen(&busy_studio(), 160, 48));
+}
+
+#[test]
+fn snapshot_error_and_help() {
+    let (mut app, effects) = studio(&["truchet_arcs"]);
+    let req = render_request(&effects);
+    app.update(rendered(&req, "truchet", false));
+    let broken = render_request(&app.update(Msg::FilesChanged(vec![path("truchet_arcs")])));
+    app.update(Msg::RenderFailed {
+        id: broken.id,
+        path: broken.path,
+        error: "sketches/truchet_arcs.rhai:4:9: unknown tile family \"arc\"; expected one of triangles, arcs, diagonals, multiscale".into(),
+    });
+    insta::assert_snapshot!("error_80x24", screen(&app, 80, 24));
+    app.update(key('?'));
+    insta::assert_snapshot!("help_80x24", screen(&app, 80, 24));
+}
+
+#[test]
+fn a_tiny_terminal_says_so() {
+    let text = screen(&busy_studio(), 40, 10);
+    assert!(text.contains("too small"), "{text}");
+    assert!(text.contains("40x10"));
+}
+
+#[test]
+fn every_size_from_200x60_down_draws_without_panicking() {
+    let app = busy_studio();
+    let mut state = view::ViewState::new(Picker::halfblocks());
+    let mut terminal = Terminal::new(TestBackend::new(200, 60)).unwrap();
+    for (w, h) in (1..=200u16)
+        .rev()
+        .step_by(7)
+        .zip((1..=60u16).rev().step_by(2))
+    {
+        terminal.backend_mut().resize(w, h);
+        terminal
+            .resize(ratatui::layout::Rect::new(0, 0, w, h))
+            .unwrap();
+        terminal.draw(|f| view::draw(f, &app, &mut state)).unwrap();
+    }
+}
+
+// ---- the real workers ------------------------------------------------------------------
+
+fn wait_for<T>(rx: &mpsc::Receiver<Msg>, mut pick: impl FnMut(Msg) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = rx.recv_timeout(left).expect("the worker answered in time");
+        if let Some(t) = pick(msg) {
+            return t;
+        }
+    }
+}
+
+#[test]
+fn the_renderer_sends_a_coarse_then_a_full_cppn_and_reports_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cppn = dir.path().join("c.rhai");
+    std::fs::write(
+        &cppn,
+        r#"#{ kind: "cppn", size: 400, z: 4, layers: [8, 8], seed: 3 }"#,
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let renderer = worker::spawn_renderer(tx);
+    renderer
+        .send(RenderRequest {
+            id: 1,
+            path: cppn.clone(),
+            reason: Reason::Saved,
+            frame: None,
+        })
+        .unwrap();
+    let pick = |m| match m {
+        Msg::Rendered(r) => Some(r),
+        _ => None,
+    };
+    let coarse = wait_for(&rx, pick);
+    assert!(coarse.coarse);
+    assert_eq!(coarse.image.width(), worker::COARSE_SIDE);
+    let full = wait_for(&rx, pick);
+    assert!(!full.coarse && full.saved_at.is_some());
+    assert_eq!((full.image.width(), full.size), (400, (400, 400)));
+    // Frames of the loop come from the cached network.
+    renderer
+        .send(RenderRequest {
+            id: 2,
+            path: cppn.clone(),
+            reason: Reason::Selected,
+            frame: Some((3, 10)),
+        })
+        .unwrap();
+    let frame = wait_for(&rx, pick);
+    assert_eq!(frame.frame, Some(3));
+
+    std::fs::write(&cppn, "#{ kind: \"cppn\",\n  layers: [8, \"x\"] }").unwrap();
+    renderer
+        .send(RenderRequest {
+            id: 3,
+            path: cppn.clone(),
+            reason: Reason::Saved,
+            frame: None,
+        })
+        .unwrap();
+    let error = wait_for(&rx, |m| match m {
+        Msg::RenderFailed { id: 3, error, .. } => Some(error),
+        _ => None,
+    });
+    assert!(error.contains("c.rhai:2:"), "{error}");
+}
+
+#[test]
+fn the_folder_watch_sees_in_place_and_rename_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = dir.path().join("a.rhai");
+    std::fs::write(&sketch, "#{}").unwrap();
+    let (tx, rx) = mpsc::channel();
+    let _watch = worker::watch_folder(dir.path(), tx).unwrap();
+    let changed = |rx: &mpsc::Receiver<Msg>| {
+        wait_for(rx, |m| match m {
+            Msg::FilesChanged(p) => Some(p),
+            _ => None,
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::write(&sketch, "#{ kind: \"truchet\" }").unwrap();
+    assert_eq!(changed(&rx), vec![sketch.clone()]);
+    // vim / sed -i style: write a new file, rename it over the old one.
+    let tmp = dir.path().join(".a.rhai.swp");
+    std::fs::write(&tmp, "#{ kind: \"cppn\" }").unwrap();
+    std::fs::rename(&tmp, &sketch).unwrap();
+    assert_eq!(changed(&rx), vec![sketch.clone()]);
+    // And it keeps watching after the rename.
+    std::fs::write(&sketch, "#{ kind: \"gan\" }").unwrap();
+    assert_eq!(changed(&rx), vec![sketch]);
+    // New files show in the list.
+    std::fs::write(dir.path().join("b.rhai"), "#{}").unwrap();
+    let listed = wait_for(&rx, |m| match m {
+        Msg::SketchesListed(l) if l.len() == 2 => Some(l),
+        _ => None,
+    });
+    assert!(listed[1].ends_with("b.rhai"));
+}
