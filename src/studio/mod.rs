@@ -49,10 +49,8 @@ pub fn studio(dir: &Path, graphics: Graphics) -> Result<()> {
             dir.display()
         );
     }
-    let base = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    // `sketches` has the empty parent: runs/ and favourites/ then sit in the current folder.
+    let base = dir.parent().unwrap_or(Path::new(""));
     let places = Places {
         runs: Some(base.join("runs")),
         favourites: base.join("favourites"),

@@ -244,8 +244,11 @@ pub fn watch_folder(
             }
             let writes = matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_));
             for p in &event.paths {
-                if writes && is_sketch(p) && p.exists() && !changed.contains(p) {
-                    changed.push(p.clone());
+                // notify may report absolute paths; the list holds `dir.join(name)`.
+                let Some(name) = p.file_name() else { continue };
+                let p = dir_owned.join(name);
+                if writes && is_sketch(&p) && p.exists() && !changed.contains(&p) {
+                    changed.push(p);
                 }
             }
         }

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Drives the real studio in tmux, the way a person uses it: start it on a fresh folder,
+# edit a sketch in place and by rename (as vim and sed -i do), see the preview change and
+# the reload time, break the sketch and see its error with the line, fix it, save a
+# favourite and find the file, start a tiny training, see the step counter move, stop it.
+#
+#   scripts/studio_e2e.sh [path/to/easel]      (default: target/debug/easel)
+#
+# Run by `cargo test` (tests/studio_e2e.rs) when tmux is installed. Exits non-zero with
+# the last screen on the first expectation that does not come true within its timeout.
+set -euo pipefail
+
+EASEL=$(realpath "${1:-target/debug/easel}")
+WORK=$(mktemp -d)
+SESSION="easel-e2e-$$"
+export LANG=C.UTF-8
+cleanup() {
+    tmux kill-session -t "$SESSION" 2>/dev/null || true
+    # Stop any training this script started (it runs in a session of its own).
+    for s in "$WORK"/runs/*/status.json; do
+        [ -f "$s" ] || continue
+        pid=$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$s")
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+screen() { tmux capture-pane -p -t "$SESSION"; }
+
+# expect TEXT [SECONDS]: waits until TEXT is on screen.
+expect() {
+    local text=$1 limit=${2:-20}
+    local deadline=$((SECONDS + limit))
+    while ((SECONDS < deadline)); do
+        if screen | grep -qF -- "$text"; then
+            echo "ok: saw \"$text\""
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "FAILED: \"$text\" did not appear within ${limit}s. The screen:" >&2
+    screen >&2
+    exit 1
+}
+
+# expect_count TEXT N [SECONDS]: waits until TEXT is on screen at least N times.
+expect_count() {
+    local text=$1 n=$2 limit=${3:-20}
+    local deadline=$((SECONDS + limit))
+    while ((SECONDS < deadline)); do
+        if (($(screen | grep -oF -- "$text" | wc -l) >= n)); then
+            echo "ok: saw \"$text\" ${n}x"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "FAILED: \"$text\" not seen ${n} times within ${limit}s. The screen:" >&2
+    screen >&2
+    exit 1
+}
+
+mkdir -p "$WORK/sketches"
+cat >"$WORK/sketches/a.rhai" <<'EOF'
+#{
+    kind: "truchet",
+    size: 256,
+    family: "triangles",
+    tile: 32,
+    foreground: "#1d3557",
+    background: "#f1faee",
+    seed: 1,
+}
+EOF
+cat >"$WORK/sketches/data.rhai" <<'EOF'
+#{ kind: "truchet", family: "triangles", size: 28, tile: 7, channels: 1,
+   foreground: "black", background: "white", antialias: false, seed: 0 }
+EOF
+cat >"$WORK/sketches/g.rhai" <<'EOF'
+#{
+    kind: "gan", model: "dcgan", image_size: 28, channels: 1, latent: 8,
+    g_widths: [16, 8], d_widths: [8, 16], kernel: 4, batch: 8, lr: 2e-3,
+    steps: 400, sample_every: 5, checkpoint_every: 5, seed: 5,
+    data: #{ from: "data.rhai", count: 64 },
+}
+EOF
+
+tmux new-session -d -s "$SESSION" -x 120 -y 36 -c "$WORK" "$EASEL studio sketches; sleep 30"
+
+expect "Preview · a · 256x256 · render"
+before=$(tmux capture-pane -p -e -t "$SESSION")
+
+# An in-place save: the preview changes and shows save → screen.
+sed -i 's/seed: 1,/seed: 2,/' "$WORK/sketches/a.rhai"
+expect "save→screen"
+echo "   $(screen | grep -oE 'save→screen [0-9]+ ms' | head -1)"
+expect "reloaded a"
+after=$(tmux capture-pane -p -e -t "$SESSION")
+if [ "$before" = "$after" ]; then
+    echo "FAILED: the preview did not change after the save" >&2
+    exit 1
+fi
+echo "ok: the preview changed"
+
+# A rename-style save (vim, sed -i): a new file moved over the old one.
+sed 's/seed: 2,/seed: 3,/' "$WORK/sketches/a.rhai" >"$WORK/sketches/.a.rhai.tmp"
+mv "$WORK/sketches/.a.rhai.tmp" "$WORK/sketches/a.rhai"
+expect_count "reloaded a" 2
+
+# Break it: the error names the file, line and column; the last good image stays.
+sed -i 's/family: "triangles"/family: "triangle"/' "$WORK/sketches/a.rhai"
+expect "a.rhai:4:"
+expect "error (last good image kept)"
+# Fix it.
+sed -i 's/family: "triangle"/family: "arcs"/' "$WORK/sketches/a.rhai"
+expect "a: fixed"
+
+# A favourite, with its recipe.
+tmux send-keys -t "$SESSION" s
+expect "saved favourite"
+ls "$WORK"/favourites/a-*.png >/dev/null
+echo "ok: $(ls "$WORK"/favourites/) written"
+
+# Train the tiny GAN: select it, t, and watch the step counter move.
+tmux send-keys -t "$SESSION" G
+expect "Preview · g"
+tmux send-keys -t "$SESSION" t
+expect "training →"
+expect "running" 60
+deadline=$((SECONDS + 60))
+until screen | grep -qE "running [1-9][0-9]*/400"; do
+    if ((SECONDS > deadline)); then
+        echo "FAILED: the step counter did not move" >&2
+        screen >&2
+        exit 1
+    fi
+    sleep 0.3
+done
+first=$(screen | grep -oE "running [0-9]+/400" | head -1)
+sleep 3
+second=$(screen | grep -oE "running [0-9]+/400" | head -1)
+if [ "$first" = "$second" ]; then
+    echo "FAILED: the step counter stayed at $first" >&2
+    exit 1
+fi
+echo "ok: step counter moved ($first → $second)"
+expect "samples · step" 30
+
+# Stop it through control.json, then quit: the terminal comes back.
+tmux send-keys -t "$SESSION" x
+expect "stopped" 30
+tmux send-keys -t "$SESSION" q
+sleep 1
+if screen | grep -qF "Sketches ·"; then
+    echo "FAILED: the studio did not quit" >&2
+    screen >&2
+    exit 1
+fi
+echo "ok: quit"
+echo "studio e2e: all good"
