@@ -105,7 +105,7 @@ impl Activation {
             Activation::Relu => each!(|x| x.max(0.0)),
             Activation::Gaussian => each!(|x| fastmath::exp(-x * x)),
             Activation::Abs => each!(|x| x.abs()),
-            Activation::Softplus => each!(|x| x.max(0.0) + fastmath::exp(-x.abs()).ln_1p()),
+            Activation::Softplus => each!(|x| fastmath::softplus(x)),
             Activation::Identity => {}
         }
     }

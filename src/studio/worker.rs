@@ -25,7 +25,7 @@ use crate::sketch::{self, Spec};
 
 /// Longest side of a CPPN preview (a CPPN renders at any size; the sketch's own size is
 /// used for favourites). Truchet sketches render at their own size: tiles are in pixels.
-pub const PREVIEW_SIDE: u32 = 512;
+pub const PREVIEW_SIDE: u32 = 384;
 /// Longest side of the coarse first pass.
 pub const COARSE_SIDE: u32 = 128;
 /// Longest side of animation frames (they must keep up with the frame rate).
@@ -66,7 +66,13 @@ struct Looping {
 #[derive(Default)]
 struct Renderer {
     looping: Option<Looping>,
+    /// How long each sketch's last full render took: a coarse pass only pays off before
+    /// a slow one.
+    full_times: HashMap<PathBuf, Duration>,
 }
+
+/// A full render faster than this is shown directly, without a coarse pass first.
+const COARSE_WORTH_IT: Duration = Duration::from_millis(60);
 
 impl Renderer {
     fn serve(&mut self, rx: &Receiver<RenderRequest>, out: &Sender<Msg>) {
@@ -189,7 +195,11 @@ impl Renderer {
                     s
                 };
                 let coarse_spec = at(COARSE_SIDE);
-                if coarse_spec.width < c.width.min(PREVIEW_SIDE) {
+                let slow = self
+                    .full_times
+                    .get(&req.path)
+                    .is_none_or(|t| *t >= COARSE_WORTH_IT);
+                if slow && coarse_spec.width < c.width.min(PREVIEW_SIDE) {
                     let img = crate::cppn::render::render(&coarse_spec, &net, &z);
                     let _ = out.send(rendered(img, true, started.elapsed(), 0, 0.0));
                     // A newer save or selection arrived meanwhile: skip the full pass.
@@ -202,7 +212,10 @@ impl Renderer {
                         Err(TryRecvError::Disconnected) => return None,
                     }
                 }
+                let full_started = Instant::now();
                 let img = crate::cppn::render::render(&at(PREVIEW_SIDE), &net, &z);
+                self.full_times
+                    .insert(req.path.clone(), full_started.elapsed());
                 let took = started.elapsed();
                 let frames = if c.z_dims > 0 { c.animation.frames } else { 0 };
                 self.looping = Some(Looping {
