@@ -16,7 +16,8 @@ use easel::sketch::{self, Spec};
 
 // The same allocator as the `easel` binary.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: easel::alloc::BlockCache<mimalloc::MiMalloc> =
+    easel::alloc::BlockCache::new(mimalloc::MiMalloc);
 
 const SKETCH: &str = r#"#{ kind: "cppn", size: 1024, inputs: ["x", "y", "r"], z: 8,
                            depth: 7, width: 32, activation: "tanh", seed: 1 }"#;

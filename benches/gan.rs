@@ -21,7 +21,8 @@ use easel::gan::DataSource;
 use easel::sketch::{self, Spec};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: easel::alloc::BlockCache<mimalloc::MiMalloc> =
+    easel::alloc::BlockCache::new(mimalloc::MiMalloc);
 
 fn trainer(name: &str) -> (Trainer, data::Dataset) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

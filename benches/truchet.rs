@@ -12,7 +12,8 @@ use easel::sketch;
 
 // The same allocator as the `easel` binary.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: easel::alloc::BlockCache<mimalloc::MiMalloc> =
+    easel::alloc::BlockCache::new(mimalloc::MiMalloc);
 
 fn dataset(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches/truchet_dataset.rhai");

@@ -3,6 +3,7 @@
 //! Data flows one way: file → [`sketch::load`] → [`sketch::Spec`] → renderer
 //! ([`truchet`]) → image (with its [`recipe`]) → CLI or studio.
 
+pub mod alloc;
 pub mod cli;
 pub mod cppn;
 pub mod gan;

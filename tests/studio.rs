@@ -734,7 +734,10 @@ fn the_renderer_sends_a_coarse_then_a_full_cppn_and_reports_errors() {
     assert_eq!(coarse.image.width(), worker::COARSE_SIDE);
     let full = wait_for(&rx, pick);
     assert!(!full.coarse && full.saved_at.is_some());
-    assert_eq!((full.image.width(), full.size), (worker::PREVIEW_SIDE, (400, 400)));
+    assert_eq!(
+        (full.image.width(), full.size),
+        (worker::PREVIEW_SIDE, (400, 400))
+    );
     // Frames of the loop come from the cached network.
     renderer
         .send(RenderRequest {
