@@ -157,4 +157,14 @@ if screen | grep -qF "Sketches ·"; then
     exit 1
 fi
 echo "ok: quit"
+
+# The same run from `easel watch`, after it ended.
+run=$(ls -d "$WORK"/runs/g-* | head -1)
+tmux kill-session -t "$SESSION" 2>/dev/null || true
+tmux new-session -d -s "$SESSION" -x 100 -y 30 -c "$WORK" "$EASEL watch $run; sleep 30"
+expect "Watching"
+expect "stopped"
+expect "samples · step"
+expect "Losses · D, G"
+tmux send-keys -t "$SESSION" q
 echo "studio e2e: all good"

@@ -466,3 +466,18 @@ fn sample_writes_grids_interpolations_and_thresholded_images() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("this model has no classes"));
 }
+
+#[test]
+fn the_studio_and_watch_explain_what_they_need() {
+    let dir = tempfile::tempdir().unwrap();
+    // No terminal here (the test's stdin/stdout are pipes): a clear message, no panic.
+    std::fs::create_dir(dir.path().join("sketches")).unwrap();
+    let out = easel(&["studio", "sketches"], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a terminal"));
+    let out = easel(&["studio", "nowhere"], dir.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere is not a folder of sketches"));
+    let out = easel(&["watch", "runs/none"], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no status.json"));
+}
