@@ -798,3 +798,53 @@ fn the_folder_watch_sees_in_place_and_rename_saves() {
     });
     assert!(listed[1].ends_with("b.rhai"));
 }
+
+#[test]
+fn a_fitting_cppn_says_so_and_renders_when_fitted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("sketches/images/arcs64.png", dir.path().join("t.png")).unwrap();
+    let sketch = dir.path().join("f.rhai");
+    std::fs::write(
+        &sketch,
+        r#"#{ kind: "cppn", size: 64, layers: [8, 8], seed: 1,
+              fit: #{ image: "t.png", steps: 20, lr: 0.01 } }"#,
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let renderer = worker::spawn_renderer(tx);
+    renderer
+        .send(RenderRequest {
+            id: 7,
+            path: sketch.clone(),
+            reason: Reason::Selected,
+            frame: None,
+        })
+        .unwrap();
+    let note = wait_for(&rx, |m| match m {
+        Msg::Busy { id: 7, note, .. } => Some(note),
+        _ => None,
+    });
+    assert!(
+        note.contains("fitting the network to") && note.contains("20 steps"),
+        "{note}"
+    );
+    // The renderer is free meanwhile; the fitted render arrives on its own.
+    let done = wait_for(&rx, |m| match m {
+        Msg::Rendered(r) if r.id == 7 && !r.coarse => Some(r),
+        _ => None,
+    });
+    assert_eq!(done.size, (64, 64));
+
+    // In the app: the note shows until the picture comes.
+    let (mut app, effects) = studio(&["f"]);
+    let req = render_request(&effects);
+    app.update(Msg::Busy {
+        id: req.id,
+        path: req.path.clone(),
+        note: "fitting the network to t.png (20 steps)…".into(),
+    });
+    assert!(app.busy.is_some());
+    assert!(app.log.back().unwrap().text.starts_with("f: fitting"));
+    app.update(rendered(&req, "cppn", false));
+    assert!(app.busy.is_none());
+}

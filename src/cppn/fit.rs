@@ -195,6 +195,14 @@ fn key(spec: &CppnSpec, fit: &FitSpec) -> u64 {
     h.finish()
 }
 
+/// Whether this process has already fitted the sketch's network (rendering it is fast).
+pub fn is_fitted(spec: &CppnSpec, target: &FitSpec) -> bool {
+    cache()
+        .lock()
+        .expect("fit cache")
+        .contains_key(&key(spec, target))
+}
+
 /// The fitted network for a sketch with `fit`, training (with a progress bar on a
 /// terminal) on first use.
 pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {

@@ -152,6 +152,12 @@ pub enum Msg {
     TrainingStarted(Result<PathBuf, String>),
     /// Something the runtime could not do.
     Error(String),
+    /// The request is taking a while (a CPPN fitting its network); it comes later.
+    Busy {
+        id: u64,
+        path: PathBuf,
+        note: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +257,8 @@ pub struct App {
     pub chart: ChartOptions,
     pub help: bool,
     pub confirm: Option<Confirm>,
+    /// What the selected sketch is waiting for, when its picture takes a while.
+    pub busy: Option<(PathBuf, String)>,
     pub quit: bool,
     /// Log time stamps (fixed in tests, for stable snapshots).
     pub clock: fn() -> String,
@@ -280,6 +288,7 @@ impl App {
             chart: ChartOptions::default(),
             help: false,
             confirm: None,
+            busy: None,
             quit: false,
             clock: local_time,
             gan_specs: HashMap::new(),
@@ -339,6 +348,7 @@ impl App {
                 }
                 // Errors of older requests are stale; the newest result decides.
                 if id == self.current_id {
+                    self.busy = None;
                     if self.error.as_deref() != Some(error.as_str()) {
                         self.log_line(Level::Error, error.clone());
                     }
@@ -386,6 +396,13 @@ impl App {
             }
             Msg::Error(e) => {
                 self.log_line(Level::Error, e);
+                vec![]
+            }
+            Msg::Busy { id, path, note } => {
+                if id == self.current_id && self.busy.as_ref().map(|b| &b.1) != Some(&note) {
+                    self.info(format!("{}: {note}", Self::sketch_name(&path)));
+                    self.busy = Some((path, note));
+                }
                 vec![]
             }
             Msg::TrainingStarted(Err(e)) => {
@@ -600,6 +617,7 @@ impl App {
         if r.id != self.current_id {
             return vec![]; // a newer request is on its way: latest wins
         }
+        self.busy = None;
         let fixed = self.error.take().is_some();
         let (w, h) = r.size;
         let mut caption = format!("{w}x{h}");

@@ -283,6 +283,12 @@ fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect)
                 }
             } else if app.sketches.is_empty() {
                 ""
+            } else if let Some((_, note)) = app
+                .busy
+                .as_ref()
+                .filter(|b| Some(&b.0) == app.selected_path())
+            {
+                note.as_str()
             } else {
                 "rendering…"
             };

@@ -7,12 +7,12 @@
 //! - the run tailer: the runs index every second, and the followed run's status, new
 //!   metric lines and newest sample grid a few times a second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use notify::EventKind;
@@ -49,9 +49,13 @@ pub fn fit_within((w, h): (u32, u32), side: u32) -> (u32, u32) {
 /// Starts the render thread; send it requests, results come back as [`Msg`]s.
 pub fn spawn_renderer(out: Sender<Msg>) -> Sender<RenderRequest> {
     let (tx, rx) = std::sync::mpsc::channel::<RenderRequest>();
+    let mut renderer = Renderer {
+        requeue: Some(tx.clone()),
+        ..Renderer::default()
+    };
     std::thread::Builder::new()
         .name("easel-render".into())
-        .spawn(move || Renderer::default().serve(&rx, &out))
+        .spawn(move || renderer.serve(&rx, &out))
         .expect("spawning the render thread");
     tx
 }
@@ -69,6 +73,11 @@ struct Renderer {
     /// How long each sketch's last full render took: a coarse pass only pays off before
     /// a slow one.
     full_times: HashMap<PathBuf, Duration>,
+    /// Sketches whose network is being fitted on a thread of its own (seconds), so the
+    /// renderer stays free for other sketches meanwhile.
+    fitting: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Where a finished fit asks for its render again.
+    requeue: Option<Sender<RenderRequest>>,
 }
 
 /// A full render faster than this is shown directly, without a coarse pass first.
@@ -181,6 +190,31 @@ impl Renderer {
                 }
             }
             Spec::Cppn(c) => {
+                if let (Some(fit), Some(requeue)) = (&c.fit, &self.requeue) {
+                    if !crate::cppn::fit::is_fitted(c, fit) {
+                        let note = format!(
+                            "fitting the network to {} ({} steps)…",
+                            fit.image_path.display(),
+                            fit.steps
+                        );
+                        let mut fitting = self.fitting.lock().expect("fitting set");
+                        if fitting.insert(req.path.clone()) {
+                            let (c, req, requeue) = (c.clone(), req.clone(), requeue.clone());
+                            let set = self.fitting.clone();
+                            std::thread::spawn(move || {
+                                // Fills the process's fit cache; errors show on the re-render.
+                                let _ = c.render_network();
+                                set.lock().expect("fitting set").remove(&req.path);
+                                let _ = requeue.send(req);
+                            });
+                        }
+                        return Some(Msg::Busy {
+                            id: req.id,
+                            path: req.path.clone(),
+                            note,
+                        });
+                    }
+                }
                 let started = Instant::now();
                 let net = match c.render_network() {
                     Ok(n) => n,
