@@ -369,6 +369,8 @@ fn control_json_changes_learning_rates_and_stops_a_run() {
     assert_eq!(run_training(&run, &src, &spec, 10, true), Outcome::Stopped);
     let status = run.read_status().unwrap();
     assert_eq!((status.state, status.step.max(2)), (State::Stopped, 2));
+    // A stopped run leaves its generator for `easel sample`.
+    assert!(run.generator().exists());
 }
 
 #[test]

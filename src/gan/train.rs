@@ -446,6 +446,8 @@ fn train_inner(
             match c.state.as_deref() {
                 Some("stop") => {
                     checkpoint(run, &t, status)?;
+                    // A stopped run is usable as it is: `easel sample RUN` finds this.
+                    t.save_generator(&run.generator())?;
                     status.state = State::Stopped;
                     status.message = "stopped by control.json".into();
                     status.updated = run::now();
