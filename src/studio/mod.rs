@@ -157,19 +157,27 @@ fn event_loop(
     };
     let (mut app, effects) = App::new(mode, sketches);
     runtime.apply(effects);
+    let mut dirty = true;
     loop {
-        terminal.draw(|f| view::draw(f, &app, &mut view_state))?;
+        // Idle, nothing is redrawn: the studio costs no CPU while you edit.
+        if dirty {
+            terminal.draw(|f| view::draw(f, &app, &mut view_state))?;
+        }
         let first = match rx.recv_timeout(Duration::from_millis(40)) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => Msg::Tick(Instant::now()),
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let mut effects = app.update(first);
+        dirty = first.is_some();
+        let mut effects = first.map(|m| app.update(m)).unwrap_or_default();
         // Take everything already waiting, so a burst costs one draw.
         while let Ok(m) = rx.try_recv() {
             effects.extend(app.update(m));
         }
-        effects.extend(app.update(Msg::Tick(Instant::now())));
+        // Time drives the latent loop.
+        let ticked = app.update(Msg::Tick(Instant::now()));
+        dirty |= !ticked.is_empty();
+        effects.extend(ticked);
         runtime.apply(effects);
         if app.quit {
             break;
