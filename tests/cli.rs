@@ -465,6 +465,33 @@ fn sample_writes_grids_interpolations_and_thresholded_images() {
         dir.path(),
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("this model has no classes"));
+    // --raw: the trained weights rather than their average; they differ after training.
+    ok(easel(
+        &["sample", "run", "-o", "raw.png", "-n", "4", "--raw"],
+        dir.path(),
+    ));
+    ok(easel(
+        &["sample", "run", "-o", "avg.png", "-n", "4"],
+        dir.path(),
+    ));
+    let pixels = |f: &str| {
+        image::open(dir.path().join(f))
+            .unwrap()
+            .to_luma8()
+            .into_raw()
+    };
+    assert_ne!(pixels("raw.png"), pixels("avg.png"));
+    let out = easel(
+        &[
+            "sample",
+            "run/generator.safetensors",
+            "-o",
+            "x.png",
+            "--raw",
+        ],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--raw needs a training checkpoint"));
 }
 
 #[test]

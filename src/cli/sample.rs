@@ -40,6 +40,10 @@ pub struct SampleArgs {
     /// Pixels above this (0–1) become white, the rest black.
     #[arg(long, value_name = "V")]
     pub threshold: Option<f64>,
+    /// Sample the generator's raw weights instead of their moving average (needs a run
+    /// directory or checkpoint: generator.safetensors holds only the average).
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// A trained generator with its spec and class names.
@@ -48,12 +52,20 @@ pub struct LoadedGenerator {
     pub classes: Vec<String>,
 }
 
-/// Loads the EMA generator from a run directory, model folder or safetensors file.
-pub fn load_generator(source: &Path) -> Result<LoadedGenerator> {
+/// Loads the EMA generator (or with `raw`, the trained weights themselves) from a run
+/// directory, model folder or safetensors file.
+pub fn load_generator(source: &Path, raw: bool) -> Result<LoadedGenerator> {
     let (file, prefix) = if source.is_dir() {
         let generator = source.join("generator.safetensors");
         let latest = source.join("checkpoints/latest.safetensors");
-        if generator.exists() {
+        if raw && latest.exists() {
+            (latest, "g.")
+        } else if raw {
+            bail!(
+                "--raw needs a training checkpoint; {} has no checkpoints/latest.safetensors",
+                source.display()
+            );
+        } else if generator.exists() {
             (generator, "")
         } else if latest.exists() {
             (latest, "ema.")
@@ -67,9 +79,15 @@ pub fn load_generator(source: &Path) -> Result<LoadedGenerator> {
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("generator"))
     {
+        if raw {
+            bail!(
+                "--raw needs a training checkpoint; {} holds only the averaged weights",
+                source.display()
+            );
+        }
         (source.to_path_buf(), "")
     } else {
-        (source.to_path_buf(), "ema.")
+        (source.to_path_buf(), if raw { "g." } else { "ema." })
     };
     let (tensors, meta) = load_safetensors(&file, Device::Cpu)?;
     let spec: GanSpec = match meta.get("spec") {
@@ -98,7 +116,7 @@ pub fn load_generator(source: &Path) -> Result<LoadedGenerator> {
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {
-    let mut loaded = load_generator(&args.source)?;
+    let mut loaded = load_generator(&args.source, args.raw)?;
     let latent = loaded.g.spec.latent;
     let n = args.count.clamp(1, 1024);
     let labels: Vec<usize> = match &args.class {
