@@ -205,6 +205,48 @@ fn training_state_holds_no_autograd_graph_between_steps() {
     }
 }
 
+#[test]
+fn the_moving_average_follows_the_generator_from_the_start() {
+    // With decay 0.999 and no warm-up, the average would still be ~98% the random initial
+    // weights after 20 steps, and early samples grey noise.
+    let dir = tempfile::tempdir().unwrap();
+    flat_folder(dir.path(), &[("x", 255)], 1);
+    let (spec, _) = gan_spec(
+        dir.path(),
+        &format!(r#"{TINY}, data: #{{ folder: "data" }}"#),
+    );
+    let mut spec = spec;
+    spec.ema = 0.999;
+    let data = white_dataset(16);
+    let mut t = Trainer::new(&spec, vec![], &Device::Cpu).unwrap();
+    let flat = |ts: Vec<(String, Tensor)>| -> Vec<f32> {
+        ts.into_iter()
+            .filter(|(n, _)| n.ends_with(".w"))
+            .flat_map(|(_, v)| v.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect()
+    };
+    let init = flat(t.g.params.named_tensors(""));
+    for _ in 0..20 {
+        t.train_step(&data).unwrap();
+    }
+    let (g, ema) = (
+        flat(t.g.params.named_tensors("")),
+        flat(t.ema.params.named_tensors("")),
+    );
+    let dist = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let (moved, lag) = (dist(&init, &g), dist(&ema, &g));
+    assert!(
+        lag < 0.5 * moved,
+        "the average lags {lag} behind a generator that moved {moved}"
+    );
+}
+
 fn tensors(t: &Trainer) -> Vec<(String, Vec<f32>)> {
     t.g.params
         .named_tensors("g.")
