@@ -391,16 +391,7 @@ fn p_and_x_control_the_run_through_control_json() {
             }
         }]
     );
-    assert_eq!(
-        app.update(key('x')),
-        vec![Effect::Control {
-            run,
-            patch: Control {
-                state: Some("stop".into()),
-                ..Control::default()
-            }
-        }]
-    );
+    assert_eq!(app.update(key('x')), vec![Effect::set_state(run, "stop")]);
     // A finished run has nothing to control.
     let (mut done, _) = gan_studio(State::Done, false);
     assert!(done.update(key('x')).is_empty());
@@ -468,13 +459,7 @@ fn saving_a_gan_sketch_pushes_learning_rates_and_asks_about_structure() {
     assert_eq!(
         effects,
         vec![
-            Effect::Control {
-                run,
-                patch: Control {
-                    state: Some("stop".into()),
-                    ..Control::default()
-                }
-            },
+            Effect::set_state(run, "stop"),
             Effect::StartTraining {
                 sketch: path("gan_truchet"),
                 resume: None
@@ -695,6 +680,23 @@ fn every_size_from_200x60_down_draws_without_panicking() {
 
 // ---- the real workers ------------------------------------------------------------------
 
+fn ask(
+    renderer: &mpsc::Sender<RenderRequest>,
+    id: u64,
+    path: &Path,
+    reason: Reason,
+    frame: Option<(u32, u32)>,
+) {
+    renderer
+        .send(RenderRequest {
+            id,
+            path: path.to_path_buf(),
+            reason,
+            frame,
+        })
+        .unwrap();
+}
+
 fn wait_for<T>(rx: &mpsc::Receiver<Msg>, mut pick: impl FnMut(Msg) -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -717,14 +719,7 @@ fn the_renderer_sends_a_coarse_then_a_full_cppn_and_reports_errors() {
     .unwrap();
     let (tx, rx) = mpsc::channel();
     let renderer = worker::spawn_renderer(tx);
-    renderer
-        .send(RenderRequest {
-            id: 1,
-            path: cppn.clone(),
-            reason: Reason::Saved,
-            frame: None,
-        })
-        .unwrap();
+    ask(&renderer, 1, &cppn, Reason::Saved, None);
     let pick = |m| match m {
         Msg::Rendered(r) => Some(r),
         _ => None,
@@ -751,14 +746,7 @@ fn the_renderer_sends_a_coarse_then_a_full_cppn_and_reports_errors() {
     assert_eq!(frame.frame, Some(3));
 
     std::fs::write(&cppn, "#{ kind: \"cppn\",\n  layers: [8, \"x\"] }").unwrap();
-    renderer
-        .send(RenderRequest {
-            id: 3,
-            path: cppn.clone(),
-            reason: Reason::Saved,
-            frame: None,
-        })
-        .unwrap();
+    ask(&renderer, 3, &cppn, Reason::Saved, None);
     let error = wait_for(&rx, |m| match m {
         Msg::RenderFailed { id: 3, error, .. } => Some(error),
         _ => None,
@@ -812,14 +800,7 @@ fn a_fitting_cppn_says_so_and_renders_when_fitted() {
     .unwrap();
     let (tx, rx) = mpsc::channel();
     let renderer = worker::spawn_renderer(tx);
-    renderer
-        .send(RenderRequest {
-            id: 7,
-            path: sketch.clone(),
-            reason: Reason::Selected,
-            frame: None,
-        })
-        .unwrap();
+    ask(&renderer, 7, &sketch, Reason::Selected, None);
     let note = wait_for(&rx, |m| match m {
         Msg::Busy { id: 7, note, .. } => Some(note),
         _ => None,

@@ -190,6 +190,19 @@ pub enum Effect {
     Quit,
 }
 
+impl Effect {
+    /// Asks the run to "run", "pause" or "stop" (control.json's `state`).
+    pub fn set_state(run: PathBuf, state: &str) -> Effect {
+        Effect::Control {
+            run,
+            patch: Control {
+                state: Some(state.into()),
+                ..Control::default()
+            },
+        }
+    }
+}
+
 /// A question waiting for y/n.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirm {
@@ -769,13 +782,7 @@ impl App {
                     run.display()
                 ));
                 vec![
-                    Effect::Control {
-                        run,
-                        patch: Control {
-                            state: Some("stop".into()),
-                            ..Control::default()
-                        },
-                    },
+                    Effect::set_state(run, "stop"),
                     Effect::StartTraining {
                         sketch,
                         resume: None,
@@ -1018,13 +1025,7 @@ impl App {
             "{} requested",
             if paused { "resume" } else { "pause" }
         ));
-        vec![Effect::Control {
-            run: run.path,
-            patch: Control {
-                state: Some(state.into()),
-                ..Control::default()
-            },
-        }]
+        vec![Effect::set_state(run.path, state)]
     }
 
     fn stop(&mut self) -> Vec<Effect> {
@@ -1032,13 +1033,7 @@ impl App {
             return vec![];
         };
         self.info("stop requested: it checkpoints first; t resumes it".into());
-        vec![Effect::Control {
-            run: run.path,
-            patch: Control {
-                state: Some("stop".into()),
-                ..Control::default()
-            },
-        }]
+        vec![Effect::set_state(run.path, "stop")]
     }
 
     fn toggle_animation(&mut self) -> Vec<Effect> {
