@@ -211,7 +211,8 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
 fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect) {
     let name = match &app.mode {
         Mode::Studio { .. } => app.selected_path().map(|p| App::sketch_name(p)),
-        Mode::Watch { .. } => Some("samples".to_string()),
+        // The caption says "samples · step N" already.
+        Mode::Watch { .. } => None,
     };
     let picture = app
         .picture
