@@ -332,10 +332,10 @@ fn training_survives_kill_9_and_resumes_from_its_checkpoint() {
         path: dir.path().join("run"),
     };
     let started = std::time::Instant::now();
-    let checkpointed = loop {
+    loop {
         if let Ok(s) = run.read_status() {
             if s.checkpoint_step.is_some_and(|c| c >= 4) {
-                break s.checkpoint_step.unwrap();
+                break;
             }
         }
         assert!(
@@ -343,9 +343,14 @@ fn training_survives_kill_9_and_resumes_from_its_checkpoint() {
             "no checkpoint within 2 minutes"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
+    // status.json is rewritten at most twice a second, checkpoints every 2 steps: the
+    // checkpoint itself says which step it holds.
+    let bytes = std::fs::read(run.latest_checkpoint()).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let checkpointed: u64 = header.metadata().as_ref().unwrap()["step"].parse().unwrap();
     assert_eq!(
         run.read_status().unwrap().state,
         easel::run::State::Running,
