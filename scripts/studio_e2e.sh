@@ -80,7 +80,7 @@ cat >"$WORK/sketches/g.rhai" <<'EOF'
 #{
     kind: "gan", model: "dcgan", image_size: 28, channels: 1, latent: 8,
     g_widths: [16, 8], d_widths: [8, 16], kernel: 4, batch: 8, lr: 2e-3,
-    steps: 400, sample_every: 5, checkpoint_every: 5, seed: 5,
+    steps: 50000, sample_every: 20, checkpoint_every: 20, seed: 5,
     data: #{ from: "data.rhai", count: 64 },
 }
 EOF
@@ -123,12 +123,13 @@ echo "ok: $(ls "$WORK"/favourites/) written"
 
 # Train the tiny GAN: select it, t, and watch the step counter move.
 tmux send-keys -t "$SESSION" G
-expect "Preview · g"
+# The GAN sketch has loaded (not just been selected) once its hint shows.
+expect "Press t to train it"
 tmux send-keys -t "$SESSION" t
 expect "training →"
 expect "running" 60
 deadline=$((SECONDS + 60))
-until screen | grep -qE "running [1-9][0-9]*/400"; do
+until screen | grep -qE "running [1-9][0-9]*/50000"; do
     if ((SECONDS > deadline)); then
         echo "FAILED: the step counter did not move" >&2
         screen >&2
@@ -136,9 +137,9 @@ until screen | grep -qE "running [1-9][0-9]*/400"; do
     fi
     sleep 0.3
 done
-first=$(screen | grep -oE "running [0-9]+/400" | head -1)
+first=$(screen | grep -oE "running [0-9]+/50000" | head -1)
 sleep 3
-second=$(screen | grep -oE "running [0-9]+/400" | head -1)
+second=$(screen | grep -oE "running [0-9]+/50000" | head -1)
 if [ "$first" = "$second" ]; then
     echo "FAILED: the step counter stayed at $first" >&2
     exit 1
