@@ -66,6 +66,18 @@ impl<A> BlockCache<A> {
     }
 }
 
+impl<A> BlockCache<A> {
+    /// A cached block of exactly `size` bytes, if one is held.
+    fn take(&self, size: usize) -> Option<*mut u8> {
+        self.with_slots(|s| {
+            let i = s.sizes.iter().position(|&n| n == size)?;
+            s.sizes[i] = 0;
+            s.bytes -= size;
+            Some(std::mem::replace(&mut s.ptrs[i], std::ptr::null_mut()))
+        })
+    }
+}
+
 fn cached(layout: Layout) -> bool {
     layout.size() >= MIN_SIZE && layout.align() <= ALIGN
 }
@@ -81,13 +93,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for BlockCache<A> {
             return unsafe { self.inner.alloc(layout) };
         }
         let size = layout.size();
-        let hit = self.with_slots(|s| {
-            let i = s.sizes.iter().position(|&n| n == size)?;
-            s.sizes[i] = 0;
-            s.bytes -= size;
-            Some(std::mem::replace(&mut s.ptrs[i], std::ptr::null_mut()))
-        });
-        match hit {
+        match self.take(size) {
             Some(p) => p,
             None => unsafe { self.inner.alloc(block_layout(size)) },
         }
@@ -97,11 +103,15 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for BlockCache<A> {
         if !cached(layout) {
             return unsafe { self.inner.alloc_zeroed(layout) };
         }
-        let p = unsafe { self.alloc(layout) };
-        if !p.is_null() {
-            unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
+        let size = layout.size();
+        match self.take(size) {
+            Some(p) => {
+                unsafe { std::ptr::write_bytes(p, 0, size) };
+                p
+            }
+            // Fresh memory: the inner allocator knows when it is zero already.
+            None => unsafe { self.inner.alloc_zeroed(block_layout(size)) },
         }
-        p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
