@@ -78,6 +78,15 @@ fn rendered(req: &RenderRequest, kind: &'static str, coarse: bool) -> Msg {
     })
 }
 
+fn gan_loaded(req: &RenderRequest, spec: GanSpec, reason: Reason) -> Msg {
+    Msg::GanLoaded {
+        id: req.id,
+        path: req.path.clone(),
+        spec: Box::new(spec),
+        reason,
+    }
+}
+
 fn gan_spec() -> GanSpec {
     let s = sketch::load(Path::new("sketches/gan_truchet.rhai")).unwrap();
     match s.spec {
@@ -126,13 +135,7 @@ fn gan_studio(state: State, alive: bool) -> (App, PathBuf) {
     };
     let effects = app.update(Msg::Runs(HashMap::from([("gan_truchet".into(), info)])));
     assert_eq!(effects, vec![Effect::Follow(Some(run.clone()))]);
-    app.update(Msg::GanLoaded {
-        id: req.id,
-        path: req.path.clone(),
-        spec: Box::new(gan_spec()),
-        reason: Reason::Selected,
-        source: Arc::new(String::new()),
-    });
+    app.update(gan_loaded(&req, gan_spec(), Reason::Selected));
     app.update(Msg::RunTail(Box::new(RunTail {
         path: run.clone(),
         status: Some(status(state, 120, Some(100))),
@@ -315,13 +318,7 @@ fn t_trains_gan_sketches_only_and_never_twice() {
         .contains("t trains GAN sketches"));
 
     let req = render_request(&app.update(code(KeyCode::Down)));
-    app.update(Msg::GanLoaded {
-        id: req.id,
-        path: req.path.clone(),
-        spec: Box::new(gan_spec()),
-        reason: Reason::Selected,
-        source: Arc::new(String::new()),
-    });
+    app.update(gan_loaded(&req, gan_spec(), Reason::Selected));
     let effects = app.update(key('t'));
     assert_eq!(
         effects,
@@ -415,13 +412,7 @@ fn saving_a_gan_sketch_pushes_learning_rates_and_asks_about_structure() {
     faster.lr_g = 5e-4;
     faster.sample_every = 20;
     let req = render_request(&app.update(Msg::FilesChanged(vec![path("gan_truchet")])));
-    let effects = app.update(Msg::GanLoaded {
-        id: req.id,
-        path: req.path.clone(),
-        spec: Box::new(faster),
-        reason: Reason::Saved,
-        source: Arc::new(String::new()),
-    });
+    let effects = app.update(gan_loaded(&req, faster, Reason::Saved));
     assert_eq!(
         effects,
         vec![Effect::Control {
@@ -438,13 +429,7 @@ fn saving_a_gan_sketch_pushes_learning_rates_and_asks_about_structure() {
     let mut wider = gan_spec();
     wider.g_widths = vec![512, 256, 128];
     let req = render_request(&app.update(Msg::FilesChanged(vec![path("gan_truchet")])));
-    let effects = app.update(Msg::GanLoaded {
-        id: req.id,
-        path: req.path.clone(),
-        spec: Box::new(wider),
-        reason: Reason::Saved,
-        source: Arc::new(String::new()),
-    });
+    let effects = app.update(gan_loaded(&req, wider, Reason::Saved));
     assert!(effects.is_empty());
     assert_eq!(
         app.confirm,

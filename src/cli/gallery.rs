@@ -1,5 +1,5 @@
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -19,7 +19,7 @@ pub struct GalleryArgs {
 
 /// Lists every sketch in the folder with a preview, or its error.
 pub fn run(args: GalleryArgs) -> Result<()> {
-    let sketches = list_sketches(&args.dir)?;
+    let sketches = sketch::list(&args.dir)?;
     if sketches.is_empty() {
         anyhow::bail!("no .rhai sketches in {}", args.dir.display());
     }
@@ -35,17 +35,6 @@ pub fn run(args: GalleryArgs) -> Result<()> {
         println!();
     }
     Ok(())
-}
-
-/// The `.rhai` files in `dir`, sorted by name.
-pub fn list_sketches(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read sketch folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
-        .collect();
-    out.sort();
-    Ok(out)
 }
 
 /// Prints an image in the terminal with viuer. Truecolour is forced on: tmux and SSH

@@ -156,6 +156,25 @@ impl Sketch {
 }
 
 /// Reads and loads a sketch file.
+/// Whether `path` names a sketch file (`*.rhai`).
+pub fn is_sketch_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "rhai")
+}
+
+/// The sketch files in `dir`, sorted by name, each as `dir.join(name)` (so they compare
+/// equal to the paths a folder watch reports).
+pub fn list(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use anyhow::Context;
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read sketch folder {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| dir.join(e.file_name()))
+        .filter(|p| is_sketch_file(p) && p.is_file())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 pub fn load(path: &Path) -> Result<Sketch, SketchError> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| SketchError::whole_file(path, format!("cannot read sketch: {e}")))?;

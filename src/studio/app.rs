@@ -143,7 +143,6 @@ pub enum Msg {
         path: PathBuf,
         spec: Box<GanSpec>,
         reason: Reason,
-        source: Arc<String>,
     },
     /// Newest run per sketch name.
     Runs(HashMap<String, RunInfo>),
@@ -378,7 +377,6 @@ impl App {
                 path,
                 spec,
                 reason,
-                source: _,
             } => self.on_gan_loaded(id, path, *spec, reason),
             Msg::Runs(runs) => {
                 self.runs = runs;

@@ -145,7 +145,7 @@ fn event_loop(
     let (_watcher, sketches) = match &mode {
         Mode::Studio { dir } => (
             Some(worker::watch_folder(dir, tx.clone())?),
-            worker::list_sketches(dir)?,
+            crate::sketch::list(dir)?,
         ),
         Mode::Watch { .. } => (None, vec![]),
     };

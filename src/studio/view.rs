@@ -497,33 +497,28 @@ fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
         metrics[0].step as f64,
         metrics[metrics.len() - 1].step as f64,
     );
-    let chart = Chart::new(vec![
+    let line = |name: &'static str, color: Color, points| {
         Dataset::default()
-            .name("D")
+            .name(name)
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
-            .style(Style::new().fg(D_COLOR))
-            .data(&d),
-        Dataset::default()
-            .name("G")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::new().fg(G_COLOR))
-            .data(&g),
-    ])
-    .block(block)
-    .x_axis(
-        Axis::default()
-            .bounds([x0, x1.max(x0 + 1.0)])
-            .labels([format!("{x0}"), format!("{x1}")])
-            .style(Style::new().fg(Color::DarkGray)),
-    )
-    .y_axis(
-        Axis::default()
-            .bounds([lo, hi])
-            .labels([label(lo), label(hi)])
-            .style(Style::new().fg(Color::DarkGray)),
-    );
+            .style(Style::new().fg(color))
+            .data(points)
+    };
+    let chart = Chart::new(vec![line("D", D_COLOR, &d), line("G", G_COLOR, &g)])
+        .block(block)
+        .x_axis(
+            Axis::default()
+                .bounds([x0, x1.max(x0 + 1.0)])
+                .labels([format!("{x0}"), format!("{x1}")])
+                .style(Style::new().fg(Color::DarkGray)),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([lo, hi])
+                .labels([label(lo), label(hi)])
+                .style(Style::new().fg(Color::DarkGray)),
+        );
     frame.render_widget(chart, area);
 }
 

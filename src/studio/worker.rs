@@ -180,7 +180,6 @@ impl Renderer {
                 path: req.path.clone(),
                 spec: Box::new(g.clone()),
                 reason: req.reason,
-                source: source.clone(),
             }),
             Spec::Truchet(_) => {
                 let started = Instant::now();
@@ -294,12 +293,12 @@ pub fn watch_folder(
                 // notify may report absolute paths; the list holds `dir.join(name)`.
                 let Some(name) = p.file_name() else { continue };
                 let p = dir_owned.join(name);
-                if writes && is_sketch(&p) && p.exists() && !changed.contains(&p) {
+                if writes && sketch::is_sketch_file(&p) && p.exists() && !changed.contains(&p) {
                     changed.push(p);
                 }
             }
         }
-        if let Ok(list) = list_sketches(&dir_owned) {
+        if let Ok(list) = sketch::list(&dir_owned) {
             let _ = out.send(Msg::SketchesListed(list));
         }
         if !changed.is_empty() {
@@ -308,22 +307,6 @@ pub fn watch_folder(
     })?;
     debouncer.watch(dir, notify::RecursiveMode::NonRecursive)?;
     Ok(debouncer)
-}
-
-fn is_sketch(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e == "rhai")
-}
-
-/// The `.rhai` files in `dir`, sorted, with paths as `dir.join(name)` (so they compare
-/// equal to the watcher's paths).
-pub fn list_sketches(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| dir.join(e.file_name()))
-        .filter(|p| is_sketch(p) && p.is_file())
-        .collect();
-    out.sort();
-    Ok(out)
 }
 
 /// Whether process `pid` exists.
