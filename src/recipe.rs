@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use image::DynamicImage;
@@ -88,23 +88,119 @@ pub fn write_png(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Re
     })
 }
 
-/// Runs `write` on a temporary file next to `path`, then renames it into place.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
-    let tmp = tmp_path(path);
-    let result = (|| {
-        let mut file =
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        write(&mut file)?;
-        file.flush()?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} into place", path.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// The still-image formats easel writes, chosen by a file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StillFormat {
+    /// The only one that carries the recipe.
+    Png,
+    Jpeg,
+    Webp,
+    Gif,
+}
+
+impl StillFormat {
+    pub const HELP: &str = ".png (keeps the recipe), .jpg, .webp or .gif";
+
+    /// The format for `path`'s extension, or an error naming the ones that work.
+    pub fn of(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        Ok(match ext.as_str() {
+            "png" => StillFormat::Png,
+            "jpg" | "jpeg" => StillFormat::Jpeg,
+            "webp" => StillFormat::Webp,
+            "gif" => StillFormat::Gif,
+            "" => bail!(
+                "{}: no file extension; name it with {}",
+                path.display(),
+                Self::HELP
+            ),
+            other => bail!(
+                "{}: cannot write .{other} images; use {}",
+                path.display(),
+                Self::HELP
+            ),
+        })
     }
-    result
+}
+
+/// Writes `img` atomically in the format its extension names: PNG with the recipe's
+/// text chunks, or JPEG (quality 92), lossless WebP or a one-frame GIF, which cannot
+/// carry a recipe.
+pub fn write_image(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Result<()> {
+    let format = match StillFormat::of(path)? {
+        StillFormat::Png => return write_png(path, img, recipe),
+        StillFormat::Jpeg => image::ImageFormat::Jpeg,
+        StillFormat::Webp => image::ImageFormat::WebP,
+        StillFormat::Gif => image::ImageFormat::Gif,
+    };
+    // JPEG has no alpha, and the WebP and GIF encoders take 8-bit RGB(A): one RGB(A)
+    // conversion serves all three.
+    let img = match img {
+        DynamicImage::ImageRgba8(_) if format != image::ImageFormat::Jpeg => img.clone(),
+        DynamicImage::ImageLuma8(_) if format == image::ImageFormat::Jpeg => img.clone(),
+        _ => DynamicImage::ImageRgb8(img.to_rgb8()),
+    };
+    write_atomically(path, |file| {
+        let mut out = BufWriter::new(file);
+        match format {
+            image::ImageFormat::Jpeg => {
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
+                    .encode_image(&img)?
+            }
+            other => img.write_to(&mut out, other)?,
+        }
+        out.flush()?;
+        Ok(())
+    })
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs `write` on a temporary file next to `path`, then renames it into place. Each
+/// call gets its own temporary file, so two threads writing the same path never write
+/// into one file; the last rename wins, and readers see one whole file or the other.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        // tempfile creates 0600 files; what easel writes is as readable as any file.
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    write(tmp.as_file_mut())?;
+    tmp.as_file_mut().flush()?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| {
+        format!(
+            "cannot move a temporary file into place as {}",
+            path.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// Copies `from` to `to` atomically (a reader of `to` never sees half a copy).
+pub fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
+    let mut src = File::open(from).with_context(|| format!("cannot open {}", from.display()))?;
+    write_atomically(to, |f| {
+        std::io::copy(&mut src, f)?;
+        Ok(())
+    })
 }
 
 /// Writes equally sized frames as a looping GIF, atomically. Colour quantisation
@@ -138,14 +234,6 @@ pub fn write_gif(path: &Path, frames: &[image::RgbImage], delay_centiseconds: u1
         Ok(())
     })
     .with_context(|| format!("writing {}", path.display()))
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
 /// Reads the recipe from a PNG written by easel.

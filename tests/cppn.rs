@@ -245,3 +245,44 @@ fn fitting_learns_an_image() {
         "4x render differs from the target by {d} levels on average"
     );
 }
+
+#[test]
+fn every_key_that_shapes_the_network_refits_and_the_canvas_size_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    image::RgbImage::from_fn(8, 8, |x, y| {
+        image::Rgb([(x * 30) as u8, (y * 30) as u8, 90])
+    })
+    .save(dir.path().join("t.png"))
+    .unwrap();
+    let load = |extra: &str| -> CppnSpec {
+        let path = dir.path().join("k.rhai");
+        std::fs::write(
+            &path,
+            format!(
+                r#"#{{ kind: "cppn", layers: [4], seed: 2, {extra}
+                      fit: #{{ image: "t.png", steps: 3, size: 8 }} }}"#
+            ),
+        )
+        .unwrap();
+        match sketch::load(&path).unwrap().spec {
+            Spec::Cppn(c) => c,
+            _ => unreachable!(),
+        }
+    };
+    let base = load("size: 16,");
+    base.render_network().unwrap();
+    let fitted = |c: &CppnSpec| easel::cppn::fit::is_fitted(c, c.fit.as_ref().unwrap());
+    assert!(fitted(&base));
+    assert!(
+        fitted(&load("size: 512,")),
+        "another canvas size is the same network"
+    );
+    for changed in [
+        r#"size: 16, init: "uniform","#,
+        "size: 16, biases: false,",
+        r#"size: 16, symmetry: "x","#,
+        "size: 16, init_std: 0.5,",
+    ] {
+        assert!(!fitted(&load(changed)), "{changed} must fit again");
+    }
+}

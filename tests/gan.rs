@@ -9,7 +9,7 @@ use easel::gan::layers::Ctx;
 use easel::gan::model::{Discriminator, Generator};
 use easel::gan::train::{self, Outcome, Silent, TrainOptions, Trainer};
 use easel::gan::GanSpec;
-use easel::run::{Control, RunDir, State};
+use easel::run::{Control, RunDir, State, Wanted};
 use easel::sketch::{self, Spec};
 
 fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
@@ -286,11 +286,20 @@ fn a_checkpoint_round_trips_everything() {
     assert!(tensors(&a) == tensors(&b), "a step after loading differs");
 }
 
+/// Calls a closure after every step (to act on a run mid-training).
+struct OnStep<F: FnMut(u64)>(F);
+
+impl<F: FnMut(u64)> train::Progress for OnStep<F> {
+    fn step(&mut self, m: &easel::run::Metric) {
+        (self.0)(m.step)
+    }
+}
+
 fn run_training(run: &RunDir, src: &str, spec: &GanSpec, steps: usize, resume: bool) -> Outcome {
     let opts = TrainOptions {
         steps: Some(steps),
         resume,
-        device: Device::Cpu,
+        ..Default::default()
     };
     train::train(run, src, spec, &opts, &mut Silent).unwrap()
 }
@@ -352,19 +361,20 @@ fn a_diverging_run_fails_with_the_step_and_keeps_its_last_checkpoint() {
     );
     let run = RunDir::at(&dir.path().join("run")).unwrap();
     run_training(&run, &src, &spec, 3, false);
-    // Learning rates this large blow the weights up within a step or two.
-    run.write_control(&Control {
-        lr_g: Some(1e30),
-        lr_d: Some(1e30),
-        ..Default::default()
-    })
-    .unwrap();
+    // Learning rates this large blow the weights up within a step or two. No sketch or
+    // control.json may set them (their bound is 1.0), so the test hands the trainer a
+    // spec directly.
+    let hot = GanSpec {
+        lr_g: 1e30,
+        lr_d: 1e30,
+        ..spec.clone()
+    };
     let opts = TrainOptions {
         steps: Some(50),
         resume: true,
-        device: Device::Cpu,
+        ..Default::default()
     };
-    let err = train::train(&run, &src, &spec, &opts, &mut Silent).unwrap_err();
+    let err = train::train(&run, &src, &hot, &opts, &mut Silent).unwrap_err();
     let status = run.read_status().unwrap();
     assert_eq!(status.state, State::Failed);
     assert!(status.message.contains("loss became"), "{}", status.message);
@@ -382,6 +392,27 @@ fn a_diverging_run_fails_with_the_step_and_keeps_its_last_checkpoint() {
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         assert!(v.iter().all(|x| x.is_finite()), "{name} is not finite");
     }
+    // The person lowers the learning rate (the sketch's) and resumes: an old
+    // control.json with the hot rates must not be applied again.
+    run.write_control(&Control {
+        lr_g: Some(1.0),
+        lr_d: Some(1.0),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        train::train(&run, &src, &spec, &opts, &mut Silent).unwrap(),
+        Outcome::Done
+    );
+    let m = run.read_metrics();
+    assert_eq!(m.len(), 50);
+    assert!(m[3..]
+        .iter()
+        .all(|m| m.lr_g == spec.lr_g && m.d_loss.is_finite()));
+    assert!(
+        !run.control_path().exists(),
+        "the old control.json is cleared"
+    );
 }
 
 #[test]
@@ -403,14 +434,30 @@ fn control_json_changes_learning_rates_and_stops_a_run() {
     let m = run.read_metrics();
     assert_eq!((m[0].lr_g, m[0].lr_d), (5e-4, 7e-4));
 
-    run.write_control(&Control {
-        state: Some("stop".into()),
+    // A stop written while it trains: it stops after the step in flight.
+    let mut stop_at_4 = OnStep(|step| {
+        if step == 4 {
+            run.write_control(&Control {
+                state: Some(Wanted::Stop),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+    });
+    let opts = TrainOptions {
+        steps: Some(10),
+        resume: true,
         ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(run_training(&run, &src, &spec, 10, true), Outcome::Stopped);
+    };
+    assert_eq!(
+        train::train(&run, &src, &spec, &opts, &mut stop_at_4).unwrap(),
+        Outcome::Stopped
+    );
     let status = run.read_status().unwrap();
-    assert_eq!((status.state, status.step.max(2)), (State::Stopped, 2));
+    assert_eq!(
+        (status.state, status.step, status.checkpoint_step),
+        (State::Stopped, 4, Some(4))
+    );
     // A stopped run leaves its generator for `easel sample`.
     assert!(run.generator().exists());
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use easel::gan::GanSpec;
-use easel::run::{Control, Metric, RunDir, State, Status};
+use easel::run::{Control, Metric, RunDir, State, Status, Wanted};
 use easel::sketch::{self, Spec};
 use easel::studio::app::{
     App, Confirm, Effect, Favourite, Level, Mode, Msg, Reason, RenderRequest, Rendered, RunInfo,
@@ -363,7 +363,7 @@ fn p_and_x_control_the_run_through_control_json() {
         vec![Effect::Control {
             run: run.clone(),
             patch: Control {
-                state: Some("pause".into()),
+                state: Some(Wanted::Pause),
                 ..Control::default()
             }
         }]
@@ -383,12 +383,15 @@ fn p_and_x_control_the_run_through_control_json() {
         vec![Effect::Control {
             run: run.clone(),
             patch: Control {
-                state: Some("run".into()),
+                state: Some(Wanted::Run),
                 ..Control::default()
             }
         }]
     );
-    assert_eq!(app.update(key('x')), vec![Effect::set_state(run, "stop")]);
+    assert_eq!(
+        app.update(key('x')),
+        vec![Effect::set_state(run, Wanted::Stop)]
+    );
     // A finished run has nothing to control.
     let (mut done, _) = gan_studio(State::Done, false);
     assert!(done.update(key('x')).is_empty());
@@ -444,7 +447,7 @@ fn saving_a_gan_sketch_pushes_learning_rates_and_asks_about_structure() {
     assert_eq!(
         effects,
         vec![
-            Effect::set_state(run, "stop"),
+            Effect::set_state(run, Wanted::Stop),
             Effect::StartTraining {
                 sketch: path("gan_truchet"),
                 resume: None
@@ -452,6 +455,23 @@ fn saving_a_gan_sketch_pushes_learning_rates_and_asks_about_structure() {
         ]
     );
     assert!(app.confirm.is_none());
+}
+
+#[test]
+fn saving_a_new_step_count_while_training_asks_too() {
+    let (mut app, run) = gan_studio(State::Running, true);
+    let mut longer = gan_spec();
+    longer.steps += 1000;
+    let req = render_request(&app.update(Msg::FilesChanged(vec![path("gan_truchet")])));
+    let effects = app.update(gan_loaded(&req, longer, Reason::Saved));
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(
+        app.confirm,
+        Some(Confirm::Restart {
+            sketch: path("gan_truchet"),
+            run
+        })
+    );
 }
 
 #[test]
@@ -510,14 +530,14 @@ fn control_patches_merge_into_control_json() {
     write_control(
         &run.path,
         &Control {
-            state: Some("pause".into()),
+            state: Some(Wanted::Pause),
             ..Control::default()
         },
     )
     .unwrap();
-    let c = run.read_control();
+    let c = run.read_control().unwrap();
     assert_eq!(c.lr_g, Some(3e-4));
-    assert_eq!(c.state.as_deref(), Some("pause"));
+    assert_eq!(c.state, Some(Wanted::Pause));
 }
 
 #[test]
@@ -560,14 +580,14 @@ fn the_tail_reads_only_complete_new_metric_lines() {
 #[test]
 fn run_folders_map_to_their_sketch() {
     assert_eq!(
-        worker::run_sketch_name("gan_truchet-20261125-101200"),
+        easel::run::sketch_name_of_run("gan_truchet-20261125-101200"),
         Some("gan_truchet")
     );
     assert_eq!(
-        worker::run_sketch_name("my-gan-20261125-101200-2"),
+        easel::run::sketch_name_of_run("my-gan-20261125-101200-2"),
         Some("my-gan")
     );
-    assert_eq!(worker::run_sketch_name("notes"), None);
+    assert_eq!(easel::run::sketch_name_of_run("notes"), None);
     let dir = tempfile::tempdir().unwrap();
     for name in [
         "g-20261125-100000",
@@ -813,4 +833,44 @@ fn a_fitting_cppn_says_so_and_renders_when_fitted() {
     assert!(app.log.back().unwrap().text.starts_with("f: fitting"));
     app.update(rendered(&req, "cppn", false));
     assert!(app.busy.is_none());
+}
+
+#[test]
+fn a_fit_that_fails_shows_its_error_instead_of_fitting_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("sketches/images/arcs64.png", dir.path().join("t.png")).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let renderer = worker::spawn_renderer(tx);
+    for (k, (body, expected)) in [
+        (r#"activation: "sign""#, "sign has no gradient"),
+        (r#"output: "hsv""#, "fitting works with output"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sketch = dir.path().join(format!("f{k}.rhai"));
+        std::fs::write(
+            &sketch,
+            format!(
+                r#"#{{ kind: "cppn", size: 32, layers: [8, 8], seed: 1, {body},
+                      fit: #{{ image: "t.png", steps: 30, size: 16 }} }}"#
+            ),
+        )
+        .unwrap();
+        let id = 20 + k as u64;
+        ask(&renderer, id, &sketch, Reason::Selected, None);
+        let error = wait_for(&rx, |m| match m {
+            Msg::RenderFailed { id: i, error, .. } if i == id => Some(error),
+            _ => None,
+        });
+        assert!(error.contains(expected), "{error}");
+        // Asked again (select, save): the error comes back at once, no second fit.
+        ask(&renderer, id + 100, &sketch, Reason::Selected, None);
+        let again = wait_for(&rx, |m| match m {
+            Msg::RenderFailed { id: i, error, .. } if i == id + 100 => Some(error),
+            Msg::Busy { id: i, .. } if i == id + 100 => Some("busy again".into()),
+            _ => None,
+        });
+        assert_eq!(again, error);
+    }
 }

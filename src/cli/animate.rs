@@ -52,6 +52,18 @@ pub fn run(args: AnimateArgs) -> Result<()> {
     if let Some(s) = args.seed {
         spec.seed = s;
     }
+    let to_folder =
+        args.output.extension().is_none() || args.output.to_string_lossy().ends_with('/');
+    let is_gif = args
+        .output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gif"));
+    if !to_folder && !is_gif {
+        bail!(
+            "{}: `animate` writes a .gif, or numbered PNG frames into a folder (give a path ending in /)",
+            args.output.display()
+        );
+    }
     let frames = args.frames.unwrap_or(spec.animation.frames).max(2);
     let fps = args.fps.unwrap_or(spec.animation.fps).clamp(0.1, 100.0);
     let net = spec.render_network()?;
@@ -60,8 +72,6 @@ pub fn run(args: AnimateArgs) -> Result<()> {
             .expect("template"),
     );
 
-    let to_folder =
-        args.output.extension().is_none() || args.output.to_string_lossy().ends_with('/');
     if to_folder {
         std::fs::create_dir_all(&args.output)
             .with_context(|| format!("cannot create {}", args.output.display()))?;

@@ -14,7 +14,7 @@ pub struct DatasetArgs {
     /// The sketch that generates the images.
     pub sketch: PathBuf,
     /// Number of images in all (spread evenly over the sketch's classes).
-    #[arg(short = 'n', long, default_value_t = 1000)]
+    #[arg(short = 'n', long, default_value_t = 1000, value_parser = count_arg)]
     pub count: usize,
     /// Output folder (created if missing).
     #[arg(short, long, value_name = "DIR")]
@@ -86,4 +86,13 @@ pub fn run(args: DatasetArgs) -> Result<()> {
     recipe::write_atomically(&path, |f| Ok(serde_json::to_writer_pretty(f, &manifest)?))?;
     eprintln!("wrote {} images to {}", args.count, args.output.display());
     Ok(())
+}
+
+/// At least one image: `-n 0` would write an empty dataset and a manifest that lies.
+fn count_arg(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=10_000_000).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n} images: give 1 to 10000000")),
+        Err(_) => Err(format!("\"{text}\" is not a number of images")),
+    }
 }

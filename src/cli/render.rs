@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::recipe;
@@ -15,7 +15,8 @@ pub struct RenderArgs {
     /// Re-render from the recipe inside a PNG that easel wrote.
     #[arg(long, value_name = "IMAGE.png")]
     pub from: Option<PathBuf>,
-    /// Output PNG. Defaults to <sketch>.png, or to nothing with --show.
+    /// Output image, by extension: .png (with the recipe, so `--from` makes it again),
+    /// .jpg, .webp or .gif. Defaults to <sketch>.png, or to nothing with --show.
     #[arg(short, long, value_name = "FILE.png")]
     pub output: Option<PathBuf>,
     /// Image size, N or WxH (overrides the sketch's `size`).
@@ -61,6 +62,10 @@ pub fn run(args: RenderArgs) -> Result<()> {
     if args.size.is_some() {
         size = args.size;
     }
+    if let Some(out) = &args.output {
+        // Before rendering: a 16k canvas should not be made to find out the name is wrong.
+        recipe::StillFormat::of(out)?;
+    }
     let started = Instant::now();
     let (img, recipe) = recipe::render(&sketch, class.as_deref(), seed, size)?;
     let took = started.elapsed();
@@ -71,8 +76,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         (None, false) => Some(PathBuf::from(format!("{}.png", recipe.name))),
     };
     if let Some(out) = &output {
-        recipe::write_png(out, &img, Some(&recipe))
-            .with_context(|| format!("writing {}", out.display()))?;
+        recipe::write_image(out, &img, Some(&recipe))?;
         eprintln!(
             "wrote {} ({}x{}, seed {}, {} ms)",
             out.display(),
@@ -81,6 +85,9 @@ pub fn run(args: RenderArgs) -> Result<()> {
             recipe.seed,
             took.as_millis()
         );
+        if recipe::StillFormat::of(out)? != recipe::StillFormat::Png {
+            eprintln!("note: only a .png keeps the recipe that `render --from` needs");
+        }
     }
     if args.show {
         super::gallery::show(&img, None)?;

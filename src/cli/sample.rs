@@ -17,13 +17,14 @@ pub struct SampleArgs {
     /// A run directory, a model folder (models/NAME), or a generator/checkpoint
     /// .safetensors file.
     pub source: PathBuf,
-    /// Output: a PNG grid, or a GIF with --interpolate.
+    /// Output: a grid as .png, .jpg or .webp; with --interpolate, a .gif.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Number of samples in the grid.
     #[arg(short = 'n', long, default_value_t = 64)]
     pub count: usize,
-    /// Only this class (conditional models).
+    /// Only this class (conditional DCGAN models; a CAN's generator is unconditional,
+    /// so it has no classes to pick).
     #[arg(long, value_name = "NAME")]
     pub class: Option<String>,
     /// Noise scale: below 1 trades variety for fidelity.
@@ -116,7 +117,25 @@ pub fn load_generator(source: &Path, raw: bool) -> Result<LoadedGenerator> {
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {
+    let is_gif = recipe::StillFormat::of(&args.output)? == recipe::StillFormat::Gif;
+    match (args.interpolate, is_gif) {
+        (true, false) => bail!(
+            "{}: --interpolate writes a looping GIF; name the output .gif",
+            args.output.display()
+        ),
+        (false, true) => bail!(
+            "{}: one grid is a still image (.png, .jpg or .webp); add --interpolate for a looping .gif",
+            args.output.display()
+        ),
+        _ => {}
+    }
     let mut loaded = load_generator(&args.source, args.raw)?;
+    if args.class.is_some() && loaded.g.spec.model == crate::gan::ModelKind::Can {
+        bail!(
+            "--class: {} is a CAN, whose generator is unconditional (its classes only train the discriminator's style head); sample it without --class",
+            args.source.display()
+        );
+    }
     let latent = loaded.g.spec.latent;
     let n = args.count.clamp(1, 1024);
     let labels: Vec<usize> = match &args.class {
@@ -152,7 +171,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if !args.interpolate {
         let z = Tensor::from_vec(draw(n * latent), (n, latent), &Device::Cpu)?;
         let images = loaded.g.forward(&z, &labels, &ctx)?;
-        recipe::write_png(&args.output, &grid(&images, args.threshold)?, None)?;
+        recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
         eprintln!("wrote {} ({n} samples)", args.output.display());
         return Ok(());
     }

@@ -1,15 +1,25 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::gan::train::{self, Outcome, Progress, TrainOptions};
 use crate::run::{Metric, RunDir};
 use crate::sketch::{self, Spec};
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Stopping and resuming:
+  Ctrl-C or SIGTERM stops after the step in flight, with a checkpoint (exit 130 or 143);
+  so does {\"state\": \"stop\"} in the run's control.json (or x in the studio).
+  --resume continues from the last checkpoint to the run's target (its --steps, else the
+  sketch's steps), with the sketch's learning rates; an old control.json is cleared.
+  A run that failed on a NaN loss resumes from its last checkpoint: lower `lr` first.")]
 pub struct TrainArgs {
     /// A GAN sketch.
     pub sketch: PathBuf,
@@ -57,19 +67,36 @@ pub fn run(args: TrainArgs) -> Result<()> {
         steps: args.steps,
         resume: args.resume,
         device,
+        interrupt: Arc::default(),
     };
+    // Ctrl-C or SIGTERM: finish the step in flight, checkpoint, say "stopped", exit
+    // 130/143. A second signal while that happens exits at once (the last checkpoint
+    // stays; `--resume` continues from it).
+    for signal in [SIGINT, SIGTERM] {
+        // Order matters: the conditional shutdown checks the flag before this
+        // signal sets it, so only a second signal exits at once.
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, seen.clone())?;
+        signal_hook::flag::register(signal, seen)?;
+        signal_hook::flag::register_usize(signal, opts.interrupt.clone(), signal as usize)?;
+    }
     let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
         Box::new(Bar::default())
     } else {
-        Box::new(LogLines { every: 10 })
+        Box::new(LogLines::new())
     };
+    let resume_hint = format!(
+        "resume with: easel train {} --resume --run-dir {}",
+        args.sketch.display(),
+        run.path.display()
+    );
     match train::train(&run, &sketch.source, spec, &opts, progress.as_mut())? {
         Outcome::Done => eprintln!("done: {}", run.path.display()),
-        Outcome::Stopped => eprintln!(
-            "stopped; resume with: easel train {} --resume --run-dir {}",
-            args.sketch.display(),
-            run.path.display()
-        ),
+        Outcome::Stopped => eprintln!("stopped; {resume_hint}"),
+        Outcome::Interrupted(signal) => {
+            eprintln!("interrupted, checkpointed; {resume_hint}");
+            std::process::exit(128 + signal);
+        }
     }
     Ok(())
 }
@@ -109,17 +136,36 @@ impl Progress for Bar {
     }
 }
 
-/// Plain lines for logs (no terminal).
-struct LogLines {
-    every: u64,
+/// Plain lines for logs (no terminal): every 10 steps, and at least every 30 s when
+/// steps are slow (a 64x64 step on a CPU takes seconds).
+pub(crate) struct LogLines {
+    last: Instant,
+}
+
+impl LogLines {
+    const EVERY_STEPS: u64 = 10;
+    const EVERY: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        LogLines {
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether step `step` gets a line, `since` the last line.
+    pub(crate) fn due(step: u64, since: Duration) -> bool {
+        step.is_multiple_of(Self::EVERY_STEPS) || since >= Self::EVERY
+    }
 }
 
 impl Progress for LogLines {
     fn start(&mut self, from: u64, total: u64) {
         eprintln!("training steps {from}..{total}");
+        self.last = Instant::now();
     }
     fn step(&mut self, m: &Metric) {
-        if m.step.is_multiple_of(self.every) {
+        if Self::due(m.step, self.last.elapsed()) {
+            self.last = Instant::now();
             eprintln!(
                 "step {} d_loss {:.4} g_loss {:.4} d_real {:.3} d_fake {:.3} {:.1} img/s",
                 m.step, m.d_loss, m.g_loss, m.d_real, m.d_fake, m.imgs_per_s
@@ -128,5 +174,18 @@ impl Progress for LogLines {
     }
     fn note(&mut self, text: &str) {
         eprintln!("{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLines;
+    use std::time::Duration;
+
+    #[test]
+    fn slow_steps_are_logged_at_least_every_30_seconds() {
+        assert!(LogLines::due(10, Duration::ZERO));
+        assert!(!LogLines::due(3, Duration::from_secs(29)));
+        assert!(LogLines::due(3, Duration::from_secs(30)));
     }
 }

@@ -174,41 +174,55 @@ fn activate(h: &Tensor, act: Activation) -> Result<Tensor> {
     })
 }
 
-/// Fitted networks of this process, by sketch content, so re-rendering a fitted sketch
-/// (another size, a favourite) does not train again.
-fn cache() -> &'static Mutex<HashMap<u64, Network>> {
-    static CACHE: OnceLock<Mutex<HashMap<u64, Network>>> = OnceLock::new();
+/// Fits of this process, by sketch content, so re-rendering a fitted sketch (another
+/// size, a favourite) does not train again. A fit that failed is kept as its error: asking
+/// again gives the error at once instead of training (and failing) forever.
+type Fits = HashMap<u64, std::result::Result<Network, String>>;
+
+fn cache() -> &'static Mutex<Fits> {
+    static CACHE: OnceLock<Mutex<Fits>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
+fn lock() -> std::sync::MutexGuard<'static, Fits> {
+    // A panic mid-insert leaves the map whole: poisoning carries no meaning here.
+    cache().lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything that decides the fitted network: the whole spec but the canvas size and
+/// the animation (render-time choices), and the fit's settings and target pixels.
 fn key(spec: &CppnSpec, fit: &FitSpec) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{:?}", spec.sizes()).hash(&mut h);
-    format!(
-        "{:?}{:?}{}{}",
-        spec.activations, spec.output_activation, spec.init_std, spec.seed
-    )
-    .hash(&mut h);
-    format!("{:?}{:?}{}", spec.z(), spec.inputs, spec.scale).hash(&mut h);
+    let network = CppnSpec {
+        width: 0,
+        height: 0,
+        animation: super::Animation {
+            frames: 0,
+            fps: 0.0,
+            radius: 0.0,
+        },
+        fit: None,
+        ..spec.clone()
+    };
+    format!("{network:?}").hash(&mut h);
     (fit.steps, fit.lr.to_bits()).hash(&mut h);
+    fit.target.dimensions().hash(&mut h);
     fit.target.as_raw().hash(&mut h);
     h.finish()
 }
 
-/// Whether this process has already fitted the sketch's network (rendering it is fast).
+/// Whether this process has already fitted the sketch's network, or tried and failed
+/// (either way, asking for it returns at once).
 pub fn is_fitted(spec: &CppnSpec, target: &FitSpec) -> bool {
-    cache()
-        .lock()
-        .expect("fit cache")
-        .contains_key(&key(spec, target))
+    lock().contains_key(&key(spec, target))
 }
 
 /// The fitted network for a sketch with `fit`, training (with a progress bar on a
 /// terminal) on first use.
 pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {
     let k = key(spec, target);
-    if let Some(net) = cache().lock().expect("fit cache").get(&k) {
-        return Ok(net.clone());
+    if let Some(done) = lock().get(&k) {
+        return done.clone().map_err(anyhow::Error::msg);
     }
     let bar = indicatif::ProgressBar::new(target.steps as u64).with_style(
         indicatif::ProgressStyle::with_template(
@@ -221,21 +235,26 @@ pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {
     {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let (net, report) = fit(spec, target, &mut |step, loss| {
+    let result = fit(spec, target, &mut |step, loss| {
         if step % 10 == 0 {
             bar.set_position(step as u64);
             bar.set_message(format!("{loss:.5}  PSNR {:.1} dB", psnr(loss as f64)));
         }
-    })?;
+    });
     bar.finish_and_clear();
-    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
-        eprintln!(
-            "fitted {} in {} steps: PSNR {:.1} dB",
-            target.image_path.display(),
-            target.steps,
-            report.psnr
-        );
-    }
-    cache().lock().expect("fit cache").insert(k, net.clone());
-    Ok(net)
+    let result = result
+        .map(|(net, report)| {
+            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!(
+                    "fitted {} in {} steps: PSNR {:.1} dB",
+                    target.image_path.display(),
+                    target.steps,
+                    report.psnr
+                );
+            }
+            net
+        })
+        .map_err(|e| format!("fitting to {} failed: {e:#}", target.image_path.display()));
+    lock().insert(k, result.clone());
+    result.map_err(anyhow::Error::msg)
 }

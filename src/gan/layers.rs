@@ -332,14 +332,26 @@ fn update_running_stats(
     Ok(())
 }
 
+/// FNV-1a over `bytes`, then `seed` mixed in (SplitMix64's finaliser). Unlike std's
+/// `DefaultHasher`, whose algorithm may change between Rust releases, this stays the
+/// same forever, so dropout masks (and with them "resume is exact") do too.
+pub fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = h ^ seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Inverted dropout with a mask drawn from `ctx.dropout_seed` and the layer name.
 pub fn dropout(name: &str, x: &Tensor, rate: f64, ctx: &Ctx) -> Result<Tensor> {
     if !ctx.train || rate <= 0.0 {
         return Ok(x.clone());
     }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::hash::Hash::hash(&(name, ctx.dropout_seed), &mut h);
-    let mut rng = Pcg64Mcg::seed_from_u64(std::hash::Hasher::finish(&h));
+    let mut rng = Pcg64Mcg::seed_from_u64(stable_hash(name.as_bytes(), ctx.dropout_seed));
     let keep = 1.0 - rate;
     let mask: Vec<f32> = (0..x.elem_count())
         .map(|_| {

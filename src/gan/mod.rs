@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 use crate::sketch::{MapReader, SketchError};
 use layers::{Act, Norm};
 
+/// Learning rates a sketch (or control.json, live) may set.
+pub const LR_RANGE: std::ops::RangeInclusive<f64> = 1e-7..=1.0;
+/// `sample_every` a sketch (or control.json, live) may set.
+pub const SAMPLE_EVERY_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
@@ -165,15 +170,15 @@ impl GanSpec {
             "hinge" => Loss::Hinge,
             _ => Loss::Bce,
         };
-        let lr = map.float("lr", 2e-4, 1e-7..=1.0)?;
-        let lr_g = map.float("lr_g", lr, 1e-7..=1.0)?;
-        let lr_d = map.float("lr_d", lr, 1e-7..=1.0)?;
+        let lr = map.float("lr", 2e-4, LR_RANGE)?;
+        let lr_g = map.float("lr_g", lr, LR_RANGE)?;
+        let lr_d = map.float("lr_d", lr, LR_RANGE)?;
         let both = betas(map, "betas", (0.5, 0.999))?;
         let betas_g = betas(map, "betas_g", both)?;
         let betas_d = betas(map, "betas_d", both)?;
         let batch = map.int("batch", 64, 1..=4096)? as usize;
         let steps = map.int("steps", 2000, 1..=10_000_000)? as usize;
-        let sample_every = map.int("sample_every", 100, 1..=1_000_000)? as usize;
+        let sample_every = map.int("sample_every", 100, SAMPLE_EVERY_RANGE)? as usize;
         let checkpoint_every = map.int("checkpoint_every", 200, 1..=1_000_000)? as usize;
         let keep_every = map.int("keep_every", 1000, 1..=10_000_000)? as usize;
         let ema = map.float("ema", 0.999, 0.0..=0.99999)?;

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +20,7 @@ use super::layers::{normal, Ctx};
 use super::model::{Discriminator, Generator};
 use super::{GanSpec, Loss, ModelKind};
 use crate::recipe;
-use crate::run::{self, Control, Metric, RunDir, State, Status};
+use crate::run::{self, Control, Metric, RunDir, State, Status, Wanted};
 
 /// Where training runs. CUDA is compiled in only with the `cuda` feature.
 pub fn device(name: &str) -> Result<Device> {
@@ -50,7 +52,10 @@ impl Progress for Silent {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Done,
+    /// Stopped through control.json.
     Stopped,
+    /// Stopped by a signal (its number), after a checkpoint.
+    Interrupted(i32),
 }
 
 /// Models and optimisers of one run.
@@ -361,13 +366,30 @@ pub fn load_safetensors(
 
 /// Options of one `easel train`.
 pub struct TrainOptions {
+    /// Train to this step in all (else the run's recorded target on resume, else the
+    /// sketch's `steps`).
     pub steps: Option<usize>,
     pub resume: bool,
     pub device: Device,
+    /// Set (to the signal's number) by a SIGINT/SIGTERM handler: the run checkpoints
+    /// after the step in flight and returns [`Outcome::Interrupted`].
+    pub interrupt: Arc<AtomicUsize>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            steps: None,
+            resume: false,
+            device: Device::Cpu,
+            interrupt: Arc::default(),
+        }
+    }
 }
 
 /// Runs (or resumes) training in `run`, writing status, metrics, samples and
-/// checkpoints as it goes.
+/// checkpoints as it goes. Whatever ends it (done, stop, signal, error), the run keeps
+/// its newest checkpoint and a timelapse of its samples.
 pub fn train(
     run: &RunDir,
     source: &str,
@@ -375,7 +397,15 @@ pub fn train(
     opts: &TrainOptions,
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
-    let total = opts.steps.unwrap_or(spec.steps) as u64;
+    // The target is part of the run: `--steps` is recorded in spec.json, and a resume
+    // without `--steps` trains to it, not to the sketch's number.
+    let recorded = opts
+        .resume
+        .then(|| std::fs::read_to_string(run.spec()).ok())
+        .flatten()
+        .and_then(|t| serde_json::from_str::<GanSpec>(&t).ok())
+        .map(|s| s.steps);
+    let total = opts.steps.or(recorded).unwrap_or(spec.steps) as u64;
     let mut status = Status {
         state: State::Starting,
         message: "loading data".into(),
@@ -392,7 +422,10 @@ pub fn train(
         status.message = format!("{e:#}");
         status.updated = run::now();
         run.write_status(&status)?;
+        // Failed runs keep their timelapse too; a failure to write it must not hide `e`.
+        let _ = write_timelapse(run);
     }
+    progress.finish();
     result
 }
 
@@ -404,12 +437,7 @@ fn train_inner(
     progress: &mut dyn Progress,
     status: &mut Status,
 ) -> Result<Outcome> {
-    if !opts.resume || !run.sketch().exists() {
-        recipe::write_atomically(&run.sketch(), |f| {
-            Ok(std::io::Write::write_all(f, source.as_bytes())?)
-        })?;
-        run.write_json(&run.spec(), spec)?;
-    }
+    let total = status.total_steps;
     let data = data::load(spec, &opts.device)?;
     if !data.skipped.is_empty() {
         progress.note(&format!(
@@ -426,12 +454,41 @@ fn train_inner(
     let mut t = Trainer::new(spec, data.class_names.clone(), &opts.device)?;
     if opts.resume && run.latest_checkpoint().exists() {
         t.load_checkpoint(&run.latest_checkpoint())?;
+        // The sketch is the source of truth on resume: its learning rates, not the
+        // checkpoint's or an old control.json's (after a NaN, lowering `lr` in the sketch
+        // and resuming must take effect).
+        t.opt_g.lr = spec.lr_g;
+        t.opt_d.lr = spec.lr_d;
         run.truncate_metrics(t.step)?;
         status.step = t.step;
         status.checkpoint_step = Some(t.step);
-        progress.note(&format!("resumed from step {}", t.step));
+        progress.note(&format!(
+            "resumed from step {} with lr_g {} and lr_d {} (the sketch's)",
+            t.step, spec.lr_g, spec.lr_d
+        ));
     }
-    let total = status.total_steps;
+    if opts.resume {
+        // A stop, pause or learning rate left in control.json belongs to the run that
+        // ended; carried over, a stopped run would stop again at once.
+        if let Some(old) = run.clear_control()? {
+            progress.note(&format!(
+                "control.json from the earlier run cleared ({}); nothing in it is kept",
+                describe_control(&old)
+            ));
+        }
+    }
+    // Written after the checkpoint loaded, so a sketch whose structure no longer fits the
+    // run leaves the run's record as it was.
+    recipe::write_atomically(&run.sketch(), |f| {
+        Ok(std::io::Write::write_all(f, source.as_bytes())?)
+    })?;
+    run.write_json(
+        &run.spec(),
+        &GanSpec {
+            steps: total as usize,
+            ..spec.clone()
+        },
+    )?;
     let mut sample_every = spec.sample_every as u64;
     let mut control_seen: Option<std::time::SystemTime> = None;
     status.state = State::Running;
@@ -439,35 +496,39 @@ fn train_inner(
     progress.start(t.step, total);
     let mut last_status_write = Instant::now() - Duration::from_secs(10);
     while t.step < total {
+        if let Some(signal) = interrupted(opts) {
+            return end_early(run, &t, status, Outcome::Interrupted(signal));
+        }
         // Live control, picked up within a step.
         let modified = std::fs::metadata(run.control_path())
             .and_then(|m| m.modified())
             .ok();
         if modified != control_seen {
             control_seen = modified;
-            let c = run.read_control();
-            apply_control(&c, &mut t, &mut sample_every);
-            match c.state.as_deref() {
-                Some("stop") => {
-                    checkpoint(run, &t, status)?;
-                    // A stopped run is usable as it is: `easel sample RUN` finds this.
-                    t.save_generator(&run.generator())?;
-                    status.state = State::Stopped;
-                    status.message = "stopped by control.json".into();
-                    status.updated = run::now();
-                    run.write_status(status)?;
-                    progress.finish();
-                    return Ok(Outcome::Stopped);
+            let c = match run.read_control() {
+                Ok(c) => c,
+                Err(e) => {
+                    progress.note(&format!("control.json ignored: {e:#}"));
+                    Control::default()
                 }
-                Some("pause") => {
+            };
+            for refused in apply_control(&c, &mut t, &mut sample_every) {
+                progress.note(&format!("control.json: {refused}"));
+            }
+            match c.state {
+                Some(Wanted::Stop) => return end_early(run, &t, status, Outcome::Stopped),
+                Some(Wanted::Pause) => {
                     status.state = State::Paused;
                     status.updated = run::now();
                     run.write_status(status)?;
                     progress.note("paused (control.json)");
                     loop {
                         std::thread::sleep(Duration::from_millis(200));
-                        let c = run.read_control();
-                        if c.state.as_deref() != Some("pause") {
+                        if interrupted(opts).is_some()
+                            || run
+                                .read_control()
+                                .map_or(true, |c| c.state != Some(Wanted::Pause))
+                        {
                             control_seen = None; // re-read: it may say stop
                             break;
                         }
@@ -475,7 +536,7 @@ fn train_inner(
                     status.state = State::Running;
                     continue;
                 }
-                _ => {}
+                Some(Wanted::Run) | None => {}
             }
         }
         let metric = t.train_step(&data)?;
@@ -489,15 +550,16 @@ fn train_inner(
                 &img,
                 None,
             )?;
+            // Kept current, so a run killed with -9 still has one.
+            write_timelapse(run)?;
         }
         if t.step % spec.checkpoint_every as u64 == 0 || t.step == total {
             checkpoint(run, &t, status)?;
             if t.step % spec.keep_every as u64 == 0 {
-                std::fs::copy(
-                    run.latest_checkpoint(),
-                    run.checkpoints_dir()
-                        .join(format!("step_{:06}.safetensors", t.step)),
-                )?;
+                let kept = run
+                    .checkpoints_dir()
+                    .join(format!("step_{:06}.safetensors", t.step));
+                recipe::copy_atomically(&run.latest_checkpoint(), &kept)?;
             }
         }
         if last_status_write.elapsed() > Duration::from_millis(500) || t.step == total {
@@ -511,20 +573,94 @@ fn train_inner(
     status.state = State::Done;
     status.updated = run::now();
     run.write_status(status)?;
-    progress.finish();
     Ok(Outcome::Done)
 }
 
-fn apply_control(c: &Control, t: &mut Trainer, sample_every: &mut u64) {
-    if let Some(lr) = c.lr_g.filter(|v| v.is_finite() && *v > 0.0) {
-        t.opt_g.lr = lr;
+fn interrupted(opts: &TrainOptions) -> Option<i32> {
+    match opts.interrupt.load(Ordering::Relaxed) {
+        0 => None,
+        signal => Some(signal as i32),
     }
-    if let Some(lr) = c.lr_d.filter(|v| v.is_finite() && *v > 0.0) {
-        t.opt_d.lr = lr;
+}
+
+/// Stop or signal: checkpoint at the current step, leave the generator for `easel
+/// sample` and the timelapse, and say why in status.json.
+fn end_early(run: &RunDir, t: &Trainer, status: &mut Status, outcome: Outcome) -> Result<Outcome> {
+    checkpoint(run, t, status)?;
+    t.save_generator(&run.generator())?;
+    write_timelapse(run)?;
+    status.state = State::Stopped;
+    status.message = match &outcome {
+        Outcome::Interrupted(signal) => format!("interrupted by {}", signal_name(*signal)),
+        _ => "stopped by control.json".into(),
+    };
+    status.updated = run::now();
+    run.write_status(status)?;
+    Ok(outcome)
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT (Ctrl-C)".into(),
+        15 => "SIGTERM".into(),
+        1 => "SIGHUP".into(),
+        n => format!("signal {n}"),
     }
-    if let Some(n) = c.sample_every.filter(|n| *n > 0) {
-        *sample_every = n;
+}
+
+fn describe_control(c: &Control) -> String {
+    let mut parts = vec![];
+    if let Some(s) = c.state {
+        parts.push(format!(
+            "state {}",
+            serde_json::to_string(&s).unwrap_or_default()
+        ));
     }
+    if let Some(v) = c.lr_g {
+        parts.push(format!("lr_g {v}"));
+    }
+    if let Some(v) = c.lr_d {
+        parts.push(format!("lr_d {v}"));
+    }
+    if let Some(v) = c.sample_every {
+        parts.push(format!("sample_every {v}"));
+    }
+    if parts.is_empty() {
+        "empty".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Applies control.json's live values; returns a message for each refused one. The
+/// bounds are the sketch's, so control.json cannot do what a sketch may not.
+fn apply_control(c: &Control, t: &mut Trainer, sample_every: &mut u64) -> Vec<String> {
+    let mut refused = vec![];
+    let lr_ok = |v: f64| v.is_finite() && (super::LR_RANGE).contains(&v);
+    for (name, value, lr) in [
+        ("lr_g", c.lr_g, &mut t.opt_g.lr),
+        ("lr_d", c.lr_d, &mut t.opt_d.lr),
+    ] {
+        match value {
+            Some(v) if lr_ok(v) => *lr = v,
+            Some(v) => refused.push(format!(
+                "{name} {v} refused: must be between {:e} and {}",
+                super::LR_RANGE.start(),
+                super::LR_RANGE.end()
+            )),
+            None => {}
+        }
+    }
+    match c.sample_every {
+        Some(n) if super::SAMPLE_EVERY_RANGE.contains(&(n as i64)) => *sample_every = n,
+        Some(n) => refused.push(format!(
+            "sample_every {n} refused: must be between {} and {}",
+            super::SAMPLE_EVERY_RANGE.start(),
+            super::SAMPLE_EVERY_RANGE.end()
+        )),
+        None => {}
+    }
+    refused
 }
 
 fn checkpoint(run: &RunDir, t: &Trainer, status: &mut Status) -> Result<()> {
@@ -533,12 +669,26 @@ fn checkpoint(run: &RunDir, t: &Trainer, status: &mut Status) -> Result<()> {
     Ok(())
 }
 
+/// At most this many frames go into the timelapse (evenly spread, first and last kept):
+/// it is rewritten at every sample, so its cost must not grow with the run.
+const TIMELAPSE_FRAMES: usize = 48;
+
 /// The fixed-noise grids through training, as a looping GIF.
 pub fn write_timelapse(run: &RunDir) -> Result<()> {
-    let samples = run.samples();
-    if samples.is_empty() {
+    let all = run.samples();
+    if all.is_empty() {
         return Ok(());
     }
+    let n = all.len().min(TIMELAPSE_FRAMES);
+    let samples: Vec<&std::path::PathBuf> = (0..n)
+        .map(|i| {
+            &all[if n == 1 {
+                all.len() - 1
+            } else {
+                i * (all.len() - 1) / (n - 1)
+            }]
+        })
+        .collect();
     let frames: Vec<image::RgbImage> = samples
         .iter()
         .filter_map(|p| image::open(p).ok().map(|i| i.to_rgb8()))

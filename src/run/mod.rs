@@ -62,18 +62,67 @@ pub struct Metric {
     pub time: f64,
 }
 
+/// What a run is asked to do through `control.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wanted {
+    Run,
+    Pause,
+    Stop,
+}
+
 /// What the studio (or a person with an editor) asks of a running training.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Control {
-    /// "run", "pause" or "stop".
     #[serde(default)]
-    pub state: Option<String>,
+    pub state: Option<Wanted>,
     #[serde(default)]
     pub lr_g: Option<f64>,
     #[serde(default)]
     pub lr_d: Option<f64>,
     #[serde(default)]
     pub sample_every: Option<u64>,
+}
+
+/// The sketch name of a run folder `<name>-<yyyymmdd>-<hhmmss>[-k]`.
+pub fn sketch_name_of_run(folder: &str) -> Option<&str> {
+    let (stamped, _) = split_suffix(folder);
+    let parts: Vec<&str> = stamped.rsplitn(3, '-').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    (parts.len() == 3 && digits(parts[1], 8) && digits(parts[0], 6) && !parts[2].is_empty())
+        .then(|| parts[2])
+}
+
+/// `name-yyyymmdd-hhmmss-k` → (`name-yyyymmdd-hhmmss`, k); without a suffix k is 1.
+fn split_suffix(folder: &str) -> (&str, u64) {
+    let parts: Vec<&str> = folder.rsplitn(4, '-').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() == 4 && digits(parts[2], 8) && digits(parts[1], 6) {
+        if let Ok(k) = parts[0].parse() {
+            return (&folder[..folder.len() - parts[0].len() - 1], k);
+        }
+    }
+    (folder, 1)
+}
+
+/// Whether process `pid` exists. A pid of 0 (never a training process; `kill(0, …)`
+/// would signal our own process group) reads as gone.
+pub fn process_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        // Signal 0 checks existence; EPERM means it exists but is not ours.
+        // SAFETY: kill with signal 0 sends nothing; pid is a positive pid_t.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        true
+    }
 }
 
 pub fn now() -> f64 {
@@ -112,19 +161,27 @@ impl RunDir {
         Ok(run)
     }
 
-    /// The newest run of sketch `name` under `base`, if any.
+    /// The newest run of sketch `name` under `base`, if any (runs of `name-b` are not
+    /// runs of `name`).
     pub fn latest(base: &Path, name: &str) -> Option<Self> {
-        let prefix = format!("{name}-");
         let mut runs: Vec<PathBuf> = std::fs::read_dir(base)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.is_dir()
                     && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                        .and_then(|n| n.to_str())
+                        .and_then(sketch_name_of_run)
+                        == Some(name)
             })
             .collect();
-        runs.sort();
+        // Same stamp: `-2` comes after the plain one; `-10` after `-9`.
+        runs.sort_by_key(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let n = n.unwrap_or_default();
+            let (stamp, k) = split_suffix(&n);
+            (stamp.to_string(), k)
+        });
         runs.pop().map(|path| RunDir { path })
     }
 
@@ -214,12 +271,35 @@ impl RunDir {
         })
     }
 
-    /// The control file, or the default (run) when absent or unreadable mid-write.
-    pub fn read_control(&self) -> Control {
-        std::fs::read_to_string(self.control_path())
+    /// The control file, or the default (run) when there is none. It is written
+    /// atomically, so a file that does not parse is a mistake to report, not a torn write.
+    pub fn read_control(&self) -> Result<Control> {
+        let path = self.control_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: expected {{\"state\": \"run\" | \"pause\" | \"stop\", \"lr_g\": number, \"lr_d\": number, \"sample_every\": number}}",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Control::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Removes control.json; returns what it said, if it said anything readable.
+    pub fn clear_control(&self) -> Result<Option<Control>> {
+        let old = self
+            .read_control()
             .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+            .filter(|c| *c != Control::default());
+        match std::fs::remove_file(self.control_path()) {
+            Ok(()) => Ok(old),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot remove {}", self.control_path().display()))
+            }
+        }
     }
 
     pub fn write_control(&self, c: &Control) -> Result<()> {

@@ -14,7 +14,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use image::DynamicImage;
 
 use crate::gan::GanSpec;
-use crate::run::{Control, Metric, State, Status};
+use crate::run::{Control, Metric, State, Status, Wanted};
 
 /// How many log lines are kept.
 const LOG_LINES: usize = 200;
@@ -190,12 +190,12 @@ pub enum Effect {
 }
 
 impl Effect {
-    /// Asks the run to "run", "pause" or "stop" (control.json's `state`).
-    pub fn set_state(run: PathBuf, state: &str) -> Effect {
+    /// Asks the run to run, pause or stop (control.json's `state`).
+    pub fn set_state(run: PathBuf, state: Wanted) -> Effect {
         Effect::Control {
             run,
             patch: Control {
-                state: Some(state.into()),
+                state: Some(state),
                 ..Control::default()
             },
         }
@@ -733,7 +733,6 @@ impl App {
         same_structure.lr_g = running.lr_g;
         same_structure.lr_d = running.lr_d;
         same_structure.sample_every = running.sample_every;
-        same_structure.steps = running.steps;
         if same_structure != running {
             self.confirm = Some(Confirm::Restart {
                 sketch: path,
@@ -780,7 +779,7 @@ impl App {
                     run.display()
                 ));
                 vec![
-                    Effect::set_state(run, "stop"),
+                    Effect::set_state(run, Wanted::Stop),
                     Effect::StartTraining {
                         sketch,
                         resume: None,
@@ -1018,7 +1017,7 @@ impl App {
             .status
             .as_ref()
             .is_some_and(|s| s.state == State::Paused);
-        let state = if paused { "run" } else { "pause" };
+        let state = if paused { Wanted::Run } else { Wanted::Pause };
         self.info(format!(
             "{} requested",
             if paused { "resume" } else { "pause" }
@@ -1031,7 +1030,7 @@ impl App {
             return vec![];
         };
         self.info("stop requested: it checkpoints first; t resumes it".into());
-        vec![Effect::set_state(run.path, "stop")]
+        vec![Effect::set_state(run.path, Wanted::Stop)]
     }
 
     fn toggle_animation(&mut self) -> Vec<Effect> {

@@ -257,9 +257,10 @@ pub fn write_control(run: &Path, patch: &Control) -> Result<()> {
     let dir = RunDir {
         path: run.to_path_buf(),
     };
-    let mut c = dir.read_control();
+    // An unreadable control.json is replaced: the studio's request is what counts now.
+    let mut c = dir.read_control().unwrap_or_default();
     if patch.state.is_some() {
-        c.state = patch.state.clone();
+        c.state = patch.state;
     }
     if patch.lr_g.is_some() {
         c.lr_g = patch.lr_g;
@@ -273,16 +274,27 @@ pub fn write_control(run: &Path, patch: &Control) -> Result<()> {
     dir.write_control(&c)
 }
 
-/// A free path `<dir>/<name>-<yyyymmdd-hhmmss>.<ext>`.
-fn stamped(dir: &Path, name: &str, ext: &str) -> PathBuf {
+/// A free path `<dir>/<name>-<yyyymmdd-hhmmss>.<ext>`, reserved by creating it (empty)
+/// with create_new: two favourites in the same second get two names, even from two
+/// threads or two studios.
+fn stamped(dir: &Path, name: &str, ext: &str) -> Result<PathBuf> {
     let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-    let mut path = dir.join(format!("{name}-{stamp}.{ext}"));
-    let mut k = 2;
-    while path.exists() {
-        path = dir.join(format!("{name}-{stamp}-{k}.{ext}"));
-        k += 1;
+    for k in 1..10_000 {
+        let path = match k {
+            1 => dir.join(format!("{name}-{stamp}.{ext}")),
+            k => dir.join(format!("{name}-{stamp}-{k}.{ext}")),
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
     }
-    path
+    anyhow::bail!("no free favourite name for {name} in {}", dir.display())
 }
 
 /// Writes a favourite: a sketch re-rendered at its own size with its recipe (so
@@ -293,14 +305,23 @@ pub fn save_favourite(dir: &Path, fav: &Favourite) -> Result<PathBuf> {
         Favourite::Sketch { path, source } => {
             let sketch = crate::sketch::load_source(path, source.to_string())?;
             let (img, r) = recipe::render(&sketch, None, None, None)?;
-            let out = stamped(dir, &r.name, "png");
-            recipe::write_png(&out, &img, Some(&r))?;
-            Ok(out)
+            let out = stamped(dir, &r.name, "png")?;
+            write_reserved(&out, || recipe::write_png(&out, &img, Some(&r)))
         }
         Favourite::Picture { name, image } => {
-            let out = stamped(dir, name, "png");
-            recipe::write_png(&out, image, None)?;
-            Ok(out)
+            let out = stamped(dir, name, "png")?;
+            write_reserved(&out, || recipe::write_png(&out, image, None))
+        }
+    }
+}
+
+/// Fills a reserved (empty) path; on failure removes it, so no empty favourite stays.
+fn write_reserved(path: &Path, write: impl FnOnce() -> Result<()>) -> Result<PathBuf> {
+    match write() {
+        Ok(()) => Ok(path.to_path_buf()),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e)
         }
     }
 }

@@ -309,41 +309,6 @@ pub fn watch_folder(
     Ok(debouncer)
 }
 
-/// Whether process `pid` exists.
-pub fn alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // Signal 0 checks existence; EPERM means it exists but is not ours.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
-    }
-}
-
-/// The sketch name of a run folder `<name>-<yyyymmdd>-<hhmmss>[-k]`.
-pub fn run_sketch_name(folder: &str) -> Option<&str> {
-    let parts: Vec<&str> = folder.rsplitn(4, '-').collect();
-    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    // With a `-k` suffix: [k, hhmmss, yyyymmdd, name]; without: [hhmmss, yyyymmdd, rest].
-    if parts.len() == 4
-        && digits(parts[2], 8)
-        && digits(parts[1], 6)
-        && parts[0].bytes().all(|b| b.is_ascii_digit())
-    {
-        return Some(parts[3]);
-    }
-    let parts: Vec<&str> = folder.rsplitn(3, '-').collect();
-    if parts.len() == 3 && digits(parts[1], 8) && digits(parts[0], 6) {
-        Some(parts[2])
-    } else {
-        None
-    }
-}
-
 /// The newest run of every sketch under `runs`.
 pub fn runs_index(runs: &Path) -> HashMap<String, RunInfo> {
     let mut newest: HashMap<String, PathBuf> = HashMap::new();
@@ -353,7 +318,7 @@ pub fn runs_index(runs: &Path) -> HashMap<String, RunInfo> {
             continue;
         }
         let folder = entry.file_name().to_string_lossy().into_owned();
-        let Some(name) = run_sketch_name(&folder) else {
+        let Some(name) = crate::run::sketch_name_of_run(&folder) else {
             continue;
         };
         let slot = newest
@@ -367,7 +332,9 @@ pub fn runs_index(runs: &Path) -> HashMap<String, RunInfo> {
         .into_iter()
         .map(|(name, path)| {
             let status = RunDir { path: path.clone() }.read_status().ok();
-            let alive = status.as_ref().is_some_and(|s| alive(s.pid));
+            let alive = status
+                .as_ref()
+                .is_some_and(|s| crate::run::process_alive(s.pid));
             (
                 name,
                 RunInfo {
@@ -406,7 +373,9 @@ impl Tail {
             path: self.path.clone(),
         };
         let status = run.read_status().ok();
-        let alive = status.as_ref().is_some_and(|s| alive(s.pid));
+        let alive = status
+            .as_ref()
+            .is_some_and(|s| crate::run::process_alive(s.pid));
         let (metrics, reset) = self.new_metrics(&run);
         let spec = if self.spec_read {
             None
