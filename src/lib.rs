@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod cli;
 pub mod cppn;
+pub mod device;
 pub mod gan;
 pub mod recipe;
 pub mod run;

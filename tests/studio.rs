@@ -103,6 +103,7 @@ fn status(state: State, step: u64, checkpoint: Option<u64>) -> Status {
         step,
         total_steps: 3000,
         checkpoint_step: checkpoint,
+        device: "cpu".into(),
         updated: 0.0,
     }
 }

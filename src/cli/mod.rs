@@ -65,6 +65,9 @@ pub struct StudioArgs {
     /// terminal for kitty, sixel or iTerm2 graphics.
     #[arg(long, value_enum, default_value = "halfblocks")]
     pub graphics: Graphics,
+    /// Where `t` trains: cpu, cuda, cuda:N or auto (see `easel train --help`).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: crate::device::DeviceArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,9 +90,13 @@ pub fn main() -> ExitCode {
         Some(Command::Sample(a)) => sample::run(a),
         Some(Command::Check(a)) => check::run(a),
         Some(Command::Gallery(a)) => gallery::run(a),
-        Some(Command::Studio(a)) => studio::studio(&a.dir, a.graphics),
+        Some(Command::Studio(a)) => studio::studio(&a.dir, a.graphics, a.device),
         Some(Command::Watch(a)) => studio::watch(&a.run_dir, a.graphics),
-        None => studio::studio(Path::new("sketches"), Graphics::Halfblocks),
+        None => studio::studio(
+            Path::new("sketches"),
+            Graphics::Halfblocks,
+            crate::device::DeviceArg::Cpu,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

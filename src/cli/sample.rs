@@ -6,6 +6,7 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 
+use crate::device::DeviceArg;
 use crate::gan::layers::{normal, Ctx};
 use crate::gan::model::Generator;
 use crate::gan::train::{grid, load_safetensors};
@@ -45,6 +46,9 @@ pub struct SampleArgs {
     /// directory or checkpoint: generator.safetensors holds only the average).
     #[arg(long)]
     pub raw: bool,
+    /// cpu, cuda, cuda:N or auto (see `easel train --help`).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceArg,
 }
 
 /// A trained generator with its spec and class names.
@@ -55,7 +59,7 @@ pub struct LoadedGenerator {
 
 /// Loads the EMA generator (or with `raw`, the trained weights themselves) from a run
 /// directory, model folder or safetensors file.
-pub fn load_generator(source: &Path, raw: bool) -> Result<LoadedGenerator> {
+pub fn load_generator(source: &Path, raw: bool, device: &Device) -> Result<LoadedGenerator> {
     let (file, prefix) = if source.is_dir() {
         let generator = source.join("generator.safetensors");
         let latest = source.join("checkpoints/latest.safetensors");
@@ -90,7 +94,7 @@ pub fn load_generator(source: &Path, raw: bool) -> Result<LoadedGenerator> {
     } else {
         (source.to_path_buf(), if raw { "g." } else { "ema." })
     };
-    let (tensors, meta) = load_safetensors(&file, Device::Cpu)?;
+    let (tensors, meta) = load_safetensors(&file, device.clone())?;
     let spec: GanSpec = match meta.get("spec") {
         Some(s) => serde_json::from_str(s)?,
         None => {
@@ -109,7 +113,7 @@ pub fn load_generator(source: &Path, raw: bool) -> Result<LoadedGenerator> {
         .map(|c| serde_json::from_str(c))
         .transpose()?
         .unwrap_or_default();
-    let g = Generator::new(&spec, classes.len(), &Device::Cpu, 0)?;
+    let g = Generator::new(&spec, classes.len(), device, 0)?;
     g.params
         .load(prefix, &tensors)
         .with_context(|| format!("loading {}", file.display()))?;
@@ -129,7 +133,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
         ),
         _ => {}
     }
-    let mut loaded = load_generator(&args.source, args.raw)?;
+    let device = args.device.open()?;
+    let mut loaded = load_generator(&args.source, args.raw, &device)?;
     if args.class.is_some() && loaded.g.spec.model == crate::gan::ModelKind::Can {
         bail!(
             "--class: {} is a CAN, whose generator is unconditional (its classes only train the discriminator's style head); sample it without --class",
@@ -169,7 +174,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         dropout_seed: 0,
     };
     if !args.interpolate {
-        let z = Tensor::from_vec(draw(n * latent), (n, latent), &Device::Cpu)?;
+        let z = Tensor::from_vec(draw(n * latent), (n, latent), &device)?;
         let images = loaded.g.forward(&z, &labels, &ctx)?;
         recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
         eprintln!("wrote {} ({n} samples)", args.output.display());
@@ -185,11 +190,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
             .zip(&b)
             .map(|(x, y)| x * theta.cos() + y * theta.sin())
             .collect();
-        let images = loaded.g.forward(
-            &Tensor::from_vec(z, (n, latent), &Device::Cpu)?,
-            &labels,
-            &ctx,
-        )?;
+        let images =
+            loaded
+                .g
+                .forward(&Tensor::from_vec(z, (n, latent), &device)?, &labels, &ctx)?;
         frames.push(grid(&images, args.threshold)?.to_rgb8());
     }
     recipe::write_gif(&args.output, &frames, 6)?;

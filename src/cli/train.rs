@@ -8,6 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use crate::device::DeviceArg;
 use crate::gan::train::{self, Outcome, Progress, TrainOptions};
 use crate::run::{Metric, RunDir};
 use crate::sketch::{self, Spec};
@@ -36,9 +37,10 @@ pub struct TrainArgs {
     /// --run-dir is given).
     #[arg(long)]
     pub resume: bool,
-    /// cpu, or cuda (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// cpu, cuda, cuda:N or auto (CUDA when this build has it and a GPU answers).
+    /// CUDA needs a build with `--features cuda` (see scripts/build_cuda.sh).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceArg,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -50,7 +52,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             sketch.spec.kind()
         );
     };
-    let device = train::device(&args.device)?;
+    let device = args.device.open()?;
     let run = match (&args.run_dir, args.resume) {
         (Some(dir), _) => RunDir::at(dir)?,
         (None, true) => RunDir::latest(&args.runs, &sketch.name()).with_context(|| {
@@ -62,7 +64,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         })?,
         (None, false) => RunDir::create(&args.runs, &sketch.name())?,
     };
-    eprintln!("run directory: {}", run.path.display());
+    eprintln!(
+        "run directory: {} (device {})",
+        run.path.display(),
+        crate::device::describe(&device)
+    );
     let opts = TrainOptions {
         steps: args.steps,
         resume: args.resume,

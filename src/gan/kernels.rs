@@ -15,11 +15,39 @@
 //! (exact resume relies on that).
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+/// 0: not yet read from the environment; 1: easel's kernels on CPU; 2: portable.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether tensors on `device` take easel's CPU kernels. Other devices (CUDA) always take
+/// Candle's portable ops; `EASEL_KERNELS=portable` (or [`force_portable`]) sends the CPU
+/// there too, so the code path a GPU runs is tested on machines without one.
+pub fn enabled(device: &candle_core::Device) -> bool {
+    if !device.is_cpu() {
+        return false;
+    }
+    let mode = match MODE.load(Ordering::Relaxed) {
+        0 => {
+            let portable = std::env::var("EASEL_KERNELS").is_ok_and(|v| v == "portable");
+            let m = if portable { 2 } else { 1 };
+            MODE.store(m, Ordering::Relaxed);
+            m
+        }
+        m => m,
+    };
+    mode == 1
+}
+
+/// Forces the portable ops on the CPU (or back to easel's kernels) for this process.
+pub fn force_portable(portable: bool) {
+    MODE.store(if portable { 2 } else { 1 }, Ordering::Relaxed);
+}
 
 /// `conv2d(x [N, Cin, H, W], w [Cout, Cin, K, K])` with symmetric `padding` and `stride`
 /// (dilation 1, groups 1), as `Tensor::conv2d(w, padding, stride, 1, 1)`.

@@ -180,7 +180,7 @@ pub fn conv(
 ) -> Result<Tensor> {
     let inp = x.dim(1)?;
     let w = p.var(&format!("{name}.w"), &[out, inp, k, k])?;
-    let y = if x.device().is_cpu() {
+    let y = if super::kernels::enabled(x.device()) {
         super::kernels::conv2d(x, &w, (k - 1) / 2, stride)?
     } else {
         x.conv2d(&w, (k - 1) / 2, stride, 1, 1)?
@@ -211,7 +211,7 @@ pub fn conv_up(
         (_, 1) => ((k - 1) / 2, 1),
         _ => ((k - 2) / 2, 0),
     };
-    let y = if x.device().is_cpu() {
+    let y = if super::kernels::enabled(x.device()) {
         super::kernels::conv_transpose2d(x, &w, pad, out_pad, stride)?
     } else {
         x.conv_transpose2d(&w, pad, out_pad, stride, 1)?
@@ -268,7 +268,7 @@ pub fn norm(p: &mut Params, name: &str, x: &Tensor, kind: Norm, ctx: &Ctx) -> Re
                 format!("{name}.running_mean"),
                 format!("{name}.running_var"),
             );
-            if ctx.train && x.device().is_cpu() {
+            if ctx.train && super::kernels::enabled(x.device()) {
                 // One fused op (forward and backward) instead of Candle's strided
                 // reductions; same result to rounding.
                 let gamma = p.var(&format!("{name}.gamma"), &[c])?;

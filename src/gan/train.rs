@@ -22,20 +22,6 @@ use super::{GanSpec, Loss, ModelKind};
 use crate::recipe;
 use crate::run::{self, Control, Metric, RunDir, State, Status, Wanted};
 
-/// Where training runs. CUDA is compiled in only with the `cuda` feature.
-pub fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
-            if !candle_core::utils::cuda_is_available() {
-                bail!("--device cuda: this easel was built without CUDA support (build with `--features cuda` on a machine with nvcc)");
-            }
-            Ok(Device::new_cuda(0)?)
-        }
-        other => bail!("unknown device \"{other}\"; expected cpu or cuda"),
-    }
-}
-
 /// How the trainer reports progress (a bar on a terminal, log lines otherwise, or
 /// nothing in tests).
 pub trait Progress {
@@ -413,6 +399,7 @@ pub fn train(
         step: 0,
         total_steps: total,
         checkpoint_step: None,
+        device: crate::device::describe(&opts.device),
         updated: run::now(),
     };
     run.write_status(&status)?;

@@ -40,6 +40,9 @@ pub struct Status {
     /// Last checkpointed step, if any.
     #[serde(default)]
     pub checkpoint_step: Option<u64>,
+    /// Where it trains: "cpu", "cuda:0", …
+    #[serde(default)]
+    pub device: String,
     /// Seconds since the Unix epoch.
     pub updated: f64,
 }

@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use crossterm::event::{Event, KeyEventKind};
 use ratatui_image::picker::Picker;
 
+use crate::device::DeviceArg;
 use crate::recipe;
 use crate::run::{Control, RunDir};
 use app::{App, Effect, Favourite, Mode, Msg, RenderRequest};
@@ -42,7 +43,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The studio over the sketches in `dir`; runs go to `<dir>/../runs`, favourites to
 /// `<dir>/../favourites`.
-pub fn studio(dir: &Path, graphics: Graphics) -> Result<()> {
+pub fn studio(dir: &Path, graphics: Graphics, device: DeviceArg) -> Result<()> {
     if !dir.is_dir() {
         bail!(
             "{} is not a folder of sketches (try `easel studio sketches`)",
@@ -52,6 +53,7 @@ pub fn studio(dir: &Path, graphics: Graphics) -> Result<()> {
     // `sketches` has the empty parent: runs/ and favourites/ then sit in the current folder.
     let base = dir.parent().unwrap_or(Path::new(""));
     let places = Places {
+        device,
         runs: Some(base.join("runs")),
         favourites: base.join("favourites"),
     };
@@ -71,6 +73,7 @@ pub fn watch(run: &Path, graphics: Graphics) -> Result<()> {
     }
     .read_status()?;
     let places = Places {
+        device: DeviceArg::Cpu,
         runs: None,
         favourites: PathBuf::from("favourites"),
     };
@@ -84,6 +87,8 @@ pub fn watch(run: &Path, graphics: Graphics) -> Result<()> {
 }
 
 struct Places {
+    /// Where `t` trains.
+    device: DeviceArg,
     runs: Option<PathBuf>,
     favourites: PathBuf,
 }
@@ -231,7 +236,9 @@ impl Runtime {
                 }
                 Effect::StartTraining { sketch, resume } => {
                     let result = match &self.places.runs {
-                        Some(runs) => start_training(&sketch, runs, resume.as_deref()),
+                        Some(runs) => {
+                            start_training(&sketch, runs, resume.as_deref(), self.places.device)
+                        }
                         None => Err(anyhow::anyhow!("no runs folder")),
                     };
                     let _ = self
@@ -328,7 +335,12 @@ fn write_reserved(path: &Path, write: impl FnOnce() -> Result<()>) -> Result<Pat
 
 /// Starts `easel train` as a process of its own session, so it outlives the studio and
 /// the SSH link. Its output goes to `<run>/train.log`.
-pub fn start_training(sketch: &Path, runs: &Path, resume: Option<&Path>) -> Result<PathBuf> {
+pub fn start_training(
+    sketch: &Path,
+    runs: &Path,
+    resume: Option<&Path>,
+    device: DeviceArg,
+) -> Result<PathBuf> {
     let name = App::sketch_name(sketch);
     let run = match resume {
         Some(dir) => RunDir::at(dir)?,
@@ -341,7 +353,12 @@ pub fn start_training(sketch: &Path, runs: &Path, resume: Option<&Path>) -> Resu
         .context("cannot open train.log")?;
     let exe = std::env::current_exe().context("cannot find the easel executable")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("train").arg(sketch).arg("--run-dir").arg(&run.path);
+    cmd.arg("train")
+        .arg(sketch)
+        .arg("--run-dir")
+        .arg(&run.path)
+        .arg("--device")
+        .arg(device.to_string());
     if resume.is_some() {
         cmd.arg("--resume");
     }

@@ -377,6 +377,9 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
                     speed.push_str(&format!(" · ETA {}", format_duration(left)));
                 }
             }
+            if !s.device.is_empty() && s.device != "cpu" {
+                speed.push_str(&format!(" · {}", s.device));
+            }
             if !speed.is_empty() {
                 lines.push(Line::from(speed));
             }

@@ -1,0 +1,60 @@
+"""The PyTorch DCGAN tutorial model (64x64x3, batch 64, Adam 2e-4, BCE), timed on CUDA:
+the reference for scripts/bench_gpu.sh. Random images: step time does not depend on them."""
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+
+p = argparse.ArgumentParser()
+p.add_argument("--steps", type=int, default=200)
+p.add_argument("--batch", type=int, default=64)
+args = p.parse_args()
+dev = torch.device("cuda")
+nz, ngf, ndf = 100, 64, 64
+
+G = nn.Sequential(
+    nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+    nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+    nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+    nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+    nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh(),
+).to(dev)
+D = nn.Sequential(
+    nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
+    nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, True),
+    nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, True),
+    nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, True),
+    nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+).to(dev)
+loss = nn.BCEWithLogitsLoss()
+opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+real = torch.rand(args.batch, 3, 64, 64, device=dev) * 2 - 1
+ones = torch.ones(args.batch, device=dev)
+zeros = torch.zeros(args.batch, device=dev)
+
+
+def step():
+    z = torch.randn(args.batch, nz, 1, 1, device=dev)
+    fake = G(z)
+    opt_d.zero_grad()
+    d_loss = loss(D(real).view(-1), ones) + loss(D(fake.detach()).view(-1), zeros)
+    d_loss.backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    g_loss = loss(D(fake).view(-1), ones)
+    g_loss.backward()
+    opt_g.step()
+
+
+for _ in range(10):
+    step()
+torch.cuda.synchronize()
+t = time.perf_counter()
+for _ in range(args.steps):
+    step()
+torch.cuda.synchronize()
+secs = time.perf_counter() - t
+print(f"pytorch {torch.__version__} on {torch.cuda.get_device_name()}: "
+      f"{secs / args.steps * 1000:.1f} ms/step, {args.steps * args.batch / secs:.0f} images/s")

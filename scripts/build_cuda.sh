@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds easel with CUDA (`--features cuda`) on a machine with no system CUDA toolkit and,
+# possibly, no GPU: nvcc and the CUDA headers and libraries come from NVIDIA's wheels on
+# the Python package registry, installed into a local folder; where no driver exists, a
+# stub libcuda.so satisfies the linker (the real driver is loaded at run time on a GPU
+# machine).
+#
+#   scripts/build_cuda.sh [--cap 90] [--cudnn] [--toolkit DIR] [-- extra cargo args]
+#
+# --cap: CUDA compute capability of the target GPU (90 = H100/H200, 89 = L4/RTX 40xx,
+# 86 = RTX 30xx, 80 = A100). Candle's PTX kernels take ~13 minutes to compile on 2 cores.
+# The binary lands in target/release/easel; run it with `--device cuda`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cap=${CUDA_COMPUTE_CAP:-90}
+toolkit=$PWD/target/cuda-toolkit
+features=cuda
+cargo_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cap) cap=$2; shift 2 ;;
+        --cudnn) features=cudnn; shift ;;
+        --toolkit) toolkit=$2; shift 2 ;;
+        --) shift; cargo_args=("$@"); break ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+# One CUDA 13 release throughout: nvcc, its front-end pieces and the runtime must agree.
+CUDA_VERSION=13.4.92
+wheels=(
+    "nvidia-cuda-nvcc==$CUDA_VERSION" "nvidia-cuda-runtime==$CUDA_VERSION"
+    "nvidia-nvvm==$CUDA_VERSION" "nvidia-cuda-crt==$CUDA_VERSION"
+    nvidia-cuda-nvrtc nvidia-cuda-cccl nvidia-cublas nvidia-curand
+)
+[ "$features" = cudnn ] && wheels+=(nvidia-cudnn-cu13)
+
+cu=$toolkit/nvidia/cu13
+if [ ! -x "$cu/bin/nvcc" ]; then
+    echo "installing the CUDA $CUDA_VERSION toolkit wheels into $toolkit"
+    python3 -m pip install --quiet --target "$toolkit" "${wheels[@]}"
+fi
+[ -x "$cu/bin/nvcc" ] || { echo "no nvcc in $cu/bin after the install" >&2; exit 1; }
+
+# The wheels spread the toolkit over several folders; give it the layout build scripts
+# expect: headers in include/ (cccl's too), libraries in lib/ and lib64/, unversioned .so.
+for d in "$toolkit"/nvidia/*/; do
+    [ "$d" = "$cu/" ] && continue
+    [ -d "$d/include" ] && cp -rn "$d/include/." "$cu/include/" 2>/dev/null || true
+    [ -d "$d/lib" ] && cp -rn "$d/lib/." "$cu/lib/" 2>/dev/null || true
+done
+[ -d "$cu/include/cccl" ] && cp -rn "$cu/include/cccl/." "$cu/include/" 2>/dev/null || true
+mkdir -p "$cu/lib"
+[ -e "$cu/lib64" ] || ln -s lib "$cu/lib64"
+for so in "$cu"/lib/lib*.so.*; do
+    base=${so%%.so.*}.so
+    [ -e "$base" ] || ln -s "$(basename "$so")" "$base"
+done
+
+export PATH=$cu/bin:$PATH
+export CUDA_HOME=$cu CUDA_ROOT=$cu CUDA_PATH=$cu CUDA_TOOLKIT_ROOT_DIR=$cu
+export CUDA_COMPUTE_CAP=$cap
+export LIBRARY_PATH=$cu/lib${LIBRARY_PATH:+:$LIBRARY_PATH}
+export LD_LIBRARY_PATH=$cu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nvcc --version | tail -1
+
+# libcuda.so is the driver: present only where a GPU is. Elsewhere link against a stub
+# with the driver API's symbols (it is never loaded: the binary finds the real driver
+# at run time on a GPU machine).
+if ! ldconfig -p | grep -q 'libcuda\.so\b' && [ ! -e "$cu/lib/libcuda.so" ]; then
+    stub_dir=$toolkit/stub
+    mkdir -p "$stub_dir"
+    echo "no NVIDIA driver here: building the libraries first, then a link stub"
+    # The rlibs exist once compilation is done; the link step is what fails without it.
+    cargo build --release --features "$features" "${cargo_args[@]}" 2>/dev/null || true
+    nm -u --format=just-symbols target/release/deps/*.rlib 2>/dev/null \
+        | grep -E '^cu[A-Z]' | sort -u >"$stub_dir/symbols.txt" || true
+    [ -s "$stub_dir/symbols.txt" ] || { echo "found no cu* symbols to stub" >&2; exit 1; }
+    sed 's/.*/void &(void) {}/' "$stub_dir/symbols.txt" >"$stub_dir/libcuda_stub.c"
+    cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub_dir/libcuda.so" "$stub_dir/libcuda_stub.c"
+    ln -sf libcuda.so "$stub_dir/libcuda.so.1"
+    export LIBRARY_PATH=$stub_dir:$LIBRARY_PATH
+    echo "linking against a stub libcuda.so ($(wc -l <"$stub_dir/symbols.txt") symbols)"
+fi
+
+cargo build --release --features "$features" "${cargo_args[@]}"
+echo "built target/release/easel with $features for compute capability $cap"

@@ -1,0 +1,136 @@
+//! The portable path: what a CUDA device runs (Candle's own ops instead of easel's CPU
+//! kernels), forced onto the CPU with `kernels::force_portable`, so the GPU code path is
+//! exercised on machines without a GPU. The switch is process-wide, so this file holds
+//! one test that takes its steps in order.
+
+use std::path::Path;
+
+use candle_core::Device;
+use easel::gan::train::{self, Outcome, Silent, TrainOptions, Trainer};
+use easel::gan::{data, kernels, GanSpec};
+use easel::run::RunDir;
+use easel::sketch::{self, Spec};
+
+fn spec(dir: &Path, body: &str) -> (GanSpec, String) {
+    let src = format!(
+        r#"#{{ kind: "gan", image_size: 28, channels: 1, latent: 8, g_widths: [16, 8],
+              d_widths: [8, 16], kernel: 4, batch: 8, lr: 2e-3, ema: 0.9, seed: 5,
+              data: #{{ folder: "data" }}, {body} }}"#
+    );
+    let path = dir.join("gan.rhai");
+    std::fs::write(&path, &src).unwrap();
+    match sketch::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
+        Spec::Gan(g) => (g, src),
+        other => panic!("not a gan: {other:?}"),
+    }
+}
+
+fn folder(dir: &Path) {
+    for (class, level) in [("dark", 40u8), ("light", 210)] {
+        let d = dir.join("data").join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..4u8 {
+            image::GrayImage::from_fn(12, 12, |x, y| {
+                image::Luma([level.wrapping_add(((x * 7 + y * 3) as u8 + k * 5) % 30)])
+            })
+            .save(d.join(format!("{k}.png")))
+            .unwrap();
+        }
+    }
+}
+
+fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
+    let mut v: Vec<(String, Vec<f32>)> =
+        t.g.params
+            .named_tensors("g.")
+            .into_iter()
+            .chain(t.d.params.named_tensors("d."))
+            .chain(t.ema.params.named_tensors("ema."))
+            .map(|(n, v)| (n, v.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Two steps of `spec` with the given kernels; the trained weights (G, D, EMA, batch
+/// norm running statistics).
+fn two_steps(spec: &GanSpec, portable: bool) -> Vec<(String, Vec<f32>)> {
+    kernels::force_portable(portable);
+    let data = data::load(spec, &Device::Cpu).unwrap();
+    let mut t = Trainer::new(spec, data.class_names.clone(), &Device::Cpu).unwrap();
+    for _ in 0..2 {
+        t.train_step(&data).unwrap();
+    }
+    weights(&t)
+}
+
+#[test]
+fn the_portable_path_trains_as_the_cpu_kernels_do() {
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    for (model, extra) in [
+        ("dcgan", r#"g_norm: "batch", d_norm: "batch", dropout: 0.3"#),
+        ("cdcgan", r#"g_norm: "batch", d_norm: "layer""#),
+        (
+            "can",
+            r#"g_norm: "layer", d_norm: "batch", upsample: "nearest""#,
+        ),
+    ] {
+        let (spec, _) = spec(dir.path(), &format!(r#"model: "{model}", {extra}"#));
+        let fast = two_steps(&spec, false);
+        let portable = two_steps(&spec, true);
+        assert_eq!(fast.len(), portable.len());
+        // Different code, so rounding differs somewhere: proof the switch switched.
+        assert!(
+            fast != portable,
+            "{model}: the portable path ran the CPU kernels"
+        );
+        for ((name, a), (_, b)) in fast.iter().zip(&portable) {
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs() / (1.0 + x.abs()))
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{model}: {name} differs by {worst}");
+        }
+        let stats = fast.iter().filter(|(n, _)| n.contains("running_")).count();
+        if extra.contains(r#"g_norm: "batch""#) {
+            assert!(stats > 0, "{model}: batch norm statistics are compared too");
+        }
+    }
+
+    // Exact resume holds on the portable path as well.
+    kernels::force_portable(true);
+    let (spec, src) = spec(
+        dir.path(),
+        r#"g_norm: "batch", d_norm: "batch", dropout: 0.3, checkpoint_every: 2"#,
+    );
+    let run = |name: &str, plan: &[(usize, bool)]| {
+        let r = RunDir::at(&dir.path().join(name)).unwrap();
+        for &(steps, resume) in plan {
+            let opts = TrainOptions {
+                steps: Some(steps),
+                resume,
+                ..Default::default()
+            };
+            assert_eq!(
+                train::train(&r, &src, &spec, &opts, &mut Silent).unwrap(),
+                Outcome::Done
+            );
+        }
+        let (t, _) = train::load_safetensors(&r.latest_checkpoint(), Device::Cpu).unwrap();
+        let mut v: Vec<(String, Vec<f32>)> = t
+            .into_iter()
+            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let straight = run("straight", &[(4, false)]);
+    let halves = run("halves", &[(2, false), (4, true)]);
+    assert_eq!(straight.len(), halves.len());
+    for ((n, a), (_, b)) in straight.iter().zip(&halves) {
+        assert!(a == b, "{n} differs after a portable resume");
+    }
+    kernels::force_portable(false);
+}
