@@ -9,7 +9,8 @@
 #
 # --cap: CUDA compute capability of the target GPU (90 = H100/H200, 89 = L4/RTX 40xx,
 # 86 = RTX 30xx, 80 = A100). Candle's PTX kernels take ~13 minutes to compile on 2 cores.
-# The binary lands in target/release/easel; run it with `--device cuda`.
+# The binary lands in target/release/easel (or $CARGO_TARGET_DIR/release/easel); run it
+# with `--device cuda`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,7 +76,7 @@ if ! ldconfig -p | grep -q 'libcuda\.so\b' && [ ! -e "$cu/lib/libcuda.so" ]; the
     echo "no NVIDIA driver here: building the libraries first, then a link stub"
     # The rlibs exist once compilation is done; the link step is what fails without it.
     cargo build --release --features "$features" "${cargo_args[@]}" 2>/dev/null || true
-    nm -u --format=just-symbols target/release/deps/*.rlib 2>/dev/null \
+    nm -u --format=just-symbols "${CARGO_TARGET_DIR:-target}"/release/deps/*.rlib 2>/dev/null \
         | grep -E '^cu[A-Z]' | sort -u >"$stub_dir/symbols.txt" || true
     [ -s "$stub_dir/symbols.txt" ] || { echo "found no cu* symbols to stub" >&2; exit 1; }
     sed 's/.*/void &(void) {}/' "$stub_dir/symbols.txt" >"$stub_dir/libcuda_stub.c"
@@ -86,4 +87,4 @@ if ! ldconfig -p | grep -q 'libcuda\.so\b' && [ ! -e "$cu/lib/libcuda.so" ]; the
 fi
 
 cargo build --release --features "$features" "${cargo_args[@]}"
-echo "built target/release/easel with $features for compute capability $cap"
+echo "built ${CARGO_TARGET_DIR:-target}/release/easel with $features for compute capability $cap"
