@@ -103,7 +103,10 @@ mod tests {
         assert_eq!("auto".parse(), Ok(DeviceArg::Auto));
         let err = "cuda:x".parse::<DeviceArg>().unwrap_err();
         assert!(err.contains("expected cpu, cuda, cuda:N"), "{err}");
-        assert_eq!(DeviceArg::Cuda(1).to_string().parse(), Ok(DeviceArg::Cuda(1)));
+        assert_eq!(
+            DeviceArg::Cuda(1).to_string().parse(),
+            Ok(DeviceArg::Cuda(1))
+        );
     }
 
     #[test]
@@ -113,6 +116,9 @@ mod tests {
         }
         assert!(DeviceArg::Auto.open().unwrap().is_cpu());
         let err = DeviceArg::Cuda(0).open().unwrap_err().to_string();
-        assert!(err.contains("built without CUDA") && err.contains("build_cuda.sh"), "{err}");
+        assert!(
+            err.contains("built without CUDA") && err.contains("build_cuda.sh"),
+            "{err}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use image::DynamicImage;
 
+use super::keys::{self, Action};
 use crate::gan::GanSpec;
 use crate::run::{Control, Metric, State, Status, Wanted};
 
@@ -451,33 +452,33 @@ impl App {
                 _ => vec![],
             };
         }
-        match key.code {
-            KeyCode::Char('q') => self.quit(),
-            KeyCode::Char('?') => {
+        let Some(action) = keys::action(key.code) else {
+            return vec![];
+        };
+        match action {
+            Action::Quit => self.quit(),
+            Action::Help => {
                 self.help = true;
                 vec![]
             }
-            KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
-            KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
-            KeyCode::Home | KeyCode::Char('g') => {
-                self.move_selection(-(self.sketches.len() as i64))
-            }
-            KeyCode::End | KeyCode::Char('G') => self.move_selection(self.sketches.len() as i64),
-            KeyCode::Enter => self.select(self.selected, Reason::Selected),
-            KeyCode::Char('s') => self.favourite(),
-            KeyCode::Char('t') => self.train(),
-            KeyCode::Char('p') => self.pause_or_resume(),
-            KeyCode::Char('x') => self.stop(),
-            KeyCode::Char(' ') => self.toggle_animation(),
-            KeyCode::Char('r') => {
+            Action::Up => self.move_selection(-1),
+            Action::Down => self.move_selection(1),
+            Action::First => self.move_selection(-(self.sketches.len() as i64)),
+            Action::Last => self.move_selection(self.sketches.len() as i64),
+            Action::Rerender => self.select(self.selected, Reason::Selected),
+            Action::Favourite => self.favourite(),
+            Action::Train => self.train(),
+            Action::PauseResume => self.pause_or_resume(),
+            Action::Stop => self.stop(),
+            Action::Play => self.toggle_animation(),
+            Action::RawChart => {
                 self.chart.raw = !self.chart.raw;
                 vec![]
             }
-            KeyCode::Char('l') => {
+            Action::LogChart => {
                 self.chart.log_scale = !self.chart.log_scale;
                 vec![]
             }
-            _ => vec![],
         }
     }
 

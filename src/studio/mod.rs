@@ -8,6 +8,7 @@
 //! - this file: the terminal, the event loop, and carrying out the app's effects.
 
 pub mod app;
+pub mod keys;
 pub mod view;
 pub mod worker;
 

@@ -24,6 +24,7 @@ use ratatui_image::protocol::StatefulProtocol;
 use ratatui_image::{FilterType, Resize, StatefulImage};
 
 use super::app::{state_word, App, Confirm, Level, Mode};
+use super::keys;
 use crate::run::{Metric, State};
 
 /// Below this the layout cannot hold its panels; the studio says so instead.
@@ -590,37 +591,9 @@ fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
-fn keys(app: &App) -> Vec<(&'static str, &'static str)> {
-    let mut k = vec![];
-    if let Mode::Studio { .. } = app.mode {
-        k.push(("↑↓", "select"));
-    }
-    k.push(("s", "save"));
-    if let Mode::Studio { .. } = app.mode {
-        k.push(("t", "train"));
-    }
-    k.extend([("p", "pause"), ("x", "stop")]);
-    if let Mode::Studio { .. } = app.mode {
-        k.push(("space", "play"));
-    }
-    k.extend([("r", "raw"), ("l", "log"), ("?", "help"), ("q", "quit")]);
-    k
-}
-
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
-    let mut keys = keys(app);
-    // Narrow terminals drop the least needed hints first; help and quit always stay.
-    let width = |k: &[(&str, &str)]| -> usize {
-        k.iter()
-            .map(|(key, what)| key.chars().count() + what.chars().count() + 3)
-            .sum()
-    };
-    for drop in ["l", "r", "x", "p", "space", "s"] {
-        if width(&keys) <= area.width as usize {
-            break;
-        }
-        keys.retain(|(key, _)| *key != drop);
-    }
+    let studio = matches!(app.mode, Mode::Studio { .. });
+    let keys = keys::footer_hints(studio, area.width as usize);
     let mut spans = vec![];
     for (key, what) in keys {
         spans.push(Span::styled(
@@ -644,27 +617,17 @@ fn centred(area: Rect, width: u16, height: u16) -> Rect {
 }
 
 fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
-    let rows: &[(&str, &str)] = &[
-        ("↑ ↓  j k", "select a sketch (renders it)"),
-        ("enter", "render the selected sketch again"),
-        ("s", "save a favourite: PNG + recipe in favourites/"),
-        ("t", "train the selected GAN sketch (or resume it)"),
-        ("p", "pause / resume the training"),
-        ("x", "stop the training (it checkpoints; t resumes)"),
-        ("space", "play / pause a CPPN's latent loop"),
-        ("r", "loss chart: raw / smoothed"),
-        ("l", "loss chart: log / linear scale"),
-        ("?", "this help"),
-        ("q  ctrl-c", "quit (training keeps going)"),
-    ];
     let mut lines = vec![
         Line::from("Edit sketches in your own editor: each save re-renders.".dark_gray()),
         Line::from(""),
     ];
-    for (k, what) in rows {
+    for row in keys::help_rows(true) {
         lines.push(Line::from(vec![
-            Span::styled(format!("{k:>10}  "), Style::new().fg(ACCENT).bold()),
-            Span::raw(*what),
+            Span::styled(
+                format!("{:>10}  ", row.keys),
+                Style::new().fg(ACCENT).bold(),
+            ),
+            Span::raw(row.help),
         ]));
     }
     if let Mode::Watch { .. } = app.mode {

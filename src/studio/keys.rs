@@ -1,0 +1,211 @@
+//! The studio's keys, in one table: key handling, the footer and the help overlay all
+//! read it, so a key cannot work without being listed, or be listed without working.
+
+use crossterm::event::KeyCode;
+
+/// What a key asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Up,
+    Down,
+    First,
+    Last,
+    Rerender,
+    Favourite,
+    Train,
+    PauseResume,
+    Stop,
+    Play,
+    RawChart,
+    LogChart,
+    Help,
+    Quit,
+}
+
+/// One row of the table.
+pub struct Binding {
+    pub action: Action,
+    pub codes: &'static [KeyCode],
+    /// Keys as the help shows them.
+    pub keys: &'static str,
+    pub help: &'static str,
+    /// (key, word) in the footer, if it is there.
+    pub hint: Option<(&'static str, &'static str)>,
+    /// Footer hints go first-dropped-first on narrow terminals (0: never dropped).
+    pub drop_order: u8,
+    /// Only over a folder of sketches (not when watching one run).
+    pub studio_only: bool,
+}
+
+const fn row(
+    action: Action,
+    codes: &'static [KeyCode],
+    keys: &'static str,
+    help: &'static str,
+) -> Binding {
+    Binding {
+        action,
+        codes,
+        keys,
+        help,
+        hint: None,
+        drop_order: 0,
+        studio_only: false,
+    }
+}
+
+impl Binding {
+    const fn hint(mut self, key: &'static str, word: &'static str, drop_order: u8) -> Self {
+        self.hint = Some((key, word));
+        self.drop_order = drop_order;
+        self
+    }
+
+    const fn studio_only(mut self) -> Self {
+        self.studio_only = true;
+        self
+    }
+}
+
+use Action::*;
+use KeyCode::{Char, Down as ArrowDown, End, Enter, Home, Up as ArrowUp};
+
+/// In the order the help lists them (and the footer shows its hints).
+pub const KEYS: &[Binding] = &[
+    row(
+        Up,
+        &[ArrowUp, Char('k')],
+        "↑ ↓  j k",
+        "select a sketch (renders it)",
+    )
+    .hint("↑↓", "select", 0)
+    .studio_only(),
+    row(Down, &[ArrowDown, Char('j')], "", "").studio_only(),
+    row(First, &[Home, Char('g')], "", "").studio_only(),
+    row(Last, &[End, Char('G')], "", "").studio_only(),
+    row(
+        Rerender,
+        &[Enter],
+        "enter",
+        "render the selected sketch again",
+    ),
+    row(
+        Favourite,
+        &[Char('s')],
+        "s",
+        "save a favourite: PNG + recipe in favourites/",
+    )
+    .hint("s", "save", 6),
+    row(
+        Train,
+        &[Char('t')],
+        "t",
+        "train the selected GAN sketch (or resume it)",
+    )
+    .hint("t", "train", 0)
+    .studio_only(),
+    row(
+        PauseResume,
+        &[Char('p')],
+        "p",
+        "pause / resume the training",
+    )
+    .hint("p", "pause", 4),
+    row(
+        Stop,
+        &[Char('x')],
+        "x",
+        "stop the training (it checkpoints; t resumes)",
+    )
+    .hint("x", "stop", 3),
+    row(
+        Play,
+        &[Char(' ')],
+        "space",
+        "play / pause a CPPN's latent loop",
+    )
+    .hint("space", "play", 5)
+    .studio_only(),
+    row(RawChart, &[Char('r')], "r", "loss chart: raw / smoothed").hint("r", "raw", 2),
+    row(
+        LogChart,
+        &[Char('l')],
+        "l",
+        "loss chart: log / linear scale",
+    )
+    .hint("l", "log", 1),
+    row(Help, &[Char('?')], "?", "this help").hint("?", "help", 0),
+    row(
+        Quit,
+        &[Char('q')],
+        "q  ctrl-c",
+        "quit (training keeps going)",
+    )
+    .hint("q", "quit", 0),
+];
+
+/// The action of a key press, if the key means one.
+pub fn action(code: KeyCode) -> Option<Action> {
+    KEYS.iter()
+        .find(|b| b.codes.contains(&code))
+        .map(|b| b.action)
+}
+
+/// The rows the help shows (those with text), for the studio or for watching a run.
+pub fn help_rows(studio: bool) -> impl Iterator<Item = &'static Binding> {
+    KEYS.iter()
+        .filter(move |b| !b.help.is_empty() && (studio || !b.studio_only))
+}
+
+/// The footer's hints that fit in `width` columns: the least needed are dropped first;
+/// help and quit always stay.
+pub fn footer_hints(studio: bool, width: usize) -> Vec<(&'static str, &'static str)> {
+    let mut shown: Vec<&Binding> = KEYS
+        .iter()
+        .filter(|b| b.hint.is_some() && (studio || !b.studio_only))
+        .collect();
+    let used = |shown: &[&Binding]| -> usize {
+        shown
+            .iter()
+            .filter_map(|b| b.hint)
+            .map(|(key, word)| key.chars().count() + word.chars().count() + 3)
+            .sum()
+    };
+    while used(&shown) > width {
+        let Some(drop) = shown
+            .iter()
+            .filter(|b| b.drop_order > 0)
+            .min_by_key(|b| b.drop_order)
+            .map(|b| b.action)
+        else {
+            break;
+        };
+        shown.retain(|b| b.action != drop);
+    }
+    shown.iter().filter_map(|b| b.hint).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_key_means_two_things() {
+        let mut seen = vec![];
+        for b in KEYS {
+            for c in b.codes {
+                assert!(!seen.contains(c), "{c:?} is bound twice");
+                seen.push(*c);
+            }
+        }
+    }
+
+    #[test]
+    fn every_footer_hint_names_a_key_of_its_row() {
+        for b in KEYS {
+            if let Some((key, _)) = b.hint {
+                assert!(b.keys.contains(key.chars().next().unwrap()) || key == "↑↓");
+            }
+        }
+    }
+}
