@@ -39,6 +39,7 @@ fn studio(names: &[&str]) -> (App, Vec<Effect>) {
             dir: PathBuf::from("sketches"),
         },
         names.iter().map(|n| path(n)).collect(),
+        0,
     );
     app.clock = || "12:00:00".to_string();
     (app, effects)
@@ -806,7 +807,16 @@ fn a_fitting_cppn_says_so_and_renders_when_fitted() {
     .unwrap();
     let (tx, rx) = mpsc::channel();
     let renderer = worker::spawn_renderer(tx);
-    ask(&renderer, 7, &sketch, Reason::Selected, None);
+    // Moving onto it costs nothing: it waits to be asked.
+    ask(&renderer, 6, &sketch, Reason::Selected, None);
+    let note = wait_for(&rx, |m| match m {
+        Msg::Busy { id: 6, note, .. } => Some(note),
+        _ => None,
+    });
+    assert!(note.starts_with("press enter to fit"), "{note}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(rx.try_recv().is_err(), "no fit started");
+    ask(&renderer, 7, &sketch, Reason::Asked, None);
     let note = wait_for(&rx, |m| match m {
         Msg::Busy { id: 7, note, .. } => Some(note),
         _ => None,
@@ -859,14 +869,14 @@ fn a_fit_that_fails_shows_its_error_instead_of_fitting_forever() {
         )
         .unwrap();
         let id = 20 + k as u64;
-        ask(&renderer, id, &sketch, Reason::Selected, None);
+        ask(&renderer, id, &sketch, Reason::Asked, None);
         let error = wait_for(&rx, |m| match m {
             Msg::RenderFailed { id: i, error, .. } if i == id => Some(error),
             _ => None,
         });
         assert!(error.contains(expected), "{error}");
         // Asked again (select, save): the error comes back at once, no second fit.
-        ask(&renderer, id + 100, &sketch, Reason::Selected, None);
+        ask(&renderer, id + 100, &sketch, Reason::Asked, None);
         let again = wait_for(&rx, |m| match m {
             Msg::RenderFailed { id: i, error, .. } if i == id + 100 => Some(error),
             Msg::Busy { id: i, .. } if i == id + 100 => Some("busy again".into()),
@@ -874,4 +884,27 @@ fn a_fit_that_fails_shows_its_error_instead_of_fitting_forever() {
         });
         assert_eq!(again, error);
     }
+}
+
+#[test]
+fn the_studio_opens_on_the_last_sketch_viewed_else_on_one_that_renders_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a_fit.rhai", "b.rhai", "c.rhai"];
+    std::fs::write(
+        dir.path().join(names[0]),
+        r#"#{ kind: "cppn", fit: #{ image: "t.png" } }"#,
+    )
+    .unwrap();
+    for n in &names[1..] {
+        std::fs::write(dir.path().join(n), r#"#{ kind: "truchet" }"#).unwrap();
+    }
+    let sketches: Vec<PathBuf> = names.iter().map(|n| dir.path().join(n)).collect();
+    let none = easel::studio::LastViewed::new();
+    assert_eq!(easel::studio::first_sketch(dir.path(), &sketches, &none), 1);
+    let mut last = easel::studio::LastViewed::new();
+    last.insert(easel::studio::folder_key(dir.path()), "c.rhai".into());
+    assert_eq!(easel::studio::first_sketch(dir.path(), &sketches, &last), 2);
+    // A remembered sketch that is gone: back to the first quick one.
+    last.insert(easel::studio::folder_key(dir.path()), "gone.rhai".into());
+    assert_eq!(easel::studio::first_sketch(dir.path(), &sketches, &last), 1);
 }

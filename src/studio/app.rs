@@ -30,7 +30,10 @@ pub enum Mode {
 /// Why a render was asked for. Only saves show the save → screen latency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// Moved onto it: show it if that is quick (a CPPN fit waits to be asked).
     Selected,
+    /// Enter: render it whatever it costs.
+    Asked,
     Saved,
 }
 
@@ -286,11 +289,13 @@ pub struct App {
 
 impl App {
     /// A studio on `dir` listing `sketches`; returns the effects of selecting the first.
-    pub fn new(mode: Mode, sketches: Vec<PathBuf>) -> (Self, Vec<Effect>) {
+    /// The studio over `sketches` (selecting the `selected`-th), or watching one run.
+    pub fn new(mode: Mode, sketches: Vec<PathBuf>, selected: usize) -> (Self, Vec<Effect>) {
+        let selected = selected.min(sketches.len().saturating_sub(1));
         let mut app = App {
             mode,
             sketches,
-            selected: 0,
+            selected,
             kinds: HashMap::new(),
             picture: None,
             error: None,
@@ -465,7 +470,7 @@ impl App {
             Action::Down => self.move_selection(1),
             Action::First => self.move_selection(-(self.sketches.len() as i64)),
             Action::Last => self.move_selection(self.sketches.len() as i64),
-            Action::Rerender => self.select(self.selected, Reason::Selected),
+            Action::Rerender => self.select(self.selected, Reason::Asked),
             Action::Favourite => self.favourite(),
             Action::Train => self.train(),
             Action::PauseResume => self.pause_or_resume(),

@@ -161,7 +161,11 @@ fn event_loop(
         focus: focus_tx,
         places,
     };
-    let (mut app, effects) = App::new(mode, sketches);
+    let first = match &mode {
+        Mode::Studio { dir } => first_sketch(dir, &sketches, &read_last_viewed()),
+        Mode::Watch { .. } => 0,
+    };
+    let (mut app, effects) = App::new(mode, sketches, first);
     runtime.apply(effects);
     let mut dirty = true;
     loop {
@@ -189,7 +193,66 @@ fn event_loop(
             break;
         }
     }
+    if let (Mode::Studio { dir }, Some(path)) = (&app.mode, app.selected_path()) {
+        // Best effort: the studio works the same without it.
+        let _ = remember_last_viewed(dir, path);
+    }
     Ok(())
+}
+
+/// Where the studio keeps what it remembers between sessions (the last sketch viewed
+/// per folder): `$XDG_STATE_HOME/easel/studio.json`, else `~/.local/state/easel/`.
+fn state_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("easel/studio.json"))
+}
+
+/// Folder (canonical path) → file name of the sketch viewed last there.
+pub type LastViewed = std::collections::BTreeMap<String, String>;
+
+fn read_last_viewed() -> LastViewed {
+    state_file()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+pub fn folder_key(dir: &Path) -> String {
+    dir.canonicalize()
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn remember_last_viewed(dir: &Path, sketch: &Path) -> Result<()> {
+    let file = state_file().context("no home folder")?;
+    let mut all = read_last_viewed();
+    let name = sketch.file_name().context("no file name")?;
+    all.insert(folder_key(dir), name.to_string_lossy().into_owned());
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    recipe::write_atomically(&file, |f| Ok(serde_json::to_writer_pretty(f, &all)?))
+}
+
+/// The sketch to open on: the one viewed last in this folder, else the first that renders
+/// at once (a `fit:` CPPN trains first, so it is passed over).
+pub fn first_sketch(dir: &Path, sketches: &[PathBuf], last: &LastViewed) -> usize {
+    if let Some(name) = last.get(&folder_key(dir)) {
+        if let Some(i) = sketches
+            .iter()
+            .position(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == *name))
+        {
+            return i;
+        }
+    }
+    sketches
+        .iter()
+        .position(|p| !std::fs::read_to_string(p).is_ok_and(|s| s.contains("fit:")))
+        .unwrap_or(0)
 }
 
 fn spawn_input(tx: Sender<Msg>) {

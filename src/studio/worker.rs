@@ -145,7 +145,7 @@ impl Renderer {
     ) -> Option<Msg> {
         let saved_at = match req.reason {
             Reason::Saved => std::fs::metadata(&req.path).and_then(|m| m.modified()).ok(),
-            Reason::Selected => None,
+            Reason::Selected | Reason::Asked => None,
         };
         let failed = |error: String| Msg::RenderFailed {
             id: req.id,
@@ -191,6 +191,19 @@ impl Renderer {
             Spec::Cppn(c) => {
                 if let (Some(fit), Some(requeue)) = (&c.fit, &self.requeue) {
                     if !crate::cppn::fit::is_fitted(c, fit) {
+                        // Fitting takes seconds to minutes of CPU: only when asked for
+                        // (enter, or a save), never just for moving past the sketch.
+                        if req.reason == Reason::Selected {
+                            return Some(Msg::Busy {
+                                id: req.id,
+                                path: req.path.clone(),
+                                note: format!(
+                                    "press enter to fit the network to {} ({} steps)",
+                                    fit.image_path.display(),
+                                    fit.steps
+                                ),
+                            });
+                        }
                         let note = format!(
                             "fitting the network to {} ({} steps)…",
                             fit.image_path.display(),
