@@ -162,6 +162,20 @@ pub fn write_image(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> 
 /// call gets its own temporary file, so two threads writing the same path never write
 /// into one file; the last rename wins, and readers see one whole file or the other.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    replace(path, write, true)
+}
+
+/// As [`write_atomically`], without waiting for the disk (no fsync): for small files a
+/// UI thread writes, whose loss in a power cut costs nothing (control.json). Readers
+/// still see one whole file or the other.
+pub fn write_atomically_unsynced(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<()> {
+    replace(path, write, false)
+}
+
+fn replace(path: &Path, write: impl FnOnce(&mut File) -> Result<()>, sync: bool) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -184,7 +198,9 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     write(tmp.as_file_mut())?;
     tmp.as_file_mut().flush()?;
-    tmp.as_file().sync_all()?;
+    if sync {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error).with_context(|| {
         format!(
             "cannot move a temporary file into place as {}",

@@ -305,8 +305,12 @@ impl RunDir {
         }
     }
 
+    /// Written by the studio's UI thread: atomic, but not fsynced (a lost control file
+    /// costs nothing; a UI that waits for the disk does).
     pub fn write_control(&self, c: &Control) -> Result<()> {
-        self.write_json(&self.control_path(), c)
+        crate::recipe::write_atomically_unsynced(&self.control_path(), |f| {
+            Ok(serde_json::to_writer_pretty(f, c)?)
+        })
     }
 
     /// Sample grids in step order.
