@@ -2,6 +2,7 @@
 //! that writes a run directory (see `crate::run`).
 
 pub mod adam;
+pub mod augment;
 pub mod data;
 pub mod kernels;
 pub mod layers;
