@@ -2,10 +2,12 @@
 //! that writes a run directory (see `crate::run`).
 
 pub mod adam;
+pub mod augment;
 pub mod data;
 pub mod kernels;
 pub mod layers;
 pub mod model;
+pub mod swd;
 pub mod train;
 
 use std::path::{Path, PathBuf};
