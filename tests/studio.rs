@@ -122,6 +122,7 @@ fn metric(step: u64) -> Metric {
         lr_d: 1e-4,
         imgs_per_s: 85.0,
         time: 1000.0 + t * 1.5,
+        ..Metric::default()
     }
 }
 

@@ -420,3 +420,17 @@ pub fn sign_mean(real_logits: &Tensor) -> Result<f64> {
         .to_scalar::<f32>()?;
     Ok(s as f64)
 }
+
+/// Flips each image of `x` (`[N, C, H, W]`) left–right with probability ½, drawn from
+/// `seed`: `mirror: true`, for real images (the data set seen twice as wide).
+pub fn mirror(x: &Tensor, seed: u64) -> Result<Tensor> {
+    let (n, _, _, w) = x.dims4()?;
+    let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let flip: Vec<f32> = (0..n)
+        .map(|_| if rng.random::<bool>() { 1.0 } else { 0.0 })
+        .collect();
+    let reversed: Vec<u32> = (0..w as u32).rev().collect();
+    let flipped = x.index_select(&Tensor::from_vec(reversed, w, x.device())?, 3)?;
+    let m = Tensor::from_vec(flip, (n, 1, 1, 1), x.device())?.to_dtype(x.dtype())?;
+    blend_with_mean(&flipped, x, &m)
+}

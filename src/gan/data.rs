@@ -32,6 +32,22 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// `n` distinct images drawn once from `seed` (the same set every time): the real
+    /// side of evaluations.
+    pub fn reference(&self, n: usize, seed: u64) -> Result<Tensor> {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x2EF5);
+        let mut idx: Vec<u32> = (0..self.len() as u32).collect();
+        // A partial Fisher–Yates shuffle: the first n are a uniform sample.
+        let n = n.min(idx.len());
+        for i in 0..n {
+            let j = rng.random_range(i..idx.len());
+            idx.swap(i, j);
+        }
+        idx.truncate(n);
+        let t = Tensor::from_vec(idx, n, self.images.device())?;
+        Ok(self.images.index_select(&t, 0)?)
+    }
+
     /// The batch for `step`: indices drawn with replacement from a generator seeded by
     /// (seed, step), so a resumed run sees exactly the batches it would have seen.
     pub fn batch(&self, seed: u64, step: u64, size: usize) -> Result<(Tensor, Vec<usize>)> {

@@ -77,6 +77,33 @@ pub struct GanSpec {
     pub ema: f64,
     pub seed: u64,
     pub data: DataSource,
+    /// DiffAugment of real and generated images in D and G steps (none: off).
+    #[serde(default)]
+    pub augment: Option<AugmentSpec>,
+    /// Random horizontal flips of real images.
+    #[serde(default)]
+    pub mirror: bool,
+    /// Score the EMA and raw generators (SWD against the data) every this many steps
+    /// (0: never); the best is kept in `checkpoints/best.safetensors`.
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Images per side in an evaluation.
+    #[serde(default = "default_eval_images")]
+    pub eval_images: usize,
+}
+
+fn default_eval_images() -> usize {
+    256
+}
+
+/// DiffAugment's policy and how often each transform applies.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AugmentSpec {
+    pub policy: augment::Policy,
+    /// The probability each transform applies to an image (the start value when adaptive).
+    pub p: f64,
+    /// Adjust `p` as ADA does, from how sure D is of real images.
+    pub adaptive: bool,
 }
 
 impl GanSpec {
@@ -186,6 +213,10 @@ impl GanSpec {
         let ema = map.float("ema", 0.999, 0.0..=0.99999)?;
         let seed = map.int("seed", 0, 0..=i64::MAX)? as u64;
         let data = parse_data(map, sketch_dir)?;
+        let augment = parse_augment(map)?;
+        let mirror = map.bool("mirror", false)?;
+        let eval_every = map.int("eval_every", 500, 0..=10_000_000)? as usize;
+        let eval_images = map.int("eval_images", 256, 16..=4096)? as usize;
         Ok(GanSpec {
             model,
             image_size,
@@ -214,6 +245,10 @@ impl GanSpec {
             ema,
             seed,
             data,
+            augment,
+            mirror,
+            eval_every,
+            eval_images,
         })
     }
 }
@@ -292,6 +327,58 @@ fn parse_norm(name: &str) -> Norm {
         "layer" => Norm::Layer,
         _ => Norm::None,
     }
+}
+
+/// `augment: "color,translation,cutout"` (always applied), or
+/// `augment: #{ policy: "…", p: 0.5 }` / `#{ policy: "…", p: "auto" }` (ADA).
+fn parse_augment(map: &mut MapReader) -> Result<Option<AugmentSpec>, SketchError> {
+    let Some(v) = map.raw("augment") else {
+        return Ok(None);
+    };
+    let policy_of = |map: &MapReader, text: &str, v: &rhai::Dynamic| {
+        text.parse::<augment::Policy>()
+            .map_err(|e| map.error_at("augment", Some(v), e.0))
+    };
+    if v.is_string() {
+        let text = v.clone().into_string().unwrap_or_default();
+        let policy = policy_of(map, &text, &v)?;
+        return Ok((!policy.is_empty()).then_some(AugmentSpec {
+            policy,
+            p: 1.0,
+            adaptive: false,
+        }));
+    }
+    let (false, Some(m)) = (!v.is_map(), map.map("augment")?) else {
+        return Err(map.type_error(
+            "augment",
+            &v,
+            "a policy like \"color,translation,cutout\" or #{ policy: \"…\", p: 0.5 | \"auto\" }",
+        ));
+    };
+    let mut a = MapReader::new(map.file(), map.locator(), m);
+    let text = a.string("policy", "color,translation,cutout")?;
+    let policy = policy_of(&a, &text, &rhai::Dynamic::from(text.clone()))?;
+    let (p, adaptive) = match a.raw("p") {
+        Some(p) if p.is_string() => {
+            let word = p.clone().into_string().unwrap_or_default();
+            if word != "auto" {
+                return Err(a.error_at(
+                    "p",
+                    Some(&p),
+                    format!("\"p\" must be a probability 0–1 or \"auto\", got \"{word}\""),
+                ));
+            }
+            (0.0, true)
+        }
+        Some(p) => (a.check_float("p", &p, 0.0..=1.0)?, false),
+        None => (1.0, false),
+    };
+    a.finish()?;
+    Ok((!policy.is_empty()).then_some(AugmentSpec {
+        policy,
+        p,
+        adaptive,
+    }))
 }
 
 fn parse_data(map: &mut MapReader, sketch_dir: &Path) -> Result<DataSource, SketchError> {

@@ -15,6 +15,8 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 
 use super::adam::Adam;
+use super::augment::{self, AdaptiveP};
+use super::swd;
 use super::data::{self, Dataset};
 use super::layers::{normal, Ctx};
 use super::model::{Discriminator, Generator};
@@ -54,6 +56,33 @@ pub struct Trainer {
     pub opt_d: Adam,
     pub step: u64,
     pub class_names: Vec<String>,
+    /// ADA's controller of the augmentation probability (`augment: #{ p: "auto" }`).
+    pub ada: Option<AdaptiveP>,
+}
+
+/// SWD ×10³ of the two generators' samples against the data (lower is better).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    pub ema: f64,
+    pub raw: f64,
+}
+
+/// Which weights of a run a generator file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// The exponential moving average: smoother samples, once warmed up.
+    Ema,
+    /// The trained generator itself.
+    Raw,
+}
+
+impl Weights {
+    pub fn name(self) -> &'static str {
+        match self {
+            Weights::Ema => "ema",
+            Weights::Raw => "raw",
+        }
+    }
 }
 
 impl Trainer {
@@ -70,7 +99,13 @@ impl Trainer {
         let ema = Generator::new(spec, classes, device, spec.seed)?;
         let opt_g = Adam::new(&g.params, spec.lr_g, spec.betas_g)?;
         let opt_d = Adam::new(&d.params, spec.lr_d, spec.betas_d)?;
+        let ada = spec
+            .augment
+            .as_ref()
+            .filter(|a| a.adaptive)
+            .map(|_| AdaptiveP::new(spec.batch));
         Ok(Trainer {
+            ada,
             spec: spec.clone(),
             g,
             d,
@@ -84,23 +119,50 @@ impl Trainer {
 
     /// Noise for a step, from (seed, step): no generator state to save for resuming.
     fn noise(&self, step: u64, n: usize, device: &Device) -> Result<Tensor> {
-        let mut rng = Pcg64Mcg::seed_from_u64(
+        seeded_noise(
             self.spec.seed ^ 0x2017 ^ step.wrapping_mul(0xA24B_AED4_963E_E407),
-        );
-        let v: Vec<f32> = (0..n * self.spec.latent)
-            .map(|_| normal(&mut rng))
-            .collect();
-        Ok(Tensor::from_vec(v, (n, self.spec.latent), device)?)
+            n,
+            self.spec.latent,
+            device,
+        )
+    }
+
+    /// The augmentation probability in force (0 without augmentation).
+    pub fn aug_p(&self) -> f64 {
+        match (&self.spec.augment, &self.ada) {
+            (Some(_), Some(ada)) => ada.p,
+            (Some(a), None) => a.p,
+            (None, _) => 0.0,
+        }
+    }
+
+    /// DiffAugment as D sees images this step (`salt` tells the uses apart); identity
+    /// without `augment`.
+    fn augmented(&self, x: &Tensor, step: u64, salt: u64) -> Result<Tensor> {
+        Ok(match &self.spec.augment {
+            Some(a) => augment::augment(
+                x,
+                &a.policy,
+                self.aug_p(),
+                augment::seed_for(self.spec.seed, step, salt),
+            )?,
+            None => x.clone(),
+        })
     }
 
     /// One D update and one G update. Returns the metric, or an error naming the step if
     /// a loss is not finite (nothing is updated then).
     pub fn train_step(&mut self, data: &Dataset) -> Result<Metric> {
         let started = Instant::now();
-        let dev = data.images.device().clone();
+        let dev = self.g.params.device.clone();
         let step = self.step;
         let n = self.spec.batch;
         let (real, labels) = data.batch(self.spec.seed, step, n)?;
+        let real = if self.spec.mirror {
+            augment::mirror(&real, augment::seed_for(self.spec.seed, step, 0x41))?
+        } else {
+            real
+        };
         let z = self.noise(step, n, &dev)?;
         let ctx = |salt: u64| Ctx {
             train: true,
@@ -110,8 +172,14 @@ impl Trainer {
 
         // Discriminator.
         let fake = self.g.forward(&z, &labels, &ctx(1))?;
-        let on_real = self.d.forward(&real, &labels, &ctx(2))?;
-        let on_fake = self.d.forward(&fake.detach(), &labels, &ctx(3))?;
+        // DiffAugment: D only ever sees augmented images, real and fake alike, and G's
+        // gradient flows back through the augmentation of its own.
+        let on_real = self
+            .d
+            .forward(&self.augmented(&real, step, 0xA1)?, &labels, &ctx(2))?;
+        let on_fake =
+            self.d
+                .forward(&self.augmented(&fake.detach(), step, 0xA2)?, &labels, &ctx(3))?;
         let mut d_loss = match self.spec.loss {
             Loss::Bce => {
                 (bce_with_logits(&on_real.logits, 1.0)? + bce_with_logits(&on_fake.logits, 0.0)?)?
@@ -129,7 +197,9 @@ impl Trainer {
         self.opt_d.step(&self.d.params, &d_grads)?;
 
         // Generator.
-        let on_gen = self.d.forward(&fake, &labels, &ctx(4))?;
+        let on_gen = self
+            .d
+            .forward(&self.augmented(&fake, step, 0xA3)?, &labels, &ctx(4))?;
         let mut g_loss = match self.spec.loss {
             Loss::Bce => bce_with_logits(&on_gen.logits, 1.0)?,
             Loss::Hinge => on_gen.logits.mean_all()?.neg()?,
@@ -147,6 +217,10 @@ impl Trainer {
         self.opt_g.step(&self.g.params, &g_grads)?;
 
         self.update_ema()?;
+        let aug_p = self.spec.augment.as_ref().map(|_| self.aug_p());
+        if let Some(ada) = self.ada.as_mut() {
+            ada.update(augment::sign_mean(&on_real.logits)?);
+        }
         self.step += 1;
         let mean_prob = |t: &Tensor| -> Result<f64> {
             Ok(candle_nn::ops::sigmoid(t)?.mean_all()?.to_scalar::<f32>()? as f64)
@@ -163,6 +237,9 @@ impl Trainer {
             lr_d: self.opt_d.lr,
             imgs_per_s: n as f64 / secs,
             time: run::now(),
+            aug_p,
+            swd: None,
+            swd_raw: None,
         })
     }
 
@@ -204,6 +281,9 @@ impl Trainer {
             "classes".to_string(),
             serde_json::to_string(&self.class_names)?,
         );
+        if let Some(ada) = &self.ada {
+            meta.insert("ada".to_string(), serde_json::to_string(ada)?);
+        }
         save_safetensors(path, tensors, meta)
     }
 
@@ -224,11 +304,21 @@ impl Trainer {
         self.opt_g.lr = get("lr_g")?.parse()?;
         self.opt_d.lr = get("lr_d")?.parse()?;
         self.step = get("step")?.parse()?;
+        if let (Some(ada), Some(saved)) = (self.ada.as_mut(), meta.get("ada")) {
+            *ada = serde_json::from_str(saved)
+                .with_context(|| format!("{}: bad ADA state", path.display()))?;
+        }
         Ok(())
     }
 
     /// The EMA generator's weights alone: what `easel sample` needs.
     pub fn save_generator(&self, path: &Path) -> Result<()> {
+        self.write_generator(path, Weights::Ema, None)
+    }
+
+    /// One generator's weights with what `easel sample` needs to use them (spec, classes,
+    /// step), which weights they are, and their SWD when scored.
+    pub fn write_generator(&self, path: &Path, which: Weights, swd: Option<f64>) -> Result<()> {
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
         meta.insert(
@@ -236,17 +326,55 @@ impl Trainer {
             serde_json::to_string(&self.class_names)?,
         );
         meta.insert("spec".to_string(), serde_json::to_string(&self.spec)?);
-        save_safetensors(path, self.ema.params.named_tensors(""), meta)
+        meta.insert("weights".to_string(), which.name().to_string());
+        if let Some(s) = swd {
+            meta.insert("swd".to_string(), s.to_string());
+        }
+        let params = match which {
+            Weights::Ema => &self.ema.params,
+            Weights::Raw => &self.g.params,
+        };
+        save_safetensors(path, params.named_tensors(""), meta)
+    }
+
+    /// SWD of the EMA and the raw generator against `reference` (`[N, C, S, S]` real
+    /// images), each on as many samples from fixed noise (so scores of one run compare).
+    pub fn evaluate(&mut self, reference: &Tensor) -> Result<Scores> {
+        let n = reference.dim(0)?;
+        let dev = self.g.params.device.clone();
+        let z = seeded_noise(self.spec.seed ^ 0xE7A1, n, self.spec.latent, &dev)?;
+        let k = self.class_names.len().max(1);
+        let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
+        let ctx = Ctx {
+            train: false,
+            dropout_seed: 0,
+        };
+        // In chunks: a whole evaluation set at once could need gigabytes of activations.
+        let sample = |g: &mut Generator| -> Result<Tensor> {
+            let mut parts = vec![];
+            for start in (0..n).step_by(64) {
+                let len = 64.min(n - start);
+                parts.push(g.forward(
+                    &z.narrow(0, start, len)?,
+                    &labels[start..start + len],
+                    &ctx,
+                )?);
+            }
+            Ok(Tensor::cat(&parts, 0)?)
+        };
+        let ema = sample(&mut self.ema)?;
+        let raw = sample(&mut self.g)?;
+        let seed = self.spec.seed ^ 0x5D;
+        Ok(Scores {
+            ema: swd::swd_tensors(reference, &ema, seed)?.mean,
+            raw: swd::swd_tensors(reference, &raw, seed)?.mean,
+        })
     }
 
     /// A grid of the EMA generator's output on the run's fixed noise.
     pub fn sample_grid(&mut self, count: usize) -> Result<DynamicImage> {
         let dev = self.g.params.device.clone();
-        let mut rng = Pcg64Mcg::seed_from_u64(self.spec.seed ^ 0xF1_7ED);
-        let z: Vec<f32> = (0..count * self.spec.latent)
-            .map(|_| normal(&mut rng))
-            .collect();
-        let z = Tensor::from_vec(z, (count, self.spec.latent), &dev)?;
+        let z = seeded_noise(self.spec.seed ^ 0xF1_7ED, count, self.spec.latent, &dev)?;
         let k = self.class_names.len().max(1);
         let labels: Vec<usize> = (0..count).map(|i| i % k).collect();
         let images = self.ema.forward(
@@ -259,6 +387,13 @@ impl Trainer {
         )?;
         grid(&images, None)
     }
+}
+
+/// `[n, latent]` standard normal noise from `seed`.
+fn seeded_noise(seed: u64, n: usize, latent: usize, device: &Device) -> Result<Tensor> {
+    let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n * latent).map(|_| normal(&mut rng)).collect();
+    Ok(Tensor::from_vec(v, (n, latent), device)?)
 }
 
 fn finite(loss: &Tensor, which: &str, step: u64) -> Result<f64> {
@@ -476,6 +611,12 @@ fn train_inner(
             ..spec.clone()
         },
     )?;
+    // The real images every evaluation compares with: fixed for the run.
+    let reference = match spec.eval_every {
+        0 => None,
+        _ => Some(data.reference(spec.eval_images.min(data.len()), spec.seed)?),
+    };
+    let mut best = read_best_swd(&run.best_checkpoint());
     let mut sample_every = spec.sample_every as u64;
     let mut control_seen: Option<std::time::SystemTime> = None;
     status.state = State::Running;
@@ -526,7 +667,30 @@ fn train_inner(
                 Some(Wanted::Run) | None => {}
             }
         }
-        let metric = t.train_step(&data)?;
+        let mut metric = t.train_step(&data)?;
+        if let Some(reference) = reference
+            .as_ref()
+            .filter(|_| t.step % spec.eval_every as u64 == 0 || t.step == total)
+        {
+            let scores = t.evaluate(reference)?;
+            (metric.swd, metric.swd_raw) = (Some(scores.ema), Some(scores.raw));
+            let (score, which) = if scores.raw < scores.ema {
+                (scores.raw, Weights::Raw)
+            } else {
+                (scores.ema, Weights::Ema)
+            };
+            if best.is_none_or(|b| score < b) {
+                t.write_generator(&run.best_checkpoint(), which, Some(score))?;
+                best = Some(score);
+            }
+            progress.note(&format!(
+                "step {}: SWD {:.1} (EMA), {:.1} (raw); best {:.1}",
+                t.step,
+                scores.ema,
+                scores.raw,
+                best.unwrap_or(score)
+            ));
+        }
         run.append_metric(&metric)?;
         progress.step(&metric);
         status.step = t.step;
@@ -561,6 +725,13 @@ fn train_inner(
     status.updated = run::now();
     run.write_status(status)?;
     Ok(Outcome::Done)
+}
+
+/// The SWD recorded in a best-generator file, if there is one.
+fn read_best_swd(path: &Path) -> Option<f64> {
+    let bytes = std::fs::read(path).ok()?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
+    header.metadata().as_ref()?.get("swd")?.parse().ok()
 }
 
 fn interrupted(opts: &TrainOptions) -> Option<i32> {

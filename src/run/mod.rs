@@ -48,7 +48,7 @@ pub struct Status {
 }
 
 /// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
     pub step: u64,
     pub epoch: f64,
@@ -63,6 +63,15 @@ pub struct Metric {
     pub imgs_per_s: f64,
     /// Seconds since the Unix epoch.
     pub time: f64,
+    /// DiffAugment's probability this step (when augmenting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aug_p: Option<f64>,
+    /// SWD ×10³ of the EMA generator's samples against the data (on evaluation steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swd: Option<f64>,
+    /// SWD ×10³ of the raw (trained, not averaged) generator's samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swd_raw: Option<f64>,
 }
 
 /// What a run is asked to do through `control.json`.
@@ -211,6 +220,10 @@ impl RunDir {
     }
     pub fn latest_checkpoint(&self) -> PathBuf {
         self.checkpoints_dir().join("latest.safetensors")
+    }
+    /// The generator (EMA or raw) with the lowest SWD so far.
+    pub fn best_checkpoint(&self) -> PathBuf {
+        self.checkpoints_dir().join("best.safetensors")
     }
     pub fn generator(&self) -> PathBuf {
         self.path.join("generator.safetensors")
