@@ -159,8 +159,8 @@ fn call_rule(
     };
     let rotation_of = |v: &Dynamic| -> Result<u16, SketchError> {
         match v.as_int() {
-            Ok(r) => Ok(r.rem_euclid(4) as u16),
-            Err(_) => Err(bad(format!(
+            Ok(r) if (0..4).contains(&r) => Ok(r as u16),
+            _ => Err(bad(format!(
                 "rotation must be an integer 0–3, got {}",
                 describe(v)
             ))),
