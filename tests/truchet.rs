@@ -254,3 +254,101 @@ fn the_py_truchet_gan_sketch_matches_that_dataset() {
     let black = gray.pixels().filter(|p| p.0[0] == 0).count();
     assert!((16 * 28..=16 * 36).contains(&black), "{black} black pixels");
 }
+
+/// Every place where two tiles meet, at any scale, as (x, y) of the pixel after the
+/// edge and whether the edge is vertical (the pixel before it is (x - 1, y)) or
+/// horizontal ((x, y - 1)). Right and bottom edges of every drawn tile cover them all:
+/// a smaller tile's left edge lies along a larger tile's right edge.
+fn tile_edges(layout: &Layout, width: u32, height: u32) -> Vec<(u32, u32, bool)> {
+    let mut out = Vec::new();
+    for grid in &layout.levels {
+        let s = grid.size;
+        for j in 0..grid.rows {
+            for i in 0..grid.cols {
+                if !grid.is_placed(i as i64, j as i64) {
+                    continue;
+                }
+                let (x0, y0) = (i * s, j * s);
+                if x0 + s < width {
+                    out.extend((y0..(y0 + s).min(height)).map(|y| (x0 + s, y, true)));
+                }
+                if y0 + s < height {
+                    out.extend((x0..(x0 + s).min(width)).map(|x| (x, y0 + s, false)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The pixels that differ across a tile edge (non-antialiased render): places where a
+/// band stops with a flat cut instead of running on into the next tile.
+fn loose_ends(sketch: &sketch::Sketch) -> Vec<(u32, u32, bool)> {
+    let spec = truchet(&sketch.spec);
+    assert!(!spec.antialias);
+    let img = sketch.spec.render().unwrap().to_luma8();
+    let layout = Layout::build(spec).unwrap();
+    tile_edges(&layout, spec.width, spec.height)
+        .into_iter()
+        .filter(|&(x, y, vertical)| {
+            let before = if vertical { (x - 1, y) } else { (x, y - 1) };
+            img.get_pixel(before.0, before.1) != img.get_pixel(x, y)
+        })
+        .collect()
+}
+
+#[test]
+fn multiscale_bands_run_on_across_every_tile_edge() {
+    // The bundled sketch, where bands were cut at y = 128, x = 11–20 and y = 384,
+    // x = 491–500 (a small tile's band meeting a large tile's corner, where the wing of
+    // the split tile between them was missing).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches/truchet_multiscale.rhai");
+    let source = std::fs::read_to_string(&path).unwrap();
+    let bundled = sketch::load_with(
+        &path,
+        source,
+        &[
+            ("antialias".into(), false.into()),
+            ("channels".into(), 1_i64.into()),
+        ],
+    )
+    .unwrap();
+    let ends = loose_ends(&bundled);
+    assert!(
+        ends.is_empty(),
+        "bundled sketch: {} loose ends, first {:?}",
+        ends.len(),
+        &ends[..ends.len().min(8)]
+    );
+
+    let motifs = ["arcs", "line", "cross", "dots"];
+    let mut sets: Vec<String> = motifs.iter().map(|m| format!("[\"{m}\"]")).collect();
+    sets.push(format!("{motifs:?}"));
+    let mut checked = 0;
+    for levels in 2..=4 {
+        for seed in 1..=3 {
+            for tiles in &sets {
+                let src = format!(
+                    r#"#{{ kind: "truchet", family: "multiscale", size: [256, 192], tile: 64,
+                         levels: {levels}, subdivide: 0.5, tiles: {tiles}, seed: {seed},
+                         channels: 1, antialias: false }}"#
+                );
+                let sketch = load(&src);
+                let layout = Layout::build(truchet(&sketch.spec)).unwrap();
+                assert!(
+                    layout.levels.iter().all(|l| l.placed() > 0),
+                    "{src}: a level is unused"
+                );
+                let ends = loose_ends(&sketch);
+                assert!(
+                    ends.is_empty(),
+                    "levels {levels}, seed {seed}, tiles {tiles}: {} loose ends, first {:?}",
+                    ends.len(),
+                    &ends[..ends.len().min(8)]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 3 * 5);
+}

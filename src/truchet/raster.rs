@@ -154,8 +154,7 @@ fn multiscale_amount(spec: &TruchetSpec, layout: &Layout, x: u32, y: u32) -> f64
     let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
     let Some((leaf_level, cell, u, v)) = layout.levels.iter().enumerate().find_map(|(k, g)| {
         let (i, j, u, v) = locate(x, y, g.size);
-        let cell = g.get(i, j);
-        (cell != EMPTY).then_some((k, cell, u, v))
+        g.is_placed(i, j).then(|| (k, g.get(i, j), u, v))
     }) else {
         return 0.0;
     };
@@ -176,9 +175,12 @@ fn multiscale_amount(spec: &TruchetSpec, layout: &Layout, x: u32, y: u32) -> f64
             continue;
         }
         let (ci, cj) = (cx as i64, cy as i64);
+        // A corner has wings when a tile of this scale touches it, drawn or split: a
+        // split tile's wings stay under its children's, where the bands of the larger
+        // neighbouring tile must meet them.
         let winged = [(ci - 1, cj - 1), (ci, cj - 1), (ci - 1, cj), (ci, cj)]
             .iter()
-            .any(|&(a, b)| grid.get(a, b) != EMPTY);
+            .any(|&(a, b)| grid.is_winged(a, b));
         if winged {
             t += (base(level) - t) * cov;
         }
