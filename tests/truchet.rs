@@ -102,13 +102,17 @@ fn a_constant_rule_gives_identical_cells() {
                 .flat_map(|y| (0..24).flat_map(move |x| img.get_pixel(ci * 24 + x, cj * 24 + y).0))
                 .collect()
         };
-        let first = cell(0, 0);
+        // A 10 PRINT stroke reaches past its tile's corners (so that it keeps its width
+        // where it meets the next one); tiles on the canvas border lack some neighbours,
+        // so there only the inner cells are alike.
+        let cells = if family == "diagonals" { 1..3 } else { 0..4 };
+        let first = cell(cells.start, cells.start);
         assert!(
             first.iter().any(|&v| v < 128),
             "{family}: the tile draws nothing"
         );
-        for cj in 0..4 {
-            for ci in 0..4 {
+        for cj in cells.clone() {
+            for ci in cells.clone() {
                 assert_eq!(cell(ci, cj), first, "{family}: cell ({ci}, {cj}) differs");
             }
         }
@@ -351,4 +355,76 @@ fn multiscale_bands_run_on_across_every_tile_edge() {
         }
     }
     assert_eq!(checked, 3 * 3 * 5);
+}
+
+/// Length of the run of foreground pixels through (x, y), stepping by (dx, dy).
+fn run_through(img: &image::GrayImage, x: i64, y: i64, dx: i64, dy: i64) -> usize {
+    let dark = |x: i64, y: i64| {
+        x >= 0
+            && y >= 0
+            && x < img.width() as i64
+            && y < img.height() as i64
+            && img.get_pixel(x as u32, y as u32).0[0] < 128
+    };
+    if !dark(x, y) {
+        return 0;
+    }
+    let mut n = 1;
+    for sign in [-1, 1] {
+        let (mut px, mut py) = (x + sign * dx, y + sign * dy);
+        while dark(px, py) {
+            n += 1;
+            px += sign * dx;
+            py += sign * dy;
+        }
+    }
+    n
+}
+
+#[test]
+fn diagonals_keep_their_width_where_tiles_meet() {
+    let (tile, line) = (32i64, 6.0);
+    let render_gray = |rule: &str| {
+        render(&format!(
+            r#"#{{ kind: "truchet", family: "diagonals", size: 192, tile: {tile}, line: {line},
+                 channels: 1, antialias: false, rule: {rule} }}"#
+        ))
+        .to_luma8()
+    };
+    // Straight chains (every tile "\"): across the stroke, along the anti-diagonal, the
+    // run is as wide at a corner where two tiles' diagonals meet as mid-tile.
+    let img = render_gray("|i, j, rng| 0");
+    for k in 1..5 {
+        let c = k * tile;
+        let mid = run_through(&img, c + tile / 2, c + tile / 2, 1, -1);
+        let corner = run_through(&img, c, c, 1, -1);
+        let corner_before = run_through(&img, c - 1, c - 1, 1, -1);
+        assert!(
+            mid as f64 * std::f64::consts::SQRT_2 >= line,
+            "mid-tile run {mid}"
+        );
+        assert!(
+            corner >= mid && corner_before >= mid,
+            "the stroke pinches at corner ({c}, {c}): {corner}/{corner_before} pixels across vs {mid} mid-tile"
+        );
+    }
+    // Zigzags ("\/\/"): where two diagonals meet at a right angle the stroke is as thick,
+    // measured down the column through the meeting point, as in the middle of a tile.
+    let img = render_gray("|i, j, rng| i % 2");
+    for j in 1..5 {
+        for i in 1..5 {
+            let (x, y) = (i * tile, j * tile);
+            let mid = run_through(&img, x + tile / 2, y + tile / 2, 0, 1);
+            assert!(mid as f64 >= line, "mid-tile run {mid}");
+            // The corners where two diagonals meet: "\/" below odd columns' left edge,
+            // "/\" above even ones.
+            for x in [x - 1, x] {
+                let joint = run_through(&img, x, y, 0, 1);
+                assert!(
+                    joint as f64 >= 0.85 * mid as f64,
+                    "the stroke pinches at ({x}, {y}): {joint} pixels down vs {mid} mid-tile"
+                );
+            }
+        }
+    }
 }
