@@ -202,3 +202,56 @@ fn a_script_defined_rule_function_is_used() {
         .unwrap();
     assert_ne!(a.as_bytes(), b.as_bytes());
 }
+
+#[test]
+fn out_of_range_rule_results_name_the_cell_the_value_and_the_rule() {
+    // Rotations are 0–3: 7 or 10^18 are mistakes, not turns to wrap around.
+    assert_error(
+        "#{ kind: \"truchet\", size: 64, tile: 16,\n  rule: |i, j, rng| if i == 3 && j == 1 { 7 } else { 0 } }",
+        2,
+        Some(9),
+        "rule at cell (3, 1): rotation must be an integer 0–3, got i64 7",
+    );
+    assert_error(
+        "#{ kind: \"truchet\", size: 64, tile: 16,\n  rule: |i, j, rng| 1000000000000000000 }",
+        2,
+        Some(9),
+        "rule at cell (0, 0): rotation must be an integer 0–3, got i64 1000000000000000000",
+    );
+    assert_error(
+        "#{ kind: \"truchet\", size: 64, tile: 16,\n  rule: |i, j, rng| -1 }",
+        2,
+        Some(9),
+        "rule at cell (0, 0): rotation must be an integer 0–3, got i64 -1",
+    );
+    assert_error(
+        "#{ kind: \"truchet\", size: 64, tile: 16,\n  rule: |i, j, rng| #{ rotation: 4 } }",
+        2,
+        Some(9),
+        "rule at cell (0, 0): rotation must be an integer 0–3, got i64 4",
+    );
+    // Tile indices index `tiles` (here three motifs: 0–2).
+    assert_error(
+        "#{ kind: \"truchet\", family: \"multiscale\", size: 64, tile: 32, levels: 2,\n  tiles: [\"arcs\", \"line\", \"dots\"],\n  rule: |i, j, rng| #{ tile: i + j * 2, rotation: 0 } }",
+        3,
+        Some(9),
+        "rule at cell (1, 1): tile must be an integer 0–2, got i64 3",
+    );
+    // A script-level `fn rule` is located at its body.
+    assert_error(
+        "fn rule(i, j, rng) {\n  i * 5\n}\n#{ kind: \"truchet\", size: 64, tile: 16 }",
+        1,
+        Some(20),
+        "rule at cell (1, 0): rotation must be an integer 0–3, got i64 5",
+    );
+}
+
+#[test]
+fn empty_classes_are_an_error() {
+    assert_error(
+        "#{ kind: \"truchet\",\n  classes: #{} }",
+        2,
+        Some(12),
+        "\"classes\" is empty",
+    );
+}

@@ -102,13 +102,17 @@ fn a_constant_rule_gives_identical_cells() {
                 .flat_map(|y| (0..24).flat_map(move |x| img.get_pixel(ci * 24 + x, cj * 24 + y).0))
                 .collect()
         };
-        let first = cell(0, 0);
+        // A 10 PRINT stroke reaches past its tile's corners (so that it keeps its width
+        // where it meets the next one); tiles on the canvas border lack some neighbours,
+        // so there only the inner cells are alike.
+        let cells = if family == "diagonals" { 1..3 } else { 0..4 };
+        let first = cell(cells.start, cells.start);
         assert!(
             first.iter().any(|&v| v < 128),
             "{family}: the tile draws nothing"
         );
-        for cj in 0..4 {
-            for ci in 0..4 {
+        for cj in cells.clone() {
+            for ci in cells.clone() {
                 assert_eq!(cell(ci, cj), first, "{family}: cell ({ci}, {cj}) differs");
             }
         }
@@ -253,4 +257,174 @@ fn the_py_truchet_gan_sketch_matches_that_dataset() {
     // 16 tiles, each exactly half black (8x8 tile split on its diagonal: 28 or 36 px).
     let black = gray.pixels().filter(|p| p.0[0] == 0).count();
     assert!((16 * 28..=16 * 36).contains(&black), "{black} black pixels");
+}
+
+/// Every place where two tiles meet, at any scale, as (x, y) of the pixel after the
+/// edge and whether the edge is vertical (the pixel before it is (x - 1, y)) or
+/// horizontal ((x, y - 1)). Right and bottom edges of every drawn tile cover them all:
+/// a smaller tile's left edge lies along a larger tile's right edge.
+fn tile_edges(layout: &Layout, width: u32, height: u32) -> Vec<(u32, u32, bool)> {
+    let mut out = Vec::new();
+    for grid in &layout.levels {
+        let s = grid.size;
+        for j in 0..grid.rows {
+            for i in 0..grid.cols {
+                if !grid.is_placed(i as i64, j as i64) {
+                    continue;
+                }
+                let (x0, y0) = (i * s, j * s);
+                if x0 + s < width {
+                    out.extend((y0..(y0 + s).min(height)).map(|y| (x0 + s, y, true)));
+                }
+                if y0 + s < height {
+                    out.extend((x0..(x0 + s).min(width)).map(|x| (x, y0 + s, false)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The pixels that differ across a tile edge (non-antialiased render): places where a
+/// band stops with a flat cut instead of running on into the next tile.
+fn loose_ends(sketch: &sketch::Sketch) -> Vec<(u32, u32, bool)> {
+    let spec = truchet(&sketch.spec);
+    assert!(!spec.antialias);
+    let img = sketch.spec.render().unwrap().to_luma8();
+    let layout = Layout::build(spec).unwrap();
+    tile_edges(&layout, spec.width, spec.height)
+        .into_iter()
+        .filter(|&(x, y, vertical)| {
+            let before = if vertical { (x - 1, y) } else { (x, y - 1) };
+            img.get_pixel(before.0, before.1) != img.get_pixel(x, y)
+        })
+        .collect()
+}
+
+#[test]
+fn multiscale_bands_run_on_across_every_tile_edge() {
+    // The bundled sketch, where bands were cut at y = 128, x = 11–20 and y = 384,
+    // x = 491–500 (a small tile's band meeting a large tile's corner, where the wing of
+    // the split tile between them was missing).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches/truchet_multiscale.rhai");
+    let source = std::fs::read_to_string(&path).unwrap();
+    let bundled = sketch::load_with(
+        &path,
+        source,
+        &[
+            ("antialias".into(), false.into()),
+            ("channels".into(), 1_i64.into()),
+        ],
+    )
+    .unwrap();
+    let ends = loose_ends(&bundled);
+    assert!(
+        ends.is_empty(),
+        "bundled sketch: {} loose ends, first {:?}",
+        ends.len(),
+        &ends[..ends.len().min(8)]
+    );
+
+    let motifs = ["arcs", "line", "cross", "dots"];
+    let mut sets: Vec<String> = motifs.iter().map(|m| format!("[\"{m}\"]")).collect();
+    sets.push(format!("{motifs:?}"));
+    let mut checked = 0;
+    for levels in 2..=4 {
+        for seed in 1..=3 {
+            for tiles in &sets {
+                let src = format!(
+                    r#"#{{ kind: "truchet", family: "multiscale", size: [256, 192], tile: 64,
+                         levels: {levels}, subdivide: 0.5, tiles: {tiles}, seed: {seed},
+                         channels: 1, antialias: false }}"#
+                );
+                let sketch = load(&src);
+                let layout = Layout::build(truchet(&sketch.spec)).unwrap();
+                assert!(
+                    layout.levels.iter().all(|l| l.placed() > 0),
+                    "{src}: a level is unused"
+                );
+                let ends = loose_ends(&sketch);
+                assert!(
+                    ends.is_empty(),
+                    "levels {levels}, seed {seed}, tiles {tiles}: {} loose ends, first {:?}",
+                    ends.len(),
+                    &ends[..ends.len().min(8)]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 3 * 5);
+}
+
+/// Length of the run of foreground pixels through (x, y), stepping by (dx, dy).
+fn run_through(img: &image::GrayImage, x: i64, y: i64, dx: i64, dy: i64) -> usize {
+    let dark = |x: i64, y: i64| {
+        x >= 0
+            && y >= 0
+            && x < img.width() as i64
+            && y < img.height() as i64
+            && img.get_pixel(x as u32, y as u32).0[0] < 128
+    };
+    if !dark(x, y) {
+        return 0;
+    }
+    let mut n = 1;
+    for sign in [-1, 1] {
+        let (mut px, mut py) = (x + sign * dx, y + sign * dy);
+        while dark(px, py) {
+            n += 1;
+            px += sign * dx;
+            py += sign * dy;
+        }
+    }
+    n
+}
+
+#[test]
+fn diagonals_keep_their_width_where_tiles_meet() {
+    let (tile, line) = (32i64, 6.0);
+    let render_gray = |rule: &str| {
+        render(&format!(
+            r#"#{{ kind: "truchet", family: "diagonals", size: 192, tile: {tile}, line: {line},
+                 channels: 1, antialias: false, rule: {rule} }}"#
+        ))
+        .to_luma8()
+    };
+    // Straight chains (every tile "\"): across the stroke, along the anti-diagonal, the
+    // run is as wide at a corner where two tiles' diagonals meet as mid-tile.
+    let img = render_gray("|i, j, rng| 0");
+    for k in 1..5 {
+        let c = k * tile;
+        let mid = run_through(&img, c + tile / 2, c + tile / 2, 1, -1);
+        let corner = run_through(&img, c, c, 1, -1);
+        let corner_before = run_through(&img, c - 1, c - 1, 1, -1);
+        assert!(
+            mid as f64 * std::f64::consts::SQRT_2 >= line,
+            "mid-tile run {mid}"
+        );
+        assert!(
+            corner >= mid && corner_before >= mid,
+            "the stroke pinches at corner ({c}, {c}): {corner}/{corner_before} pixels across vs {mid} mid-tile"
+        );
+    }
+    // Zigzags ("\/\/"): where two diagonals meet at a right angle the stroke is as thick,
+    // measured down the column through the meeting point, as in the middle of a tile.
+    let img = render_gray("|i, j, rng| i % 2");
+    for j in 1..5 {
+        for i in 1..5 {
+            let (x, y) = (i * tile, j * tile);
+            let mid = run_through(&img, x + tile / 2, y + tile / 2, 0, 1);
+            assert!(mid as f64 >= line, "mid-tile run {mid}");
+            // The corners where two diagonals meet: "\/" below odd columns' left edge,
+            // "/\" above even ones.
+            for x in [x - 1, x] {
+                let joint = run_through(&img, x, y, 0, 1);
+                assert!(
+                    joint as f64 >= 0.85 * mid as f64,
+                    "the stroke pinches at ({x}, {y}): {joint} pixels down vs {mid} mid-tile"
+                );
+            }
+        }
+    }
 }

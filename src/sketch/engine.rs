@@ -85,6 +85,16 @@ impl Script {
             .iter_functions()
             .any(|f| f.name == name && f.params.len() == arity)
     }
+
+    /// Where the body of script-level function `name`/`arity` starts (its `{`), for
+    /// errors about what the function returned.
+    pub fn fn_position(&self, name: &str, arity: usize) -> rhai::Position {
+        self.ast
+            .iter_fn_def()
+            .find(|f| f.name == name && f.params.len() == arity)
+            .map(|f| f.body.start_position())
+            .unwrap_or(rhai::Position::NONE)
+    }
 }
 
 fn sandboxed_engine() -> Engine {

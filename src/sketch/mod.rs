@@ -216,6 +216,13 @@ pub fn load_with(
 
     let mut base = MapReader::new(path, &locator, map.clone());
     let classes_map = base.map("classes")?;
+    if classes_map.as_ref().is_some_and(|m| m.is_empty()) {
+        return Err(base.error_at(
+            "classes",
+            None,
+            "\"classes\" is empty; name at least one class, e.g. classes: #{ big: #{ tile: 64 } }, or leave the key out",
+        ));
+    }
     let spec = parse_spec(base, &script)?;
 
     let mut classes = Vec::new();

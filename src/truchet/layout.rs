@@ -12,8 +12,8 @@ use crate::sketch::engine::{ScriptRng, DEFAULT_TIME_LIMIT};
 use crate::sketch::reader::describe;
 use crate::sketch::SketchError;
 
-/// One scale of the layout. A cell holds `tile << 2 | rotation`, or `EMPTY` where the
-/// area is covered by a tile of another scale.
+/// One scale of the layout. A cell holds `tile << 2 | rotation`, `SPLIT` where the tile
+/// was split into four smaller ones, or `EMPTY` where the area lies inside a larger tile.
 #[derive(Debug, Clone)]
 pub struct LevelGrid {
     pub cols: u32,
@@ -24,6 +24,9 @@ pub struct LevelGrid {
 }
 
 pub const EMPTY: u16 = u16::MAX;
+/// A tile that was split: it is not drawn, but its wings are (Carlson's construction
+/// paints the parent, wings and all, then its four children over it).
+pub const SPLIT: u16 = u16::MAX - 1;
 
 impl LevelGrid {
     fn new(cols: u32, rows: u32, size: u32) -> Self {
@@ -49,9 +52,22 @@ impl LevelGrid {
         self.cells[row as usize * self.cols as usize + col as usize] = tile << 2 | (rotation & 3);
     }
 
+    /// Whether a tile of this scale is drawn at (col, row).
+    #[inline]
+    pub fn is_placed(&self, col: i64, row: i64) -> bool {
+        self.get(col, row) < SPLIT
+    }
+
+    /// Whether (col, row) is drawn at this scale or split into smaller tiles, i.e. not
+    /// inside a larger tile: the cells whose wings are painted.
+    #[inline]
+    pub fn is_winged(&self, col: i64, row: i64) -> bool {
+        self.get(col, row) != EMPTY
+    }
+
     /// Number of tiles placed at this scale.
     pub fn placed(&self) -> usize {
-        self.cells.iter().filter(|&&c| c != EMPTY).count()
+        self.cells.iter().filter(|&&c| c < SPLIT).count()
     }
 }
 
@@ -132,6 +148,8 @@ fn place(
         levels[level].set(i, j, choice.tile, choice.rotation);
         return;
     }
+    let cols = levels[level].cols as usize;
+    levels[level].cells[j as usize * cols + i as usize] = SPLIT;
     let tiles = spec.tile_count() as u16;
     for (di, dj) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
         let child = random_choice(rng, tiles);
@@ -159,8 +177,8 @@ fn call_rule(
     };
     let rotation_of = |v: &Dynamic| -> Result<u16, SketchError> {
         match v.as_int() {
-            Ok(r) => Ok(r.rem_euclid(4) as u16),
-            Err(_) => Err(bad(format!(
+            Ok(r) if (0..4).contains(&r) => Ok(r as u16),
+            _ => Err(bad(format!(
                 "rotation must be an integer 0–3, got {}",
                 describe(v)
             ))),

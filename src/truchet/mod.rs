@@ -146,7 +146,7 @@ impl TruchetSpec {
                 f: FnPtr::new("rule").expect("valid name"),
                 script: script.clone(),
                 file: map.file().to_path_buf(),
-                pos: Position::NONE,
+                pos: script.fn_position("rule", 3),
             }),
             None => None,
         };
@@ -214,6 +214,9 @@ fn parse_subdivide(map: &mut MapReader, levels: u32) -> Result<Vec<f64>, SketchE
     }
 }
 
+/// Most entries `tiles` may list (repeats included).
+const MAX_MOTIFS: usize = 4096;
+
 fn parse_motifs(map: &mut MapReader) -> Result<Vec<Motif>, SketchError> {
     let Some(v) = map.raw("tiles") else {
         return Ok(Motif::ALL.to_vec());
@@ -224,6 +227,17 @@ fn parse_motifs(map: &mut MapReader) -> Result<Vec<Motif>, SketchError> {
         .map_err(|_| map.type_error("tiles", &v, "an array of motif names"))?;
     if items.is_empty() {
         return Err(map.error_at("tiles", None, "\"tiles\" must list at least one motif"));
+    }
+    // A cell stores its tile index in 14 bits (see `LevelGrid`).
+    if items.len() > MAX_MOTIFS {
+        return Err(map.error_at(
+            "tiles",
+            None,
+            format!(
+                "\"tiles\" lists {} motifs; at most {MAX_MOTIFS}",
+                items.len()
+            ),
+        ));
     }
     items
         .iter()

@@ -111,12 +111,13 @@ fn foreground_amount(spec: &TruchetSpec, layout: &Layout, x: u32, y: u32) -> f64
     let (i, j, u, v) = locate(x, y, grid.size);
     let cell = grid.get(i, j);
     let rotation = cell & 3;
+    let (u0, v0) = (u, v);
     let (u, v) = rotate(u, v, rotation);
     let half_line = spec.line * 0.5 / s;
     let aa = spec.antialias;
     match spec.family {
         Family::Triangles => coverage((u + v - 1.0) * FRAC_1_SQRT_2, s, aa),
-        Family::Diagonals => coverage((u - v).abs() * FRAC_1_SQRT_2 - half_line, s, aa),
+        Family::Diagonals => coverage(diagonals_distance(grid, i, j, u0, v0, half_line), s, aa),
         Family::Arcs if spec.filled => {
             // Two-colouring of Smith tiles: the corner regions' colour alternates on a
             // checkerboard, flipped again for the rotated tile.
@@ -138,6 +139,58 @@ fn foreground_amount(spec: &TruchetSpec, layout: &Layout, x: u32, y: u32) -> f64
     }
 }
 
+/// Distance to the 10 PRINT strokes near a pixel at (u, v) in cell (i, j): the union of
+/// the diagonals of the cell and its eight neighbours, each a bar along its tile's
+/// diagonal reaching half the line width past the corners. Clipping each stroke to its
+/// own tile would pinch it to a point where two diagonals meet; with the neighbours'
+/// bars a stroke keeps its width across the corner, and two strokes meeting at a right
+/// angle join in a mitred corner. Inside its own tile a stroke is unchanged.
+#[inline]
+fn diagonals_distance(
+    grid: &super::LevelGrid,
+    i: i64,
+    j: i64,
+    u: f64,
+    v: f64,
+    half_line: f64,
+) -> f64 {
+    let own = |cell: u16, u: f64, v: f64| {
+        let (u, v) = rotate(u, v, cell & 3);
+        diagonal_bar(u, v, half_line)
+    };
+    let mut d = own(grid.get(i, j), u, v);
+    // Only the neighbours whose bars can reach this pixel: those across a side within
+    // reach of it.
+    let reach = half_line * std::f64::consts::SQRT_2;
+    let near = |t: f64| -> (i64, i64) { (-((t < reach) as i64), (t > 1.0 - reach) as i64) };
+    let (i_lo, i_hi) = near(u);
+    let (j_lo, j_hi) = near(v);
+    for dj in j_lo..=j_hi {
+        for di in i_lo..=i_hi {
+            if di == 0 && dj == 0 {
+                continue;
+            }
+            let cell = grid.get(i + di, j + dj);
+            if cell == EMPTY {
+                continue;
+            }
+            d = d.min(own(cell, u - di as f64, v - dj as f64));
+        }
+    }
+    d
+}
+
+/// Signed distance to the bar along the diagonal (0,0)–(1,1), `half_line` either side
+/// of it and reaching `half_line` past both ends (a stroke with square caps).
+#[inline]
+fn diagonal_bar(u: f64, v: f64, half_line: f64) -> f64 {
+    let along = ((u - 0.5) + (v - 0.5)) * FRAC_1_SQRT_2;
+    let across = (u - v) * FRAC_1_SQRT_2;
+    let qa = along.abs() - (FRAC_1_SQRT_2 + half_line);
+    let qc = across.abs() - half_line;
+    qa.max(0.0).hypot(qc.max(0.0)) + qa.max(qc).min(0.0)
+}
+
 /// Distance to the nearer of the two quarter-circles of radius ½ about (0,0) and (1,1).
 #[inline]
 fn arc_distance(u: f64, v: f64) -> f64 {
@@ -154,8 +207,7 @@ fn multiscale_amount(spec: &TruchetSpec, layout: &Layout, x: u32, y: u32) -> f64
     let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
     let Some((leaf_level, cell, u, v)) = layout.levels.iter().enumerate().find_map(|(k, g)| {
         let (i, j, u, v) = locate(x, y, g.size);
-        let cell = g.get(i, j);
-        (cell != EMPTY).then_some((k, cell, u, v))
+        g.is_placed(i, j).then(|| (k, g.get(i, j), u, v))
     }) else {
         return 0.0;
     };
@@ -176,9 +228,12 @@ fn multiscale_amount(spec: &TruchetSpec, layout: &Layout, x: u32, y: u32) -> f64
             continue;
         }
         let (ci, cj) = (cx as i64, cy as i64);
+        // A corner has wings when a tile of this scale touches it, drawn or split: a
+        // split tile's wings stay under its children's, where the bands of the larger
+        // neighbouring tile must meet them.
         let winged = [(ci - 1, cj - 1), (ci, cj - 1), (ci - 1, cj), (ci, cj)]
             .iter()
-            .any(|&(a, b)| grid.get(a, b) != EMPTY);
+            .any(|&(a, b)| grid.is_winged(a, b));
         if winged {
             t += (base(level) - t) * cov;
         }
