@@ -4,6 +4,7 @@
 mod animate;
 mod check;
 mod dataset;
+mod eval;
 mod gallery;
 mod render;
 mod sample;
@@ -44,6 +45,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Sample a trained generator: a grid, one class, or a looping latent walk.
     Sample(sample::SampleArgs),
+    /// Score a run's generator against real images (sliced Wasserstein distance).
+    Eval(eval::EvalArgs),
     /// Write a folder of images from a sketch, one subfolder per class.
     Dataset(dataset::DatasetArgs),
     /// Check sketches for errors (loads and renders each); non-zero exit on the first problem.
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
         Some(Command::Sweep(a)) => sweep::run(a),
         Some(Command::Train(a)) => train::run(a),
         Some(Command::Sample(a)) => sample::run(a),
+        Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Check(a)) => check::run(a),
         Some(Command::Gallery(a)) => gallery::run(a),
         Some(Command::Studio(a)) => studio::studio(&a.dir, a.graphics, a.device),

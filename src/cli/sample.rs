@@ -46,6 +46,11 @@ pub struct SampleArgs {
     /// directory or checkpoint: generator.safetensors holds only the average).
     #[arg(long)]
     pub raw: bool,
+    /// Which of a run's generators: best (lowest SWD of the EMA and raw weights, kept
+    /// while training), latest (checkpoint), or step_N (a kept checkpoint). Default: the
+    /// run's generator.safetensors, else its latest checkpoint.
+    #[arg(long, value_name = "best|latest|step_N")]
+    pub checkpoint: Option<Pick>,
     /// cpu, cuda, cuda:N or auto (see `easel train --help`).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceArg,
@@ -55,31 +60,70 @@ pub struct SampleArgs {
 pub struct LoadedGenerator {
     pub g: Generator,
     pub classes: Vec<String>,
+    /// Which file and weights, e.g. "checkpoints/best.safetensors (raw weights, step 1500)".
+    pub from: String,
 }
 
-/// Loads the EMA generator (or with `raw`, the trained weights themselves) from a run
-/// directory, model folder or safetensors file.
-pub fn load_generator(source: &Path, raw: bool, device: &Device) -> Result<LoadedGenerator> {
-    let (file, prefix) = if source.is_dir() {
-        let generator = source.join("generator.safetensors");
-        let latest = source.join("checkpoints/latest.safetensors");
-        if raw && latest.exists() {
-            (latest, "g.")
-        } else if raw {
-            bail!(
-                "--raw needs a training checkpoint; {} has no checkpoints/latest.safetensors",
-                source.display()
-            );
-        } else if generator.exists() {
-            (generator, "")
-        } else if latest.exists() {
-            (latest, "ema.")
-        } else {
-            bail!(
-                "{} holds no generator.safetensors or checkpoints/latest.safetensors",
-                source.display()
-            );
+/// Which of a run's generators: `best` (lowest SWD), `latest`, or `step_N` (a kept copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Best,
+    Latest,
+    Step(u64),
+}
+
+impl std::str::FromStr for Pick {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "best" => Ok(Pick::Best),
+            "latest" => Ok(Pick::Latest),
+            other => other
+                .strip_prefix("step_")
+                .unwrap_or(other)
+                .parse()
+                .map(Pick::Step)
+                .map_err(|_| {
+                    format!("\"{other}\": expected best, latest or step_N (e.g. step_1000)")
+                }),
         }
+    }
+}
+
+/// Loads a generator from a run directory, model folder or safetensors file: by default
+/// the run's `generator.safetensors` (the EMA weights when it ended or stopped), else its
+/// latest checkpoint; `pick` chooses another; `raw` takes the trained weights instead of
+/// their moving average (checkpoints hold both).
+pub fn load_generator(
+    source: &Path,
+    pick: Option<Pick>,
+    raw: bool,
+    device: &Device,
+) -> Result<LoadedGenerator> {
+    let checkpoint_prefix = if raw { "g." } else { "ema." };
+    let (file, prefix) = if source.is_dir() {
+        let checkpoints = source.join("checkpoints");
+        let generator = source.join("generator.safetensors");
+        let latest = checkpoints.join("latest.safetensors");
+        match pick {
+            Some(Pick::Best) if raw => bail!(
+                "--raw with --checkpoint best: the best file holds one generator (raw or EMA, whichever scored better), and `easel sample` says which"
+            ),
+            Some(Pick::Best) => (checkpoints.join("best.safetensors"), ""),
+            Some(Pick::Latest) => (latest, checkpoint_prefix),
+            Some(Pick::Step(n)) => (
+                checkpoints.join(format!("step_{n:06}.safetensors")),
+                checkpoint_prefix,
+            ),
+            None if raw => (latest, checkpoint_prefix),
+            None if generator.exists() => (generator, ""),
+            None => (latest, checkpoint_prefix),
+        }
+    } else if pick.is_some() {
+        bail!(
+            "--checkpoint picks a file of a run directory; {} is a file",
+            source.display()
+        );
     } else if source
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("generator"))
@@ -92,11 +136,20 @@ pub fn load_generator(source: &Path, raw: bool, device: &Device) -> Result<Loade
         }
         (source.to_path_buf(), "")
     } else {
-        (source.to_path_buf(), if raw { "g." } else { "ema." })
+        (source.to_path_buf(), checkpoint_prefix)
     };
+    if !file.exists() {
+        let kept = match pick {
+            Some(Pick::Best) => " (a run keeps one once it has been evaluated: see eval_every)",
+            Some(Pick::Step(_)) => " (runs keep a copy every keep_every steps)",
+            _ => "",
+        };
+        bail!("{} does not exist{kept}", file.display());
+    }
     let (tensors, meta) = load_safetensors(&file, device.clone())?;
     let spec: GanSpec = match meta.get("spec") {
-        Some(s) => serde_json::from_str(s)?,
+        Some(s) => serde_json::from_str(s)
+            .with_context(|| format!("{}: the spec it carries does not parse", file.display()))?,
         None => {
             // A checkpoint: the spec is in its run directory.
             let run = file
@@ -105,7 +158,8 @@ pub fn load_generator(source: &Path, raw: bool, device: &Device) -> Result<Loade
                 .context("checkpoint outside a run directory")?;
             let text = std::fs::read_to_string(run.join("spec.json"))
                 .with_context(|| format!("no spec.json in {}", run.display()))?;
-            serde_json::from_str(&text)?
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: bad spec.json", run.display()))?
         }
     };
     let classes: Vec<String> = meta
@@ -117,7 +171,22 @@ pub fn load_generator(source: &Path, raw: bool, device: &Device) -> Result<Loade
     g.params
         .load(prefix, &tensors)
         .with_context(|| format!("loading {}", file.display()))?;
-    Ok(LoadedGenerator { g, classes })
+    let weights = match (prefix, meta.get("weights").map(String::as_str)) {
+        ("g.", _) | (_, Some("raw")) => "raw weights",
+        _ => "EMA weights",
+    };
+    let mut from = format!(
+        "{} ({weights}",
+        file.strip_prefix(source).unwrap_or(&file).display()
+    );
+    if let Some(step) = meta.get("step") {
+        from.push_str(&format!(", step {step}"));
+    }
+    if let Some(swd) = meta.get("swd").and_then(|s| s.parse::<f64>().ok()) {
+        from.push_str(&format!(", SWD {swd:.1}"));
+    }
+    from.push(')');
+    Ok(LoadedGenerator { g, classes, from })
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {
@@ -134,7 +203,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
         _ => {}
     }
     let device = args.device.open()?;
-    let mut loaded = load_generator(&args.source, args.raw, &device)?;
+    let mut loaded = load_generator(&args.source, args.checkpoint, args.raw, &device)?;
+    eprintln!("sampling {}", loaded.from);
     if args.class.is_some() && loaded.g.spec.model == crate::gan::ModelKind::Can {
         bail!(
             "--class: {} is a CAN, whose generator is unconditional (its classes only train the discriminator's style head); sample it without --class",

@@ -16,10 +16,10 @@ use rand_pcg::Pcg64Mcg;
 
 use super::adam::Adam;
 use super::augment::{self, AdaptiveP};
-use super::swd;
 use super::data::{self, Dataset};
 use super::layers::{normal, Ctx};
 use super::model::{Discriminator, Generator};
+use super::swd;
 use super::{GanSpec, Loss, ModelKind};
 use crate::recipe;
 use crate::run::{self, Control, Metric, RunDir, State, Status, Wanted};
@@ -177,9 +177,11 @@ impl Trainer {
         let on_real = self
             .d
             .forward(&self.augmented(&real, step, 0xA1)?, &labels, &ctx(2))?;
-        let on_fake =
-            self.d
-                .forward(&self.augmented(&fake.detach(), step, 0xA2)?, &labels, &ctx(3))?;
+        let on_fake = self.d.forward(
+            &self.augmented(&fake.detach(), step, 0xA2)?,
+            &labels,
+            &ctx(3),
+        )?;
         let mut d_loss = match self.spec.loss {
             Loss::Bce => {
                 (bce_with_logits(&on_real.logits, 1.0)? + bce_with_logits(&on_fake.logits, 0.0)?)?
