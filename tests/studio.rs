@@ -909,3 +909,24 @@ fn the_studio_opens_on_the_last_sketch_viewed_else_on_one_that_renders_at_once()
     last.insert(easel::studio::folder_key(dir.path()), "gone.rhai".into());
     assert_eq!(easel::studio::first_sketch(dir.path(), &sketches, &last), 1);
 }
+
+#[test]
+fn c_charts_the_swd_of_both_generators_and_back() {
+    let mut app = busy_studio();
+    assert!(screen(&app, 160, 48).contains("Losses · D, G"));
+    app.update(key('c'));
+    assert!(screen(&app, 160, 48).contains("SWD appears every eval_every steps"));
+    let run = app.run.as_mut().unwrap();
+    for m in run.metrics.iter_mut().filter(|m| m.step % 40 == 0) {
+        m.swd = Some(300.0 - m.step as f64);
+        m.swd_raw = Some(250.0 - m.step as f64);
+    }
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("SWD · EMA, raw · lower is better"), "{s}");
+    assert!(
+        s.contains("260.00") && s.contains("130.00"),
+        "y axis spans both: {s}"
+    );
+    app.update(key('c'));
+    assert!(screen(&app, 160, 48).contains("Losses · D, G"));
+}

@@ -256,6 +256,8 @@ pub struct Animation {
 pub struct ChartOptions {
     pub raw: bool,
     pub log_scale: bool,
+    /// Show the quality number (SWD of the EMA and raw generators) instead of losses.
+    pub swd: bool,
 }
 
 pub struct App {
@@ -482,6 +484,10 @@ impl App {
             }
             Action::LogChart => {
                 self.chart.log_scale = !self.chart.log_scale;
+                vec![]
+            }
+            Action::SwdChart => {
+                self.chart.swd = !self.chart.swd;
                 vec![]
             }
         }

@@ -18,6 +18,7 @@ pub enum Action {
     Play,
     RawChart,
     LogChart,
+    SwdChart,
     Help,
     Quit,
 }
@@ -134,6 +135,12 @@ pub const KEYS: &[Binding] = &[
         "loss chart: log / linear scale",
     )
     .hint("l", "log", 1),
+    row(
+        SwdChart,
+        &[Char('c')],
+        "c",
+        "chart: losses / SWD (lower is better)",
+    ),
     row(Help, &[Char('?')], "?", "this help").hint("?", "help", 0),
     row(
         Quit,

@@ -435,6 +435,14 @@ pub fn smooth(values: &[f64], alpha: f64) -> Vec<f64> {
 }
 
 fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
+    let metrics = app
+        .run
+        .as_ref()
+        .map(|r| r.metrics.as_slice())
+        .unwrap_or(&[]);
+    if app.chart.swd {
+        return draw_swd_chart(frame, app, metrics, area);
+    }
     let mode = match (app.chart.raw, app.chart.log_scale) {
         (false, false) => "smoothed",
         (true, false) => "raw",
@@ -442,11 +450,6 @@ fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
         (true, true) => "raw, log",
     };
     let block = block(format!(" Losses · D, G · {mode} "));
-    let metrics = app
-        .run
-        .as_ref()
-        .map(|r| r.metrics.as_slice())
-        .unwrap_or(&[]);
     if metrics.len() < 2 {
         frame.render_widget(
             Paragraph::new("Loss curves appear while a GAN trains.")
@@ -470,19 +473,87 @@ fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
             .iter()
             .zip(values)
             .step_by(stride)
-            .map(|(m, v)| {
-                let y = if app.chart.log_scale {
-                    v.max(1e-6).log10()
-                } else {
-                    v
-                };
-                (m.step as f64, y)
-            })
+            .map(|(m, v)| (m.step as f64, v))
             .collect()
     };
     let d = series(|m| m.d_loss);
     let g = series(|m| m.g_loss);
-    let finite = d.iter().chain(&g).map(|p| p.1).filter(|v| v.is_finite());
+    let steps = (
+        metrics[0].step as f64,
+        metrics[metrics.len() - 1].step as f64,
+    );
+    draw_lines(
+        frame,
+        block,
+        app.chart.log_scale,
+        &[("D", D_COLOR, d), ("G", G_COLOR, g)],
+        steps,
+        area,
+    );
+}
+
+/// SWD of the EMA and the raw generator at each evaluation.
+fn draw_swd_chart(frame: &mut Frame, app: &App, metrics: &[Metric], area: Rect) {
+    let block = block(" SWD · EMA, raw · lower is better ".into());
+    let ema: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter_map(|m| Some((m.step as f64, m.swd?)))
+        .collect();
+    let raw: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter_map(|m| Some((m.step as f64, m.swd_raw?)))
+        .collect();
+    if ema.len() < 2 {
+        let text = match ema.last() {
+            Some((step, v)) => {
+                format!("SWD {v:.1} at step {step}; the curve needs two evaluations.")
+            }
+            None => "SWD appears every eval_every steps (c: back to losses).".into(),
+        };
+        frame.render_widget(
+            Paragraph::new(text)
+                .block(block)
+                .wrap(Wrap { trim: true })
+                .dark_gray(),
+            area,
+        );
+        return;
+    }
+    let steps = (ema[0].0, ema[ema.len() - 1].0);
+    draw_lines(
+        frame,
+        block,
+        app.chart.log_scale,
+        &[("EMA", G_COLOR, ema), ("raw", D_COLOR, raw)],
+        steps,
+        area,
+    );
+}
+
+/// Line series over the steps `x0..=x1`, with y bounds from the data (log10 when asked).
+fn draw_lines(
+    frame: &mut Frame,
+    block: Block,
+    log_scale: bool,
+    series: &[(&'static str, Color, Vec<(f64, f64)>)],
+    (x0, x1): (f64, f64),
+    area: Rect,
+) {
+    let series: Vec<(&str, Color, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(name, color, points)| {
+            let points = points
+                .iter()
+                .map(|&(x, v)| (x, if log_scale { v.max(1e-6).log10() } else { v }))
+                .collect();
+            (*name, *color, points)
+        })
+        .collect();
+    let finite = series
+        .iter()
+        .flat_map(|(_, _, p)| p.iter())
+        .map(|p| p.1)
+        .filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = if hi > lo {
         (lo, hi)
@@ -490,26 +561,21 @@ fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
         (lo - 0.5, lo + 0.5)
     };
     let label = |v: f64| {
-        let v = if app.chart.log_scale {
-            10f64.powf(v)
-        } else {
-            v
-        };
+        let v = if log_scale { 10f64.powf(v) } else { v };
         format!("{v:.2}")
     };
-    let (x0, x1) = (
-        metrics[0].step as f64,
-        metrics[metrics.len() - 1].step as f64,
-    );
-    let line = |name: &'static str, color: Color, points| {
-        Dataset::default()
-            .name(name)
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::new().fg(color))
-            .data(points)
-    };
-    let chart = Chart::new(vec![line("D", D_COLOR, &d), line("G", G_COLOR, &g)])
+    let datasets = series
+        .iter()
+        .map(|(name, color, points)| {
+            Dataset::default()
+                .name(*name)
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(*color))
+                .data(points)
+        })
+        .collect();
+    let chart = Chart::new(datasets)
         .block(block)
         .x_axis(
             Axis::default()
