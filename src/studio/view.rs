@@ -530,16 +530,19 @@ fn draw_swd_chart(frame: &mut Frame, app: &App, metrics: &[Metric], area: Rect) 
     );
 }
 
+/// A named, coloured line of (step, value) points.
+type Series = (&'static str, Color, Vec<(f64, f64)>);
+
 /// Line series over the steps `x0..=x1`, with y bounds from the data (log10 when asked).
 fn draw_lines(
     frame: &mut Frame,
     block: Block,
     log_scale: bool,
-    series: &[(&'static str, Color, Vec<(f64, f64)>)],
+    series: &[Series],
     (x0, x1): (f64, f64),
     area: Rect,
 ) {
-    let series: Vec<(&str, Color, Vec<(f64, f64)>)> = series
+    let series: Vec<Series> = series
         .iter()
         .map(|(name, color, points)| {
             let points = points
