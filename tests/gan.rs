@@ -94,17 +94,17 @@ fn a_folder_dataset_skips_corrupt_files_and_labels_by_subfolder() {
     let data = data::load(&spec, &Device::Cpu).unwrap();
     assert_eq!(data.class_names, vec!["dark", "light"]);
     assert_eq!(data.len(), 7);
-    assert_eq!(data.skipped.len(), 1);
-    assert!(data.skipped[0].ends_with("light/broken.png"));
+    assert_eq!(data.report.skipped.len(), 1);
+    assert_eq!(data.report.skipped[0].file, "light/broken.png");
     assert_eq!(
         data.labels.iter().filter(|&&l| l == 1).count(),
         4,
         "nested files belong to their top folder"
     );
-    assert_eq!(data.images.dims(), &[7, 1, 28, 28]);
+    let images = data.images().unwrap();
+    assert_eq!(images.dims(), &[7, 1, 28, 28]);
     // Pixel values scaled to [-1, 1]: a dark image is near -1.
-    let first: f32 = data
-        .images
+    let first: f32 = images
         .get(0)
         .unwrap()
         .mean_all()
@@ -129,16 +129,19 @@ fn a_sketch_dataset_takes_its_classes_as_labels() {
     let data = data::load(&spec, &Device::Cpu).unwrap();
     assert_eq!(data.class_names, vec!["maze", "tri"]);
     assert_eq!(data.labels, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
-    assert_eq!(data.images.dims(), &[10, 1, 28, 28]);
+    assert_eq!(data.images().unwrap().dims(), &[10, 1, 28, 28]);
 }
 
 fn white_dataset(n: usize) -> Dataset {
-    Dataset {
-        images: Tensor::ones((n, 1, 28, 28), candle_core::DType::F32, &Device::Cpu).unwrap(),
-        labels: vec![0; n],
-        class_names: vec![],
-        skipped: vec![],
-    }
+    Dataset::from_pixels(
+        vec![255; n * 28 * 28],
+        vec![0; n],
+        vec![],
+        1,
+        28,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn sample_mean(t: &mut Trainer) -> f32 {

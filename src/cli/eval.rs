@@ -43,9 +43,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut loaded = load_generator(&args.run, args.checkpoint, args.raw, &device)?;
     let mut spec = loaded.g.spec.clone();
     if let Some(folder) = &args.data {
+        // Another folder, prepared as the run prepared its own (crop or resize, the
+        // background under transparency).
+        let (crop, background) = match &spec.data {
+            DataSource::Folder {
+                crop, background, ..
+            } => (*crop, *background),
+            DataSource::Sketch { .. } => (true, [255, 255, 255]),
+        };
         spec.data = DataSource::Folder {
             path: folder.clone(),
-            crop: true,
+            crop,
+            background,
         };
     }
     let data = data::load(&spec, &device).context("loading the real images")?;

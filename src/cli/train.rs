@@ -140,6 +140,14 @@ impl Progress for Bar {
             b.finish_and_clear();
         }
     }
+    fn bar(&mut self, len: u64, what: &str) -> ProgressBar {
+        ProgressBar::new(len).with_style(
+            ProgressStyle::with_template(&format!(
+                "{{bar:30}} {{pos}}/{{len}} {what}  eta {{eta}}"
+            ))
+            .expect("template"),
+        )
+    }
 }
 
 /// Plain lines for logs (no terminal): every 10 steps, and at least every 30 s when

@@ -39,8 +39,18 @@ pub enum Loss {
 pub enum DataSource {
     /// A Truchet or CPPN sketch renders `count` images (its classes give labels).
     Sketch { path: PathBuf, count: usize },
-    /// Images under a folder, labels from subfolder names.
-    Folder { path: PathBuf, crop: bool },
+    /// Images under a folder, labels from subfolder names; transparency composited onto
+    /// `background` (unless `channels` is 4).
+    Folder {
+        path: PathBuf,
+        crop: bool,
+        #[serde(default = "white")]
+        background: [u8; 3],
+    },
+}
+
+fn white() -> [u8; 3] {
+    [255, 255, 255]
 }
 
 /// Everything that defines a training run; written to the run's `spec.json`.
@@ -145,12 +155,12 @@ impl GanSpec {
             ));
         }
         let ups = ratio.trailing_zeros() as usize;
-        let channels = map.int("channels", 1, 1..=3)? as usize;
+        let channels = map.int("channels", 1, 1..=4)? as usize;
         if channels == 2 {
             return Err(map.error_at(
                 "channels",
                 None,
-                "\"channels\" must be 1 (grayscale) or 3 (RGB)",
+                "\"channels\" must be 1 (grayscale), 3 (RGB) or 4 (RGB and alpha)",
             ));
         }
         let latent = map.int("latent", 100, 1..=1024)? as usize;
@@ -393,6 +403,7 @@ fn parse_data(map: &mut MapReader, sketch_dir: &Path) -> Result<DataSource, Sket
     let folder = d.string("folder", "")?;
     let count = d.int("count", 2000, 1..=1_000_000)? as usize;
     let fit = d.choice("fit", "fit", &["crop", "resize"], "crop")?;
+    let background = d.color("background", white())?;
     d.finish()?;
     // Paths are relative to the sketch's folder; a path that only exists relative to the
     // working directory is taken from there.
@@ -412,6 +423,7 @@ fn parse_data(map: &mut MapReader, sketch_dir: &Path) -> Result<DataSource, Sket
         (true, false) => Ok(DataSource::Folder {
             path: resolve(&folder),
             crop: fit == "crop",
+            background,
         }),
         _ => Err(map.error_at(
             "data",

@@ -31,6 +31,10 @@ pub trait Progress {
     fn step(&mut self, _m: &Metric) {}
     fn note(&mut self, _text: &str) {}
     fn finish(&mut self) {}
+    /// A bar for preparing data (reading a folder of pictures); hidden unless drawn.
+    fn bar(&mut self, _len: u64, _what: &str) -> indicatif::ProgressBar {
+        indicatif::ProgressBar::hidden()
+    }
 }
 
 pub struct Silent;
@@ -435,13 +439,21 @@ pub fn grid(images: &Tensor, threshold: Option<f64>) -> Result<DynamicImage> {
         let (ox, oy) = (gap + (i % cols) * (w + gap), gap + (i / cols) * (h + gap));
         for y in 0..h {
             for x in 0..w {
+                let at = |ch: usize| values[((i * c + ch) * h + y) * w + x] as f64;
+                // RGBA is shown over a light checkerboard, so transparency shows.
+                let alpha = if c == 4 {
+                    ((at(3) + 1.0) / 2.0).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                let check = if (x / 8 + y / 8) % 2 == 0 { 0.8 } else { 0.6 };
                 for ch in 0..3 {
-                    let v = values[((i * c + ch.min(c - 1)) * h + y) * w + x] as f64;
-                    let unit = (v + 1.0) / 2.0;
+                    let unit = (at(ch.min(c - 1)) + 1.0) / 2.0;
                     let unit = match threshold {
                         Some(t) => (unit > t) as u8 as f64,
                         None => unit.clamp(0.0, 1.0),
                     };
+                    let unit = unit * alpha + check * (1.0 - alpha);
                     out[((oy + y) * gw + ox + x) * 3 + ch] = (unit * 255.0).round() as u8;
                 }
             }
@@ -562,19 +574,7 @@ fn train_inner(
     status: &mut Status,
 ) -> Result<Outcome> {
     let total = status.total_steps;
-    let data = data::load(spec, &opts.device)?;
-    if !data.skipped.is_empty() {
-        progress.note(&format!(
-            "skipped {} unreadable files, e.g. {}",
-            data.skipped.len(),
-            data.skipped[0].display()
-        ));
-    }
-    progress.note(&format!(
-        "{} training images, {} classes",
-        data.len(),
-        data.class_names.len()
-    ));
+    let data = data::load_for_run(spec, run, &opts.device, progress)?;
     let mut t = Trainer::new(spec, data.class_names.clone(), &opts.device)?;
     if opts.resume && run.latest_checkpoint().exists() {
         t.load_checkpoint(&run.latest_checkpoint())?;
