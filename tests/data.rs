@@ -519,6 +519,12 @@ fn a_folder_with_nothing_readable_fails_naming_a_reason_and_writes_data_json() {
         .to_string();
     assert!(err.contains("a.png") && err.contains("data.json"), "{err}");
     assert!(data::data_json(&run).exists());
+    let left: Vec<_> = std::fs::read_dir(&run.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("cache"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 fn mtime(p: &Path) -> std::time::SystemTime {

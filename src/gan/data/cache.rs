@@ -139,6 +139,13 @@ impl Writer {
         Ok(())
     }
 
+    /// Drops the unfinished file.
+    pub fn abandon(self) {
+        let tmp = self.tmp.clone();
+        drop(self.file);
+        let _ = std::fs::remove_file(tmp);
+    }
+
     /// Writes the manifest and header, puts the file in place and maps it.
     pub fn finish<M: serde::Serialize>(mut self, manifest: &M) -> Result<Mapped> {
         let json = serde_json::to_vec(manifest)?;

@@ -314,6 +314,7 @@ pub fn load_for_run(
                     let mut read = match read {
                         Ok(r) => r,
                         Err(e) => {
+                            writer.abandon();
                             // The reasons are what a person needs when nothing was readable.
                             if let Some(nothing) = e.downcast_ref::<NothingReadable>() {
                                 run.write_json(&data_json(run), &nothing.0)?;
