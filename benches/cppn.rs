@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use easel::cppn::net::Network;
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 
 // The same allocator as the `easel` binary.
 #[global_allocator]
@@ -23,7 +23,7 @@ const SKETCH: &str = r#"#{ kind: "cppn", size: 1024, inputs: ["x", "y", "r"], z:
                            depth: 7, width: 32, activation: "tanh", seed: 1 }"#;
 
 fn spec() -> easel::cppn::CppnSpec {
-    match sketch::load_source(Path::new("bench.rhai"), SKETCH.into())
+    match spec::load_source(Path::new("bench.rhai"), SKETCH.into())
         .unwrap()
         .spec
     {

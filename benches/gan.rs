@@ -18,7 +18,7 @@ use easel::gan::data;
 use easel::gan::kernels;
 use easel::gan::train::Trainer;
 use easel::gan::DataSource;
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 
 #[global_allocator]
 static GLOBAL: easel::alloc::BlockCache<mimalloc::MiMalloc> =
@@ -28,7 +28,7 @@ fn trainer(name: &str) -> (Trainer, data::Dataset) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("sketches")
         .join(name);
-    let Spec::Gan(mut spec) = sketch::load(&path).unwrap().spec else {
+    let Spec::Gan(mut spec) = spec::load(&path).unwrap().spec else {
         panic!("not a GAN sketch")
     };
     spec.batch = 64;

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use easel::sketch;
+use easel::spec;
 
 // The same allocator as the `easel` binary.
 #[global_allocator]
@@ -17,7 +17,7 @@ static GLOBAL: easel::alloc::BlockCache<mimalloc::MiMalloc> =
 
 fn dataset(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches/truchet_dataset.rhai");
-    let sketch = sketch::load(&path).unwrap();
+    let sketch = spec::load(&path).unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -35,7 +35,7 @@ fn dataset(c: &mut Criterion) {
             })
         })
     });
-    let arcs = sketch::load_source(
+    let arcs = spec::load_source(
         Path::new("arcs4096.rhai"),
         r#"#{ kind: "truchet", family: "arcs", size: 4096, tile: 64, line: 8, antialias: true }"#
             .into(),

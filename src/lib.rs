@@ -1,6 +1,6 @@
 //! easel: a terminal studio for live-coding generative art.
 //!
-//! Data flows one way: file → [`sketch::load`] → [`sketch::Spec`] → renderer
+//! Data flows one way: file → [`spec::load`] → [`spec::Spec`] → renderer
 //! ([`truchet`]) → image (with its [`recipe`]) → CLI or studio.
 
 pub mod alloc;
@@ -8,8 +8,10 @@ pub mod cli;
 pub mod cppn;
 pub mod device;
 pub mod gan;
+pub mod noise;
 pub mod recipe;
 pub mod run;
 pub mod sketch;
+pub mod spec;
 pub mod studio;
 pub mod truchet;

@@ -27,34 +27,6 @@ pub struct Recipe {
     pub class: Option<String>,
 }
 
-/// Renders a sketch (or one of its classes) with optional seed and size overrides, and
-/// returns the image with the recipe that reproduces it.
-pub fn render(
-    sketch: &crate::sketch::Sketch,
-    class: Option<&str>,
-    seed: Option<u64>,
-    size: Option<(u32, u32)>,
-) -> Result<(image::DynamicImage, Recipe)> {
-    let mut spec = sketch.class_spec(class)?.clone();
-    if let Some(s) = seed {
-        spec.set_seed(s);
-    }
-    if let Some((w, h)) = size {
-        spec.set_size(w, h);
-    }
-    let img = spec.render()?;
-    let (width, height) = spec.size();
-    let recipe = Recipe {
-        name: sketch.name(),
-        source: sketch.source.clone(),
-        seed: spec.seed(),
-        width,
-        height,
-        class: class.map(str::to_string),
-    };
-    Ok((img, recipe))
-}
-
 /// Writes `img` as PNG to `path` (temp file + rename, so a crash never leaves a
 /// half-written file), with the recipe's text chunks when given.
 pub fn write_png(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Result<()> {

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use easel::cppn::net::Activation;
 use easel::cppn::{animate, render, CppnSpec};
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 
 fn cppn(src: &str) -> CppnSpec {
-    match sketch::load_source(Path::new("test.rhai"), src.to_string())
+    match spec::load_source(Path::new("test.rhai"), src.to_string())
         .unwrap_or_else(|e| panic!("{e}"))
         .spec
     {
@@ -170,7 +170,7 @@ fn a_cppn_is_resolution_free() {
 
 #[test]
 fn bad_cppn_values_are_located() {
-    let err = |src: &str| sketch::load_source(Path::new("c.rhai"), src.to_string()).unwrap_err();
+    let err = |src: &str| spec::load_source(Path::new("c.rhai"), src.to_string()).unwrap_err();
     let e = err("#{ kind: \"cppn\",\n  activation: \"tanhh\" }");
     assert_eq!((e.line, e.col), (2, 15), "{e}");
     assert!(
@@ -220,7 +220,7 @@ fn fitting_learns_an_image() {
               fit: #{ image: "target.png", steps: 400, lr: 0.02, size: 32 } }"#,
     )
     .unwrap();
-    let spec = match sketch::load(&sketch_path).unwrap().spec {
+    let spec = match spec::load(&sketch_path).unwrap().spec {
         Spec::Cppn(c) => c,
         _ => unreachable!(),
     };
@@ -264,7 +264,7 @@ fn every_key_that_shapes_the_network_refits_and_the_canvas_size_does_not() {
             ),
         )
         .unwrap();
-        match sketch::load(&path).unwrap().spec {
+        match spec::load(&path).unwrap().spec {
             Spec::Cppn(c) => c,
             _ => unreachable!(),
         }

@@ -8,14 +8,14 @@ use easel::gan::data::{self, Dataset};
 use easel::gan::train::{self, Outcome, Silent, TrainOptions};
 use easel::gan::GanSpec;
 use easel::run::RunDir;
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 use image::{ImageEncoder, Rgb, RgbImage, Rgba, RgbaImage};
 
 fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
     let src = format!("#{{ kind: \"gan\", {body} }}");
     let path = dir.join("gan.rhai");
     std::fs::write(&path, &src).unwrap();
-    match sketch::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
+    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
         Spec::Gan(g) => (g, src),
         other => panic!("not a gan: {other:?}"),
     }
@@ -372,7 +372,7 @@ fn a_bad_background_or_channel_count_is_an_error_naming_the_key() {
         (r#"channels: 5, data: #{ folder: "data" }"#, "channels"),
     ] {
         std::fs::write(&path, format!("#{{ kind: \"gan\", {body} }}")).unwrap();
-        let err = sketch::load(&path).unwrap_err().to_string();
+        let err = spec::load(&path).unwrap_err().to_string();
         assert!(err.contains(key), "{err}");
     }
 }

@@ -10,13 +10,13 @@ use easel::gan::model::{Discriminator, Generator};
 use easel::gan::train::{self, Outcome, Silent, TrainOptions, Trainer};
 use easel::gan::GanSpec;
 use easel::run::{Control, RunDir, State, Wanted};
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 
 fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
     let src = format!("#{{ kind: \"gan\", {body} }}");
     let path = dir.join("gan.rhai");
     std::fs::write(&path, &src).unwrap();
-    match sketch::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
+    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
         Spec::Gan(g) => (g, src),
         other => panic!("not a gan: {other:?}"),
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::Device;
 use easel::gan::train::Trainer;
 use easel::gan::{data, GanSpec};
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 
 fn spec(dir: &Path, body: &str) -> GanSpec {
     for (class, level) in [("dark", 40u8), ("light", 210)] {
@@ -28,7 +28,7 @@ fn spec(dir: &Path, body: &str) -> GanSpec {
         format!(r#"#{{ kind: "gan", data: #{{ folder: "data" }}, seed: 3, {body} }}"#),
     )
     .unwrap();
-    match sketch::load(&path).unwrap().spec {
+    match spec::load(&path).unwrap().spec {
         Spec::Gan(g) => g,
         other => panic!("not a gan: {other:?}"),
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use easel::gan::train::{self, Outcome, Progress, TrainOptions};
 use easel::gan::GanSpec;
 use easel::run::{Control, Metric, RunDir, State, Wanted};
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 
 const TINY: &str = r#"kind: "gan", image_size: 28, channels: 1, latent: 8, g_widths: [16, 8],
     d_widths: [8, 16], kernel: 4, batch: 8, lr: 2e-3, ema: 0.9, seed: 5,
@@ -26,7 +26,7 @@ fn tiny(dir: &Path, extra: &str) -> (GanSpec, String, PathBuf) {
     let src = format!("#{{ {TINY}, {extra} }}");
     let path = dir.join("gan.rhai");
     std::fs::write(&path, &src).unwrap();
-    match sketch::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
+    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
         Spec::Gan(g) => (g, src, path),
         other => panic!("not a gan: {other:?}"),
     }

@@ -65,10 +65,10 @@ fn tile_scores(img: &image::GrayImage, ox: u32, oy: u32) -> Vec<(f64, usize)> {
 #[test]
 fn the_tile_score_recognises_the_training_data() {
     // The scorer itself: the dataset the model learned scores (almost) perfectly.
-    let sketch = easel::sketch::load(Path::new("sketches/truchet_dataset.rhai")).unwrap();
+    let sketch = easel::spec::load(Path::new("sketches/truchet_dataset.rhai")).unwrap();
     let mut orientations = [0usize; 4];
     for seed in 0..16 {
-        let (img, _) = easel::recipe::render(&sketch, None, Some(seed), None).unwrap();
+        let (img, _) = sketch.render(None, Some(seed), None).unwrap();
         for (score, k) in tile_scores(&img.to_luma8(), 0, 0) {
             assert!(score >= 0.99, "a training tile scored {score}");
             orientations[k] += 1;

@@ -128,7 +128,7 @@ fn a_can_generator_has_no_class_to_sample() {
         d_widths: [8], batch: 2, steps: 1, data: #{ folder: "data" } }"#;
     let path = dir.path().join("can.rhai");
     std::fs::write(&path, src).unwrap();
-    let easel::sketch::Spec::Gan(spec) = easel::sketch::load(&path).unwrap().spec else {
+    let easel::spec::Spec::Gan(spec) = easel::spec::load(&path).unwrap().spec else {
         panic!("a GAN sketch")
     };
     let run = easel::run::RunDir::at(&dir.path().join("run")).unwrap();

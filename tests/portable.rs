@@ -9,7 +9,7 @@ use candle_core::Device;
 use easel::gan::train::{self, Outcome, Silent, TrainOptions, Trainer};
 use easel::gan::{data, kernels, GanSpec};
 use easel::run::RunDir;
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 
 fn spec(dir: &Path, body: &str) -> (GanSpec, String) {
     let src = format!(
@@ -19,7 +19,7 @@ fn spec(dir: &Path, body: &str) -> (GanSpec, String) {
     );
     let path = dir.join("gan.rhai");
     std::fs::write(&path, &src).unwrap();
-    match sketch::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
+    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
         Spec::Gan(g) => (g, src),
         other => panic!("not a gan: {other:?}"),
     }

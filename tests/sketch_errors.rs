@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use easel::sketch::{self, SketchError};
+use easel::sketch::SketchError;
+use easel::spec;
 
 /// Loads and renders; returns the first error.
 fn error_of(src: &str) -> SketchError {
-    let result = sketch::load_source(Path::new("sketches/bad.rhai"), src.to_string())
+    let result = spec::load_source(Path::new("sketches/bad.rhai"), src.to_string())
         .and_then(|s| s.spec.render());
     match result {
         Ok(_) => panic!("expected an error for:\n{src}"),
@@ -190,12 +191,12 @@ fn scripts_cannot_reach_files_or_eval_strings() {
 #[test]
 fn a_script_defined_rule_function_is_used() {
     let src = "fn rule(i, j, rng) { 1 }\n#{ kind: \"truchet\", size: 64, tile: 32 }";
-    let a = sketch::load_source(Path::new("a.rhai"), src.into())
+    let a = spec::load_source(Path::new("a.rhai"), src.into())
         .unwrap()
         .spec
         .render()
         .unwrap();
-    let b = sketch::load_source(Path::new("b.rhai"), src.replace("{ 1 }", "{ 2 }"))
+    let b = spec::load_source(Path::new("b.rhai"), src.replace("{ 1 }", "{ 2 }"))
         .unwrap()
         .spec
         .render()

@@ -9,7 +9,7 @@ use candle_core::Device;
 use easel::gan::train::{self, Outcome, Silent, TrainOptions};
 use easel::gan::GanSpec;
 use easel::run::RunDir;
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 
 fn folder(dir: &Path) {
     let d = dir.join("data");
@@ -36,7 +36,7 @@ fn spec(dir: &Path, extra: &str) -> (GanSpec, String) {
     );
     let path = dir.join("gan.rhai");
     std::fs::write(&path, &src).unwrap();
-    match sketch::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
+    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
         Spec::Gan(g) => (g, src),
         other => panic!("not a gan: {other:?}"),
     }
@@ -233,7 +233,7 @@ fn augment_settings_are_checked_where_they_are_written() {
             format!("#{{ kind: \"gan\", data: #{{ folder: \"data\" }},\n  {body} }}"),
         )
         .unwrap();
-        let e = sketch::load(&path).unwrap_err().to_string();
+        let e = spec::load(&path).unwrap_err().to_string();
         assert!(
             e.contains(expected) && e.contains("bad.rhai:2:"),
             "{body}: {e}"

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use easel::gan::GanSpec;
 use easel::run::{Control, Metric, RunDir, State, Status, Wanted};
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 use easel::studio::app::{
     App, Confirm, Effect, Favourite, Level, Mode, Msg, Reason, RenderRequest, Rendered, RunInfo,
     RunTail,
@@ -89,7 +89,7 @@ fn gan_loaded(req: &RenderRequest, spec: GanSpec, reason: Reason) -> Msg {
 }
 
 fn gan_spec() -> GanSpec {
-    let s = sketch::load(Path::new("sketches/gan_truchet.rhai")).unwrap();
+    let s = spec::load(Path::new("sketches/gan_truchet.rhai")).unwrap();
     match s.spec {
         Spec::Gan(g) => g,
         _ => unreachable!(),
@@ -292,8 +292,8 @@ fn a_favourite_file_carries_a_recipe_that_renders_the_same_bytes() {
     );
     let recipe = easel::recipe::read_recipe(&saved).unwrap();
     assert_eq!(recipe.source, source);
-    let again = sketch::load_source(sketch_path, recipe.source).unwrap();
-    let (img, _) = easel::recipe::render(&again, None, Some(recipe.seed), None).unwrap();
+    let again = spec::load_source(sketch_path, recipe.source).unwrap();
+    let (img, _) = again.render(None, Some(recipe.seed), None).unwrap();
     let saved_img = image::open(&saved).unwrap();
     assert_eq!(saved_img.to_rgb8().as_raw(), img.to_rgb8().as_raw());
     // A second favourite in the same second gets its own file.

@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use easel::sketch::{self, Spec};
+use easel::spec::{self, Spec};
 use easel::truchet::Layout;
 use image::DynamicImage;
 
-fn load(src: &str) -> sketch::Sketch {
-    sketch::load_source(Path::new("test.rhai"), src.to_string()).unwrap_or_else(|e| panic!("{e}"))
+fn load(src: &str) -> spec::Sketch {
+    spec::load_source(Path::new("test.rhai"), src.to_string()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn render(src: &str) -> DynamicImage {
@@ -246,7 +246,7 @@ fn classes_override_the_base_sketch() {
 #[test]
 fn the_py_truchet_gan_sketch_matches_that_dataset() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches/truchet_dataset.rhai");
-    let sketch = sketch::load(&path).unwrap();
+    let sketch = spec::load(&path).unwrap();
     let img = sketch.spec.render().unwrap();
     assert_eq!((img.width(), img.height()), (32, 32));
     let gray = img.as_luma8().expect("grayscale");
@@ -287,7 +287,7 @@ fn tile_edges(layout: &Layout, width: u32, height: u32) -> Vec<(u32, u32, bool)>
 
 /// The pixels that differ across a tile edge (non-antialiased render): places where a
 /// band stops with a flat cut instead of running on into the next tile.
-fn loose_ends(sketch: &sketch::Sketch) -> Vec<(u32, u32, bool)> {
+fn loose_ends(sketch: &spec::Sketch) -> Vec<(u32, u32, bool)> {
     let spec = truchet(&sketch.spec);
     assert!(!spec.antialias);
     let img = sketch.spec.render().unwrap().to_luma8();
@@ -308,7 +308,7 @@ fn multiscale_bands_run_on_across_every_tile_edge() {
     // the split tile between them was missing).
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches/truchet_multiscale.rhai");
     let source = std::fs::read_to_string(&path).unwrap();
-    let bundled = sketch::load_with(
+    let bundled = spec::load_with(
         &path,
         source,
         &[

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::cppn::animate;
 use crate::recipe;
-use crate::sketch::{self, Spec};
+use crate::spec::{self, Spec};
 
 #[derive(Args, Debug)]
 pub struct AnimateArgs {
@@ -32,7 +32,7 @@ pub struct AnimateArgs {
 
 /// Renders a latent walk that loops seamlessly: the last frame leads back into the first.
 pub fn run(args: AnimateArgs) -> Result<()> {
-    let sketch = sketch::load(&args.sketch)?;
+    let sketch = spec::load(&args.sketch)?;
     let Spec::Cppn(mut spec) = sketch.spec.clone() else {
         bail!(
             "{}: `animate` needs a CPPN sketch (this one is {})",

@@ -4,7 +4,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
-use crate::sketch::{self, Spec};
+use crate::spec::{self, Spec};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -18,7 +18,7 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> Result<()> {
     for path in &args.sketches {
         let started = Instant::now();
-        let sketch = sketch::load(path)?;
+        let sketch = spec::load(path)?;
         for spec in std::iter::once(&sketch.spec).chain(sketch.classes.iter().map(|(_, s)| s)) {
             match spec {
                 Spec::Cppn(c) if c.fit.is_some() => {
@@ -54,7 +54,7 @@ fn check_gan_data(path: &std::path::Path, g: &crate::gan::GanSpec) -> Result<()>
     use crate::gan::DataSource;
     match &g.data {
         DataSource::Sketch { path: data, .. } => {
-            let s = sketch::load(data)
+            let s = spec::load(data)
                 .map_err(|e| anyhow::anyhow!("{e}\n(the data sketch of {})", path.display()))?;
             let mut spec = s.classes.first().map_or(s.spec.clone(), |(_, c)| c.clone());
             spec.set_size(g.image_size as u32, g.image_size as u32);

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::recipe;
-use crate::sketch::{self, Spec};
+use crate::spec::{self, Spec};
 
 #[derive(Args, Debug)]
 pub struct DatasetArgs {
@@ -32,7 +32,7 @@ pub struct DatasetArgs {
 /// class, the layout image-folder dataset readers expect. A `dataset.json` manifest
 /// records the sketch and seeds.
 pub fn run(args: DatasetArgs) -> Result<()> {
-    let sketch = sketch::load(&args.sketch)?;
+    let sketch = spec::load(&args.sketch)?;
     let classes: Vec<(Option<String>, Spec)> = if sketch.classes.is_empty() {
         vec![(None, sketch.spec.clone())]
     } else {

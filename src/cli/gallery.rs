@@ -6,6 +6,7 @@ use clap::Args;
 use image::DynamicImage;
 
 use crate::sketch;
+use crate::spec;
 
 #[derive(Args, Debug)]
 pub struct GalleryArgs {
@@ -24,7 +25,7 @@ pub fn run(args: GalleryArgs) -> Result<()> {
         anyhow::bail!("no .rhai sketches in {}", args.dir.display());
     }
     for path in sketches {
-        match sketch::load(&path).and_then(|s| s.spec.render().map(|img| (s, img))) {
+        match spec::load(&path).and_then(|s| s.spec.render().map(|img| (s, img))) {
             Ok((s, img)) => {
                 let (w, h) = s.spec.size();
                 println!("{}  ({}, {w}x{h})", path.display(), s.spec.kind());

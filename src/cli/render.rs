@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::recipe;
-use crate::sketch;
+use crate::spec;
 
 #[derive(Args, Debug)]
 pub struct RenderArgs {
@@ -38,7 +38,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         (_, Some(png)) => {
             let r = recipe::read_recipe(png)?;
             // Errors in an embedded sketch point into the PNG's copy of the source.
-            let sketch = sketch::load_source(
+            let sketch = spec::load_source(
                 &png.with_file_name(format!("{}.rhai", r.name)),
                 r.source.clone(),
             )
@@ -50,7 +50,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
                 Some((r.width, r.height)),
             )
         }
-        (Some(path), None) => (sketch::load(path)?, None, None, None),
+        (Some(path), None) => (spec::load(path)?, None, None, None),
         (None, None) => bail!("give a sketch to render, or --from IMAGE.png"),
     };
     if args.class.is_some() {
@@ -67,7 +67,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         recipe::StillFormat::of(out)?;
     }
     let started = Instant::now();
-    let (img, recipe) = recipe::render(&sketch, class.as_deref(), seed, size)?;
+    let (img, recipe) = sketch.render(class.as_deref(), seed, size)?;
     let took = started.elapsed();
 
     let output = match (&args.output, args.show) {

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use rhai::Dynamic;
 
 use crate::recipe;
-use crate::sketch;
+use crate::spec;
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -75,7 +75,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     let source = std::fs::read_to_string(&args.sketch)
         .with_context(|| format!("cannot read {}", args.sketch.display()))?;
-    let base = sketch::load(&args.sketch)?;
+    let base = spec::load(&args.sketch)?;
     let (bw, bh) = base.spec.size();
     let cell_w = args.cell.clamp(16, 2048);
     let cell_h = (cell_w as u64 * bh as u64 / bw as u64).max(1) as u32;
@@ -99,7 +99,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let images = jobs
         .par_iter()
         .map(|(_, _, overrides, label)| -> Result<RgbImage> {
-            let sketch = sketch::load_with(&args.sketch, source.clone(), overrides)
+            let sketch = spec::load_with(&args.sketch, source.clone(), overrides)
                 .map_err(|e| anyhow::anyhow!("{e} (with {label})"))?;
             let mut spec = sketch.spec.clone();
             spec.set_size(cell_w, cell_h);

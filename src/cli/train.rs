@@ -11,7 +11,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use crate::device::DeviceArg;
 use crate::gan::train::{self, Outcome, Progress, TrainOptions};
 use crate::run::{Metric, RunDir};
-use crate::sketch::{self, Spec};
+use crate::spec::{self, Spec};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -44,7 +44,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let sketch = sketch::load(&args.sketch)?;
+    let sketch = spec::load(&args.sketch)?;
     let Spec::Gan(spec) = &sketch.spec else {
         bail!(
             "{}: `train` needs a GAN sketch (this one is {})",

@@ -4,8 +4,8 @@ use image::DynamicImage;
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 
-use super::net::normal;
 use super::{render, CppnSpec};
+use crate::noise::normal;
 
 /// The latent vector of frame `k` of `frames`. Two random unit directions span a
 /// circle around the sketch's z; frame `frames` would equal frame 0, so the loop closes.

@@ -287,7 +287,7 @@ impl CppnSpec {
         }
         let mut rng = Pcg64Mcg::seed_from_u64(self.seed ^ 0x005E_ED0F_2A7E);
         (0..self.z_dims)
-            .map(|_| net::normal(&mut rng) as f32)
+            .map(|_| crate::noise::normal(&mut rng) as f32)
             .collect()
     }
 

@@ -120,7 +120,7 @@ impl Params {
 }
 
 pub fn normal(rng: &mut impl Rng) -> f32 {
-    crate::cppn::net::normal(rng) as f32
+    crate::noise::normal(rng) as f32
 }
 
 /// Per-call context: training or evaluation, and the seed for dropout masks (Candle's

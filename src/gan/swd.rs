@@ -471,9 +471,7 @@ fn directions(dim: usize, level_seed: u64, config: &SwdConfig) -> Vec<f32> {
     for repeat in 0..config.repeats {
         let mut rng = Pcg64Mcg::seed_from_u64(mix(level_seed, repeat as u64, 0xD1E5));
         for _ in 0..config.dirs_per_repeat {
-            let v: Vec<f64> = (0..dim)
-                .map(|_| crate::cppn::net::normal(&mut rng))
-                .collect();
+            let v: Vec<f64> = (0..dim).map(|_| crate::noise::normal(&mut rng)).collect();
             let norm = v
                 .iter()
                 .map(|x| x * x)

@@ -1,7 +1,7 @@
-//! Loading a sketch file: Rhai source → sandboxed evaluation → a typed [`Spec`].
-//!
-//! A sketch evaluates to a map whose `kind` picks the renderer. Each kind parses its own
-//! keys through [`MapReader`], so every bad value is reported with file, line and column.
+//! The bottom layer of every sketch: Rhai source → sandboxed evaluation → a map read
+//! through [`MapReader`], with every error located at file, line and column. It knows
+//! no kind of sketch: each kind (truchet, cppn, gan) parses its own keys with these
+//! pieces, and `crate::spec` puts them together.
 
 pub mod color;
 pub mod engine;
@@ -10,152 +10,16 @@ pub mod locate;
 pub mod reader;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use image::DynamicImage;
-use rhai::Map;
 
 pub use engine::Script;
 pub use error::SketchError;
 pub use locate::Locator;
 pub use reader::MapReader;
 
-use crate::cppn::CppnSpec;
-use crate::gan::GanSpec;
-use crate::truchet::TruchetSpec;
-
 /// Largest side, and most pixels, any image may have: a typo must not ask for gigabytes.
 pub const MAX_SIDE: u32 = 16384;
 pub const MAX_PIXELS: u64 = 8192 * 8192 * 2;
 
-/// The kinds a sketch can be. Each has its own spec and renderer.
-pub const KINDS: &[&str] = &["truchet", "cppn", "gan"];
-
-/// A fully resolved description of what to make.
-#[derive(Debug, Clone)]
-pub enum Spec {
-    Truchet(TruchetSpec),
-    Cppn(CppnSpec),
-    Gan(GanSpec),
-}
-
-impl Spec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Spec::Truchet(_) => "truchet",
-            Spec::Cppn(_) => "cppn",
-            Spec::Gan(_) => "gan",
-        }
-    }
-
-    pub fn size(&self) -> (u32, u32) {
-        match self {
-            Spec::Truchet(t) => (t.width, t.height),
-            Spec::Cppn(c) => (c.width, c.height),
-            Spec::Gan(g) => (g.image_size as u32, g.image_size as u32),
-        }
-    }
-
-    pub fn seed(&self) -> u64 {
-        match self {
-            Spec::Truchet(t) => t.seed,
-            Spec::Cppn(c) => c.seed,
-            Spec::Gan(g) => g.seed,
-        }
-    }
-
-    pub fn set_size(&mut self, width: u32, height: u32) {
-        match self {
-            Spec::Truchet(t) => {
-                t.width = width;
-                t.height = height;
-            }
-            Spec::Cppn(c) => {
-                c.width = width;
-                c.height = height;
-            }
-            // A GAN's image size is part of its architecture; samples are that size.
-            Spec::Gan(_) => {}
-        }
-    }
-
-    pub fn set_seed(&mut self, seed: u64) {
-        match self {
-            Spec::Truchet(t) => t.seed = seed,
-            Spec::Cppn(c) => c.seed = seed,
-            Spec::Gan(g) => g.seed = seed,
-        }
-    }
-
-    /// Renders the image this spec describes. Script errors (in a rule) come back
-    /// located in the sketch file.
-    pub fn render(&self) -> Result<DynamicImage, SketchError> {
-        match self {
-            Spec::Truchet(t) => crate::truchet::render(t),
-            Spec::Cppn(c) => c.render().map_err(|e| {
-                let file = c
-                    .fit
-                    .as_ref()
-                    .map(|f| f.image_path.clone())
-                    .unwrap_or_default();
-                SketchError::whole_file(&file, format!("{e:#}"))
-            }),
-            Spec::Gan(_) => Err(SketchError::whole_file(
-                Path::new("gan"),
-                "a GAN sketch is trained, not rendered: `easel train SKETCH`, then `easel sample RUN`",
-            )),
-        }
-    }
-}
-
-/// A loaded sketch: its source, its base spec, and its classes (if it lists any).
-#[derive(Debug, Clone)]
-pub struct Sketch {
-    pub path: PathBuf,
-    pub source: String,
-    pub spec: Spec,
-    /// Named variants (`classes: #{ name: #{ overrides } }`), in name order; empty when
-    /// the sketch lists none.
-    pub classes: Vec<(String, Spec)>,
-}
-
-impl Sketch {
-    /// The file's stem, e.g. `truchet_arcs` for `sketches/truchet_arcs.rhai`.
-    pub fn name(&self) -> String {
-        self.path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "sketch".into())
-    }
-
-    /// The spec of class `name`, or the base spec for `None`.
-    pub fn class_spec(&self, name: Option<&str>) -> Result<&Spec, SketchError> {
-        match name {
-            None => Ok(&self.spec),
-            Some(n) => self
-                .classes
-                .iter()
-                .find(|(c, _)| c == n)
-                .map(|(_, s)| s)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = self.classes.iter().map(|(c, _)| c.as_str()).collect();
-                    SketchError::whole_file(
-                        &self.path,
-                        if names.is_empty() {
-                            format!("unknown class \"{n}\": this sketch lists no classes")
-                        } else {
-                            format!(
-                                "unknown class \"{n}\"; expected one of {}",
-                                names.join(", ")
-                            )
-                        },
-                    )
-                }),
-        }
-    }
-}
-
-/// Reads and loads a sketch file.
 /// Whether `path` names a sketch file (`*.rhai`).
 pub fn is_sketch_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "rhai")
@@ -173,109 +37,4 @@ pub fn list(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     out.sort();
     Ok(out)
-}
-
-pub fn load(path: &Path) -> Result<Sketch, SketchError> {
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| SketchError::whole_file(path, format!("cannot read sketch: {e}")))?;
-    load_source(path, source)
-}
-
-/// Loads a sketch from source text; `path` is used for messages and the sketch's name.
-pub fn load_source(path: &Path, source: String) -> Result<Sketch, SketchError> {
-    load_with(path, source, &[])
-}
-
-/// Loads a sketch with some top-level keys replaced (how `sweep` varies a parameter).
-pub fn load_with(
-    path: &Path,
-    source: String,
-    overrides: &[(String, rhai::Dynamic)],
-) -> Result<Sketch, SketchError> {
-    let script = Script::compile(&source).map_err(|e| SketchError::from_parse(path, &e))?;
-    let script = Arc::new(script);
-    let value = script
-        .with_time_limit(engine::DEFAULT_TIME_LIMIT, |s| s.eval())
-        .map_err(|e| SketchError::from_eval(path, &e))?;
-    let Some(map) = value.clone().try_cast::<Map>() else {
-        let end = rhai::Position::new(source.lines().count().max(1) as u16, 1);
-        return Err(SketchError::new(
-            path,
-            end,
-            format!(
-                "a sketch must evaluate to a map like #{{ kind: \"truchet\", ... }}, got {}",
-                reader::describe(&value)
-            ),
-        ));
-    };
-    let mut map = map;
-    for (key, value) in overrides {
-        map.insert(key.as_str().into(), value.clone());
-    }
-    let locator = Locator::from_ast(&script.ast);
-
-    let mut base = MapReader::new(path, &locator, map.clone());
-    let classes_map = base.map("classes")?;
-    if classes_map.as_ref().is_some_and(|m| m.is_empty()) {
-        return Err(base.error_at(
-            "classes",
-            None,
-            "\"classes\" is empty; name at least one class, e.g. classes: #{ big: #{ tile: 64 } }, or leave the key out",
-        ));
-    }
-    let spec = parse_spec(base, &script)?;
-
-    let mut classes = Vec::new();
-    for (name, overrides) in classes_map.unwrap_or_default() {
-        let reader = MapReader::new(path, &locator, Map::new());
-        let Some(overrides) = overrides.clone().try_cast::<Map>() else {
-            return Err(reader.type_error(&name, &overrides, "a map of overrides #{ ... }"));
-        };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(reader.error_at(
-                &name,
-                None,
-                format!("class name \"{name}\" must use only letters, digits, '_' and '-' (it names a folder)"),
-            ));
-        }
-        let mut merged = map.clone();
-        merged.remove("classes");
-        merged.extend(overrides);
-        let spec = parse_spec(MapReader::new(path, &locator, merged), &script)?;
-        classes.push((name.to_string(), spec));
-    }
-    Ok(Sketch {
-        path: path.to_path_buf(),
-        source,
-        spec,
-        classes,
-    })
-}
-
-fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchError> {
-    if !map.contains("kind") {
-        return Err(SketchError::whole_file(
-            map.file(),
-            format!("missing key \"kind\"; expected one of {}", KINDS.join(", ")),
-        ));
-    }
-    let kind = map.choice("kind", "sketch kind", KINDS, "")?;
-    // Paths inside a sketch (textures, fit images, data) are relative to its folder.
-    let dir = map
-        .file()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let spec = match kind.as_str() {
-        "truchet" => Spec::Truchet(TruchetSpec::parse(&mut map, script)?),
-        "cppn" => Spec::Cppn(CppnSpec::parse(&mut map, &dir)?),
-        "gan" => Spec::Gan(GanSpec::parse(&mut map, &dir)?),
-        _ => unreachable!("choice() only returns listed kinds"),
-    };
-    map.finish()?;
-    Ok(spec)
 }

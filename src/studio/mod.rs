@@ -374,8 +374,8 @@ pub fn save_favourite(dir: &Path, fav: &Favourite) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     match fav {
         Favourite::Sketch { path, source } => {
-            let sketch = crate::sketch::load_source(path, source.to_string())?;
-            let (img, r) = recipe::render(&sketch, None, None, None)?;
+            let sketch = crate::spec::load_source(path, source.to_string())?;
+            let (img, r) = sketch.render(None, None, None)?;
             let out = stamped(dir, &r.name, "png")?;
             write_reserved(&out, || recipe::write_png(&out, &img, Some(&r)))
         }

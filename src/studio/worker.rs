@@ -21,7 +21,8 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, Recom
 use super::app::{Msg, Reason, RenderRequest, Rendered, RunInfo, RunTail};
 use crate::cppn::{animate, CppnSpec};
 use crate::run::{Metric, RunDir, Status};
-use crate::sketch::{self, Spec};
+use crate::sketch;
+use crate::spec::{self, Spec};
 
 /// Longest side of a CPPN preview (a CPPN renders at any size; the sketch's own size is
 /// used for favourites). Truchet sketches render at their own size: tiles are in pixels.
@@ -152,7 +153,7 @@ impl Renderer {
             path: req.path.clone(),
             error,
         };
-        let sketch = match sketch::load(&req.path) {
+        let sketch = match spec::load(&req.path) {
             Ok(s) => s,
             Err(e) => return Some(failed(e.to_string())),
         };

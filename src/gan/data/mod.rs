@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::train::Progress;
 use super::{DataSource, GanSpec};
 use crate::run::RunDir;
-use crate::sketch;
+use crate::spec;
 use folder::Fit;
 
 /// A file that was not trained on, and why.
@@ -540,8 +540,8 @@ fn read_folder(
 }
 
 fn from_sketch(spec: &GanSpec, path: &Path, count: usize, device: &Device) -> Result<Dataset> {
-    let sketch = sketch::load(path)?;
-    let variants: Vec<(String, sketch::Spec)> = if sketch.classes.is_empty() {
+    let sketch = spec::load(path)?;
+    let variants: Vec<(String, spec::Spec)> = if sketch.classes.is_empty() {
         vec![(String::new(), sketch.spec.clone())]
     } else {
         sketch.classes.clone()

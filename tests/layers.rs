@@ -1,0 +1,91 @@
+//! Imports run one way. Each top-level module of `src/` may use only modules in layers
+//! below its own (or beside it, where the table says so); a new `use crate::…` that
+//! points upwards fails here, naming the file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Bottom to top. Data flows file → sketch → spec → renderer/trainer → image/run → studio.
+const LAYERS: &[&[&str]] = &[
+    &["sketch", "noise", "alloc", "device"],
+    &["recipe"],
+    &["run"],
+    &["truchet", "cppn", "gan"],
+    &["spec"],
+    &["studio"],
+    &["cli"],
+];
+
+/// Known upward edges, each with the reason it is still there.
+const EXCEPTIONS: &[(&str, &str, &str)] = &[(
+    "gan",
+    "spec",
+    "gan::data renders a sketch-made training set (data: #{ from: \"x.rhai\" }) through spec::load",
+)];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+fn visit(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            visit(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn no_module_imports_a_layer_above_its_own() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![];
+    visit(&src, &mut files);
+    let mut upward: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        if top == "lib" || top == "main" {
+            continue;
+        }
+        let Some(own) = layer_of(&top) else {
+            panic!("src/{top} is in no layer: add it to LAYERS in tests/layers.rs");
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for part in code.split("crate::").skip(1) {
+                let used: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if used == top || used.is_empty() {
+                    continue;
+                }
+                let Some(theirs) = layer_of(&used) else {
+                    panic!("{}:{}: crate::{used} is in no layer", rel.display(), n + 1);
+                };
+                let allowed = EXCEPTIONS.iter().any(|(a, b, _)| *a == top && *b == used);
+                if theirs >= own && !allowed {
+                    upward
+                        .entry(format!("{top} → {used}"))
+                        .or_default()
+                        .push(format!("src/{}:{}", rel.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "imports that point up or sideways: {upward:#?}"
+    );
+}
