@@ -240,3 +240,56 @@ fn augment_settings_are_checked_where_they_are_written() {
         );
     }
 }
+
+#[test]
+fn a_conditional_run_reports_every_class_in_its_evaluations() {
+    let dir = tempfile::tempdir().unwrap();
+    for (class, colour) in [("red", [220u8, 30, 30]), ("blue", [30, 30, 220])] {
+        let d = dir.path().join("data").join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..6u32 {
+            image::RgbImage::from_fn(16, 16, |x, y| {
+                if (x + y + k) % 5 == 0 {
+                    image::Rgb([255, 255, 255])
+                } else {
+                    image::Rgb(colour)
+                }
+            })
+            .save(d.join(format!("{k}.png")))
+            .unwrap();
+        }
+    }
+    let (spec, src) = spec(
+        dir.path(),
+        r#"model: "cdcgan", g_norm: "layer", d_norm: "layer", eval_every: 2, eval_images: 32"#,
+    );
+    let run = RunDir::at(&dir.path().join("run")).unwrap();
+    train_to(&run, &src, &spec, 2, false);
+    let m = run.read_metrics();
+    let classes = &m[1].classes;
+    assert_eq!(
+        classes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        vec!["blue", "red"]
+    );
+    for c in classes {
+        assert!(
+            c.swd > 0.0 && c.diversity.is_finite() && c.diversity >= 0.0,
+            "{c:?}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(["eval", "run", "-n", "32", "--checkpoint", "latest"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("  class blue: SWD ") && text.contains("  class red: SWD "),
+        "{text}"
+    );
+}

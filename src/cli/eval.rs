@@ -7,7 +7,7 @@ use clap::Args;
 use super::sample::{load_generator, Pick};
 use crate::device::DeviceArg;
 use crate::gan::layers::{normal, Ctx};
-use crate::gan::{data, swd, DataSource};
+use crate::gan::{data, quality, swd, DataSource};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\\
@@ -80,6 +80,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let fake = Tensor::cat(&parts, 0)?;
     let score = swd::swd_tensors(&reference, &fake, args.seed)?;
+    // Conditional models: each class against its own pictures.
+    let classes = if loaded.g.conditional() {
+        let per_class = (n / loaded.classes.len().max(1)).clamp(16, 256);
+        quality::class_scores(&mut loaded.g, &loaded.classes, &data, per_class, args.seed)?
+    } else {
+        vec![]
+    };
     let levels: Vec<String> = score
         .resolutions
         .iter()
@@ -94,5 +101,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         loaded.from,
         n
     );
+    for c in &classes {
+        let flag = if c.diversity < quality::LOW_DIVERSITY {
+            "  low diversity: collapsing?"
+        } else {
+            ""
+        };
+        println!(
+            "  class {}: SWD {:.1}, diversity {:.2}{flag}",
+            c.name, c.swd, c.diversity
+        );
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod data;
 pub mod kernels;
 pub mod layers;
 pub mod model;
+pub mod quality;
 pub mod swd;
 pub mod train;
 

@@ -244,8 +244,7 @@ impl Trainer {
             imgs_per_s: n as f64 / secs,
             time: run::now(),
             aug_p,
-            swd: None,
-            swd_raw: None,
+            ..Metric::default()
         })
     }
 
@@ -396,7 +395,7 @@ impl Trainer {
 }
 
 /// `[n, latent]` standard normal noise from `seed`.
-fn seeded_noise(seed: u64, n: usize, latent: usize, device: &Device) -> Result<Tensor> {
+pub(crate) fn seeded_noise(seed: u64, n: usize, latent: usize, device: &Device) -> Result<Tensor> {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let v: Vec<f32> = (0..n * latent).map(|_| normal(&mut rng)).collect();
     Ok(Tensor::from_vec(v, (n, latent), device)?)
@@ -676,6 +675,24 @@ fn train_inner(
         {
             let scores = t.evaluate(reference)?;
             (metric.swd, metric.swd_raw) = (Some(scores.ema), Some(scores.raw));
+            if t.g.conditional() {
+                let per_class = (spec.eval_images / t.class_names.len().max(1)).clamp(16, 128);
+                metric.classes = super::quality::class_scores(
+                    &mut t.ema,
+                    &t.class_names,
+                    &data,
+                    per_class,
+                    spec.seed ^ 0xC1A5,
+                )?;
+                for c in &metric.classes {
+                    if c.diversity < super::quality::LOW_DIVERSITY {
+                        progress.note(&format!(
+                            "step {}: class {} varies {:.2}× as much as its pictures (SWD {:.1}): is it collapsing?",
+                            t.step, c.name, c.diversity, c.swd
+                        ));
+                    }
+                }
+            }
             let (score, which) = if scores.raw < scores.ema {
                 (scores.raw, Weights::Raw)
             } else {

@@ -72,6 +72,19 @@ pub struct Metric {
     /// SWD ×10³ of the raw (trained, not averaged) generator's samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swd_raw: Option<f64>,
+    /// Per-class SWD and diversity of a conditional generator (on evaluation steps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassScore>,
+}
+
+/// One class's figures in an evaluation of a conditional generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScore {
+    pub name: String,
+    /// SWD ×10³ of the class's samples against its real images.
+    pub swd: f64,
+    /// Mean pairwise distance of its samples over that of its real images.
+    pub diversity: f64,
 }
 
 /// What a run is asked to do through `control.json`.

@@ -222,6 +222,20 @@ impl Dataset {
         self.to_tensor(idx.into_iter().take(n))
     }
 
+    /// Up to `n` distinct images of class `label`, drawn once from `seed`.
+    pub fn class_reference(&self, label: usize, n: usize, seed: u64) -> Result<Tensor> {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0xC1A5 ^ label as u64);
+        let mut idx: Vec<usize> = (0..self.len())
+            .filter(|&i| self.labels[i] == label)
+            .collect();
+        let n = n.min(idx.len());
+        for i in 0..n {
+            let j = rng.random_range(i..idx.len());
+            idx.swap(i, j);
+        }
+        self.to_tensor(idx.into_iter().take(n))
+    }
+
     /// The batch for `step`: indices drawn with replacement from a generator seeded by
     /// (seed, step), so a resumed run sees exactly the batches it would have seen.
     pub fn batch(&self, seed: u64, step: u64, size: usize) -> Result<(Tensor, Vec<usize>)> {
