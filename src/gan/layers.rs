@@ -130,7 +130,10 @@ pub struct Ctx {
     pub dropout_seed: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// An activation, written in sketches and spec.json as `relu`, `selu` or
+/// `leaky_relu(slope)`; a name that is none of these is an error, never a default.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Act {
     Relu,
     Selu,
@@ -150,7 +153,8 @@ impl Act {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Norm {
     Batch,
     Layer,

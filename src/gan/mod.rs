@@ -66,13 +66,12 @@ pub struct GanSpec {
     pub g_widths: Vec<usize>,
     pub d_widths: Vec<usize>,
     pub kernel: usize,
-    pub g_norm: String,
-    pub d_norm: String,
-    pub g_activation: String,
-    pub d_activation: String,
+    pub g_norm: Norm,
+    pub d_norm: Norm,
+    pub g_activation: Act,
+    pub d_activation: Act,
     pub dropout: f64,
-    /// "transposed" or "nearest".
-    pub upsample: String,
+    pub upsample: Upsample,
     pub loss: Loss,
     pub lr_g: f64,
     pub lr_d: f64,
@@ -118,18 +117,6 @@ pub struct AugmentSpec {
 }
 
 impl GanSpec {
-    pub fn g_norm(&self) -> Norm {
-        parse_norm(&self.g_norm)
-    }
-    pub fn d_norm(&self) -> Norm {
-        parse_norm(&self.d_norm)
-    }
-    pub fn g_act(&self) -> Act {
-        parse_act(&self.g_activation).expect("validated")
-    }
-    pub fn d_act(&self) -> Act {
-        parse_act(&self.d_activation).expect("validated")
-    }
     /// Number of ×2 upsampling stages from `start` to `image_size`.
     pub fn upsamples(&self) -> usize {
         (self.image_size / self.start).trailing_zeros() as usize
@@ -192,17 +179,23 @@ impl GanSpec {
         }
         let kernel = map.int("kernel", 4, 2..=7)? as usize;
         let norms = ["batch", "layer", "none"];
-        let g_norm = map.choice("g_norm", "norm", &norms, "batch")?;
-        let d_norm = map.choice("d_norm", "norm", &norms, "batch")?;
+        let g_norm = parse_norm(&map.choice("g_norm", "norm", &norms, "batch")?);
+        let d_norm = parse_norm(&map.choice("d_norm", "norm", &norms, "batch")?);
         let g_activation = activation(map, "g_activation", "relu")?;
         let d_activation = activation(map, "d_activation", "leaky_relu(0.2)")?;
         let dropout = map.float("dropout", 0.0, 0.0..=0.9)?;
-        let upsample = map.choice(
-            "upsample",
-            "upsampling",
-            &["transposed", "nearest"],
-            "transposed",
-        )?;
+        let upsample = match map
+            .choice(
+                "upsample",
+                "upsampling",
+                &["transposed", "nearest"],
+                "transposed",
+            )?
+            .as_str()
+        {
+            "nearest" => Upsample::Nearest,
+            _ => Upsample::Transposed,
+        };
         let loss = match map
             .choice("loss", "loss", &["bce", "hinge"], "bce")?
             .as_str()
@@ -300,10 +293,10 @@ fn betas(map: &mut MapReader, key: &str, default: (f64, f64)) -> Result<(f64, f6
     ))
 }
 
-fn activation(map: &mut MapReader, key: &str, default: &str) -> Result<String, SketchError> {
+fn activation(map: &mut MapReader, key: &str, default: &str) -> Result<Act, SketchError> {
     let name = map.string(key, default)?;
     match parse_act(&name) {
-        Some(_) => Ok(name),
+        Some(act) => Ok(act),
         None => {
             let v = rhai::Dynamic::from(name.clone());
             Err(map.error_at(
@@ -332,11 +325,47 @@ pub fn parse_act(name: &str) -> Option<Act> {
     }
 }
 
+/// A name `choice` has already checked against batch, layer, none.
 fn parse_norm(name: &str) -> Norm {
     match name {
         "batch" => Norm::Batch,
         "layer" => Norm::Layer,
         _ => Norm::None,
+    }
+}
+
+/// How the generator doubles its feature maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upsample {
+    /// Transposed convolutions.
+    Transposed,
+    /// Nearest-neighbour ×2, then a convolution (no checkerboard artefacts).
+    Nearest,
+}
+
+impl std::fmt::Display for Act {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Act::Relu => write!(f, "relu"),
+            Act::Selu => write!(f, "selu"),
+            Act::LeakyRelu(slope) => write!(f, "leaky_relu({slope})"),
+        }
+    }
+}
+
+impl TryFrom<String> for Act {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        parse_act(&name).ok_or_else(|| {
+            format!("unknown activation \"{name}\"; expected relu, selu or leaky_relu(slope)")
+        })
+    }
+}
+
+impl From<Act> for String {
+    fn from(a: Act) -> String {
+        a.to_string()
     }
 }
 

@@ -21,11 +21,9 @@ pub struct Discriminator {
 
 /// One-hot rows for `labels`, `[N, classes]`.
 pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Result<Tensor> {
-    let mut v = vec![0f32; labels.len() * classes];
-    for (i, &l) in labels.iter().enumerate() {
-        v[i * classes + l] = 1.0;
-    }
-    Tensor::from_vec(v, (labels.len(), classes), device)
+    let idx: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+    let idx = Tensor::from_vec(idx, labels.len(), device)?;
+    candle_nn::encoding::one_hot(idx, classes, 1f32, 0f32)
 }
 
 impl Generator {
@@ -62,8 +60,8 @@ impl Generator {
         } else {
             z.clone()
         };
-        let norm = s.g_norm();
-        let act = s.g_act();
+        let norm = s.g_norm;
+        let act = s.g_activation;
         let widths = &s.g_widths;
         let use_bias = norm == layers::Norm::None;
         x = layers::linear(p, "g.project", &x, widths[0] * s.start * s.start, use_bias)?;
@@ -81,7 +79,7 @@ impl Generator {
             let name = format!("g.up{k}");
             let stride = if k >= first_up { 2 } else { 1 };
             let bias = last || use_bias;
-            x = if stride == 2 && s.upsample == "nearest" {
+            x = if stride == 2 && s.upsample == super::Upsample::Nearest {
                 layers::upsample_conv(p, &name, &x, out, s.kernel, bias)?
             } else if stride == 1 {
                 layers::conv(p, &name, &x, out, s.kernel | 1, 1, bias)?
@@ -140,8 +138,8 @@ impl Discriminator {
         } else {
             images.clone()
         };
-        let norm = s.d_norm();
-        let act = s.d_act();
+        let norm = s.d_norm;
+        let act = s.d_activation;
         for (k, &width) in s.d_widths.iter().enumerate() {
             let name = format!("d.down{k}");
             // DCGAN: no normalisation on the first layer.

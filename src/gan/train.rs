@@ -172,7 +172,6 @@ impl Trainer {
             train: true,
             dropout_seed: self.spec.seed ^ step.wrapping_mul(31) ^ salt,
         };
-        let k = self.class_names.len();
 
         // Discriminator.
         let fake = self.g.forward(&z, &labels, &ctx(1))?;
@@ -196,7 +195,7 @@ impl Trainer {
             }
         };
         if let Some(style) = &on_real.style {
-            d_loss = (d_loss + cross_entropy(style, &labels, k)?)?;
+            d_loss = (d_loss + cross_entropy(style, &labels)?)?;
         }
         let d_value = finite(&d_loss, "discriminator", step)?;
         let d_grads = d_loss.backward()?;
@@ -410,18 +409,19 @@ fn finite(loss: &Tensor, which: &str, step: u64) -> Result<f64> {
 }
 
 /// Mean binary cross-entropy against a constant target, in the stable form
-/// max(x, 0) − x·t + log(1 + e^−|x|).
+/// max(x, 0) − x·t + log(1 + e^−|x|). Kept rather than candle-nn's
+/// `binary_cross_entropy_with_logit`, which takes log(sigmoid(x)) and overflows to inf for
+/// confident logits (|x| ≳ 90), exactly when a GAN's D wins.
 pub fn bce_with_logits(logits: &Tensor, target: f64) -> candle_core::Result<Tensor> {
     let softplus_neg_abs = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
     ((logits.relu()? - (logits * target)?)? + softplus_neg_abs)?.mean_all()
 }
 
-fn cross_entropy(logits: &Tensor, labels: &[usize], classes: usize) -> candle_core::Result<Tensor> {
-    let onehot = super::model::one_hot(labels, classes, logits.device())?;
-    (candle_nn::ops::log_softmax(logits, D::Minus1)? * onehot)?
-        .sum(D::Minus1)?
-        .neg()?
-        .mean_all()
+/// CAN's style loss: candle-nn's cross-entropy over the class logits.
+fn cross_entropy(logits: &Tensor, labels: &[usize]) -> candle_core::Result<Tensor> {
+    let targets: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+    let targets = Tensor::from_vec(targets, labels.len(), logits.device())?;
+    candle_nn::loss::cross_entropy(logits, &targets)
 }
 
 /// Tiles `[N, C, S, S]` images in [−1, 1] into a square-ish grid with 2 px gaps.
