@@ -42,6 +42,21 @@ fn spec(dir: &Path, extra: &str) -> (GanSpec, String) {
     }
 }
 
+/// Runs `easel ARGS` in `dir`, which must succeed; its stdout and stderr.
+fn easel(dir: &Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "easel {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
 fn train_to(run: &RunDir, src: &str, spec: &GanSpec, steps: usize, resume: bool) {
     let opts = TrainOptions {
         steps: Some(steps),
@@ -151,56 +166,38 @@ fn evaluations_log_swd_of_both_generators_and_keep_the_best() {
     assert!(["ema", "raw"].contains(&meta["weights"].as_str()));
 
     // `easel sample` says which generator it uses; `easel eval` scores it.
-    let bin = env!("CARGO_BIN_EXE_easel");
-    let out = Command::new(bin)
-        .args([
+    let err = easel(
+        dir.path(),
+        &[
             "sample",
             "run",
             "-o",
-            "best.png",
+            "b.png",
             "-n",
             "4",
             "--checkpoint",
             "best",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+        ],
+    )
+    .1;
     assert!(
         err.contains("sampling checkpoints/best.safetensors (") && err.contains("SWD"),
         "{err}"
     );
-    let out = Command::new(bin)
-        .args([
-            "sample",
-            "run",
-            "-o",
-            "s3.png",
-            "-n",
-            "4",
-            "--checkpoint",
-            "step_3",
-            "--raw",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let args = [
+        "sample",
+        "run",
+        "-o",
+        "s3.png",
+        "-n",
+        "4",
+        "--checkpoint",
+        "step_3",
+        "--raw",
+    ];
+    let err = easel(dir.path(), &args).1;
     assert!(err.contains("(raw weights, step 3)"), "{err}");
-    let out = Command::new(bin)
-        .args(["eval", "run", "-n", "16"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = easel(dir.path(), &["eval", "run", "-n", "16"]).0;
     let swd: f64 = text
         .strip_prefix("SWD ")
         .and_then(|t| t.split_whitespace().next())
@@ -277,17 +274,11 @@ fn a_conditional_run_reports_every_class_in_its_evaluations() {
             "{c:?}"
         );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_easel"))
-        .args(["eval", "run", "-n", "32", "--checkpoint", "latest"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = easel(
+        dir.path(),
+        &["eval", "run", "-n", "32", "--checkpoint", "latest"],
+    )
+    .0;
     assert!(
         text.contains("  class blue: SWD ") && text.contains("  class red: SWD "),
         "{text}"
