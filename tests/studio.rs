@@ -930,3 +930,27 @@ fn c_charts_the_swd_of_both_generators_and_back() {
     app.update(key('c'));
     assert!(screen(&app, 160, 48).contains("Losses · D, G"));
 }
+
+#[test]
+fn the_run_panel_shows_the_newest_swd_and_the_least_varied_class() {
+    let mut app = busy_studio();
+    let run = app.run.as_mut().unwrap();
+    let m = run.metrics.last_mut().unwrap();
+    m.swd = Some(87.4);
+    m.swd_raw = Some(60.2);
+    m.classes = vec![
+        easel::run::ClassScore {
+            name: "arcs".into(),
+            swd: 50.0,
+            diversity: 0.93,
+        },
+        easel::run::ClassScore {
+            name: "tri".into(),
+            swd: 140.0,
+            diversity: 0.11,
+        },
+    ];
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("SWD 87 · raw 60 (step 120)"), "{s}");
+    assert!(s.contains("least varied: tri 0.11"), "{s}");
+}

@@ -12,9 +12,8 @@ use super::model::Generator;
 use super::swd;
 use crate::run::ClassScore;
 
-/// Below this diversity a class is flagged in the log: its samples vary less than half as
-/// much as its pictures do.
-pub const LOW_DIVERSITY: f64 = 0.5;
+/// Below this diversity a class is flagged (log, `easel eval`, the run panel).
+pub const LOW_DIVERSITY: f64 = ClassScore::LOW_DIVERSITY;
 
 /// Mean Euclidean distance between all pairs of `[N, …]` images (0 for fewer than two).
 pub fn mean_pairwise_distance(images: &Tensor) -> Result<f64> {

@@ -87,6 +87,12 @@ pub struct ClassScore {
     pub diversity: f64,
 }
 
+impl ClassScore {
+    /// Below this a class is flagged: its samples vary less than half as much as its
+    /// pictures do.
+    pub const LOW_DIVERSITY: f64 = 0.5;
+}
+
 /// What a run is asked to do through `control.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

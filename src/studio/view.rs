@@ -399,6 +399,28 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
                     m.d_real, m.d_fake
                 )));
             }
+            // The newest evaluation: SWD of both generators, and for a conditional run
+            // the class that varies least (a collapsing class shows here first).
+            if let Some(e) = run.metrics.iter().rev().find(|m| m.swd.is_some()) {
+                lines.push(Line::from(format!(
+                    "SWD {:.0} · raw {:.0} (step {})",
+                    e.swd.unwrap_or_default(),
+                    e.swd_raw.unwrap_or_default(),
+                    e.step
+                )));
+                if let Some(c) = e
+                    .classes
+                    .iter()
+                    .min_by(|a, b| a.diversity.total_cmp(&b.diversity))
+                {
+                    let text = format!("least varied: {} {:.2}", c.name, c.diversity);
+                    lines.push(if c.diversity < crate::run::ClassScore::LOW_DIVERSITY {
+                        Line::from(text.red())
+                    } else {
+                        Line::from(text)
+                    });
+                }
+            }
             if matches!(s.state, State::Running | State::Starting) && !run.alive {
                 lines.push(Line::from("t resumes from the checkpoint".yellow()));
             } else if !s.message.is_empty() {
