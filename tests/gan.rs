@@ -1,9 +1,12 @@
 //! GAN training on tiny models: shapes, learning, checkpoints, exact resume, NaN guard,
 //! folder datasets, conditioning, live control.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use common::weights;
 use easel::gan::data::{self, Dataset};
 use easel::gan::layers::Ctx;
 use easel::gan::model::{Discriminator, Generator};
@@ -250,16 +253,6 @@ fn the_moving_average_follows_the_generator_from_the_start() {
     );
 }
 
-fn tensors(t: &Trainer) -> Vec<(String, Vec<f32>)> {
-    t.g.params
-        .named_tensors("g.")
-        .into_iter()
-        .chain(t.d.params.named_tensors("d."))
-        .chain(t.ema.params.named_tensors("ema."))
-        .map(|(n, v)| (n, v.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect()
-}
-
 #[test]
 fn a_checkpoint_round_trips_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,10 +276,10 @@ fn a_checkpoint_round_trips_everything() {
     let mut b = Trainer::new(&spec, vec![], &Device::Cpu).unwrap();
     b.load_checkpoint(&path).unwrap();
     assert_eq!(b.step, 3);
-    assert!(tensors(&a) == tensors(&b), "loaded tensors differ");
+    assert!(weights(&a) == weights(&b), "loaded tensors differ");
     let (ma, mb) = (a.train_step(&data).unwrap(), b.train_step(&data).unwrap());
     assert_eq!((ma.d_loss, ma.g_loss), (mb.d_loss, mb.g_loss));
-    assert!(tensors(&a) == tensors(&b), "a step after loading differs");
+    assert!(weights(&a) == weights(&b), "a step after loading differs");
 }
 
 /// Calls a closure after every step (to act on a run mid-training).

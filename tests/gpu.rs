@@ -3,9 +3,12 @@
 //! --ignored`. Without the feature this file compiles to nothing.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use std::path::Path;
 
 use candle_core::Device;
+use common::weights;
 use easel::gan::train::Trainer;
 use easel::gan::{data, GanSpec};
 use easel::spec::{self, Spec};
@@ -36,21 +39,6 @@ fn spec(dir: &Path, body: &str) -> GanSpec {
 
 fn cuda() -> Device {
     Device::new_cuda(0).expect("a CUDA GPU")
-}
-
-fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<(String, Vec<f32>)> =
-        t.g.params
-            .named_tensors("g.")
-            .into_iter()
-            .chain(t.d.params.named_tensors("d."))
-            .map(|(n, v)| {
-                let v = v.to_device(&Device::Cpu).unwrap();
-                (n, v.flatten_all().unwrap().to_vec1().unwrap())
-            })
-            .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 #[test]

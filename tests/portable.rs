@@ -3,9 +3,12 @@
 //! exercised on machines without a GPU. The switch is process-wide, so this file holds
 //! one test that takes its steps in order.
 
+mod common;
+
 use std::path::Path;
 
 use candle_core::Device;
+use common::weights;
 use easel::gan::train::{self, Outcome, Silent, TrainOptions, Trainer};
 use easel::gan::{data, kernels, GanSpec};
 use easel::run::RunDir;
@@ -37,19 +40,6 @@ fn folder(dir: &Path) {
             .unwrap();
         }
     }
-}
-
-fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<(String, Vec<f32>)> =
-        t.g.params
-            .named_tensors("g.")
-            .into_iter()
-            .chain(t.d.params.named_tensors("d."))
-            .chain(t.ema.params.named_tensors("ema."))
-            .map(|(n, v)| (n, v.flatten_all().unwrap().to_vec1().unwrap()))
-            .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 /// Two steps of `spec` with the given kernels; the trained weights (G, D, EMA, batch
