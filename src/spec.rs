@@ -107,6 +107,16 @@ pub struct Sketch {
 }
 
 impl Sketch {
+    /// Fits `fit:` CPPNs (the base and every class) on `device`.
+    pub fn set_fit_device(&mut self, device: crate::device::DeviceArg) {
+        let specs = std::iter::once(&mut self.spec).chain(self.classes.iter_mut().map(|(_, s)| s));
+        for spec in specs {
+            if let Spec::Cppn(CppnSpec { fit: Some(f), .. }) = spec {
+                f.device = device;
+            }
+        }
+    }
+
     /// Renders the sketch (or one of its classes) with optional seed and size overrides,
     /// and returns the image with the recipe that makes it again.
     pub fn render(

@@ -204,3 +204,35 @@ fn two_favourites_in_one_second_get_two_files() {
         assert!(image::open(p).is_ok(), "{} is a whole image", p.display());
     }
 }
+
+#[test]
+fn a_fit_trains_on_the_device_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    image::RgbImage::from_fn(8, 8, |x, y| {
+        image::Rgb([(x * 30) as u8, (y * 30) as u8, 90])
+    })
+    .save(dir.path().join("t.png"))
+    .unwrap();
+    std::fs::write(
+        dir.path().join("f.rhai"),
+        r#"#{ kind: "cppn", size: 16, layers: [4], fit: #{ image: "t.png", steps: 3, size: 8 } }"#,
+    )
+    .unwrap();
+    let out = easel(
+        dir.path(),
+        &["render", "f.rhai", "-o", "a.png", "--device", "auto"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    if !easel::device::cuda_built() {
+        let out = easel(
+            dir.path(),
+            &["render", "f.rhai", "-o", "c.png", "--device", "cuda"],
+        );
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("built without CUDA"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

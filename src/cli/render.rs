@@ -28,13 +28,17 @@ pub struct RenderArgs {
     /// Render one of the sketch's classes instead of the base sketch.
     #[arg(long, value_name = "NAME")]
     pub class: Option<String>,
+    /// Where a `fit:` CPPN trains its network: cpu, cuda, cuda:N or auto (see `easel
+    /// train --help`); rendering runs on the CPU.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: crate::device::DeviceArg,
     /// Print the image to the terminal (truecolour half-blocks, or a graphics protocol).
     #[arg(long)]
     pub show: bool,
 }
 
 pub fn run(args: RenderArgs) -> Result<()> {
-    let (sketch, mut class, mut seed, mut size) = match (&args.sketch, &args.from) {
+    let (mut sketch, mut class, mut seed, mut size) = match (&args.sketch, &args.from) {
         (_, Some(png)) => {
             let r = recipe::read_recipe(png)?;
             // Errors in an embedded sketch point into the PNG's copy of the source.
@@ -53,6 +57,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         (Some(path), None) => (spec::load(path)?, None, None, None),
         (None, None) => bail!("give a sketch to render, or --from IMAGE.png"),
     };
+    sketch.set_fit_device(args.device);
     if args.class.is_some() {
         class = args.class.clone();
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use image::RgbImage;
 
@@ -25,6 +25,8 @@ pub struct FitSpec {
     pub target: Arc<RgbImage>,
     pub steps: usize,
     pub lr: f64,
+    /// Where to fit (`easel render --device`); the renderer itself always runs on the CPU.
+    pub device: crate::device::DeviceArg,
 }
 
 #[derive(Debug, Clone)]
@@ -46,7 +48,7 @@ pub fn fit(
     fit: &FitSpec,
     progress: &mut dyn FnMut(usize, f32),
 ) -> Result<(Network, FitReport)> {
-    let dev = Device::Cpu;
+    let dev = fit.device.open()?;
     let start = spec.network();
     for l in &start.layers {
         if l.activation == Activation::Sign {

@@ -336,6 +336,7 @@ fn parse_fit(
         target: Arc::new(target),
         steps,
         lr,
+        device: Default::default(),
     })
 }
 
