@@ -88,7 +88,7 @@ impl Spec {
                 SketchError::whole_file(&file, format!("{e:#}"))
             }),
             Spec::Gan(_) => Err(SketchError::whole_file(
-                Path::new("gan"),
+                Path::new(""),
                 "a GAN sketch is trained, not rendered: `easel train SKETCH`, then `easel sample RUN`",
             )),
         }
@@ -132,7 +132,7 @@ impl Sketch {
         if let Some((w, h)) = size {
             spec.set_size(w, h);
         }
-        let img = spec.render()?;
+        let img = spec.render().map_err(|e| e.or_file(&self.path))?;
         let (width, height) = spec.size();
         let recipe = Recipe {
             name: self.name(),

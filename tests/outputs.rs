@@ -236,3 +236,20 @@ fn a_fit_trains_on_the_device_asked_for() {
         );
     }
 }
+
+#[test]
+fn rendering_a_gan_sketch_names_the_file_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("g.rhai"),
+        r#"#{ kind: "gan", data: #{ folder: "data" } }"#,
+    )
+    .unwrap();
+    let out = easel(dir.path(), &["render", "g.rhai", "-o", "g.png"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("error: g.rhai: a GAN sketch is trained, not rendered"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -25,7 +25,12 @@ pub fn run(args: GalleryArgs) -> Result<()> {
         anyhow::bail!("no .rhai sketches in {}", args.dir.display());
     }
     for path in sketches {
-        match spec::load(&path).and_then(|s| s.spec.render().map(|img| (s, img))) {
+        match spec::load(&path).and_then(|s| {
+            s.spec
+                .render()
+                .map_err(|e| e.or_file(&s.path))
+                .map(|img| (s, img))
+        }) {
             Ok((s, img)) => {
                 let (w, h) = s.spec.size();
                 println!("{}  ({}, {w}x{h})", path.display(), s.spec.kind());

@@ -31,6 +31,15 @@ impl SketchError {
         Self::new(file, Position::NONE, message)
     }
 
+    /// Names `file` as the place, if the error had none (raised by a spec, which does not
+    /// know the file it came from).
+    pub fn or_file(mut self, file: &Path) -> Self {
+        if self.file.as_os_str().is_empty() {
+            self.file = file.to_path_buf();
+        }
+        self
+    }
+
     pub fn from_parse(file: &Path, err: &ParseError) -> Self {
         Self::new(file, err.1, err.0.to_string())
     }
@@ -79,6 +88,8 @@ fn strip_position_suffix(msg: &str) -> String {
 impl fmt::Display for SketchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.line, self.col) {
+            // Raised where no file was known (a spec being rendered): the message alone.
+            (0, _) if self.file.as_os_str().is_empty() => write!(f, "{}", self.message),
             (0, _) => write!(f, "{}: {}", self.file.display(), self.message),
             (l, 0) => write!(f, "{}:{}: {}", self.file.display(), l, self.message),
             (l, c) => write!(f, "{}:{}:{}: {}", self.file.display(), l, c, self.message),

@@ -572,7 +572,7 @@ fn from_sketch(spec: &GanSpec, path: &Path, count: usize, device: &Device) -> Re
             v.set_seed(v.seed().wrapping_add(k as u64));
             v.set_size(s, s);
             let mut img = Vec::with_capacity(per);
-            fit.apply(v.render()?, &mut img);
+            fit.apply(v.render().map_err(|e| e.or_file(path))?, &mut img);
             out.copy_from_slice(&img);
             Ok(())
         })?;
