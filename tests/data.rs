@@ -1,25 +1,17 @@
 //! Reading a folder of pictures: strict decoding of odd files, symlinks followed once,
 //! transparency, `channels: 4`, the run's cache and data.json.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use common::gan_spec;
 use easel::gan::data::{self, Dataset};
 use easel::gan::train::{self, Outcome, Silent, TrainOptions};
-use easel::gan::GanSpec;
 use easel::run::RunDir;
-use easel::spec::{self, Spec};
+use easel::spec;
 use image::{ImageEncoder, Rgb, RgbImage, Rgba, RgbaImage};
-
-fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
-    let src = format!("#{{ kind: \"gan\", {body} }}");
-    let path = dir.join("gan.rhai");
-    std::fs::write(&path, &src).unwrap();
-    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
-        Spec::Gan(g) => (g, src),
-        other => panic!("not a gan: {other:?}"),
-    }
-}
 
 const TINY: &str = r#"image_size: 28, latent: 8, g_widths: [16, 8], d_widths: [8, 16],
     kernel: 4, batch: 8, lr: 2e-3, ema: 0.9, seed: 5"#;

@@ -6,24 +6,13 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use common::weights;
+use common::{gan_spec, weights};
 use easel::gan::data::{self, Dataset};
 use easel::gan::layers::Ctx;
 use easel::gan::model::{Discriminator, Generator};
 use easel::gan::train::{self, Outcome, Silent, TrainOptions, Trainer};
 use easel::gan::GanSpec;
 use easel::run::{Control, RunDir, State, Wanted};
-use easel::spec::{self, Spec};
-
-fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
-    let src = format!("#{{ kind: \"gan\", {body} }}");
-    let path = dir.join("gan.rhai");
-    std::fs::write(&path, &src).unwrap();
-    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
-        Spec::Gan(g) => (g, src),
-        other => panic!("not a gan: {other:?}"),
-    }
-}
 
 /// A folder of flat images: class name → gray level.
 fn flat_folder(dir: &Path, classes: &[(&str, u8)], per_class: usize) -> PathBuf {

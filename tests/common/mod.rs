@@ -1,7 +1,24 @@
-//! Helpers shared by the test binaries that include it (`mod common;`).
+//! Helpers shared by the test binaries that include it (`mod common;`). Each binary
+//! uses only some of them, hence the allowance.
+#![allow(dead_code)]
+
+use std::path::Path;
 
 use candle_core::Device;
 use easel::gan::train::Trainer;
+use easel::gan::GanSpec;
+use easel::spec::{self, Spec};
+
+/// Writes `#{ kind: "gan", BODY }` to `dir/gan.rhai` and loads it: its spec and source.
+pub fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
+    let src = format!("#{{ kind: \"gan\", {body} }}");
+    let path = dir.join("gan.rhai");
+    std::fs::write(&path, &src).unwrap();
+    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
+        Spec::Gan(g) => (g, src),
+        other => panic!("not a gan: {other:?}"),
+    }
+}
 
 /// Every weight of a trainer's G, D and EMA generator, by name (sorted), on the CPU.
 pub fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
