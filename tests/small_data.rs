@@ -273,7 +273,14 @@ fn a_conditional_run_reports_every_class_in_its_evaluations() {
             c.swd > 0.0 && c.diversity.is_finite() && c.diversity >= 0.0,
             "{c:?}"
         );
+        let f = c.fidelity.unwrap_or_else(|| panic!("no fidelity: {c:?}"));
+        assert!((0.0..=1.0).contains(&f), "{c:?}");
     }
+    // The class check was trained once and kept beside the run for `easel eval`.
+    let cached = std::fs::metadata(run.classifier())
+        .unwrap()
+        .modified()
+        .unwrap();
     let text = easel(
         dir.path(),
         &["eval", "run", "-n", "32", "--checkpoint", "latest"],
@@ -283,4 +290,13 @@ fn a_conditional_run_reports_every_class_in_its_evaluations() {
         text.contains("  class blue: SWD ") && text.contains("  class red: SWD "),
         "{text}"
     );
+    assert!(
+        text.contains(", fidelity ") && text.contains("class check: "),
+        "{text}"
+    );
+    let again = std::fs::metadata(run.classifier())
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(cached, again, "easel eval retrained the cached class check");
 }

@@ -943,11 +943,13 @@ fn the_run_panel_shows_the_newest_swd_and_the_least_varied_class() {
             name: "arcs".into(),
             swd: 50.0,
             diversity: 0.93,
+            fidelity: Some(0.98),
         },
         easel::run::ClassScore {
             name: "tri".into(),
             swd: 140.0,
             diversity: 0.11,
+            fidelity: None,
         },
     ];
     let s = screen(&app, 160, 48);

@@ -1,13 +1,16 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::Tensor;
 use clap::Args;
 
 use super::sample::{load_generator, Pick};
 use crate::device::DeviceArg;
-use crate::gan::layers::{normal, Ctx};
+use indicatif::ProgressBar;
+
+use crate::gan::classifier::{self, Classifier};
+use crate::gan::train::{generate, seeded_noise};
 use crate::gan::{data, quality, swd, DataSource};
+use crate::run::RunDir;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\\
@@ -60,32 +63,48 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let data = data::load(&spec, &device).context("loading the real images")?;
     let n = args.count.clamp(16, 8192).min(data.len());
     let reference = data.reference(n, args.seed)?;
-    let mut rng = <rand_pcg::Pcg64Mcg as rand::SeedableRng>::seed_from_u64(args.seed ^ 0xE7A1);
-    let z: Vec<f32> = (0..n * spec.latent).map(|_| normal(&mut rng)).collect();
-    let z = Tensor::from_vec(z, (n, spec.latent), &device)?;
+    let z = seeded_noise(args.seed ^ 0xE7A1, n, spec.latent, &device)?;
     let k = loaded.classes.len().max(1);
     let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
-    let ctx = Ctx {
-        train: false,
-        dropout_seed: 0,
-    };
-    let mut parts = vec![];
-    for start in (0..n).step_by(64) {
-        let len = 64.min(n - start);
-        parts.push(loaded.g.forward(
-            &z.narrow(0, start, len)?,
-            &labels[start..start + len],
-            &ctx,
-        )?);
-    }
-    let fake = Tensor::cat(&parts, 0)?;
+    let fake = generate(&mut loaded.g, &z, &labels)?;
     let score = swd::swd_tensors(&reference, &fake, args.seed)?;
+    // With labelled data: a classifier of the real classes judges the samples (cached in
+    // the run directory when it scores the run's own data).
+    let mut judge = if data.class_names.len() >= 2 {
+        // Only in a run directory (not a shipped model's folder).
+        let run = RunDir {
+            path: args.run.clone(),
+        };
+        let cache =
+            (args.data.is_none() && run.checkpoints_dir().is_dir()).then(|| run.classifier());
+        let bar = ProgressBar::new(classifier::STEPS).with_message("training the class check");
+        let c = Classifier::cached(cache.as_deref(), &data, args.seed, Some(&bar))?;
+        bar.finish_and_clear();
+        Some(c)
+    } else {
+        None
+    };
     // Conditional models: each class against its own pictures.
     let classes = if loaded.g.conditional() {
         let per_class = (n / loaded.classes.len().max(1)).clamp(16, 256);
-        quality::class_scores(&mut loaded.g, &loaded.classes, &data, per_class, args.seed)?
+        quality::class_scores(
+            &mut loaded.g,
+            &loaded.classes,
+            &data,
+            per_class,
+            args.seed,
+            judge.as_mut(),
+        )?
     } else {
         vec![]
+    };
+    // Unconditional models on labelled data (CAN, or DCGAN to compare with): how sure the
+    // classifier is of each sample's style.
+    let style = match judge.as_mut() {
+        Some(c) if !loaded.g.conditional() => {
+            Some(classifier::style_entropy(&c.probabilities(&fake)?)?)
+        }
+        _ => None,
     };
     let levels: Vec<String> = score
         .resolutions
@@ -107,9 +126,26 @@ pub fn run(args: EvalArgs) -> Result<()> {
         } else {
             ""
         };
+        let fidelity = c
+            .fidelity
+            .map(|f| format!(", fidelity {f:.2}"))
+            .unwrap_or_default();
         println!(
-            "  class {}: SWD {:.1}, diversity {:.2}{flag}",
+            "  class {}: SWD {:.1}, diversity {:.2}{fidelity}{flag}",
             c.name, c.swd, c.diversity
+        );
+    }
+    if let Some(c) = &judge {
+        println!(
+            "class check: a classifier of the real classes names {:.0}% of held-out real images right (chance {:.0}%)",
+            100.0 * c.accuracy,
+            100.0 / c.classes.len() as f64
+        );
+    }
+    if let Some(e) = style {
+        println!(
+            "style entropy: ambiguity {:.2} (mean over samples; 0: each plainly one class, 1: none), spread {:.2} (of the mean prediction; 1: even over classes)",
+            e.ambiguity, e.spread
         );
     }
     Ok(())

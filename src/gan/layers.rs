@@ -16,6 +16,8 @@ pub struct Params {
     pub device: Device,
     pub vars: BTreeMap<String, Var>,
     pub buffers: Mutex<BTreeMap<String, Tensor>>,
+    /// Spectrally normalise every convolution and linear weight (see [`weight`]).
+    pub spectral: bool,
 }
 
 impl Params {
@@ -24,6 +26,7 @@ impl Params {
             device: device.clone(),
             vars: BTreeMap::new(),
             buffers: Mutex::new(BTreeMap::new()),
+            spectral: false,
         }
     }
 
@@ -63,7 +66,17 @@ impl Params {
             };
             var.set(&Tensor::from_vec(values, var.shape(), &self.device)?)?;
         }
+        self.initialise_spectral();
         Ok(())
+    }
+
+    /// Drops spectral normalisation's power-iteration vectors: they belong to the old
+    /// weights, and new ones are drawn on use.
+    pub fn initialise_spectral(&self) {
+        self.buffers
+            .lock()
+            .expect("buffers")
+            .retain(|name, _| !name.ends_with(SPECTRAL_U));
     }
 
     /// Every tensor by name: `var.NAME` for parameters, `buf.NAME` for statistics.
@@ -105,16 +118,6 @@ impl Params {
                 self.set_buffer(n, t.to_device(&self.device)?);
             }
         }
-        Ok(())
-    }
-
-    /// Copies all values (parameters and statistics) from `other`, which must have the
-    /// same layout.
-    pub fn copy_from(&self, other: &Params) -> Result<()> {
-        for (n, v) in &self.vars {
-            v.set(other.vars[n].as_tensor())?;
-        }
-        *self.buffers.lock().expect("buffers") = other.buffers.lock().expect("buffers").clone();
         Ok(())
     }
 }
@@ -161,9 +164,47 @@ pub enum Norm {
     None,
 }
 
+/// Suffix of the buffers that hold spectral normalisation's power-iteration vectors.
+const SPECTRAL_U: &str = ".sn_u";
+
+/// The weight `{name}.w`, divided by its largest singular value when `p.spectral` is set.
+///
+/// σ comes from one power-iteration step per call, with the vector `u` kept as a buffer
+/// (so checkpoints hold it and a resumed run continues exactly), and the gradient flows
+/// through σ(W) = uᵀWv with u and v held constant, as in Miyato et al. 2018 and PyTorch.
+/// The discriminator, its only user, is only run while training, so updating `u` on every
+/// call is PyTorch's train-mode behaviour.
+fn weight(p: &mut Params, name: &str, shape: &[usize], rows: usize) -> Result<Tensor> {
+    let w = p.var(&format!("{name}.w"), shape)?;
+    if !p.spectral {
+        return Ok(w);
+    }
+    let cols = w.elem_count() / rows;
+    let m = w.reshape((rows, cols))?;
+    let u_name = format!("{name}{SPECTRAL_U}");
+    let u = match p.buffer(&u_name) {
+        Some(u) => u,
+        None => {
+            let mut rng = Pcg64Mcg::seed_from_u64(stable_hash(name.as_bytes(), 0x5E));
+            let v: Vec<f32> = (0..rows).map(|_| normal(&mut rng)).collect();
+            Tensor::from_vec(v, (1, rows), &p.device)?
+        }
+    };
+    let unit = |t: Tensor| -> Result<Tensor> {
+        let norm = (t.sqr()?.sum_all()?.sqrt()? + 1e-12)?;
+        t.broadcast_div(&norm)
+    };
+    let fixed = m.detach();
+    let v = unit(u.matmul(&fixed)?)?;
+    let u = unit(v.matmul(&fixed.t()?)?)?;
+    p.set_buffer(&u_name, u.clone());
+    let sigma = u.matmul(&m)?.matmul(&v.t()?)?.reshape(())?;
+    w.broadcast_div(&sigma)
+}
+
 pub fn linear(p: &mut Params, name: &str, x: &Tensor, out: usize, bias: bool) -> Result<Tensor> {
     let inp = x.dim(D::Minus1)?;
-    let w = p.var(&format!("{name}.w"), &[inp, out])?;
+    let w = weight(p, name, &[inp, out], inp)?;
     let y = x.matmul(&w)?;
     if bias {
         y.broadcast_add(&p.var(&format!("{name}.b"), &[out])?)
@@ -183,7 +224,7 @@ pub fn conv(
     bias: bool,
 ) -> Result<Tensor> {
     let inp = x.dim(1)?;
-    let w = p.var(&format!("{name}.w"), &[out, inp, k, k])?;
+    let w = weight(p, name, &[out, inp, k, k], out)?;
     let y = if super::kernels::enabled(x.device()) {
         super::kernels::conv2d(x, &w, (k - 1) / 2, stride)?
     } else {
@@ -203,7 +244,7 @@ pub fn conv_up(
     bias: bool,
 ) -> Result<Tensor> {
     let inp = x.dim(1)?;
-    let w = p.var(&format!("{name}.w"), &[inp, out, k, k])?;
+    let w = weight(p, name, &[inp, out, k, k], inp)?;
     // out = (in−1)·s − 2·pad + k + out_pad, solved for out = in·s:
     let (pad, out_pad) = match (stride, k % 2) {
         (1, 1) => ((k - 1) / 2, 0),
@@ -367,4 +408,38 @@ pub fn dropout(name: &str, x: &Tensor, rate: f64, ctx: &Ctx) -> Result<Tensor> {
         })
         .collect();
     x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spectral_norm_divides_by_the_largest_singular_value() {
+        let mut p = Params::new(&Device::Cpu);
+        p.spectral = true;
+        weight(&mut p, "l", &[2, 2], 2).unwrap();
+        // Singular values 3 and 1 (a rotation would not change them).
+        p.vars["l.w"]
+            .set(&Tensor::new(&[[3f32, 0.0], [0.0, 1.0]], &Device::Cpu).unwrap())
+            .unwrap();
+        p.initialise_spectral();
+        let mut w = vec![];
+        for _ in 0..20 {
+            w = weight(&mut p, "l", &[2, 2], 2)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+        }
+        let expected = [1.0, 0.0, 0.0, 1.0 / 3.0];
+        for (a, b) in w.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-3, "{w:?}");
+        }
+        // Gradients flow to the raw weight.
+        let y = weight(&mut p, "l", &[2, 2], 2).unwrap().sum_all().unwrap();
+        let grads = y.backward().unwrap();
+        assert!(grads.get(p.vars["l.w"].as_tensor()).is_some());
+    }
 }

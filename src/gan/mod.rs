@@ -3,6 +3,7 @@
 
 pub mod adam;
 pub mod augment;
+pub mod classifier;
 pub mod data;
 pub mod kernels;
 pub mod layers;
@@ -100,6 +101,31 @@ pub struct GanSpec {
     /// Images per side in an evaluation.
     #[serde(default = "default_eval_images")]
     pub eval_images: usize,
+    /// How a conditional D sees the label (cdcgan only).
+    #[serde(default)]
+    pub d_condition: Condition,
+    /// A minibatch standard-deviation feature before D's output (Karras et al. 2018):
+    /// D can tell a batch of near-copies from a varied one, so collapse costs G.
+    #[serde(default)]
+    pub minibatch_std: bool,
+    /// Spectral normalisation of every D weight (Miyato et al. 2018).
+    #[serde(default)]
+    pub spectral_norm: bool,
+    /// R1 penalty weight γ on D's gradient at real images (Mescheder et al. 2018); 0: off.
+    #[serde(default)]
+    pub r1: f64,
+}
+
+/// How a conditional discriminator is given the label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// One-hot label planes concatenated to the image (the Keras article's cDCGAN).
+    #[default]
+    Concat,
+    /// A class embedding dotted with D's features, added to the logit (Miyato & Koyama
+    /// 2018, "cGANs with Projection Discriminator").
+    Projection,
 }
 
 fn default_eval_images() -> usize {
@@ -221,6 +247,28 @@ impl GanSpec {
         let mirror = map.bool("mirror", false)?;
         let eval_every = map.int("eval_every", 500, 0..=10_000_000)? as usize;
         let eval_images = map.int("eval_images", 256, 16..=4096)? as usize;
+        let d_condition = match map
+            .choice(
+                "d_condition",
+                "label conditioning",
+                &["concat", "projection"],
+                "concat",
+            )?
+            .as_str()
+        {
+            "projection" => Condition::Projection,
+            _ => Condition::Concat,
+        };
+        if d_condition == Condition::Projection && model != ModelKind::Cdcgan {
+            return Err(map.error_at(
+                "d_condition",
+                None,
+                "d_condition \"projection\" gives D the label of a conditional GAN: it needs model \"cdcgan\"",
+            ));
+        }
+        let minibatch_std = map.bool("minibatch_std", false)?;
+        let spectral_norm = map.bool("spectral_norm", false)?;
+        let r1 = map.float("r1", 0.0, 0.0..=1000.0)?;
         Ok(GanSpec {
             model,
             image_size,
@@ -253,6 +301,10 @@ impl GanSpec {
             mirror,
             eval_every,
             eval_images,
+            d_condition,
+            minibatch_std,
+            spectral_norm,
+            r1,
         })
     }
 }

@@ -5,7 +5,7 @@
 use candle_core::{Device, Result, Tensor, D};
 
 use super::layers::{self, Ctx, Params};
-use super::{GanSpec, ModelKind};
+use super::{Condition, GanSpec, ModelKind};
 
 pub struct Generator {
     pub spec: GanSpec,
@@ -110,6 +110,7 @@ impl Discriminator {
             classes,
             params: Params::new(device),
         };
+        d.params.spectral = spec.spectral_norm;
         let s = spec.image_size;
         let x = Tensor::zeros((2, spec.channels, s, s), candle_core::DType::F32, device)?;
         d.forward(
@@ -128,7 +129,8 @@ impl Discriminator {
         let s = self.spec.clone();
         let p = &mut self.params;
         let (n, _, h, w) = images.dims4()?;
-        let mut x = if s.model == ModelKind::Cdcgan && self.classes > 0 {
+        let conditional = s.model == ModelKind::Cdcgan && self.classes > 0;
+        let mut x = if conditional && s.d_condition == Condition::Concat {
             // The label as extra constant image planes.
             let planes = one_hot(labels, self.classes, images.device())?
                 .reshape((n, self.classes, 1, 1))?
@@ -157,13 +159,81 @@ impl Discriminator {
             x = act.apply(&x)?;
             x = layers::dropout(&name, &x, s.dropout, ctx)?;
         }
+        if s.minibatch_std {
+            x = minibatch_std(&x)?;
+        }
         let flat = x.flatten_from(1)?;
-        let logits = layers::linear(p, "d.real", &flat, 1, true)?.squeeze(D::Minus1)?;
+        let mut logits = layers::linear(p, "d.real", &flat, 1, true)?.squeeze(D::Minus1)?;
+        if conditional && s.d_condition == Condition::Projection {
+            // ⟨embed(y), φ(x)⟩: the label asks "is this a real image *of this class*".
+            let features = flat.dim(1)?;
+            let embed = p.var("d.embed.w", &[self.classes, features])?;
+            let e = one_hot(labels, self.classes, images.device())?.matmul(&embed)?;
+            logits = (logits + (e * &flat)?.sum(D::Minus1)?)?;
+        }
         let style = if s.model == ModelKind::Can && self.classes > 0 {
             Some(layers::linear(p, "d.style", &flat, self.classes, true)?)
         } else {
             None
         };
         Ok(Judgement { logits, style })
+    }
+}
+
+/// Appends one feature map holding the batch's mean standard deviation (over images, of
+/// each feature), as ProGAN's D does with one group: a batch of near-copies shows up as a
+/// low value D can learn to call fake.
+pub fn minibatch_std(x: &Tensor) -> Result<Tensor> {
+    let (n, _, h, w) = x.dims4()?;
+    let centred = x.broadcast_sub(&x.mean_keepdim(0)?)?;
+    let std = (centred.sqr()?.mean_keepdim(0)? + 1e-8)?.sqrt()?;
+    let plane = std
+        .mean_all()?
+        .reshape((1, 1, 1, 1))?
+        .broadcast_as((n, 1, h, w))?
+        .contiguous()?;
+    Tensor::cat(&[x, &plane], 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minibatch_std_is_near_zero_for_copies_and_grows_with_spread() {
+        let one = Tensor::arange(0f32, 8.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 2, 2, 2))
+            .unwrap();
+        let copies = Tensor::cat(&[&one, &one, &one], 0).unwrap();
+        let out = minibatch_std(&copies).unwrap();
+        assert_eq!(out.dims(), &[3, 3, 2, 2]);
+        let plane: Vec<f32> = out
+            .narrow(1, 2, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(plane.iter().all(|&v| v < 1e-3), "{plane:?}");
+        // Images 0, 2 and 4 everywhere: std 1.633 (population) at every feature.
+        let spread = Tensor::cat(
+            &[
+                &(&one * 0.0).unwrap(),
+                &((&one * 0.0).unwrap() + 2.0).unwrap(),
+                &((&one * 0.0).unwrap() + 4.0).unwrap(),
+            ],
+            0,
+        )
+        .unwrap();
+        let v: Vec<f32> = minibatch_std(&spread)
+            .unwrap()
+            .narrow(1, 2, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(v.iter().all(|&x| (x - 1.633).abs() < 1e-3), "{v:?}");
     }
 }

@@ -6,6 +6,7 @@
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
+use super::classifier::{self, Classifier};
 use super::data::Dataset;
 use super::layers::Ctx;
 use super::model::Generator;
@@ -37,13 +38,15 @@ pub fn mean_pairwise_distance(images: &Tensor) -> Result<f64> {
 }
 
 /// Scores each class of a conditional generator on up to `per_class` samples from fixed
-/// noise (`seed`), against up to as many of that class's images.
+/// noise (`seed`), against up to as many of that class's images; with a classifier of the
+/// real classes, also how many of each class's samples it recognises as that class.
 pub fn class_scores(
     g: &mut Generator,
     class_names: &[String],
     data: &Dataset,
     per_class: usize,
     seed: u64,
+    mut judge: Option<&mut Classifier>,
 ) -> Result<Vec<ClassScore>> {
     let ctx = Ctx {
         train: false,
@@ -68,7 +71,15 @@ pub fn class_scores(
         )?;
         let fake = g.forward(&z, &vec![label; n], &ctx)?;
         let real_spread = mean_pairwise_distance(&real)?;
+        let fidelity = match judge.as_deref_mut() {
+            Some(c) => match c.classes.iter().position(|n| n == name) {
+                Some(k) => Some(classifier::fidelity(&c.probabilities(&fake)?, k)?),
+                None => None,
+            },
+            None => None,
+        };
         out.push(ClassScore {
+            fidelity,
             name: name.clone(),
             swd: swd::swd_tensors(&real, &fake, seed)?.mean,
             diversity: if real_spread > 0.0 {

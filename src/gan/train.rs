@@ -16,6 +16,7 @@ use rand_pcg::Pcg64Mcg;
 
 use super::adam::Adam;
 use super::augment::{self, AdaptiveP};
+use super::classifier::Classifier;
 use super::data::{self, Dataset};
 use super::layers::{normal, Ctx};
 use super::model::{Discriminator, Generator};
@@ -23,6 +24,9 @@ use super::swd;
 use super::{GanSpec, Loss, ModelKind};
 use crate::recipe;
 use crate::run::{self, Control, Metric, RunDir, State, Status, Wanted};
+
+/// Steps between R1 penalties (lazy regularisation).
+const R1_EVERY: u64 = 4;
 
 /// How the trainer reports progress (a bar on a terminal, log lines otherwise, or
 /// nothing in tests).
@@ -168,18 +172,18 @@ impl Trainer {
             real
         };
         let z = self.noise(step, n, &dev)?;
+        let run_seed = self.spec.seed;
         let ctx = |salt: u64| Ctx {
             train: true,
-            dropout_seed: self.spec.seed ^ step.wrapping_mul(31) ^ salt,
+            dropout_seed: run_seed ^ step.wrapping_mul(31) ^ salt,
         };
 
         // Discriminator.
         let fake = self.g.forward(&z, &labels, &ctx(1))?;
         // DiffAugment: D only ever sees augmented images, real and fake alike, and G's
         // gradient flows back through the augmentation of its own.
-        let on_real = self
-            .d
-            .forward(&self.augmented(&real, step, 0xA1)?, &labels, &ctx(2))?;
+        let real_seen = self.augmented(&real, step, 0xA1)?;
+        let on_real = self.d.forward(&real_seen, &labels, &ctx(2))?;
         let on_fake = self.d.forward(
             &self.augmented(&fake.detach(), step, 0xA2)?,
             &labels,
@@ -196,6 +200,12 @@ impl Trainer {
         };
         if let Some(style) = &on_real.style {
             d_loss = (d_loss + cross_entropy(style, &labels)?)?;
+        }
+        if self.spec.r1 > 0.0 && step.is_multiple_of(R1_EVERY) {
+            let slope = self.real_slope(&real_seen, &on_real.logits, &labels, step, &ctx(2))?;
+            // Lazy regularisation (StyleGAN2): every R1_EVERY steps, weighted to match.
+            let weight = self.spec.r1 / 2.0 * R1_EVERY as f64;
+            d_loss = (d_loss + (slope.sqr()?.mean_all()? * weight)?)?;
         }
         let d_value = finite(&d_loss, "discriminator", step)?;
         let d_grads = d_loss.backward()?;
@@ -245,6 +255,25 @@ impl Trainer {
             aug_p,
             ..Metric::default()
         })
+    }
+
+    /// D's slope at real images along a random direction ε ~ N(0, I), by a finite
+    /// difference: E[(∇D·ε)²] = |∇D|², so its mean square is the R1 penalty without the
+    /// second-order gradients Candle (and easel's CPU kernels) do not have.
+    fn real_slope(
+        &mut self,
+        real: &Tensor,
+        logits: &Tensor,
+        labels: &[usize],
+        step: u64,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        const H: f64 = 1e-2;
+        let mut rng = Pcg64Mcg::seed_from_u64(augment::seed_for(self.spec.seed, step, 0x121));
+        let eps: Vec<f32> = (0..real.elem_count()).map(|_| normal(&mut rng)).collect();
+        let eps = Tensor::from_vec(eps, real.shape(), real.device())?;
+        let nudged = self.d.forward(&(real + (eps * H)?)?, labels, ctx)?;
+        Ok(((nudged.logits - logits)? / H)?)
     }
 
     fn update_ema(&mut self) -> Result<()> {
@@ -349,23 +378,7 @@ impl Trainer {
         let z = seeded_noise(self.spec.seed ^ 0xE7A1, n, self.spec.latent, &dev)?;
         let k = self.class_names.len().max(1);
         let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
-        let ctx = Ctx {
-            train: false,
-            dropout_seed: 0,
-        };
-        // In chunks: a whole evaluation set at once could need gigabytes of activations.
-        let sample = |g: &mut Generator| -> Result<Tensor> {
-            let mut parts = vec![];
-            for start in (0..n).step_by(64) {
-                let len = 64.min(n - start);
-                parts.push(g.forward(
-                    &z.narrow(0, start, len)?,
-                    &labels[start..start + len],
-                    &ctx,
-                )?);
-            }
-            Ok(Tensor::cat(&parts, 0)?)
-        };
+        let sample = |g: &mut Generator| generate(g, &z, &labels);
         let ema = sample(&mut self.ema)?;
         let raw = sample(&mut self.g)?;
         let seed = self.spec.seed ^ 0x5D;
@@ -373,6 +386,14 @@ impl Trainer {
             ema: swd::swd_tensors(reference, &ema, seed)?.mean,
             raw: swd::swd_tensors(reference, &raw, seed)?.mean,
         })
+    }
+
+    /// `n` samples of the EMA generator from noise drawn from `seed` (classes in turn).
+    pub fn ema_samples(&mut self, n: usize, seed: u64) -> Result<Tensor> {
+        let z = seeded_noise(seed, n, self.spec.latent, &self.g.params.device.clone())?;
+        let k = self.class_names.len().max(1);
+        let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
+        generate(&mut self.ema, &z, &labels)
     }
 
     /// A grid of the EMA generator's output on the run's fixed noise.
@@ -394,7 +415,23 @@ impl Trainer {
 }
 
 /// `[n, latent]` standard normal noise from `seed`.
-pub(crate) fn seeded_noise(seed: u64, n: usize, latent: usize, device: &Device) -> Result<Tensor> {
+/// The generator's images for noise `z` and `labels`, in evaluation mode, in chunks: a
+/// whole evaluation set at once could need gigabytes of activations.
+pub fn generate(g: &mut Generator, z: &Tensor, labels: &[usize]) -> Result<Tensor> {
+    let ctx = Ctx {
+        train: false,
+        dropout_seed: 0,
+    };
+    let n = z.dim(0)?;
+    let mut parts = vec![];
+    for start in (0..n).step_by(64) {
+        let len = 64.min(n - start);
+        parts.push(g.forward(&z.narrow(0, start, len)?, &labels[start..start + len], &ctx)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+pub fn seeded_noise(seed: u64, n: usize, latent: usize, device: &Device) -> Result<Tensor> {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let v: Vec<f32> = (0..n * latent).map(|_| normal(&mut rng)).collect();
     Ok(Tensor::from_vec(v, (n, latent), device)?)
@@ -618,6 +655,8 @@ fn train_inner(
         _ => Some(data.reference(spec.eval_images.min(data.len()), spec.seed)?),
     };
     let mut best = read_best_swd(&run.best_checkpoint());
+    // The class-fidelity check, trained (or loaded) at the first evaluation that needs it.
+    let mut judge: Option<Classifier> = None;
     let mut sample_every = spec.sample_every as u64;
     let mut control_seen: Option<std::time::SystemTime> = None;
     status.state = State::Running;
@@ -675,6 +714,27 @@ fn train_inner(
         {
             let scores = t.evaluate(reference)?;
             (metric.swd, metric.swd_raw) = (Some(scores.ema), Some(scores.raw));
+            let judged = t.g.conditional() || spec.model == ModelKind::Can;
+            if judged && judge.is_none() && data.class_names.len() >= 2 {
+                let c = Classifier::cached(Some(&run.classifier()), &data, spec.seed, None)?;
+                progress.note(&format!(
+                    "class check: a classifier of the {} classes names {:.0}% of held-out real images right",
+                    c.classes.len(),
+                    100.0 * c.accuracy
+                ));
+                judge = Some(c);
+            }
+            if spec.model == ModelKind::Can {
+                if let Some(c) = judge.as_mut() {
+                    let samples = t.ema_samples(spec.eval_images, spec.seed ^ 0x57)?;
+                    let e = super::classifier::style_entropy(&c.probabilities(&samples)?)?;
+                    metric.style_ambiguity = Some(e.ambiguity);
+                    progress.note(&format!(
+                        "step {}: style ambiguity {:.2} (0: every sample plainly one class, 1: none), spread over classes {:.2}",
+                        t.step, e.ambiguity, e.spread
+                    ));
+                }
+            }
             if t.g.conditional() {
                 let per_class = (spec.eval_images / t.class_names.len().max(1)).clamp(16, 128);
                 metric.classes = super::quality::class_scores(
@@ -683,6 +743,7 @@ fn train_inner(
                     &data,
                     per_class,
                     spec.seed ^ 0xC1A5,
+                    judge.as_mut(),
                 )?;
                 for c in &metric.classes {
                     if c.diversity < super::quality::LOW_DIVERSITY {

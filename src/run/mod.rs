@@ -75,6 +75,10 @@ pub struct Metric {
     /// Per-class SWD and diversity of a conditional generator (on evaluation steps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<ClassScore>,
+    /// CAN: how unsure a classifier of the real classes is of each sample (mean entropy of
+    /// its prediction over ln K, 0–1; higher is further from any one style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style_ambiguity: Option<f64>,
 }
 
 /// One class's figures in an evaluation of a conditional generator.
@@ -85,6 +89,9 @@ pub struct ClassScore {
     pub swd: f64,
     /// Mean pairwise distance of its samples over that of its real images.
     pub diversity: f64,
+    /// Fraction of its samples a classifier trained on the real images puts in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<f64>,
 }
 
 impl ClassScore {
@@ -243,6 +250,10 @@ impl RunDir {
     /// The generator (EMA or raw) with the lowest SWD so far.
     pub fn best_checkpoint(&self) -> PathBuf {
         self.checkpoints_dir().join("best.safetensors")
+    }
+    /// The class-fidelity check's classifier, trained on the run's data (a cache).
+    pub fn classifier(&self) -> PathBuf {
+        self.path.join("classifier.safetensors")
     }
     pub fn generator(&self) -> PathBuf {
         self.path.join("generator.safetensors")

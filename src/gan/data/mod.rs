@@ -203,6 +203,11 @@ impl Dataset {
         )?)
     }
 
+    /// Images `idx`, `[N, C, S, S]` f32 in [−1, 1].
+    pub fn tensor_of(&self, idx: &[usize]) -> Result<Tensor> {
+        self.to_tensor(idx.iter().copied())
+    }
+
     /// All images, `[N, C, S, S]` f32 in [−1, 1] (for small data and tests).
     pub fn images(&self) -> Result<Tensor> {
         self.to_tensor(0..self.len())
