@@ -513,3 +513,90 @@ fn the_studio_and_watch_explain_what_they_need() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no status.json"));
 }
+
+#[test]
+fn render_set_turns_knobs_and_the_recipe_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = bundled("truchet_knobs.rhai");
+    ok(easel(&["render", &sketch, "-o", "plain.png"], dir.path()));
+    ok(easel(
+        &[
+            "render",
+            &sketch,
+            "--set",
+            "tile=16",
+            "--set",
+            "warmth=0.1",
+            "-o",
+            "set.png",
+        ],
+        dir.path(),
+    ));
+    assert_ne!(
+        pixels(&dir.path().join("plain.png")),
+        pixels(&dir.path().join("set.png"))
+    );
+    let recipe = easel::recipe::read_recipe(&dir.path().join("set.png")).unwrap();
+    assert_eq!(recipe.knobs["tile"], 16.0);
+    assert_eq!(recipe.knobs["warmth"], 0.1);
+    assert_eq!(recipe.knobs["line"], 6.0, "every knob is recorded");
+    ok(easel(
+        &["render", "--from", "set.png", "-o", "again.png"],
+        dir.path(),
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join("set.png")).unwrap(),
+        std::fs::read(dir.path().join("again.png")).unwrap()
+    );
+    // --set on top of a recipe.
+    ok(easel(
+        &[
+            "render", "--from", "set.png", "--set", "tile=96", "-o", "big.png",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(
+        easel::recipe::read_recipe(&dir.path().join("big.png"))
+            .unwrap()
+            .knobs["tile"],
+        96.0
+    );
+}
+
+#[test]
+fn render_set_names_the_knob_the_value_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = bundled("truchet_knobs.rhai");
+    for (set, expected) in [
+        ("tile=100", "knob tile = 100 is out of its range 16..=96"),
+        (
+            "tile=20.5",
+            "knob tile takes whole numbers (16..=96), got 20.5",
+        ),
+        (
+            "warmth=-1",
+            "knob warmth = -1 is out of its range 0.0..=1.0",
+        ),
+        (
+            "hue=0.5",
+            "no knob named \"hue\"; this sketch has tile, line, warmth, turned",
+        ),
+        ("hue", "expected NAME=VALUE"),
+        ("tile=big", "the value of knob tile must be a number"),
+    ] {
+        let out = easel(
+            &["render", &sketch, "--set", set, "-o", "x.png"],
+            dir.path(),
+        );
+        assert!(!out.status.success(), "{set} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{set}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = easel(
+        &["render", &bundled("truchet_arcs.rhai"), "--set", "hue=1"],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this sketch declares no params"));
+    assert!(!dir.path().join("x.png").exists());
+}
