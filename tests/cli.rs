@@ -600,3 +600,73 @@ fn render_set_names_the_knob_the_value_and_the_range() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("this sketch declares no params"));
     assert!(!dir.path().join("x.png").exists());
 }
+
+#[test]
+fn init_writes_the_bundled_sketches_and_keeps_files_already_there() {
+    let dir = tempfile::tempdir().unwrap();
+    // Without a sketches folder the studio says what to do.
+    let out = easel(&[], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sketches is not a folder of sketches (try `easel init`"),
+        "{err}"
+    );
+
+    let out = ok(easel(&["init"], dir.path()));
+    let sketches = dir.path().join("sketches");
+    let bundled_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches");
+    for name in [
+        "truchet_arcs.rhai",
+        "truchet_knobs.rhai",
+        "cppn_uv_remap.rhai",
+        "images/arcs64.png",
+        "textures/weave.png",
+    ] {
+        assert_eq!(
+            std::fs::read(sketches.join(name)).unwrap(),
+            std::fs::read(bundled_dir.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let listed = std::fs::read_dir(&bundled_dir).unwrap().count();
+    assert_eq!(std::fs::read_dir(&sketches).unwrap().count(), listed);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrote "));
+    // A sketch that reads a texture renders from the written folder.
+    ok(easel(
+        &[
+            "render",
+            "sketches/cppn_uv_remap.rhai",
+            "--size",
+            "64",
+            "-o",
+            "uv.png",
+        ],
+        dir.path(),
+    ));
+
+    // Again: an edited sketch is kept, a deleted one comes back, and it says which.
+    std::fs::write(sketches.join("truchet_arcs.rhai"), "// mine\n").unwrap();
+    std::fs::remove_file(sketches.join("cppn_silk.rhai")).unwrap();
+    let out = ok(easel(&["init", "."], dir.path()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wrote 1 file into ./sketches: cppn_silk.rhai"),
+        "{err}"
+    );
+    assert!(err.contains("skipped "), "{err}");
+    assert!(err.contains("truchet_arcs.rhai"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(sketches.join("truchet_arcs.rhai")).unwrap(),
+        "// mine\n"
+    );
+    assert!(sketches.join("cppn_silk.rhai").exists());
+
+    // Into another folder.
+    let out = ok(easel(&["init", "elsewhere"], dir.path()));
+    assert!(dir
+        .path()
+        .join("elsewhere/sketches/truchet_knobs.rhai")
+        .exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("easel studio elsewhere/sketches"));
+}

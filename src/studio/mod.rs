@@ -47,7 +47,8 @@ const QUERY_TIMEOUT: Duration = Duration::from_millis(300);
 pub fn studio(dir: &Path, graphics: Graphics, device: DeviceArg) -> Result<()> {
     if !dir.is_dir() {
         bail!(
-            "{} is not a folder of sketches (try `easel studio sketches`)",
+            "{} is not a folder of sketches (try `easel init` to write the bundled ones \
+             into ./sketches, or `easel studio DIR` for a folder of your own)",
             dir.display()
         );
     }
