@@ -330,3 +330,23 @@ fn the_script_reads_knobs_anywhere_and_a_set_value_is_checked() {
         "k.rhai: no knob named \"size\"; this sketch has tile, fill"
     );
 }
+
+#[test]
+fn a_bad_value_from_a_knob_points_at_the_sketch_key_not_the_declaration() {
+    // The knob allows 2, the Truchet tile does not: the error is the `tile:` of the map.
+    let src = "#{\n    kind: \"truchet\",\n    params: #{\n        tile: [0, 64, 0],\n    },\n    tile: params.tile,\n}\n";
+    let e = error_of(src);
+    assert_eq!(e.line, 6, "{e}");
+    assert!(e.to_string().contains("\"tile\""), "{e}");
+}
+
+#[test]
+fn knobs_declared_twice_are_an_error() {
+    let src = "#{\n    kind: \"truchet\",\n    params: #{ a: [0, 1, 0] },\n    classes: #{ big: #{ params: #{ b: [0, 1, 0] } } },\n}\n";
+    assert_error(
+        src,
+        4,
+        Some(25),
+        "\"params\" is declared twice (first on line 3)",
+    );
+}

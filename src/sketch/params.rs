@@ -178,6 +178,16 @@ impl Params {
             }
             true
         });
+        if let [(first, _), (second, _), ..] = &found[..] {
+            return Err(SketchError::new(
+                file,
+                *second,
+                format!(
+                    "\"params\" is declared twice (first on line {}); declare the knobs once, in the sketch's map",
+                    first.line().unwrap_or(0)
+                ),
+            ));
+        }
         let Some((key_pos, decl)) = found.into_iter().next() else {
             return Ok(Params::default());
         };
