@@ -179,6 +179,9 @@ if ! grep -qF "        tile: [8, 64, 33],   // tile side" "$WORK/sketches/b.rhai
     exit 1
 fi
 echo "ok: w wrote the knob into the file, comment kept"
+# The write is a save: wait for its reload (it selects b) before moving on. (The title
+# had no save→screen since the knob's render.)
+expect "save→screen"
 
 # Train the tiny GAN: select it, t, and watch the step counter move.
 tmux send-keys -t "$SESSION" G

@@ -101,10 +101,13 @@ impl Tweaks {
         }
         let values = self.knobs_for(params);
         self.knobs.retain(|name, t| {
-            params.get(name).is_some_and(|p| p.default == t.file) && values[name] != t.file
+            params.get(name).is_some_and(|p| p.default == t.file)
+                && values.get(name) != Some(&t.file)
         });
         for (name, t) in self.knobs.iter_mut() {
-            t.value = values[name];
+            if let Some(&v) = values.get(name) {
+                t.value = v;
+            }
         }
     }
 
@@ -637,8 +640,9 @@ impl App {
             return self.refollow();
         };
         if self.selected_path() != Some(&path) {
-            // Another sketch: its errors are its own.
+            // Another sketch: its errors (and knobs) are its own.
             self.error = None;
+            self.knob = 0;
         }
         self.selected = index;
         if self.picture.as_ref().is_some_and(|p| p.path != path) {
