@@ -1014,20 +1014,43 @@ fn a_tiny_terminal_says_so() {
 
 #[test]
 fn every_size_from_200x60_down_draws_without_panicking() {
-    let app = busy_studio();
-    let mut state = view::ViewState::new(Picker::halfblocks());
-    let mut terminal = Terminal::new(TestBackend::new(200, 60)).unwrap();
-    for (w, h) in (1..=200u16)
-        .rev()
-        .step_by(7)
-        .zip((1..=60u16).rev().step_by(2))
-    {
-        terminal.backend_mut().resize(w, h);
-        terminal
-            .resize(ratatui::layout::Rect::new(0, 0, w, h))
-            .unwrap();
-        terminal.draw(|f| view::draw(f, &app, &mut state)).unwrap();
+    let mut full = knob_studio();
+    full.update(key('f'));
+    for app in [busy_studio(), knob_studio(), full] {
+        let mut state = view::ViewState::new(Picker::halfblocks());
+        let mut terminal = Terminal::new(TestBackend::new(200, 60)).unwrap();
+        for (w, h) in (1..=200u16)
+            .rev()
+            .step_by(7)
+            .zip((1..=60u16).rev().step_by(2))
+        {
+            terminal.backend_mut().resize(w, h);
+            terminal
+                .resize(ratatui::layout::Rect::new(0, 0, w, h))
+                .unwrap();
+            terminal.draw(|f| view::draw(f, &app, &mut state)).unwrap();
+        }
     }
+}
+
+#[test]
+fn many_knobs_scroll_to_keep_the_selected_one_in_view() {
+    let decl: Vec<String> = (0..30).map(|i| format!("k{i:02}: [0, 9, 1]")).collect();
+    let source = format!(
+        "#{{ kind: \"truchet\", params: #{{ {} }} }}",
+        decl.join(", ")
+    );
+    let params = spec::declared_params(Path::new("many.rhai"), &source).unwrap();
+    let (mut app, effects) = studio(&["many"]);
+    app.update(rendered_with(&render_request(&effects), "truchet", &params));
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("▸ k00"), "{text}");
+    for _ in 0..29 {
+        app.update(key(']'));
+    }
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("▸ k29"), "{text}");
+    assert!(!text.contains("k00"), "{text}");
 }
 
 // ---- the real workers ------------------------------------------------------------------

@@ -160,10 +160,13 @@ fn draw_knobs(
         .max()
         .unwrap_or(0)
         .min(width / 3);
+    // More knobs than rows: scroll so the selected one stays in view.
+    let first = (selected + 1).saturating_sub(inner.height as usize);
     let lines: Vec<Line> = params
         .0
         .iter()
         .enumerate()
+        .skip(first)
         .map(|(i, p)| {
             let value = values.get(&p.name).copied().unwrap_or(p.default);
             let text = knob_text(p, value);
