@@ -14,9 +14,10 @@ const KEY_NAME: &str = "easel:name";
 const KEY_SEED: &str = "easel:seed";
 const KEY_SIZE: &str = "easel:size";
 const KEY_CLASS: &str = "easel:class";
+const KEY_KNOBS: &str = "easel:knobs";
 
 /// Everything needed to render an image again.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
     /// The sketch's name (its file stem), for naming and messages.
     pub name: String,
@@ -25,6 +26,8 @@ pub struct Recipe {
     pub width: u32,
     pub height: u32,
     pub class: Option<String>,
+    /// The values of the sketch's knobs (`params`), when it declares any.
+    pub knobs: crate::sketch::Knobs,
 }
 
 /// Writes `img` as PNG to `path` (temp file + rename, so a crash never leaves a
@@ -51,6 +54,9 @@ pub fn write_png(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Re
             enc.add_text_chunk(KEY_SIZE.into(), format!("{}x{}", r.width, r.height))?;
             if let Some(c) = &r.class {
                 enc.add_itxt_chunk(KEY_CLASS.into(), c.clone())?;
+            }
+            if !r.knobs.is_empty() {
+                enc.add_itxt_chunk(KEY_KNOBS.into(), serde_json::to_string(&r.knobs)?)?;
             }
         }
         let mut writer = enc.write_header()?;
@@ -267,6 +273,12 @@ pub fn read_recipe(path: &Path) -> Result<Recipe> {
         width,
         height,
         class: get(KEY_CLASS),
+        knobs: match get(KEY_KNOBS) {
+            None => Default::default(),
+            Some(text) => serde_json::from_str(&text).with_context(|| {
+                format!("{}: the recipe's knobs are not readable", path.display())
+            })?,
+        },
     })
 }
 

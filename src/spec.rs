@@ -9,7 +9,7 @@ use image::DynamicImage;
 use rhai::Map;
 
 use crate::recipe::Recipe;
-use crate::sketch::{engine, reader, Locator, MapReader, Script, SketchError};
+use crate::sketch::{engine, reader, Knobs, Locator, MapReader, Params, Script, SketchError};
 
 use crate::cppn::CppnSpec;
 use crate::gan::GanSpec;
@@ -104,6 +104,9 @@ pub struct Sketch {
     /// Named variants (`classes: #{ name: #{ overrides } }`), in name order; empty when
     /// the sketch lists none.
     pub classes: Vec<(String, Spec)>,
+    /// The knobs it declares (`params: #{ ... }`), and the values it was loaded with.
+    pub params: Params,
+    pub knobs: Knobs,
 }
 
 impl Sketch {
@@ -141,6 +144,7 @@ impl Sketch {
             width,
             height,
             class: class.map(str::to_string),
+            knobs: self.knobs.clone(),
         };
         Ok((img, recipe))
     }
@@ -197,10 +201,42 @@ pub fn load_with(
     source: String,
     overrides: &[(String, rhai::Dynamic)],
 ) -> Result<Sketch, SketchError> {
+    load_full(path, source, overrides, &Knobs::new())
+}
+
+/// Loads a sketch with some of its knobs set (`render --set`, a favourite's recipe, the
+/// studio's knob panel); the others keep their defaults. A knob it does not declare, or
+/// a value out of range, is an error naming the knob, the value and the range.
+pub fn load_knobs(path: &Path, source: String, knobs: &Knobs) -> Result<Sketch, SketchError> {
+    load_full(path, source, &[], knobs)
+}
+
+/// The knobs a sketch declares, without running it.
+pub fn declared_params(path: &Path, source: &str) -> Result<Params, SketchError> {
+    let script = Script::compile(source).map_err(|e| SketchError::from_parse(path, &e))?;
+    Params::declared(path, &script.ast)
+}
+
+fn load_full(
+    path: &Path,
+    source: String,
+    overrides: &[(String, rhai::Dynamic)],
+    set: &Knobs,
+) -> Result<Sketch, SketchError> {
     let script = Script::compile(&source).map_err(|e| SketchError::from_parse(path, &e))?;
     let script = Arc::new(script);
+    let params = Params::declared(path, &script.ast)?;
+    let knobs = params
+        .resolve(set)
+        .map_err(|message| SketchError::whole_file(path, message))?;
     let value = script
-        .with_time_limit(engine::DEFAULT_TIME_LIMIT, |s| s.eval())
+        .with_time_limit(engine::DEFAULT_TIME_LIMIT, |s| {
+            if params.is_empty() {
+                s.eval()
+            } else {
+                s.eval_with_params(params.constant(&knobs))
+            }
+        })
         .map_err(|e| SketchError::from_eval(path, &e))?;
     let Some(map) = value.clone().try_cast::<Map>() else {
         let end = rhai::Position::new(source.lines().count().max(1) as u16, 1);
@@ -258,6 +294,8 @@ pub fn load_with(
         source,
         spec,
         classes,
+        params,
+        knobs,
     })
 }
 
@@ -269,6 +307,8 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
         ));
     }
     let kind = map.choice("kind", "sketch kind", KINDS, "")?;
+    // The knobs' declaration, already read from the script (see `sketch::params`).
+    map.raw("params");
     // Paths inside a sketch (textures, fit images, data) are relative to its folder.
     let dir = map
         .file()

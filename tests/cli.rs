@@ -513,3 +513,160 @@ fn the_studio_and_watch_explain_what_they_need() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no status.json"));
 }
+
+#[test]
+fn render_set_turns_knobs_and_the_recipe_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = bundled("truchet_knobs.rhai");
+    ok(easel(&["render", &sketch, "-o", "plain.png"], dir.path()));
+    ok(easel(
+        &[
+            "render",
+            &sketch,
+            "--set",
+            "tile=16",
+            "--set",
+            "warmth=0.1",
+            "-o",
+            "set.png",
+        ],
+        dir.path(),
+    ));
+    assert_ne!(
+        pixels(&dir.path().join("plain.png")),
+        pixels(&dir.path().join("set.png"))
+    );
+    let recipe = easel::recipe::read_recipe(&dir.path().join("set.png")).unwrap();
+    assert_eq!(recipe.knobs["tile"], 16.0);
+    assert_eq!(recipe.knobs["warmth"], 0.1);
+    assert_eq!(recipe.knobs["line"], 6.0, "every knob is recorded");
+    ok(easel(
+        &["render", "--from", "set.png", "-o", "again.png"],
+        dir.path(),
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join("set.png")).unwrap(),
+        std::fs::read(dir.path().join("again.png")).unwrap()
+    );
+    // --set on top of a recipe.
+    ok(easel(
+        &[
+            "render", "--from", "set.png", "--set", "tile=96", "-o", "big.png",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(
+        easel::recipe::read_recipe(&dir.path().join("big.png"))
+            .unwrap()
+            .knobs["tile"],
+        96.0
+    );
+}
+
+#[test]
+fn render_set_names_the_knob_the_value_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = bundled("truchet_knobs.rhai");
+    for (set, expected) in [
+        ("tile=100", "knob tile = 100 is out of its range 16..=96"),
+        (
+            "tile=20.5",
+            "knob tile takes whole numbers (16..=96), got 20.5",
+        ),
+        (
+            "warmth=-1",
+            "knob warmth = -1 is out of its range 0.0..=1.0",
+        ),
+        (
+            "hue=0.5",
+            "no knob named \"hue\"; this sketch has tile, line, warmth, turned",
+        ),
+        ("hue", "expected NAME=VALUE"),
+        ("tile=big", "the value of knob tile must be a number"),
+    ] {
+        let out = easel(
+            &["render", &sketch, "--set", set, "-o", "x.png"],
+            dir.path(),
+        );
+        assert!(!out.status.success(), "{set} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{set}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = easel(
+        &["render", &bundled("truchet_arcs.rhai"), "--set", "hue=1"],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this sketch declares no params"));
+    assert!(!dir.path().join("x.png").exists());
+}
+
+#[test]
+fn init_writes_the_bundled_sketches_and_keeps_files_already_there() {
+    let dir = tempfile::tempdir().unwrap();
+    // Without a sketches folder the studio says what to do.
+    let out = easel(&[], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sketches is not a folder of sketches (try `easel init`"),
+        "{err}"
+    );
+
+    let out = ok(easel(&["init"], dir.path()));
+    let sketches = dir.path().join("sketches");
+    let bundled_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches");
+    for name in [
+        "truchet_arcs.rhai",
+        "truchet_knobs.rhai",
+        "cppn_uv_remap.rhai",
+        "images/arcs64.png",
+        "textures/weave.png",
+    ] {
+        assert_eq!(
+            std::fs::read(sketches.join(name)).unwrap(),
+            std::fs::read(bundled_dir.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let listed = std::fs::read_dir(&bundled_dir).unwrap().count();
+    assert_eq!(std::fs::read_dir(&sketches).unwrap().count(), listed);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrote "));
+    // A sketch that reads a texture renders from the written folder.
+    ok(easel(
+        &[
+            "render",
+            "sketches/cppn_uv_remap.rhai",
+            "--size",
+            "64",
+            "-o",
+            "uv.png",
+        ],
+        dir.path(),
+    ));
+
+    // Again: an edited sketch is kept, a deleted one comes back, and it says which.
+    std::fs::write(sketches.join("truchet_arcs.rhai"), "// mine\n").unwrap();
+    std::fs::remove_file(sketches.join("cppn_silk.rhai")).unwrap();
+    let out = ok(easel(&["init", "."], dir.path()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wrote 1 file into ./sketches: cppn_silk.rhai"),
+        "{err}"
+    );
+    assert!(err.contains("skipped "), "{err}");
+    assert!(err.contains("truchet_arcs.rhai"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(sketches.join("truchet_arcs.rhai")).unwrap(),
+        "// mine\n"
+    );
+    assert!(sketches.join("cppn_silk.rhai").exists());
+
+    // Into another folder.
+    let out = ok(easel(&["init", "elsewhere"], dir.path()));
+    assert!(dir
+        .path()
+        .join("elsewhere/sketches/truchet_knobs.rhai")
+        .exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("easel studio elsewhere/sketches"));
+}

@@ -256,3 +256,97 @@ fn empty_classes_are_an_error() {
         "\"classes\" is empty",
     );
 }
+
+// ---- knobs (`params`) ------------------------------------------------------------------
+
+#[test]
+fn a_knob_with_min_above_max_is_located() {
+    let src = "#{\n    kind: \"truchet\",\n    params: #{\n        tile: [64, 8, 32],\n    },\n}\n";
+    assert_error(src, 4, Some(9), "knob \"tile\": min 64 is above max 8");
+}
+
+#[test]
+fn a_default_outside_its_range_points_at_the_default() {
+    let src = "#{\n    kind: \"truchet\",\n    params: #{ hue: [0.0, 1.0, 1.5] },\n}\n";
+    assert_error(
+        src,
+        3,
+        Some(32),
+        "knob \"hue\": default 1.5 is outside its range 0.0..=1.0",
+    );
+}
+
+#[test]
+fn a_knob_that_is_not_three_numbers_is_located() {
+    for (decl, col) in [
+        ("hue: [0.0, 1.0]", 16),
+        ("hue: [0.0, \"1\", 0.5]", 16),
+        ("hue: 0.5", 16),
+        ("hue: [0.0, 1.0, 0.2 + 0.3]", 16),
+    ] {
+        let src = format!("#{{\n    kind: \"truchet\",\n    params: #{{ {decl} }},\n}}\n");
+        assert_error(
+            &src,
+            3,
+            Some(col),
+            "knob \"hue\" must be [min, max, default] written as numbers",
+        );
+    }
+    let src = "let p = #{ hue: [0.0, 1.0, 0.5] };\n#{\n    kind: \"truchet\",\n    params: p,\n}\n";
+    assert_error(
+        src,
+        4,
+        Some(5),
+        "\"params\" must be a map of knobs written out",
+    );
+}
+
+#[test]
+fn the_script_reads_knobs_anywhere_and_a_set_value_is_checked() {
+    let src = "let side = params.tile * 4;\n#{\n    kind: \"truchet\",\n    params: #{ tile: [8, 64, 32], fill: [0.0, 1.0, 0.5] },\n    size: side,\n    tile: params.tile,\n    rule: |i, j, rng| if rng.float() < params.fill { 1 } else { 0 },\n}\n";
+    let path = Path::new("k.rhai");
+    let s = spec::load_source(path, src.to_string()).unwrap();
+    assert_eq!(s.spec.size(), (128, 128));
+    assert_eq!(s.knobs["tile"], 32.0);
+    let set = |name: &str, v: f64| {
+        spec::load_knobs(path, src.to_string(), &[(name.to_string(), v)].into())
+    };
+    assert_eq!(set("tile", 16.0).unwrap().spec.size(), (64, 64));
+    // The rule's closure sees the value it was loaded with.
+    let all = set("fill", 1.0).unwrap().spec.render().unwrap();
+    let none = set("fill", 0.0).unwrap().spec.render().unwrap();
+    assert_ne!(all.as_bytes(), none.as_bytes());
+    let err = |name: &str, v: f64| set(name, v).unwrap_err().to_string();
+    assert_eq!(
+        err("tile", 65.0),
+        "k.rhai: knob tile = 65 is out of its range 8..=64"
+    );
+    assert_eq!(
+        err("tile", 9.5),
+        "k.rhai: knob tile takes whole numbers (8..=64), got 9.5"
+    );
+    assert_eq!(
+        err("size", 1.0),
+        "k.rhai: no knob named \"size\"; this sketch has tile, fill"
+    );
+}
+
+#[test]
+fn a_bad_value_from_a_knob_points_at_the_sketch_key_not_the_declaration() {
+    // The knob allows 2, the Truchet tile does not: the error is the `tile:` of the map.
+    let src = "#{\n    kind: \"truchet\",\n    params: #{\n        tile: [0, 64, 0],\n    },\n    tile: params.tile,\n}\n";
+    let e = error_of(src);
+    assert_eq!(e.line, 6, "{e}");
+    assert!(e.to_string().contains("\"tile\""), "{e}");
+}
+
+#[test]
+fn knobs_declared_twice_are_an_error() {
+    let src = "#{\n    kind: \"truchet\",\n    params: #{ a: [0, 1, 0] },\n    classes: #{ big: #{ params: #{ b: [0, 1, 0] } } },\n}\n";
+    assert_error(
+        src,
+        4,
+        Some(25),
+        "\"params\" is declared twice (first on line 3)",
+    );
+}

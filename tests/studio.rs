@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use easel::gan::GanSpec;
 use easel::run::{Control, Metric, RunDir, State, Status, Wanted};
+use easel::sketch::{Knobs, Params};
 use easel::spec::{self, Spec};
 use easel::studio::app::{
     App, Confirm, Effect, Favourite, Level, Mode, Msg, Reason, RenderRequest, Rendered, RunInfo,
@@ -76,6 +77,10 @@ fn rendered(req: &RenderRequest, kind: &'static str, coarse: bool) -> Msg {
         loop_frames: if kind == "cppn" { 48 } else { 0 },
         fps: 12.0,
         frame: None,
+        seed: req.tweaks.seed_for(7),
+        file_seed: 7,
+        params: Params::default(),
+        knobs: Knobs::new(),
     })
 }
 
@@ -266,6 +271,8 @@ fn s_saves_the_shown_source_as_a_favourite() {
         vec![Effect::SaveFavourite(Favourite::Sketch {
             path: path("a"),
             source: Arc::new("// source of sketches/a.rhai".into()),
+            seed: Some(7),
+            knobs: Knobs::new(),
         })]
     );
     app.update(Msg::FavouriteSaved(Ok(PathBuf::from("favourites/a-1.png"))));
@@ -282,6 +289,8 @@ fn a_favourite_file_carries_a_recipe_that_renders_the_same_bytes() {
         &Favourite::Sketch {
             path: sketch_path.into(),
             source: Arc::new(source.clone()),
+            seed: None,
+            knobs: Knobs::new(),
         },
     )
     .unwrap();
@@ -302,6 +311,8 @@ fn a_favourite_file_carries_a_recipe_that_renders_the_same_bytes() {
         &Favourite::Sketch {
             path: sketch_path.into(),
             source: Arc::new(source),
+            seed: None,
+            knobs: Knobs::new(),
         },
     )
     .unwrap();
@@ -605,6 +616,314 @@ fn run_folders_map_to_their_sketch() {
     assert!(index["g"].path.ends_with("g-20261125-110000"), "newest run");
 }
 
+// ---- seeds and knobs --------------------------------------------------------------------
+
+const KNOB_SOURCE: &str = "// knobs\n#{\n    kind: \"truchet\",\n    params: #{\n        tile: [8, 64, 32],      // pixels\n        hue:  [0.0, 1.0, 0.3],\n    },\n    tile: params.tile,\n}\n";
+
+fn knob_params() -> Params {
+    spec::declared_params(Path::new("k.rhai"), KNOB_SOURCE).unwrap()
+}
+
+/// What the renderer would send for `req` of a sketch declaring `params`: the seed and
+/// knob values the request asked for, on top of the file's seed 7 and defaults.
+fn rendered_with(req: &RenderRequest, kind: &'static str, params: &Params) -> Msg {
+    let Msg::Rendered(mut r) = rendered(req, kind, false) else {
+        unreachable!()
+    };
+    r.knobs = req.tweaks.knobs_for(params);
+    r.params = params.clone();
+    Msg::Rendered(r)
+}
+
+fn caption(app: &App) -> String {
+    app.picture.as_ref().unwrap().caption.clone()
+}
+
+#[test]
+fn n_and_shift_n_step_the_seed_without_the_file_and_the_title_shows_it() {
+    let (mut app, effects) = studio(&["a", "b"]);
+    app.update(rendered(&render_request(&effects), "truchet", false));
+    assert!(caption(&app).starts_with("seed 7 · "), "{}", caption(&app));
+
+    let next = render_request(&app.update(key('n')));
+    assert_eq!(next.path, path("a"));
+    assert_eq!(next.reason, Reason::Asked, "rendered at once, fit or not");
+    assert_eq!(next.tweaks.seed_for(7), 8);
+    app.update(rendered(&next, "truchet", true));
+    assert!(
+        caption(&app).starts_with("seed 8 · 512x512 · coarse"),
+        "{}",
+        caption(&app)
+    );
+    app.update(rendered(&next, "truchet", false));
+    let back = render_request(&app.update(key('N')));
+    let back = render_request(&{
+        app.update(rendered(&back, "truchet", false));
+        app.update(key('N'))
+    });
+    assert_eq!(back.tweaks.seed_for(7), 6);
+    app.update(rendered(&back, "truchet", false));
+    assert!(caption(&app).starts_with("seed 6 · "), "{}", caption(&app));
+
+    // The favourite records the seed on screen.
+    assert_eq!(
+        app.update(key('s')),
+        vec![Effect::SaveFavourite(Favourite::Sketch {
+            path: path("a"),
+            source: Arc::new("// source of sketches/a.rhai".into()),
+            seed: Some(6),
+            knobs: Knobs::new(),
+        })]
+    );
+
+    // Kept per sketch: a look at b and back finds seed 6 again.
+    let b = render_request(&app.update(key('j')));
+    assert_eq!(b.tweaks.seed_for(7), 7, "b has its own seed");
+    let a = render_request(&app.update(key('k')));
+    assert_eq!(a.tweaks.seed_for(7), 6);
+
+    // The file changing its seed wins: the studio's seed is dropped.
+    let Msg::Rendered(mut r) = rendered(&a, "truchet", false) else {
+        unreachable!()
+    };
+    (r.file_seed, r.seed) = (9, a.tweaks.seed_for(9));
+    app.update(Msg::Rendered(r));
+    assert!(caption(&app).starts_with("seed 9 · "), "{}", caption(&app));
+    assert!(!app.tweaks.contains_key(&path("a")));
+}
+
+#[test]
+fn n_on_a_gan_sketch_says_why_not() {
+    let (mut app, _) = gan_studio(State::Running, true);
+    assert!(app.update(key('n')).is_empty());
+    assert!(app
+        .log
+        .back()
+        .unwrap()
+        .text
+        .contains("easel sample RUN --seed N"));
+}
+
+#[test]
+fn knobs_select_turn_in_fine_and_coarse_steps_and_stay_in_range() {
+    let params = knob_params();
+    let (mut app, effects) = studio(&["k"]);
+    assert!(app.knob_values().is_none(), "not rendered yet");
+    app.update(rendered_with(&render_request(&effects), "truchet", &params));
+    let values = |app: &App| app.knob_values().unwrap().1;
+    assert_eq!(
+        values(&app),
+        Knobs::from([("tile".into(), 32.0), ("hue".into(), 0.3)])
+    );
+    assert_eq!(app.knob, 0);
+
+    // An int knob steps by whole numbers: 1, and a tenth of 56 rounded: 6.
+    let req = render_request(&app.update(key('=')));
+    assert_eq!(req.tweaks.knobs_for(&params)["tile"], 33.0);
+    app.update(rendered_with(&req, "truchet", &params));
+    app.update(key('+'));
+    assert_eq!(values(&app)["tile"], 39.0);
+    for _ in 0..20 {
+        app.update(key('_'));
+    }
+    assert_eq!(values(&app)["tile"], 8.0, "clamped at min");
+    assert!(app.update(key('_')).is_empty(), "no render past the end");
+    assert!(app.update(key('-')).is_empty());
+
+    // ] selects the float knob: hundredths and tenths of its range.
+    app.update(key(']'));
+    app.update(key(']'));
+    assert_eq!(app.knob, 1, "stops at the last knob");
+    app.update(key('='));
+    assert_eq!(values(&app)["hue"], 0.31);
+    app.update(key('+'));
+    assert_eq!(values(&app)["hue"], 0.41);
+    for _ in 0..10 {
+        app.update(key('+'));
+    }
+    assert_eq!(values(&app)["hue"], 1.0, "clamped at max");
+    app.update(key('['));
+    assert_eq!(app.knob, 0);
+
+    // Back at its default a knob is no longer a tweak.
+    for _ in 0..24 {
+        app.update(key('='));
+    }
+    assert_eq!(values(&app)["tile"], 32.0);
+    assert!(!app.tweaks[&path("k")].knobs.contains_key("tile"));
+
+    // The favourite records the values on screen.
+    let req = render_request(&app.update(key('n')));
+    app.update(rendered_with(&req, "truchet", &params));
+    let Effect::SaveFavourite(Favourite::Sketch { knobs, seed, .. }) = &app.update(key('s'))[0]
+    else {
+        panic!("a sketch favourite")
+    };
+    assert_eq!((knobs.clone(), *seed), (values(&app), Some(8)));
+    assert_eq!(knobs["hue"], 1.0);
+}
+
+#[test]
+fn knob_keys_on_a_sketch_without_knobs_say_how_to_declare_them() {
+    let (mut app, effects) = studio(&["a"]);
+    app.update(rendered(&render_request(&effects), "truchet", false));
+    for k in ['=', '-', '+', '_', '[', ']', 'w'] {
+        assert!(app.update(key(k)).is_empty(), "{k}");
+    }
+    assert!(app
+        .log
+        .back()
+        .unwrap()
+        .text
+        .contains("a has no knobs: declare some"));
+}
+
+#[test]
+fn a_changed_default_in_the_file_wins_over_the_knob() {
+    let params = knob_params();
+    let (mut app, effects) = studio(&["k"]);
+    app.update(rendered_with(&render_request(&effects), "truchet", &params));
+    app.update(key('='));
+    assert_eq!(app.knob_values().unwrap().1["tile"], 33.0);
+    // The file now says tile defaults to 40: its value, not the studio's 33.
+    let edited = KNOB_SOURCE.replace("[8, 64, 32]", "[8, 64, 40]");
+    let edited = spec::declared_params(Path::new("k.rhai"), &edited).unwrap();
+    let save = render_request(&app.update(Msg::FilesChanged(vec![path("k")])));
+    assert_eq!(save.tweaks.knobs_for(&edited)["tile"], 40.0);
+    app.update(rendered_with(&save, "truchet", &edited));
+    assert_eq!(app.knob_values().unwrap().1["tile"], 40.0);
+    assert!(!app.tweaks.contains_key(&path("k")));
+}
+
+#[test]
+fn w_writes_only_the_default_numbers_into_the_file() {
+    let params = knob_params();
+    let (mut app, effects) = studio(&["k"]);
+    app.update(rendered_with(&render_request(&effects), "truchet", &params));
+    app.update(key('+'));
+    app.update(key(']'));
+    app.update(key('='));
+    let effects = app.update(key('w'));
+    let knobs = Knobs::from([("tile".into(), 38.0), ("hue".into(), 0.31)]);
+    assert_eq!(
+        effects,
+        vec![Effect::WriteKnobs {
+            path: path("k"),
+            knobs: knobs.clone()
+        }]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k.rhai");
+    std::fs::write(&file, KNOB_SOURCE).unwrap();
+    easel::studio::write_knobs(&file, &knobs).unwrap();
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        written,
+        KNOB_SOURCE
+            .replace("[8, 64, 32]", "[8, 64, 38]")
+            .replace("[0.0, 1.0, 0.3]", "[0.0, 1.0, 0.31]"),
+        "comments, spacing and min/max untouched"
+    );
+    let reloaded = spec::load(&file).unwrap();
+    assert_eq!(reloaded.knobs, knobs);
+
+    // The log says so; the values are the file's now, not tweaks.
+    app.update(Msg::KnobsWritten {
+        path: path("k"),
+        result: Ok(knobs.clone()),
+    });
+    assert!(app
+        .log
+        .back()
+        .unwrap()
+        .text
+        .contains("wrote hue 0.31, tile 38 into k"));
+    assert!(app.tweaks[&path("k")].knobs.is_empty());
+    assert_eq!(app.knob_values().unwrap().1, knobs);
+
+    // A knob the file no longer declares is refused, and the file is left alone.
+    let err = easel::studio::write_knobs(&file, &Knobs::from([("gone".into(), 1.0)]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no longer declares knob \"gone\""), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+}
+
+#[test]
+fn a_favourite_with_seed_and_knobs_renders_the_same_bytes_from_its_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch_path = Path::new("sketches/truchet_knobs.rhai");
+    let source = std::fs::read_to_string(sketch_path).unwrap();
+    let knobs = Knobs::from([
+        ("tile".into(), 24.0),
+        ("line".into(), 3.0),
+        ("warmth".into(), 0.85),
+        ("turned".into(), 0.2),
+    ]);
+    let saved = save_favourite(
+        dir.path(),
+        &Favourite::Sketch {
+            path: sketch_path.into(),
+            source: Arc::new(source),
+            seed: Some(12345),
+            knobs: knobs.clone(),
+        },
+    )
+    .unwrap();
+    let recipe = easel::recipe::read_recipe(&saved).unwrap();
+    assert_eq!((recipe.seed, recipe.knobs.clone()), (12345, knobs));
+    let again = dir.path().join("again.png");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(["render", "--from"])
+        .arg(&saved)
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    // And the seed and knobs mattered: the file's own values make another picture.
+    let plain = spec::load(sketch_path)
+        .unwrap()
+        .render(None, None, None)
+        .unwrap()
+        .0;
+    assert_ne!(plain.as_bytes(), image::open(&saved).unwrap().as_bytes());
+}
+
+#[test]
+fn run_panels_show_for_gan_sketches_only_and_f_fills_the_screen() {
+    let (mut app, effects) = studio(&["cppn_silk"]);
+    app.update(rendered(&render_request(&effects), "cppn", false));
+    let text = screen(&app, 80, 24);
+    assert!(
+        !text.contains(" Run ") && !text.contains("Losses"),
+        "{text}"
+    );
+    assert!(text.contains(" Log "), "{text}");
+    let (app_gan, _) = gan_studio(State::Running, true);
+    let text = screen(&app_gan, 80, 24);
+    assert!(text.contains(" Run ") && text.contains("Losses"), "{text}");
+
+    app.update(key('f'));
+    let text = screen(&app, 80, 24);
+    assert!(
+        !text.contains("Sketches") && !text.contains(" Log "),
+        "{text}"
+    );
+    assert!(text.contains("Preview · cppn_silk"), "{text}");
+    app.update(key('f'));
+    assert!(screen(&app, 80, 24).contains("Sketches"));
+}
+
 // ---- layout snapshots ------------------------------------------------------------------
 
 fn screen(app: &App, width: u16, height: u16) -> String {
@@ -661,6 +980,31 @@ fn snapshot_error_and_help() {
     insta::assert_snapshot!("help_80x24", screen(&app, 80, 24));
 }
 
+/// truchet_knobs selected, its tile knob turned up by one, hue selected and turned a lot.
+fn knob_studio() -> App {
+    let params = knob_params();
+    let (mut app, _) = studio(&["cppn_silk", "truchet_knobs", "truchet_maze"]);
+    let mut req = render_request(&app.update(key('j')));
+    for k in ['=', ']', '+'] {
+        app.update(rendered_with(&req, "truchet", &params));
+        if let Some(Effect::Render(next)) = app.update(key(k)).into_iter().next() {
+            req = next;
+        }
+    }
+    app.update(rendered_with(&req, "truchet", &params));
+    app
+}
+
+#[test]
+fn snapshot_knobs_80x24() {
+    insta::assert_snapshot!(screen(&knob_studio(), 80, 24));
+}
+
+#[test]
+fn snapshot_knobs_160x48() {
+    insta::assert_snapshot!(screen(&knob_studio(), 160, 48));
+}
+
 #[test]
 fn a_tiny_terminal_says_so() {
     let text = screen(&busy_studio(), 40, 10);
@@ -670,20 +1014,43 @@ fn a_tiny_terminal_says_so() {
 
 #[test]
 fn every_size_from_200x60_down_draws_without_panicking() {
-    let app = busy_studio();
-    let mut state = view::ViewState::new(Picker::halfblocks());
-    let mut terminal = Terminal::new(TestBackend::new(200, 60)).unwrap();
-    for (w, h) in (1..=200u16)
-        .rev()
-        .step_by(7)
-        .zip((1..=60u16).rev().step_by(2))
-    {
-        terminal.backend_mut().resize(w, h);
-        terminal
-            .resize(ratatui::layout::Rect::new(0, 0, w, h))
-            .unwrap();
-        terminal.draw(|f| view::draw(f, &app, &mut state)).unwrap();
+    let mut full = knob_studio();
+    full.update(key('f'));
+    for app in [busy_studio(), knob_studio(), full] {
+        let mut state = view::ViewState::new(Picker::halfblocks());
+        let mut terminal = Terminal::new(TestBackend::new(200, 60)).unwrap();
+        for (w, h) in (1..=200u16)
+            .rev()
+            .step_by(7)
+            .zip((1..=60u16).rev().step_by(2))
+        {
+            terminal.backend_mut().resize(w, h);
+            terminal
+                .resize(ratatui::layout::Rect::new(0, 0, w, h))
+                .unwrap();
+            terminal.draw(|f| view::draw(f, &app, &mut state)).unwrap();
+        }
     }
+}
+
+#[test]
+fn many_knobs_scroll_to_keep_the_selected_one_in_view() {
+    let decl: Vec<String> = (0..30).map(|i| format!("k{i:02}: [0, 9, 1]")).collect();
+    let source = format!(
+        "#{{ kind: \"truchet\", params: #{{ {} }} }}",
+        decl.join(", ")
+    );
+    let params = spec::declared_params(Path::new("many.rhai"), &source).unwrap();
+    let (mut app, effects) = studio(&["many"]);
+    app.update(rendered_with(&render_request(&effects), "truchet", &params));
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("▸ k00"), "{text}");
+    for _ in 0..29 {
+        app.update(key(']'));
+    }
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("▸ k29"), "{text}");
+    assert!(!text.contains("k00"), "{text}");
 }
 
 // ---- the real workers ------------------------------------------------------------------
@@ -701,6 +1068,7 @@ fn ask(
             path: path.to_path_buf(),
             reason,
             frame,
+            tweaks: Default::default(),
         })
         .unwrap();
 }
@@ -748,6 +1116,7 @@ fn the_renderer_sends_a_coarse_then_a_full_cppn_and_reports_errors() {
             path: cppn.clone(),
             reason: Reason::Selected,
             frame: Some((3, 10)),
+            tweaks: Default::default(),
         })
         .unwrap();
     let frame = wait_for(&rx, pick);

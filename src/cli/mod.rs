@@ -6,6 +6,7 @@ mod check;
 mod dataset;
 mod eval;
 mod gallery;
+mod init;
 mod render;
 mod sample;
 mod sweep;
@@ -26,7 +27,7 @@ use clap::{Parser, Subcommand};
     long_about = "A terminal studio for live-coding generative art.\n\n\
 Sketches are Rhai scripts (see sketches/ and the README) describing Truchet tilings,\nCPPNs or GANs.\n\
 Every PNG easel writes carries its recipe, so `easel render --from FILE.png` makes it again.\n\n\
-Run with no command to open the studio on ./sketches."
+Run with no command to open the studio on ./sketches (`easel init` writes the bundled\nsketches there)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -53,6 +54,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Print a preview of every sketch in a folder to the terminal.
     Gallery(gallery::GalleryArgs),
+    /// Write the bundled sketches into DIR/sketches (existing files are kept).
+    Init(init::InitArgs),
     /// Open the live studio on a folder of sketches (the default with no command).
     Studio(StudioArgs),
     /// Attach the run panels to one run directory (live or finished), e.g. over SSH.
@@ -94,6 +97,7 @@ pub fn main() -> ExitCode {
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Check(a)) => check::run(a),
         Some(Command::Gallery(a)) => gallery::run(a),
+        Some(Command::Init(a)) => init::run(a),
         Some(Command::Studio(a)) => studio::studio(&a.dir, a.graphics, a.device),
         Some(Command::Watch(a)) => studio::watch(&a.run_dir, a.graphics),
         None => studio::studio(

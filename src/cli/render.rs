@@ -1,10 +1,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::recipe;
+use crate::sketch::Knobs;
 use crate::spec;
 
 #[derive(Args, Debug)]
@@ -25,6 +26,9 @@ pub struct RenderArgs {
     /// Random seed (overrides the sketch's `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Set a knob the sketch declares in `params` (repeatable): --set hue=0.5 --set tile=16.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = knob_arg)]
+    pub set: Vec<(String, f64)>,
     /// Render one of the sketch's classes instead of the base sketch.
     #[arg(long, value_name = "NAME")]
     pub class: Option<String>,
@@ -37,14 +41,32 @@ pub struct RenderArgs {
     pub show: bool,
 }
 
+/// clap value parser for `NAME=VALUE` (a knob and a number).
+fn knob_arg(text: &str) -> Result<(String, f64), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("\"{text}\": expected NAME=VALUE, e.g. hue=0.5"))?;
+    let value: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("\"{text}\": the value of knob {name} must be a number"))?;
+    Ok((name.trim().to_string(), value))
+}
+
 pub fn run(args: RenderArgs) -> Result<()> {
+    // --set goes on top of the knobs a recipe recorded.
+    let set_knobs = |mut knobs: Knobs| {
+        knobs.extend(args.set.iter().cloned());
+        knobs
+    };
     let (mut sketch, mut class, mut seed, mut size) = match (&args.sketch, &args.from) {
         (_, Some(png)) => {
             let r = recipe::read_recipe(png)?;
             // Errors in an embedded sketch point into the PNG's copy of the source.
-            let sketch = spec::load_source(
+            let sketch = spec::load_knobs(
                 &png.with_file_name(format!("{}.rhai", r.name)),
                 r.source.clone(),
+                &set_knobs(r.knobs.clone()),
             )
             .map_err(|e| anyhow::anyhow!("{e}\n(in the recipe stored in {})", png.display()))?;
             (
@@ -54,7 +76,12 @@ pub fn run(args: RenderArgs) -> Result<()> {
                 Some((r.width, r.height)),
             )
         }
-        (Some(path), None) => (spec::load(path)?, None, None, None),
+        (Some(path), None) => {
+            let source = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read sketch {}", path.display()))?;
+            let sketch = spec::load_knobs(path, source, &set_knobs(Knobs::new()))?;
+            (sketch, None, None, None)
+        }
         (None, None) => bail!("give a sketch to render, or --from IMAGE.png"),
     };
     sketch.set_fit_device(args.device);

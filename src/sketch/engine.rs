@@ -71,6 +71,15 @@ impl Script {
         self.engine.eval_ast::<Dynamic>(&self.ast)
     }
 
+    /// Evaluates the whole script with `params` (the knobs' values) bound as a constant
+    /// the script and its closures can read (`params.hue`).
+    pub fn eval_with_params(&self, params: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        let mut scope = rhai::Scope::new();
+        scope.push_constant("params", params);
+        self.engine
+            .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)
+    }
+
     pub fn call(
         &self,
         f: &FnPtr,

@@ -22,7 +22,13 @@ impl Locator {
     pub fn from_ast(ast: &AST) -> Self {
         let mut entries = Vec::new();
         ast.walk(&mut |path: &[ASTNode]| {
-            if let Some(ASTNode::Expr(Expr::Map(map, _))) = path.last() {
+            if let Some(ASTNode::Expr(Expr::Map(map, pos))) = path.last() {
+                // The knobs' declaration (`params: #{ tile: [8, 64, 32] }`) names keys
+                // that the sketch's map uses too (`tile: params.tile`): a bad `tile`
+                // is the sketch's, so its declaration is left out.
+                if is_params_declaration(path, *pos) {
+                    return true;
+                }
                 for (ident, value) in map.0.iter() {
                     entries.push(Entry {
                         key: ident.name.to_string(),
@@ -64,6 +70,18 @@ impl Locator {
             .map(|e| e.key_pos)
             .unwrap_or(Position::NONE)
     }
+}
+
+/// Whether the map at `pos`, the last node of `path`, is the value of a `params:` key.
+fn is_params_declaration(path: &[ASTNode], pos: Position) -> bool {
+    let Some(ASTNode::Expr(Expr::Map(parent, _))) = path.len().checked_sub(2).map(|i| &path[i])
+    else {
+        return false;
+    };
+    parent
+        .0
+        .iter()
+        .any(|(ident, value)| ident.name == "params" && value.position() == pos)
 }
 
 fn literal_text(expr: &Expr) -> Option<String> {

@@ -7,6 +7,7 @@ pub mod color;
 pub mod engine;
 pub mod error;
 pub mod locate;
+pub mod params;
 pub mod reader;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 pub use engine::Script;
 pub use error::SketchError;
 pub use locate::Locator;
+pub use params::{Knobs, Param, Params};
 pub use reader::MapReader;
 
 /// Largest side, and most pixels, any image may have: a typo must not ask for gigabytes.

@@ -5,7 +5,7 @@
 //! [`App::update`], carries out the [`Effect`]s it returns, and draws with `view`. So every
 //! behaviour (reload, errors, favourites, training control) is tested without a terminal.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +16,7 @@ use image::DynamicImage;
 use super::keys::{self, Action};
 use crate::gan::GanSpec;
 use crate::run::{Control, Metric, State, Status, Wanted};
+use crate::sketch::{Knobs, Params};
 
 /// How many log lines are kept.
 const LOG_LINES: usize = 200;
@@ -45,6 +46,74 @@ pub struct RenderRequest {
     pub reason: Reason,
     /// `Some((k, frames))`: frame k of the CPPN latent loop, at animation size.
     pub frame: Option<(u32, u32)>,
+    /// The studio's seed and knob values for this sketch, on top of its file.
+    pub tweaks: Tweaks,
+}
+
+/// A value the studio sets on top of the file's, remembering what the file said when it
+/// was set: when the file itself changes that value (an edit, or `w`), the file wins.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tweak<T> {
+    pub file: T,
+    pub value: T,
+}
+
+/// The studio-side settings of one sketch: another seed (`n`/`N`) and knob values,
+/// neither written to the file (until `w`, for knobs).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tweaks {
+    pub seed: Option<Tweak<u64>>,
+    pub knobs: BTreeMap<String, Tweak<f64>>,
+}
+
+impl Tweaks {
+    /// The seed to render with, given the file's own.
+    pub fn seed_for(&self, file_seed: u64) -> u64 {
+        match self.seed {
+            Some(t) if t.file == file_seed => t.value,
+            _ => file_seed,
+        }
+    }
+
+    /// The knob values to render with, given what the file declares: a tweak counts
+    /// while the file's default is still the one it was made against, kept in range.
+    pub fn knobs_for(&self, params: &Params) -> Knobs {
+        params
+            .0
+            .iter()
+            .map(|p| {
+                let value = match self.knobs.get(&p.name) {
+                    Some(t) if t.file == p.default => p.clamp(t.value),
+                    _ => p.default,
+                };
+                (p.name.clone(), value)
+            })
+            .collect()
+    }
+
+    /// Forgets what the file has since changed itself, or no longer declares.
+    pub fn reconcile(&mut self, file_seed: u64, params: &Params) {
+        if self
+            .seed
+            .is_some_and(|t| t.file != file_seed || t.value == t.file)
+        {
+            self.seed = None;
+        }
+        let values = self.knobs_for(params);
+        self.knobs.retain(|name, t| {
+            params.get(name).is_some_and(|p| p.default == t.file)
+                && values.get(name) != Some(&t.file)
+        });
+        for (name, t) in self.knobs.iter_mut() {
+            if let Some(&v) = values.get(name) {
+                t.value = v;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seed.is_none() && self.knobs.is_empty()
+    }
 }
 
 /// A finished render from the worker.
@@ -68,6 +137,12 @@ pub struct Rendered {
     pub fps: f64,
     /// Which frame of the loop this is, if it is one.
     pub frame: Option<u32>,
+    /// The seed it was rendered with, and the file's own.
+    pub seed: u64,
+    pub file_seed: u64,
+    /// The knobs the sketch declares, and the values it was rendered with.
+    pub params: Params,
+    pub knobs: Knobs,
 }
 
 /// The newest run of one sketch, as found in the runs folder.
@@ -152,6 +227,11 @@ pub enum Msg {
     Runs(HashMap<String, RunInfo>),
     RunTail(Box<RunTail>),
     FavouriteSaved(Result<PathBuf, String>),
+    /// `w` wrote these knob values into the sketch file as its defaults (or failed).
+    KnobsWritten {
+        path: PathBuf,
+        result: Result<Knobs, String>,
+    },
     TrainingStarted(Result<PathBuf, String>),
     /// Something the runtime could not do.
     Error(String),
@@ -165,8 +245,14 @@ pub enum Msg {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Favourite {
-    /// Re-render the sketch source at its own size and save it with its recipe.
-    Sketch { path: PathBuf, source: Arc<String> },
+    /// Re-render the sketch source at its own size, with the seed and knob values of
+    /// the picture shown, and save it with its recipe.
+    Sketch {
+        path: PathBuf,
+        source: Arc<String>,
+        seed: Option<u64>,
+        knobs: Knobs,
+    },
     /// Save this picture (a GAN sample grid) as it is.
     Picture {
         name: String,
@@ -180,6 +266,11 @@ pub enum Effect {
     /// Tail this run directory (or none).
     Follow(Option<PathBuf>),
     SaveFavourite(Favourite),
+    /// Write these knob values into the sketch file as the defaults of its `params`.
+    WriteKnobs {
+        path: PathBuf,
+        knobs: Knobs,
+    },
     /// Start `easel train` as a process of its own; `resume` continues that run.
     StartTraining {
         sketch: PathBuf,
@@ -237,6 +328,9 @@ pub struct Picture {
     /// Changes with every new picture, so the view re-encodes only then.
     pub serial: u64,
     pub source: Option<Arc<String>>,
+    /// The seed and knob values it was made with (for the favourite's recipe).
+    pub seed: Option<u64>,
+    pub knobs: Knobs,
 }
 
 /// The CPPN latent loop playing in the preview.
@@ -277,6 +371,17 @@ pub struct App {
     pub confirm: Option<Confirm>,
     /// What the selected sketch is waiting for, when its picture takes a while.
     pub busy: Option<(PathBuf, String)>,
+    /// Seeds and knob values set in the studio, per sketch. Kept per sketch for the whole
+    /// session (not dropped on moving to another sketch): looking at a neighbour to
+    /// compare and coming back should find the seed and knobs where they were left.
+    pub tweaks: HashMap<PathBuf, Tweaks>,
+    /// The knobs each sketch declared at its last render, and the seed its file gives.
+    pub params: HashMap<PathBuf, Params>,
+    pub file_seeds: HashMap<PathBuf, u64>,
+    /// Which knob of the selected sketch `-`/`=` turn.
+    pub knob: usize,
+    /// The preview fills the screen (`f`).
+    pub fullscreen: bool,
     pub quit: bool,
     /// Log time stamps (fixed in tests, for stable snapshots).
     pub clock: fn() -> String,
@@ -309,6 +414,11 @@ impl App {
             help: false,
             confirm: None,
             busy: None,
+            tweaks: HashMap::new(),
+            params: HashMap::new(),
+            file_seeds: HashMap::new(),
+            knob: 0,
+            fullscreen: false,
             quit: false,
             clock: local_time,
             gan_specs: HashMap::new(),
@@ -399,6 +509,7 @@ impl App {
                 self.log_line(Level::Error, format!("favourite not saved: {e}"));
                 vec![]
             }
+            Msg::KnobsWritten { path, result } => self.on_knobs_written(path, result),
             Msg::TrainingStarted(Ok(run)) => {
                 self.info(format!("training → {}", run.display()));
                 if let Some(path) = self.selected_path().cloned() {
@@ -490,6 +601,19 @@ impl App {
                 self.chart.swd = !self.chart.swd;
                 vec![]
             }
+            Action::NextSeed => self.step_seed(1),
+            Action::PreviousSeed => self.step_seed(-1),
+            Action::NextKnob => self.select_knob(1),
+            Action::PreviousKnob => self.select_knob(-1),
+            Action::KnobUp => self.turn_knob(1, false),
+            Action::KnobDown => self.turn_knob(-1, false),
+            Action::KnobUpCoarse => self.turn_knob(1, true),
+            Action::KnobDownCoarse => self.turn_knob(-1, true),
+            Action::WriteKnobs => self.write_knobs(),
+            Action::Fullscreen => {
+                self.fullscreen = !self.fullscreen;
+                vec![]
+            }
         }
     }
 
@@ -516,8 +640,9 @@ impl App {
             return self.refollow();
         };
         if self.selected_path() != Some(&path) {
-            // Another sketch: its errors are its own.
+            // Another sketch: its errors (and knobs) are its own.
             self.error = None;
+            self.knob = 0;
         }
         self.selected = index;
         if self.picture.as_ref().is_some_and(|p| p.path != path) {
@@ -540,11 +665,13 @@ impl App {
         if frame.is_none() {
             self.current_id = self.next_id;
         }
+        let tweaks = self.tweaks.get(&path).cloned().unwrap_or_default();
         Effect::Render(RenderRequest {
             id: self.next_id,
             path,
             reason,
             frame,
+            tweaks,
         })
     }
 
@@ -633,8 +760,15 @@ impl App {
                 anim.frames,
                 r.render_time.as_millis()
             );
-            let source = self.picture.as_ref().and_then(|p| p.source.clone());
+            let (source, seed, knobs) = match &self.picture {
+                Some(p) => (p.source.clone(), p.seed, p.knobs.clone()),
+                None => (None, None, Knobs::new()),
+            };
             self.show(r.path, r.image, caption, source);
+            if let Some(p) = self.picture.as_mut() {
+                p.seed = seed;
+                p.knobs = knobs;
+            }
             return vec![];
         }
         if r.id != self.current_id {
@@ -642,8 +776,19 @@ impl App {
         }
         self.busy = None;
         let fixed = self.error.take().is_some();
+        // The file may have changed the seed or a default itself: it wins over the studio.
+        let tweaks = self.tweaks.entry(r.path.clone()).or_default();
+        tweaks.reconcile(r.file_seed, &r.params);
+        if tweaks.is_empty() {
+            self.tweaks.remove(&r.path);
+        }
+        if self.params.get(&r.path) != Some(&r.params) {
+            self.knob = self.knob.min(r.params.0.len().saturating_sub(1));
+        }
+        self.params.insert(r.path.clone(), r.params.clone());
+        self.file_seeds.insert(r.path.clone(), r.file_seed);
         let (w, h) = r.size;
-        let mut caption = format!("{w}x{h}");
+        let mut caption = format!("seed {} · {w}x{h}", r.seed);
         if r.coarse {
             caption.push_str(" · coarse");
         } else {
@@ -680,6 +825,10 @@ impl App {
             });
         }
         self.show(r.path, r.image, caption, Some(r.source));
+        if let Some(p) = self.picture.as_mut() {
+            p.seed = Some(r.seed);
+            p.knobs = r.knobs;
+        }
         vec![]
     }
 
@@ -697,6 +846,8 @@ impl App {
             caption,
             serial: self.serial,
             source,
+            seed: None,
+            knobs: Knobs::new(),
         });
     }
 
@@ -936,6 +1087,8 @@ impl App {
             (Some(source), Some(kind)) if *kind != "gan" => Favourite::Sketch {
                 path: picture.path.clone(),
                 source: source.clone(),
+                seed: picture.seed,
+                knobs: picture.knobs.clone(),
             },
             _ => Favourite::Picture {
                 name: match &self.mode {
@@ -1043,6 +1196,150 @@ impl App {
         };
         self.info("stop requested: it checkpoints first; t resumes it".into());
         vec![Effect::set_state(run.path, Wanted::Stop)]
+    }
+
+    /// The selected sketch, if it is a Truchet or CPPN sketch that has rendered (so its
+    /// file's seed and knobs are known); otherwise says why not.
+    fn tweakable(&mut self, what: &str) -> Option<PathBuf> {
+        let path = self.selected_path().cloned()?;
+        match self.kinds.get(&path) {
+            Some(&"gan") => {
+                // A GAN's preview is its run's sample grid, drawn by the training
+                // process from its own fixed noise: the studio has no generator to draw
+                // other noise with.
+                self.info(format!(
+                    "{what} Truchet and CPPN sketches; for other samples of a GAN use `easel sample RUN --seed N`"
+                ));
+                None
+            }
+            Some(_) if self.file_seeds.contains_key(&path) => Some(path),
+            _ => {
+                self.info(format!("{} has not rendered yet", Self::sketch_name(&path)));
+                None
+            }
+        }
+    }
+
+    /// `n`/`N`: the next or previous seed, rendered at once; the file is not touched.
+    fn step_seed(&mut self, delta: i64) -> Vec<Effect> {
+        let Some(path) = self.tweakable("n and N change the seed of") else {
+            return vec![];
+        };
+        let file = self.file_seeds[&path];
+        let tweaks = self.tweaks.entry(path.clone()).or_default();
+        let value = tweaks.seed_for(file).wrapping_add_signed(delta);
+        tweaks.seed = (value != file).then_some(Tweak { file, value });
+        self.select(self.selected, Reason::Asked)
+    }
+
+    /// The selected sketch's declared knobs and their current values, if it has any.
+    pub fn knob_values(&self) -> Option<(&Params, Knobs)> {
+        let path = self.selected_path()?;
+        let params = self.params.get(path).filter(|p| !p.is_empty())?;
+        let values = self
+            .tweaks
+            .get(path)
+            .map(|t| t.knobs_for(params))
+            .unwrap_or_else(|| params.defaults());
+        Some((params, values))
+    }
+
+    fn knobbed(&mut self) -> Option<(PathBuf, Params)> {
+        let path = self.tweakable("knobs turn")?;
+        match self.params.get(&path).filter(|p| !p.is_empty()) {
+            Some(p) => Some((path, p.clone())),
+            None => {
+                self.info(format!(
+                    "{} has no knobs: declare some in its map, e.g. params: #{{ hue: [0.0, 1.0, 0.3] }}",
+                    Self::sketch_name(&path)
+                ));
+                None
+            }
+        }
+    }
+
+    fn select_knob(&mut self, delta: i64) -> Vec<Effect> {
+        if let Some((_, params)) = self.knobbed() {
+            let last = params.0.len() as i64 - 1;
+            self.knob = (self.knob as i64 + delta).clamp(0, last) as usize;
+        }
+        vec![]
+    }
+
+    /// Turns the selected knob by one fine or coarse step (kept in range) and renders.
+    fn turn_knob(&mut self, direction: i32, coarse: bool) -> Vec<Effect> {
+        let Some((path, params)) = self.knobbed() else {
+            return vec![];
+        };
+        let p = &params.0[self.knob.min(params.0.len() - 1)];
+        let tweaks = self.tweaks.entry(path).or_default();
+        let now = tweaks.knobs_for(&params)[&p.name];
+        let step = if coarse {
+            p.coarse_step()
+        } else {
+            p.fine_step()
+        };
+        let value = p.nudge(now, step, direction);
+        if value == now {
+            return vec![]; // at the end of its range
+        }
+        if value == p.default {
+            tweaks.knobs.remove(&p.name);
+        } else {
+            tweaks.knobs.insert(
+                p.name.clone(),
+                Tweak {
+                    file: p.default,
+                    value,
+                },
+            );
+        }
+        self.select(self.selected, Reason::Asked)
+    }
+
+    /// `w`: the knobs' values become the file's defaults.
+    fn write_knobs(&mut self) -> Vec<Effect> {
+        let Some((path, _)) = self.knobbed() else {
+            return vec![];
+        };
+        let Some((_, knobs)) = self.knob_values() else {
+            return vec![];
+        };
+        vec![Effect::WriteKnobs { path, knobs }]
+    }
+
+    fn on_knobs_written(&mut self, path: PathBuf, result: Result<Knobs, String>) -> Vec<Effect> {
+        match result {
+            Ok(written) => {
+                // The file says these now: the tweaks are its values (the reload that
+                // the write sets off would find the same).
+                if let Some(tweaks) = self.tweaks.get_mut(&path) {
+                    tweaks
+                        .knobs
+                        .retain(|name, t| written.get(name) != Some(&t.value));
+                    for (name, t) in tweaks.knobs.iter_mut() {
+                        if let Some(&v) = written.get(name) {
+                            t.file = v;
+                        }
+                    }
+                }
+                if let Some(params) = self.params.get_mut(&path) {
+                    for p in params.0.iter_mut() {
+                        if let Some(&v) = written.get(&p.name) {
+                            p.default = v;
+                        }
+                    }
+                }
+                let text: Vec<String> = written.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                self.info(format!(
+                    "wrote {} into {} as defaults",
+                    text.join(", "),
+                    Self::sketch_name(&path)
+                ));
+            }
+            Err(e) => self.log_line(Level::Error, format!("knobs not written: {e}")),
+        }
+        vec![]
     }
 
     fn toggle_animation(&mut self) -> Vec<Effect> {

@@ -19,6 +19,16 @@ pub enum Action {
     RawChart,
     LogChart,
     SwdChart,
+    NextSeed,
+    PreviousSeed,
+    NextKnob,
+    PreviousKnob,
+    KnobUp,
+    KnobDown,
+    KnobUpCoarse,
+    KnobDownCoarse,
+    WriteKnobs,
+    Fullscreen,
     Help,
     Quit,
 }
@@ -36,6 +46,40 @@ pub struct Binding {
     pub drop_order: u8,
     /// Only over a folder of sketches (not when watching one run).
     pub studio_only: bool,
+    /// When the footer offers it (the help always lists it).
+    pub shown: Shown,
+}
+
+/// The footer offers a key only where it does something: run keys beside the run
+/// panels, seed and knob keys beside a picture (knob keys only when there are knobs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    Always,
+    Runs,
+    Pictures,
+    Knobs,
+}
+
+/// What the screen shows now, for the footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Showing {
+    /// Over a folder of sketches (not `easel watch`).
+    pub studio: bool,
+    /// The run and loss panels are up.
+    pub runs: bool,
+    /// The selected sketch has knobs.
+    pub knobs: bool,
+}
+
+impl Shown {
+    fn offered(self, now: Showing) -> bool {
+        match self {
+            Shown::Always => true,
+            Shown::Runs => now.runs,
+            Shown::Pictures => !now.runs,
+            Shown::Knobs => !now.runs && now.knobs,
+        }
+    }
 }
 
 const fn row(
@@ -52,6 +96,7 @@ const fn row(
         hint: None,
         drop_order: 0,
         studio_only: false,
+        shown: Shown::Always,
     }
 }
 
@@ -64,6 +109,11 @@ impl Binding {
 
     const fn studio_only(mut self) -> Self {
         self.studio_only = true;
+        self
+    }
+
+    const fn shown(mut self, shown: Shown) -> Self {
+        self.shown = shown;
         self
     }
 }
@@ -96,7 +146,59 @@ pub const KEYS: &[Binding] = &[
         "s",
         "save a favourite: PNG + recipe in favourites/",
     )
-    .hint("s", "save", 6),
+    .hint("s", "save", 9),
+    row(
+        NextSeed,
+        &[Char('n')],
+        "n  N",
+        "next / previous seed (the file keeps its own)",
+    )
+    .hint("n", "seed", 8)
+    .studio_only()
+    .shown(Shown::Pictures),
+    row(PreviousSeed, &[Char('N')], "", "").studio_only(),
+    row(
+        NextKnob,
+        &[Char(']')],
+        "[  ]",
+        "select a knob (a sketch's params)",
+    )
+    .hint("[]", "knob", 7)
+    .studio_only()
+    .shown(Shown::Knobs),
+    row(PreviousKnob, &[Char('[')], "", "").studio_only(),
+    row(
+        KnobUp,
+        &[Char('=')],
+        "-  =",
+        "turn the knob down / up a little",
+    )
+    .hint("-=", "turn", 7)
+    .studio_only()
+    .shown(Shown::Knobs),
+    row(KnobDown, &[Char('-')], "", "").studio_only(),
+    row(
+        KnobUpCoarse,
+        &[Char('+')],
+        "_  +",
+        "turn the knob down / up a lot",
+    )
+    .studio_only(),
+    row(KnobDownCoarse, &[Char('_')], "", "").studio_only(),
+    row(
+        WriteKnobs,
+        &[Char('w')],
+        "w",
+        "write the knobs into the file as its defaults",
+    )
+    .studio_only(),
+    row(
+        Fullscreen,
+        &[Char('f')],
+        "f",
+        "full-screen preview (f again: back)",
+    )
+    .hint("f", "full", 6),
     row(
         Train,
         &[Char('t')],
@@ -104,21 +206,24 @@ pub const KEYS: &[Binding] = &[
         "train the selected GAN sketch (or resume it)",
     )
     .hint("t", "train", 0)
-    .studio_only(),
+    .studio_only()
+    .shown(Shown::Runs),
     row(
         PauseResume,
         &[Char('p')],
         "p",
         "pause / resume the training",
     )
-    .hint("p", "pause", 4),
+    .hint("p", "pause", 4)
+    .shown(Shown::Runs),
     row(
         Stop,
         &[Char('x')],
         "x",
         "stop the training (it checkpoints; t resumes)",
     )
-    .hint("x", "stop", 3),
+    .hint("x", "stop", 3)
+    .shown(Shown::Runs),
     row(
         Play,
         &[Char(' ')],
@@ -126,15 +231,19 @@ pub const KEYS: &[Binding] = &[
         "play / pause a CPPN's latent loop",
     )
     .hint("space", "play", 5)
-    .studio_only(),
-    row(RawChart, &[Char('r')], "r", "loss chart: raw / smoothed").hint("r", "raw", 2),
+    .studio_only()
+    .shown(Shown::Pictures),
+    row(RawChart, &[Char('r')], "r", "loss chart: raw / smoothed")
+        .hint("r", "raw", 2)
+        .shown(Shown::Runs),
     row(
         LogChart,
         &[Char('l')],
         "l",
         "loss chart: log / linear scale",
     )
-    .hint("l", "log", 1),
+    .hint("l", "log", 1)
+    .shown(Shown::Runs),
     row(
         SwdChart,
         &[Char('c')],
@@ -166,10 +275,10 @@ pub fn help_rows(studio: bool) -> impl Iterator<Item = &'static Binding> {
 
 /// The footer's hints that fit in `width` columns: the least needed are dropped first;
 /// help and quit always stay.
-pub fn footer_hints(studio: bool, width: usize) -> Vec<(&'static str, &'static str)> {
+pub fn footer_hints(now: Showing, width: usize) -> Vec<(&'static str, &'static str)> {
     let mut shown: Vec<&Binding> = KEYS
         .iter()
-        .filter(|b| b.hint.is_some() && (studio || !b.studio_only))
+        .filter(|b| b.hint.is_some() && (now.studio || !b.studio_only) && b.shown.offered(now))
         .collect();
     let used = |shown: &[&Binding]| -> usize {
         shown

@@ -47,7 +47,8 @@ const QUERY_TIMEOUT: Duration = Duration::from_millis(300);
 pub fn studio(dir: &Path, graphics: Graphics, device: DeviceArg) -> Result<()> {
     if !dir.is_dir() {
         bail!(
-            "{} is not a folder of sketches (try `easel studio sketches`)",
+            "{} is not a folder of sketches (try `easel init` to write the bundled ones \
+             into ./sketches, or `easel studio DIR` for a folder of your own)",
             dir.display()
         );
     }
@@ -298,6 +299,12 @@ impl Runtime {
                         let _ = tx.send(Msg::FavouriteSaved(result));
                     });
                 }
+                Effect::WriteKnobs { path, knobs } => {
+                    let result = write_knobs(&path, &knobs)
+                        .map(|()| knobs)
+                        .map_err(|e| format!("{e:#}"));
+                    let _ = self.tx.send(Msg::KnobsWritten { path, result });
+                }
                 Effect::StartTraining { sketch, resume } => {
                     let result = match &self.places.runs {
                         Some(runs) => {
@@ -373,9 +380,14 @@ fn stamped(dir: &Path, name: &str, ext: &str) -> Result<PathBuf> {
 pub fn save_favourite(dir: &Path, fav: &Favourite) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     match fav {
-        Favourite::Sketch { path, source } => {
-            let sketch = crate::spec::load_source(path, source.to_string())?;
-            let (img, r) = sketch.render(None, None, None)?;
+        Favourite::Sketch {
+            path,
+            source,
+            seed,
+            knobs,
+        } => {
+            let sketch = crate::spec::load_knobs(path, source.to_string(), knobs)?;
+            let (img, r) = sketch.render(None, *seed, None)?;
             let out = stamped(dir, &r.name, "png")?;
             write_reserved(&out, || recipe::write_png(&out, &img, Some(&r)))
         }
@@ -384,6 +396,29 @@ pub fn save_favourite(dir: &Path, fav: &Favourite) -> Result<PathBuf> {
             write_reserved(&out, || recipe::write_png(&out, image, None))
         }
     }
+}
+
+/// `w`: writes `knobs` into the sketch file as the defaults of its `params`, changing
+/// nothing else in it (atomically: the editor and the folder watch see one whole file).
+pub fn write_knobs(path: &Path, knobs: &crate::sketch::Knobs) -> Result<()> {
+    let source =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Declared from the file as it is now (it may have been edited since the render).
+    let params = crate::spec::declared_params(path, &source)?;
+    for name in knobs.keys() {
+        if params.get(name).is_none() {
+            bail!("{} no longer declares knob \"{name}\"", path.display());
+        }
+    }
+    let text = crate::sketch::params::rewrite_defaults(&source, &params, knobs)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if text != source {
+        recipe::write_atomically(path, |f| {
+            use std::io::Write;
+            Ok(f.write_all(text.as_bytes())?)
+        })?;
+    }
+    Ok(())
 }
 
 /// Fills a reserved (empty) path; on failure removes it, so no empty favourite stays.

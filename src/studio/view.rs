@@ -1,13 +1,25 @@
 //! Drawing the studio: a pure function of the [`App`] (plus the encoded preview image,
 //! cached in [`ViewState`] so it is re-encoded only when the picture or the area changes).
 //!
+//! A GAN sketch (or a followed run):
+//!
 //! ```text
-//! ┌ Sketches ──────┐┌ Preview · truchet_arcs · 512x512 · render 14 ms ─────┐
-//! │▸ truchet_arcs  ││                (the image, aspect kept)              │
-//! │  gan_truchet ● ││                                                      │
+//! ┌ Sketches ──────┐┌ Preview · gan_truchet · samples · step 100 ──────────┐
+//! │▸ gan_truchet ● ││                (the image, aspect kept)              │
 //! ├ Run ───────────┤┌ Losses ──────────────────┐┌ Log ─────────────────────┐
 //! └────────────────┘└──────────────────────────┘└──────────────────────────┘
-//!  ↑↓ select  s save  t train  p pause  x stop  space play  ? help  q quit
+//!  ↑↓ select  s save  f full  t train  p pause  x stop  r raw  ? help  q quit
+//! ```
+//!
+//! A Truchet or CPPN sketch: the preview takes the height, knobs (if any) under the list.
+//!
+//! ```text
+//! ┌ Sketches ──────┐┌ Preview · truchet_knobs · seed 7 · 512x512 ──────────┐
+//! │▸ truchet_knobs ││                (the image, aspect kept)              │
+//! ├ Knobs ─────────┤│                                                      │
+//! │▸ tile  33 ━━── │├ Log ─────────────────────────────────────────────────┤
+//! └────────────────┘└──────────────────────────────────────────────────────┘
+//!  ↑↓ select  s save  n seed  [] knob  -= turn  f full  ? help  q quit
 //! ```
 
 use image::DynamicImage;
@@ -65,29 +77,149 @@ pub fn draw(frame: &mut Frame, app: &App, state: &mut ViewState) {
         return;
     }
     let [main, footer] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
-    let bottom_height = (area.height / 3).clamp(7, 16);
-    let [top, bottom] =
-        Layout::vertical([Constraint::Min(6), Constraint::Length(bottom_height)]).areas(main);
-    let left_width = (area.width / 4).clamp(22, 34);
-    let [list_area, preview_area] =
-        Layout::horizontal([Constraint::Length(left_width), Constraint::Min(10)]).areas(top);
-    let [run_area, rest] =
-        Layout::horizontal([Constraint::Length(left_width), Constraint::Min(10)]).areas(bottom);
-    let [chart_area, log_area] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(rest);
-
-    draw_list(frame, app, list_area);
-    draw_preview(frame, app, state, preview_area);
-    draw_run(frame, app, run_area);
-    draw_chart(frame, app, chart_area);
-    draw_log(frame, app, log_area);
     draw_footer(frame, app, footer);
+    if app.fullscreen {
+        draw_preview(frame, app, state, main);
+    } else if shows_run_panels(app) {
+        let bottom_height = (area.height / 3).clamp(7, 16);
+        let [top, bottom] =
+            Layout::vertical([Constraint::Min(6), Constraint::Length(bottom_height)]).areas(main);
+        let left_width = (area.width / 4).clamp(22, 34);
+        let [list_area, preview_area] =
+            Layout::horizontal([Constraint::Length(left_width), Constraint::Min(10)]).areas(top);
+        let [run_area, rest] =
+            Layout::horizontal([Constraint::Length(left_width), Constraint::Min(10)]).areas(bottom);
+        let [chart_area, log_area] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(rest);
+        draw_list(frame, app, list_area);
+        draw_preview(frame, app, state, preview_area);
+        draw_run(frame, app, run_area);
+        draw_chart(frame, app, chart_area);
+        draw_log(frame, app, log_area);
+    } else {
+        // A picture sketch: no empty run and loss panels; the preview takes the height,
+        // the log a strip under it, and the knobs (if any) sit under the list.
+        let left_width = (area.width / 4).clamp(22, 34);
+        let [left, right] =
+            Layout::horizontal([Constraint::Length(left_width), Constraint::Min(10)]).areas(main);
+        let knobs = app.knob_values();
+        let knob_height = knobs.as_ref().map_or(0, |(p, _)| p.0.len() as u16 + 2);
+        let [list_area, knob_area] =
+            Layout::vertical([Constraint::Min(3), Constraint::Length(knob_height)]).areas(left);
+        let log_height = (area.height / 5).clamp(4, 8);
+        let [preview_area, log_area] =
+            Layout::vertical([Constraint::Min(6), Constraint::Length(log_height)]).areas(right);
+        draw_list(frame, app, list_area);
+        if let Some((params, values)) = knobs {
+            draw_knobs(frame, app, params, &values, knob_area);
+        }
+        draw_preview(frame, app, state, preview_area);
+        draw_log(frame, app, log_area);
+    }
     if app.help {
         draw_help(frame, app, area);
     }
     if let Some(confirm) = &app.confirm {
         draw_confirm(frame, confirm, area);
     }
+}
+
+/// The run, loss and SWD panels are for GAN sketches (and a followed run); a Truchet or
+/// CPPN sketch gets the room for its picture instead.
+pub fn shows_run_panels(app: &App) -> bool {
+    match app.mode {
+        Mode::Watch { .. } => true,
+        Mode::Studio { .. } => {
+            app.run.is_some()
+                || app
+                    .selected_path()
+                    .is_some_and(|p| app.kinds.get(p) == Some(&"gan"))
+        }
+    }
+}
+
+/// One line per knob: name, value (highlighted when it differs from the file's
+/// default) and, where there is room, a bar of where it sits in its range.
+fn draw_knobs(
+    frame: &mut Frame,
+    app: &App,
+    params: &crate::sketch::Params,
+    values: &crate::sketch::Knobs,
+    area: Rect,
+) {
+    let block = block(" Knobs ".into());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = inner.width as usize;
+    let selected = app.knob.min(params.0.len().saturating_sub(1));
+    let name_width = params
+        .0
+        .iter()
+        .map(|p| p.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(width / 3);
+    // More knobs than rows: scroll so the selected one stays in view.
+    let first = (selected + 1).saturating_sub(inner.height as usize);
+    let lines: Vec<Line> = params
+        .0
+        .iter()
+        .enumerate()
+        .skip(first)
+        .map(|(i, p)| {
+            let value = values.get(&p.name).copied().unwrap_or(p.default);
+            let text = knob_text(p, value);
+            let name: String = p.name.chars().take(name_width).collect();
+            let marker = if i == selected { "▸ " } else { "  " };
+            let head = format!("{marker}{name:<name_width$} {text:>6}");
+            let bar_width = width.saturating_sub(head.chars().count() + 1);
+            let mut style = Style::new();
+            if i == selected {
+                style = style.fg(ACCENT).add_modifier(Modifier::BOLD);
+            }
+            let value_style = if value != p.default {
+                style.fg(Color::Yellow)
+            } else {
+                style
+            };
+            let mut spans = vec![
+                Span::styled(format!("{marker}{name:<name_width$} "), style),
+                Span::styled(format!("{text:>6}"), value_style),
+            ];
+            if bar_width >= 3 {
+                let span = p.max - p.min;
+                let at = if span > 0.0 {
+                    (value - p.min) / span
+                } else {
+                    1.0
+                };
+                let filled = ((at * bar_width as f64).round() as usize).min(bar_width);
+                spans.push(Span::raw(" "));
+                spans.push(Span::styled("━".repeat(filled), Style::new().fg(ACCENT)));
+                spans.push(Span::styled(
+                    "─".repeat(bar_width - filled),
+                    Style::new().fg(Color::DarkGray),
+                ));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// A knob's value with as many decimals as its fine step needs.
+fn knob_text(p: &crate::sketch::Param, value: f64) -> String {
+    if p.int {
+        return format!("{}", value.round() as i64);
+    }
+    let step = p.fine_step();
+    let decimals = if step > 0.0 {
+        (-step.log10()).ceil().clamp(0.0, 4.0) as usize
+    } else {
+        2
+    };
+    format!("{value:.decimals$}")
 }
 
 fn block(title: String) -> Block<'static> {
@@ -683,8 +815,12 @@ fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
-    let studio = matches!(app.mode, Mode::Studio { .. });
-    let keys = keys::footer_hints(studio, area.width as usize);
+    let showing = keys::Showing {
+        studio: matches!(app.mode, Mode::Studio { .. }),
+        runs: shows_run_panels(app),
+        knobs: app.knob_values().is_some(),
+    };
+    let keys = keys::footer_hints(showing, area.width as usize);
     let mut spans = vec![];
     for (key, what) in keys {
         spans.push(Span::styled(

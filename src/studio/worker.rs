@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use notify::EventKind;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 
-use super::app::{Msg, Reason, RenderRequest, Rendered, RunInfo, RunTail};
+use super::app::{Msg, Reason, RenderRequest, Rendered, RunInfo, RunTail, Tweaks};
 use crate::cppn::{animate, CppnSpec};
 use crate::run::{Metric, RunDir, Status};
 use crate::sketch;
@@ -134,6 +134,10 @@ impl Renderer {
             loop_frames: frames,
             fps: looping.spec.animation.fps,
             frame: Some(k),
+            seed: looping.spec.seed,
+            file_seed: looping.spec.seed,
+            params: Default::default(),
+            knobs: Default::default(),
         }))
     }
 
@@ -153,10 +157,12 @@ impl Renderer {
             path: req.path.clone(),
             error,
         };
-        let sketch = match spec::load(&req.path) {
+        let sketch = match load_tweaked(&req.path, &req.tweaks) {
             Ok(s) => s,
             Err(e) => return Some(failed(e.to_string())),
         };
+        let (sketch, file_seed) = sketch;
+        let seed = sketch.spec.seed();
         let source = Arc::new(sketch.source.clone());
         let size = sketch.spec.size();
         let rendered = |image, coarse, render_time, loop_frames, fps| {
@@ -173,6 +179,10 @@ impl Renderer {
                 loop_frames,
                 fps,
                 frame: None,
+                seed,
+                file_seed,
+                params: sketch.params.clone(),
+                knobs: sketch.knobs.clone(),
             })
         };
         match &sketch.spec {
@@ -274,6 +284,22 @@ impl Renderer {
             }
         }
     }
+}
+
+/// Loads the sketch at `path` with the studio's seed and knob values on top of the file's
+/// (those the file has not changed since they were set); returns it with the file's own seed.
+fn load_tweaked(path: &Path, tweaks: &Tweaks) -> Result<(spec::Sketch, u64), sketch::SketchError> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| sketch::SketchError::whole_file(path, format!("cannot read sketch: {e}")))?;
+    let knobs = if tweaks.knobs.is_empty() {
+        Default::default()
+    } else {
+        tweaks.knobs_for(&spec::declared_params(path, &source)?)
+    };
+    let mut sketch = spec::load_knobs(path, source, &knobs)?;
+    let file_seed = sketch.spec.seed();
+    sketch.spec.set_seed(tweaks.seed_for(file_seed));
+    Ok((sketch, file_seed))
 }
 
 /// Drains the queue: the newest still request wins over everything before it; frame
