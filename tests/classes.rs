@@ -42,7 +42,7 @@ fn patterns(per_class: usize, size: usize, seed: u64) -> Dataset {
 #[test]
 fn the_class_check_learns_the_classes_and_judges_samples_by_them() {
     let data = patterns(60, 32, 1);
-    let mut c = Classifier::train(&data, 7, classifier::STEPS, None).unwrap();
+    let c = Classifier::train(&data, 7, classifier::STEPS, None).unwrap();
     assert!(c.accuracy >= 0.9, "held-out accuracy {}", c.accuracy);
 
     // New images of each class are recognised as that class, not as another.

@@ -50,8 +50,8 @@ fn every_model_and_size_has_the_right_shapes() {
                     ),
                 );
                 let classes = if model == "dcgan" { 0 } else { 2 };
-                let mut g = Generator::new(&spec, classes, &Device::Cpu, 1).unwrap();
-                let mut d = Discriminator::new(&spec, classes, &Device::Cpu, 2).unwrap();
+                let g = Generator::new(&spec, classes, &Device::Cpu, 1).unwrap();
+                let d = Discriminator::new(&spec, classes, &Device::Cpu, 2).unwrap();
                 let z = Tensor::randn(0f32, 1.0, (3, 6), &Device::Cpu).unwrap();
                 let ctx = Ctx {
                     train: true,

@@ -43,7 +43,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.device.open()?;
-    let mut loaded = load_generator(&args.run, args.checkpoint, args.raw, &device)?;
+    let loaded = load_generator(&args.run, args.checkpoint, args.raw, &device)?;
     let mut spec = loaded.g.spec.clone();
     if let Some(folder) = &args.data {
         // Another folder, prepared as the run prepared its own (crop or resize, the
@@ -66,11 +66,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let z = seeded_noise(args.seed ^ 0xE7A1, n, spec.latent, &device)?;
     let k = loaded.classes.len().max(1);
     let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
-    let fake = generate(&mut loaded.g, &z, &labels)?;
+    let fake = generate(&loaded.g, &z, &labels)?;
     let score = swd::swd_tensors(&reference, &fake, args.seed)?;
     // With labelled data: a classifier of the real classes judges the samples (cached in
     // the run directory when it scores the run's own data).
-    let mut judge = if data.class_names.len() >= 2 {
+    let judge = if data.class_names.len() >= 2 {
         // Only in a run directory (not a shipped model's folder).
         let run = RunDir {
             path: args.run.clone(),
@@ -88,19 +88,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let classes = if loaded.g.conditional() {
         let per_class = (n / loaded.classes.len().max(1)).clamp(16, 256);
         quality::class_scores(
-            &mut loaded.g,
+            &loaded.g,
             &loaded.classes,
             &data,
             per_class,
             args.seed,
-            judge.as_mut(),
+            judge.as_ref(),
         )?
     } else {
         vec![]
     };
     // Unconditional models on labelled data (CAN, or DCGAN to compare with): how sure the
     // classifier is of each sample's style.
-    let style = match judge.as_mut() {
+    let style = match judge.as_ref() {
         Some(c) if !loaded.g.conditional() => {
             Some(classifier::style_entropy(&c.probabilities(&fake)?)?)
         }

@@ -203,7 +203,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         _ => {}
     }
     let device = args.device.open()?;
-    let mut loaded = load_generator(&args.source, args.checkpoint, args.raw, &device)?;
+    let loaded = load_generator(&args.source, args.checkpoint, args.raw, &device)?;
     eprintln!("sampling {}", loaded.from);
     if args.class.is_some() && loaded.g.spec.model == crate::gan::ModelKind::Can {
         bail!(

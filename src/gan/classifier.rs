@@ -18,7 +18,7 @@ use rand_pcg::Pcg64Mcg;
 use super::adam::Adam;
 use super::augment::{self, Policy};
 use super::data::Dataset;
-use super::layers::{self, Act, Ctx, Norm, Params};
+use super::layers::{self, Act, Conv, Ctx, Linear, Norm, NormLayer, Params};
 
 /// Feature widths of the three stride-2 convolutions.
 const WIDTHS: [usize; 3] = [16, 32, 64];
@@ -31,6 +31,8 @@ const HOLD_OUT_EVERY: usize = 10;
 
 pub struct Classifier {
     params: Params,
+    stages: Vec<(Conv, NormLayer)>,
+    out: Linear,
     pub classes: Vec<String>,
     /// Fraction of held-out real images it labels correctly (1/K is chance).
     pub accuracy: f64,
@@ -115,36 +117,56 @@ pub fn data_key(data: &Dataset) -> String {
 }
 
 impl Classifier {
-    fn empty(classes: Vec<String>, size: usize, device: &Device) -> Self {
-        Classifier {
-            params: Params::new(device),
-            classes,
-            accuracy: 0.0,
-            pool: pool_factor(size),
+    /// An untrained classifier of images with `channels` channels, `size` pixels a side.
+    fn new(
+        classes: Vec<String>,
+        channels: usize,
+        size: usize,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        let mut p = Params::new(device);
+        let mut inp = channels;
+        let mut stages = vec![];
+        for (k, &w) in WIDTHS.iter().enumerate() {
+            let name = format!("c.conv{k}");
+            let conv = Conv::new(&mut p, &name, (inp, w), 3, 2, true)?;
+            let norm = NormLayer::new(&mut p, &format!("{name}.norm"), w, Norm::Layer)?;
+            stages.push((conv, norm));
+            inp = w;
         }
+        let out = Linear::new(&mut p, "c.out", inp, classes.len(), true)?;
+        p.initialise(seed)?;
+        Ok(Classifier {
+            params: p,
+            stages,
+            out,
+            classes,
+            accuracy: f64::NAN,
+            pool: pool_factor(size),
+        })
     }
 
     /// Class logits `[N, K]` for images `[N, C, S, S]` in [−1, 1].
-    fn logits(&mut self, images: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let p = &mut self.params;
+    fn logits(&self, images: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let p = &self.params;
         let mut x = if self.pool > 1 {
             images.avg_pool2d(self.pool)?
         } else {
             images.clone()
         };
-        for (k, &w) in WIDTHS.iter().enumerate() {
-            let name = format!("c.conv{k}");
-            x = layers::conv(p, &name, &x, w, 3, 2, true)?;
-            x = layers::norm(p, &format!("{name}.norm"), &x, Norm::Layer, ctx)?;
+        for (conv, norm) in &self.stages {
+            x = conv.forward(p, &x)?;
+            x = norm.forward(p, &x, ctx)?;
             x = Act::LeakyRelu(0.2).apply(&x)?;
         }
         // Global average: the class of a tiling or a painting is everywhere in it.
         let x = x.mean(D::Minus1)?.mean(D::Minus1)?;
-        Ok(layers::linear(p, "c.out", &x, self.classes.len(), true)?)
+        Ok(self.out.forward(p, &x)?)
     }
 
     /// Class probabilities `[N, K]`, in batches (any N).
-    pub fn probabilities(&mut self, images: &Tensor) -> Result<Tensor> {
+    pub fn probabilities(&self, images: &Tensor) -> Result<Tensor> {
         let ctx = Ctx {
             train: false,
             dropout_seed: 0,
@@ -172,18 +194,12 @@ impl Classifier {
             bail!("a class-fidelity check needs at least 2 classes; the data has {k}");
         }
         let device = data.device().clone();
-        let mut c = Classifier::empty(data.class_names.clone(), data.size, &device);
-        let dummy = Tensor::zeros(
-            (2, data.channels, data.size, data.size),
-            candle_core::DType::F32,
-            &device,
-        )?;
+        let classes = data.class_names.clone();
+        let mut c = Classifier::new(classes, data.channels, data.size, &device, seed ^ 0xC1A5)?;
         let eval = Ctx {
             train: false,
             dropout_seed: 0,
         };
-        c.logits(&dummy, &eval)?;
-        c.params.initialise(seed ^ 0xC1A5)?;
         let mut opt = Adam::new(&c.params, LR, (0.9, 0.999))?;
 
         let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x5EED_C1A5);
@@ -259,19 +275,8 @@ impl Classifier {
         if meta.get("data").map(String::as_str) != Some(key) {
             return Ok(None);
         }
-        let mut c = Classifier::empty(data.class_names.clone(), data.size, data.device());
-        let dummy = Tensor::zeros(
-            (2, data.channels, data.size, data.size),
-            candle_core::DType::F32,
-            data.device(),
-        )?;
-        c.logits(
-            &dummy,
-            &Ctx {
-                train: false,
-                dropout_seed: 0,
-            },
-        )?;
+        let classes = data.class_names.clone();
+        let mut c = Classifier::new(classes, data.channels, data.size, data.device(), 0)?;
         c.params.load("", &tensors)?;
         c.accuracy = meta
             .get("accuracy")

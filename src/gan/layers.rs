@@ -1,12 +1,14 @@
-//! Layers as plain functions over Candle tensors and named parameters. Weights are held
-//! as `Var`s (trained), normalisation statistics as plain tensors (not trained), both
-//! under stable names so checkpoints map one to one. Kept in one place so the CPU
-//! convolution kernels can be swapped here without touching the models.
+//! Layers built once, in the model's constructor, from a [`Params`] (as candle-nn's are
+//! from a `VarBuilder`), then applied with `forward(&self, …)`. Weights are held as `Var`s
+//! (trained), normalisation statistics and spectral-norm vectors as plain tensors (not
+//! trained, behind a mutex so a forward pass can update them), all under stable names so
+//! checkpoints map one to one. Kept in one place so the CPU convolution kernels are
+//! swapped in here without touching the models.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Result, Tensor, Var, D};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
@@ -30,10 +32,12 @@ impl Params {
         }
     }
 
-    /// Creates (or returns) a parameter; values are set later by [`Params::initialise`].
+    /// Creates a parameter (zeros; values are set by [`Params::initialise`]).
     pub fn var(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        if let Some(v) = self.vars.get(name) {
-            return Ok(v.as_tensor().clone());
+        if self.vars.contains_key(name) {
+            return Err(candle_core::Error::Msg(format!(
+                "parameter {name} created twice"
+            )));
         }
         let v = Var::zeros(shape, DType::F32, &self.device)?;
         let t = v.as_tensor().clone();
@@ -167,169 +171,292 @@ pub enum Norm {
 /// Suffix of the buffers that hold spectral normalisation's power-iteration vectors.
 const SPECTRAL_U: &str = ".sn_u";
 
-/// The weight `{name}.w`, divided by its largest singular value when `p.spectral` is set.
-///
-/// σ comes from one power-iteration step per call, with the vector `u` kept as a buffer
-/// (so checkpoints hold it and a resumed run continues exactly), and the gradient flows
-/// through σ(W) = uᵀWv with u and v held constant, as in Miyato et al. 2018 and PyTorch.
-/// The discriminator, its only user, is only run while training, so updating `u` on every
-/// call is PyTorch's train-mode behaviour.
-fn weight(p: &mut Params, name: &str, shape: &[usize], rows: usize) -> Result<Tensor> {
-    let w = p.var(&format!("{name}.w"), shape)?;
-    if !p.spectral {
-        return Ok(w);
+/// A weight `{name}.w`, created (zeros, set by [`Params::initialise`]) when the layer is
+/// built; spectrally normalised on use when the model's `Params::spectral` is set.
+pub struct Weight {
+    name: String,
+    w: Tensor,
+    /// Rows of the matrix whose largest singular value normalises it.
+    rows: usize,
+    spectral: bool,
+}
+
+impl Weight {
+    fn new(p: &mut Params, name: &str, shape: &[usize], rows: usize) -> Result<Self> {
+        Ok(Weight {
+            name: name.to_string(),
+            w: p.var(&format!("{name}.w"), shape)?,
+            rows,
+            spectral: p.spectral,
+        })
     }
-    let cols = w.elem_count() / rows;
-    let m = w.reshape((rows, cols))?;
-    let u_name = format!("{name}{SPECTRAL_U}");
-    let u = match p.buffer(&u_name) {
-        Some(u) => u,
-        None => {
-            let mut rng = Pcg64Mcg::seed_from_u64(stable_hash(name.as_bytes(), 0x5E));
-            let v: Vec<f32> = (0..rows).map(|_| normal(&mut rng)).collect();
-            Tensor::from_vec(v, (1, rows), &p.device)?
+
+    /// The weight, divided by its largest singular value when spectral.
+    ///
+    /// σ comes from one power-iteration step per call, with the vector `u` kept as a
+    /// buffer (so checkpoints hold it and a resumed run continues exactly), and the
+    /// gradient flows through σ(W) = uᵀWv with u and v held constant, as in Miyato et al.
+    /// 2018 and PyTorch. The discriminator, its only user, is only run while training, so
+    /// updating `u` on every call is PyTorch's train-mode behaviour.
+    fn get(&self, p: &Params) -> Result<Tensor> {
+        if !self.spectral {
+            return Ok(self.w.clone());
         }
-    };
-    let unit = |t: Tensor| -> Result<Tensor> {
-        let norm = (t.sqr()?.sum_all()?.sqrt()? + 1e-12)?;
-        t.broadcast_div(&norm)
-    };
-    let fixed = m.detach();
-    let v = unit(u.matmul(&fixed)?)?;
-    let u = unit(v.matmul(&fixed.t()?)?)?;
-    p.set_buffer(&u_name, u.clone());
-    let sigma = u.matmul(&m)?.matmul(&v.t()?)?.reshape(())?;
-    w.broadcast_div(&sigma)
-}
-
-pub fn linear(p: &mut Params, name: &str, x: &Tensor, out: usize, bias: bool) -> Result<Tensor> {
-    let inp = x.dim(D::Minus1)?;
-    let w = weight(p, name, &[inp, out], inp)?;
-    let y = x.matmul(&w)?;
-    if bias {
-        y.broadcast_add(&p.var(&format!("{name}.b"), &[out])?)
-    } else {
-        Ok(y)
+        let cols = self.w.elem_count() / self.rows;
+        let m = self.w.reshape((self.rows, cols))?;
+        let u_name = format!("{}{SPECTRAL_U}", self.name);
+        let u = match p.buffer(&u_name) {
+            Some(u) => u,
+            None => {
+                let mut rng = Pcg64Mcg::seed_from_u64(stable_hash(self.name.as_bytes(), 0x5E));
+                let v: Vec<f32> = (0..self.rows).map(|_| normal(&mut rng)).collect();
+                Tensor::from_vec(v, (1, self.rows), &p.device)?
+            }
+        };
+        let unit = |t: Tensor| -> Result<Tensor> {
+            let norm = (t.sqr()?.sum_all()?.sqrt()? + 1e-12)?;
+            t.broadcast_div(&norm)
+        };
+        let fixed = m.detach();
+        let v = unit(u.matmul(&fixed)?)?;
+        let u = unit(v.matmul(&fixed.t()?)?)?;
+        p.set_buffer(&u_name, u.clone());
+        let sigma = u.matmul(&m)?.matmul(&v.t()?)?.reshape(())?;
+        self.w.broadcast_div(&sigma)
     }
 }
 
-/// Convolution with `stride`, padding (k−1)/2: stride 2 halves even sizes exactly.
-pub fn conv(
-    p: &mut Params,
-    name: &str,
-    x: &Tensor,
-    out: usize,
-    k: usize,
-    stride: usize,
-    bias: bool,
-) -> Result<Tensor> {
-    let inp = x.dim(1)?;
-    let w = weight(p, name, &[out, inp, k, k], out)?;
-    let y = if super::kernels::enabled(x.device()) {
-        super::kernels::conv2d(x, &w, (k - 1) / 2, stride)?
-    } else {
-        x.conv2d(&w, (k - 1) / 2, stride, 1, 1)?
-    };
-    add_channel_bias(p, name, y, out, bias)
+/// `x·W + b` over the last dimension.
+pub struct Linear {
+    w: Weight,
+    b: Option<Tensor>,
 }
 
-/// Transposed convolution that multiplies the size by `stride` (1 or 2) for any kernel.
-pub fn conv_up(
-    p: &mut Params,
-    name: &str,
-    x: &Tensor,
-    out: usize,
-    k: usize,
-    stride: usize,
-    bias: bool,
-) -> Result<Tensor> {
-    let inp = x.dim(1)?;
-    let w = weight(p, name, &[inp, out, k, k], inp)?;
-    // out = (in−1)·s − 2·pad + k + out_pad, solved for out = in·s:
-    let (pad, out_pad) = match (stride, k % 2) {
-        (1, 1) => ((k - 1) / 2, 0),
-        (1, _) => {
-            return Err(candle_core::Error::Msg(format!(
-                "{name}: stride-1 transposed conv needs an odd kernel, got {k}"
-            )))
+impl Linear {
+    pub fn new(p: &mut Params, name: &str, inp: usize, out: usize, bias: bool) -> Result<Self> {
+        Ok(Linear {
+            w: Weight::new(p, name, &[inp, out], inp)?,
+            b: bias
+                .then(|| p.var(&format!("{name}.b"), &[out]))
+                .transpose()?,
+        })
+    }
+
+    pub fn forward(&self, p: &Params, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.w.get(p)?)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
         }
-        (_, 1) => ((k - 1) / 2, 1),
-        _ => ((k - 2) / 2, 0),
-    };
-    let y = if super::kernels::enabled(x.device()) {
-        super::kernels::conv_transpose2d(x, &w, pad, out_pad, stride)?
-    } else {
-        x.conv_transpose2d(&w, pad, out_pad, stride, 1)?
-    };
-    add_channel_bias(p, name, y, out, bias)
-}
-
-/// Nearest-neighbour ×2 upsampling then a stride-1 convolution (odd kernels).
-pub fn upsample_conv(
-    p: &mut Params,
-    name: &str,
-    x: &Tensor,
-    out: usize,
-    k: usize,
-    bias: bool,
-) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let up = x.upsample_nearest2d(2 * h, 2 * w)?;
-    conv(p, name, &up, out, k | 1, 1, bias)
-}
-
-fn add_channel_bias(
-    p: &mut Params,
-    name: &str,
-    y: Tensor,
-    out: usize,
-    bias: bool,
-) -> Result<Tensor> {
-    if !bias {
-        return Ok(y);
     }
-    let b = p.var(&format!("{name}.b"), &[out])?;
-    y.broadcast_add(&b.reshape((1, out, 1, 1))?)
 }
 
-/// Batch norm (running statistics, momentum 0.1, as PyTorch), layer norm (per sample over
-/// all features) or nothing. Works on `[N, C]` and `[N, C, H, W]`.
-pub fn norm(p: &mut Params, name: &str, x: &Tensor, kind: Norm, ctx: &Ctx) -> Result<Tensor> {
-    let c = x.dim(1)?;
-    let shape: Vec<usize> = if x.rank() == 4 {
-        vec![1, c, 1, 1]
-    } else {
-        vec![1, c]
-    };
-    let normalised = match kind {
-        Norm::None => return Ok(x.clone()),
-        Norm::Batch => {
-            let dims: Vec<usize> = if x.rank() == 4 {
-                vec![0, 2, 3]
+/// How a [`Conv`] maps sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ConvKind {
+    /// Padding (k−1)/2: stride 2 halves even sizes exactly.
+    Same { stride: usize },
+    /// Transposed, multiplying the size by the stride (1 or 2) for any kernel.
+    Transposed {
+        stride: usize,
+        pad: usize,
+        out_pad: usize,
+    },
+    /// Nearest-neighbour ×2, then a stride-1 `Same` convolution (no checkerboard).
+    NearestUp,
+}
+
+/// A 2-D convolution with its channel bias; easel's CPU kernels on the CPU, Candle's
+/// elsewhere (or when forced portable).
+pub struct Conv {
+    w: Weight,
+    b: Option<Tensor>,
+    kind: ConvKind,
+    k: usize,
+}
+
+impl Conv {
+    /// Convolution with `stride`, padding (k−1)/2.
+    pub fn new(
+        p: &mut Params,
+        name: &str,
+        (inp, out): (usize, usize),
+        k: usize,
+        stride: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        Conv::build(p, name, (inp, out), k, ConvKind::Same { stride }, bias)
+    }
+
+    /// Transposed convolution that multiplies the size by `stride` (1 or 2).
+    pub fn transposed(
+        p: &mut Params,
+        name: &str,
+        (inp, out): (usize, usize),
+        k: usize,
+        stride: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        // out = (in−1)·s − 2·pad + k + out_pad, solved for out = in·s:
+        let (pad, out_pad) = match (stride, k % 2) {
+            (1, 1) => ((k - 1) / 2, 0),
+            (1, _) => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{name}: stride-1 transposed conv needs an odd kernel, got {k}"
+                )))
+            }
+            (_, 1) => ((k - 1) / 2, 1),
+            _ => ((k - 2) / 2, 0),
+        };
+        let kind = ConvKind::Transposed {
+            stride,
+            pad,
+            out_pad,
+        };
+        Conv::build(p, name, (inp, out), k, kind, bias)
+    }
+
+    /// Nearest-neighbour ×2 upsampling then a stride-1 convolution (kernel made odd).
+    pub fn nearest_up(
+        p: &mut Params,
+        name: &str,
+        (inp, out): (usize, usize),
+        k: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        Conv::build(p, name, (inp, out), k | 1, ConvKind::NearestUp, bias)
+    }
+
+    fn build(
+        p: &mut Params,
+        name: &str,
+        (inp, out): (usize, usize),
+        k: usize,
+        kind: ConvKind,
+        bias: bool,
+    ) -> Result<Self> {
+        // Candle's layouts: [out, in, k, k] for convolutions, [in, out, k, k] transposed.
+        let (shape, rows) = match kind {
+            ConvKind::Transposed { .. } => ([inp, out, k, k], inp),
+            _ => ([out, inp, k, k], out),
+        };
+        Ok(Conv {
+            w: Weight::new(p, name, &shape, rows)?,
+            b: bias
+                .then(|| p.var(&format!("{name}.b"), &[out]))
+                .transpose()?,
+            kind,
+            k,
+        })
+    }
+
+    /// The side of the output for an input side `side`.
+    pub fn out_side(&self, side: usize) -> usize {
+        match self.kind {
+            ConvKind::Same { stride } => (side + 2 * ((self.k - 1) / 2) - self.k) / stride + 1,
+            ConvKind::Transposed { stride, .. } => side * stride,
+            ConvKind::NearestUp => 2 * side,
+        }
+    }
+
+    pub fn forward(&self, p: &Params, x: &Tensor) -> Result<Tensor> {
+        let w = self.w.get(p)?;
+        let fast = super::kernels::enabled(x.device());
+        let same = |x: &Tensor, stride: usize| {
+            let pad = (self.k - 1) / 2;
+            if fast {
+                super::kernels::conv2d(x, &w, pad, stride)
             } else {
-                vec![0]
-            };
-            let (mean_name, var_name) = (
-                format!("{name}.running_mean"),
-                format!("{name}.running_var"),
-            );
-            if ctx.train && super::kernels::enabled(x.device()) {
+                x.conv2d(&w, pad, stride, 1, 1)
+            }
+        };
+        let y = match self.kind {
+            ConvKind::Same { stride } => same(x, stride)?,
+            ConvKind::NearestUp => {
+                let (_, _, h, w) = x.dims4()?;
+                same(&x.upsample_nearest2d(2 * h, 2 * w)?, 1)?
+            }
+            ConvKind::Transposed {
+                stride,
+                pad,
+                out_pad,
+            } => {
+                if fast {
+                    super::kernels::conv_transpose2d(x, &w, pad, out_pad, stride)?
+                } else {
+                    x.conv_transpose2d(&w, pad, out_pad, stride, 1)?
+                }
+            }
+        };
+        match &self.b {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Batch norm (running statistics, momentum 0.1, as PyTorch), layer norm (per sample
+/// over all features) or nothing. Works on `[N, C]` and `[N, C, H, W]`.
+pub struct NormLayer {
+    kind: Norm,
+    name: String,
+    /// γ and β, `[C]`.
+    affine: Option<(Tensor, Tensor)>,
+}
+
+impl NormLayer {
+    pub fn new(p: &mut Params, name: &str, channels: usize, kind: Norm) -> Result<Self> {
+        let affine = match kind {
+            Norm::None => None,
+            _ => Some((
+                p.var(&format!("{name}.gamma"), &[channels])?,
+                p.var(&format!("{name}.beta"), &[channels])?,
+            )),
+        };
+        Ok(NormLayer {
+            kind,
+            name: name.to_string(),
+            affine,
+        })
+    }
+
+    pub fn forward(&self, p: &Params, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let Some((gamma, beta)) = &self.affine else {
+            return Ok(x.clone());
+        };
+        let c = x.dim(1)?;
+        let shape: Vec<usize> = if x.rank() == 4 {
+            vec![1, c, 1, 1]
+        } else {
+            vec![1, c]
+        };
+        let (mean_name, var_name) = (
+            format!("{}.running_mean", self.name),
+            format!("{}.running_var", self.name),
+        );
+        let normalised = match self.kind {
+            Norm::None => return Ok(x.clone()),
+            Norm::Batch if ctx.train && super::kernels::enabled(x.device()) => {
                 // One fused op (forward and backward) instead of Candle's strided
                 // reductions; same result to rounding.
-                let gamma = p.var(&format!("{name}.gamma"), &[c])?;
-                let beta = p.var(&format!("{name}.beta"), &[c])?;
-                let (y, m, v) = super::kernels::batch_norm_train(x, &gamma, &beta, 1e-5)?;
+                let (y, m, v) = super::kernels::batch_norm_train(x, gamma, beta, 1e-5)?;
                 update_running_stats(p, &mean_name, &var_name, c, m, v)?;
                 return Ok(y);
             }
-            if ctx.train {
+            Norm::Batch if ctx.train => {
+                let dims: Vec<usize> = if x.rank() == 4 {
+                    vec![0, 2, 3]
+                } else {
+                    vec![0]
+                };
                 let mean = x.mean_keepdim(dims.as_slice())?;
                 let centered = x.broadcast_sub(&mean)?;
                 let var = centered.sqr()?.mean_keepdim(dims.as_slice())?;
                 let (m, v) = (mean.flatten_all()?.detach(), var.flatten_all()?.detach());
                 update_running_stats(p, &mean_name, &var_name, c, m, v)?;
                 centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?
-            } else {
+            }
+            Norm::Batch => {
                 let mean = p
                     .buffer(&mean_name)
                     .unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
@@ -339,22 +466,18 @@ pub fn norm(p: &mut Params, name: &str, x: &Tensor, kind: Norm, ctx: &Ctx) -> Re
                 x.broadcast_sub(&mean.reshape(shape.as_slice())?)?
                     .broadcast_div(&(var + 1e-5)?.sqrt()?.reshape(shape.as_slice())?)?
             }
-        }
-        Norm::Layer => {
-            let dims: Vec<usize> = (1..x.rank()).collect();
-            let mean = x.mean_keepdim(dims.as_slice())?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim(dims.as_slice())?;
-            centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?
-        }
-    };
-    let gamma = p
-        .var(&format!("{name}.gamma"), &[c])?
-        .reshape(shape.as_slice())?;
-    let beta = p
-        .var(&format!("{name}.beta"), &[c])?
-        .reshape(shape.as_slice())?;
-    normalised.broadcast_mul(&gamma)?.broadcast_add(&beta)
+            Norm::Layer => {
+                let dims: Vec<usize> = (1..x.rank()).collect();
+                let mean = x.mean_keepdim(dims.as_slice())?;
+                let centered = x.broadcast_sub(&mean)?;
+                let var = centered.sqr()?.mean_keepdim(dims.as_slice())?;
+                centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?
+            }
+        };
+        normalised
+            .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
+            .broadcast_add(&beta.reshape(shape.as_slice())?)
+    }
 }
 
 /// Running statistics with momentum 0.1, as PyTorch: `r ← 0.9·r + 0.1·batch`.
@@ -418,7 +541,7 @@ mod tests {
     fn spectral_norm_divides_by_the_largest_singular_value() {
         let mut p = Params::new(&Device::Cpu);
         p.spectral = true;
-        weight(&mut p, "l", &[2, 2], 2).unwrap();
+        let l = Weight::new(&mut p, "l", &[2, 2], 2).unwrap();
         // Singular values 3 and 1 (a rotation would not change them).
         p.vars["l.w"]
             .set(&Tensor::new(&[[3f32, 0.0], [0.0, 1.0]], &Device::Cpu).unwrap())
@@ -426,7 +549,8 @@ mod tests {
         p.initialise_spectral();
         let mut w = vec![];
         for _ in 0..20 {
-            w = weight(&mut p, "l", &[2, 2], 2)
+            w = l
+                .get(&p)
                 .unwrap()
                 .flatten_all()
                 .unwrap()
@@ -438,7 +562,7 @@ mod tests {
             assert!((a - b).abs() < 1e-3, "{w:?}");
         }
         // Gradients flow to the raw weight.
-        let y = weight(&mut p, "l", &[2, 2], 2).unwrap().sum_all().unwrap();
+        let y = l.get(&p).unwrap().sum_all().unwrap();
         let grads = y.backward().unwrap();
         assert!(grads.get(p.vars["l.w"].as_tensor()).is_some());
     }

@@ -1,22 +1,44 @@
 //! Generator and discriminator for DCGAN, conditional DCGAN and CAN, built from a
-//! [`GanSpec`]. Parameters are created on a first (evaluation) pass over a dummy batch,
-//! then initialised from the seed.
+//! [`GanSpec`]: every layer and parameter is made in the constructor and initialised from
+//! the seed; `forward` only reads them (and updates running statistics).
 
 use candle_core::{Device, Result, Tensor, D};
 
-use super::layers::{self, Ctx, Params};
-use super::{Condition, GanSpec, ModelKind};
+use super::layers::{self, Conv, Ctx, Linear, NormLayer, Params};
+use super::{Condition, GanSpec, ModelKind, Upsample};
+
+/// One generator stage: a convolution, then (except the last) norm and activation.
+struct Stage {
+    conv: Conv,
+    norm: Option<NormLayer>,
+}
 
 pub struct Generator {
     pub spec: GanSpec,
     pub classes: usize,
     pub params: Params,
+    project: Linear,
+    project_norm: NormLayer,
+    stages: Vec<Stage>,
+}
+
+/// One discriminator stage: a stride-2 convolution, norm, activation, dropout.
+struct DownStage {
+    name: String,
+    conv: Conv,
+    norm: NormLayer,
 }
 
 pub struct Discriminator {
     pub spec: GanSpec,
     pub classes: usize,
     pub params: Params,
+    stages: Vec<DownStage>,
+    real: Linear,
+    /// CAN: the style (class) head.
+    style: Option<Linear>,
+    /// Projection conditioning: one embedding row per class, `[K, features]`.
+    embed: Option<Tensor>,
 }
 
 /// One-hot rows for `labels`, `[N, classes]`.
@@ -29,22 +51,46 @@ pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Result<Tens
 impl Generator {
     /// `classes` is the number of labels (used by cdcgan's conditioning; 0 otherwise).
     pub fn new(spec: &GanSpec, classes: usize, device: &Device, seed: u64) -> Result<Self> {
-        let mut g = Generator {
+        let s = spec;
+        let mut p = Params::new(device);
+        let conditional = s.model == ModelKind::Cdcgan && classes > 0;
+        let widths = &s.g_widths;
+        let use_bias = s.g_norm == layers::Norm::None;
+        let inputs = s.latent + if conditional { classes } else { 0 };
+        let projected = widths[0] * s.start * s.start;
+        let project = Linear::new(&mut p, "g.project", inputs, projected, use_bias)?;
+        let project_norm = NormLayer::new(&mut p, "g.project.norm", projected, s.g_norm)?;
+        // The last `upsamples` stages double the size; any before them keep it (as the
+        // py-truchet-gan generator's first 5x5 layer does).
+        let n = widths.len();
+        let first_up = n - s.upsamples();
+        let mut stages = vec![];
+        for k in 0..n {
+            let last = k + 1 == n;
+            let io = (widths[k], if last { s.channels } else { widths[k + 1] });
+            let name = format!("g.up{k}");
+            let bias = last || use_bias;
+            let conv = if k < first_up {
+                Conv::new(&mut p, &name, io, s.kernel | 1, 1, bias)?
+            } else if s.upsample == Upsample::Nearest {
+                Conv::nearest_up(&mut p, &name, io, s.kernel, bias)?
+            } else {
+                Conv::transposed(&mut p, &name, io, s.kernel, 2, bias)?
+            };
+            let norm = (!last)
+                .then(|| NormLayer::new(&mut p, &format!("{name}.norm"), io.1, s.g_norm))
+                .transpose()?;
+            stages.push(Stage { conv, norm });
+        }
+        p.initialise(seed)?;
+        Ok(Generator {
             spec: spec.clone(),
             classes,
-            params: Params::new(device),
-        };
-        let z = Tensor::zeros((2, spec.latent), candle_core::DType::F32, device)?;
-        g.forward(
-            &z,
-            &[0, 0],
-            &Ctx {
-                train: false,
-                dropout_seed: 0,
-            },
-        )?;
-        g.params.initialise(seed)?;
-        Ok(g)
+            params: p,
+            project,
+            project_norm,
+            stages,
+        })
     }
 
     pub fn conditional(&self) -> bool {
@@ -52,43 +98,24 @@ impl Generator {
     }
 
     /// Noise `[N, latent]` (and labels, for cdcgan) to images `[N, C, S, S]` in [−1, 1].
-    pub fn forward(&mut self, z: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Tensor> {
-        let s = self.spec.clone();
-        let p = &mut self.params;
-        let mut x = if s.model == ModelKind::Cdcgan && self.classes > 0 {
+    pub fn forward(&self, z: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Tensor> {
+        let (s, p) = (&self.spec, &self.params);
+        let x = if self.conditional() {
             Tensor::cat(&[z, &one_hot(labels, self.classes, z.device())?], 1)?
         } else {
             z.clone()
         };
-        let norm = s.g_norm;
-        let act = s.g_activation;
-        let widths = &s.g_widths;
-        let use_bias = norm == layers::Norm::None;
-        x = layers::linear(p, "g.project", &x, widths[0] * s.start * s.start, use_bias)?;
-        x = layers::norm(p, "g.project.norm", &x, norm, ctx)?;
-        x = act
-            .apply(&x)?
-            .reshape((z.dim(0)?, widths[0], s.start, s.start))?;
-        // The last `upsamples` layers double the size; any before them keep it (as the
-        // py-truchet-gan generator's first 5x5 layer does).
-        let layers_n = widths.len();
-        let first_up = layers_n - s.upsamples();
-        for k in 0..layers_n {
-            let last = k + 1 == layers_n;
-            let out = if last { s.channels } else { widths[k + 1] };
-            let name = format!("g.up{k}");
-            let stride = if k >= first_up { 2 } else { 1 };
-            let bias = last || use_bias;
-            x = if stride == 2 && s.upsample == super::Upsample::Nearest {
-                layers::upsample_conv(p, &name, &x, out, s.kernel, bias)?
-            } else if stride == 1 {
-                layers::conv(p, &name, &x, out, s.kernel | 1, 1, bias)?
-            } else {
-                layers::conv_up(p, &name, &x, out, s.kernel, stride, bias)?
-            };
-            if !last {
-                x = layers::norm(p, &format!("{name}.norm"), &x, norm, ctx)?;
-                x = act.apply(&x)?;
+        let x = self.project.forward(p, &x)?;
+        let x = self.project_norm.forward(p, &x, ctx)?;
+        let mut x =
+            s.g_activation
+                .apply(&x)?
+                .reshape((z.dim(0)?, s.g_widths[0], s.start, s.start))?;
+        for stage in &self.stages {
+            x = stage.conv.forward(p, &x)?;
+            if let Some(norm) = &stage.norm {
+                x = norm.forward(p, &x, ctx)?;
+                x = s.g_activation.apply(&x)?;
             }
         }
         x.tanh()
@@ -105,32 +132,51 @@ pub struct Judgement {
 
 impl Discriminator {
     pub fn new(spec: &GanSpec, classes: usize, device: &Device, seed: u64) -> Result<Self> {
-        let mut d = Discriminator {
+        let s = spec;
+        let mut p = Params::new(device);
+        p.spectral = s.spectral_norm;
+        let conditional = s.model == ModelKind::Cdcgan && classes > 0;
+        let label_planes = conditional && s.d_condition == Condition::Concat;
+        let mut channels = s.channels + if label_planes { classes } else { 0 };
+        let mut side = s.image_size;
+        let mut stages = vec![];
+        for (k, &width) in s.d_widths.iter().enumerate() {
+            let name = format!("d.down{k}");
+            // DCGAN: no normalisation on the first layer.
+            let norm = if k == 0 { layers::Norm::None } else { s.d_norm };
+            let bias = norm == layers::Norm::None;
+            let conv = Conv::new(&mut p, &name, (channels, width), s.kernel, 2, bias)?;
+            side = conv.out_side(side);
+            let norm = NormLayer::new(&mut p, &format!("{name}.norm"), width, norm)?;
+            stages.push(DownStage { name, conv, norm });
+            channels = width;
+        }
+        let features = (channels + usize::from(s.minibatch_std)) * side * side;
+        let real = Linear::new(&mut p, "d.real", features, 1, true)?;
+        let style = (s.model == ModelKind::Can && classes > 0)
+            .then(|| Linear::new(&mut p, "d.style", features, classes, true))
+            .transpose()?;
+        let embed = (conditional && s.d_condition == Condition::Projection)
+            .then(|| p.var("d.embed.w", &[classes, features]))
+            .transpose()?;
+        p.initialise(seed)?;
+        Ok(Discriminator {
             spec: spec.clone(),
             classes,
-            params: Params::new(device),
-        };
-        d.params.spectral = spec.spectral_norm;
-        let s = spec.image_size;
-        let x = Tensor::zeros((2, spec.channels, s, s), candle_core::DType::F32, device)?;
-        d.forward(
-            &x,
-            &[0, 0],
-            &Ctx {
-                train: false,
-                dropout_seed: 0,
-            },
-        )?;
-        d.params.initialise(seed)?;
-        Ok(d)
+            params: p,
+            stages,
+            real,
+            style,
+            embed,
+        })
     }
 
-    pub fn forward(&mut self, images: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Judgement> {
-        let s = self.spec.clone();
-        let p = &mut self.params;
+    pub fn forward(&self, images: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Judgement> {
+        let (s, p) = (&self.spec, &self.params);
         let (n, _, h, w) = images.dims4()?;
-        let conditional = s.model == ModelKind::Cdcgan && self.classes > 0;
-        let mut x = if conditional && s.d_condition == Condition::Concat {
+        let label_planes =
+            s.model == ModelKind::Cdcgan && self.classes > 0 && s.d_condition == Condition::Concat;
+        let mut x = if label_planes {
             // The label as extra constant image planes.
             let planes = one_hot(labels, self.classes, images.device())?
                 .reshape((n, self.classes, 1, 1))?
@@ -140,41 +186,25 @@ impl Discriminator {
         } else {
             images.clone()
         };
-        let norm = s.d_norm;
-        let act = s.d_activation;
-        for (k, &width) in s.d_widths.iter().enumerate() {
-            let name = format!("d.down{k}");
-            // DCGAN: no normalisation on the first layer.
-            let this_norm = if k == 0 { layers::Norm::None } else { norm };
-            x = layers::conv(
-                p,
-                &name,
-                &x,
-                width,
-                s.kernel,
-                2,
-                this_norm == layers::Norm::None,
-            )?;
-            x = layers::norm(p, &format!("{name}.norm"), &x, this_norm, ctx)?;
-            x = act.apply(&x)?;
-            x = layers::dropout(&name, &x, s.dropout, ctx)?;
+        for stage in &self.stages {
+            x = stage.conv.forward(p, &x)?;
+            x = stage.norm.forward(p, &x, ctx)?;
+            x = s.d_activation.apply(&x)?;
+            x = layers::dropout(&stage.name, &x, s.dropout, ctx)?;
         }
         if s.minibatch_std {
             x = minibatch_std(&x)?;
         }
         let flat = x.flatten_from(1)?;
-        let mut logits = layers::linear(p, "d.real", &flat, 1, true)?.squeeze(D::Minus1)?;
-        if conditional && s.d_condition == Condition::Projection {
+        let mut logits = self.real.forward(p, &flat)?.squeeze(D::Minus1)?;
+        if let Some(embed) = &self.embed {
             // ⟨embed(y), φ(x)⟩: the label asks "is this a real image *of this class*".
-            let features = flat.dim(1)?;
-            let embed = p.var("d.embed.w", &[self.classes, features])?;
-            let e = one_hot(labels, self.classes, images.device())?.matmul(&embed)?;
+            let e = one_hot(labels, self.classes, images.device())?.matmul(embed)?;
             logits = (logits + (e * &flat)?.sum(D::Minus1)?)?;
         }
-        let style = if s.model == ModelKind::Can && self.classes > 0 {
-            Some(layers::linear(p, "d.style", &flat, self.classes, true)?)
-        } else {
-            None
+        let style = match &self.style {
+            Some(head) => Some(head.forward(p, &flat)?),
+            None => None,
         };
         Ok(Judgement { logits, style })
     }

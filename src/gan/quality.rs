@@ -41,12 +41,12 @@ pub fn mean_pairwise_distance(images: &Tensor) -> Result<f64> {
 /// noise (`seed`), against up to as many of that class's images; with a classifier of the
 /// real classes, also how many of each class's samples it recognises as that class.
 pub fn class_scores(
-    g: &mut Generator,
+    g: &Generator,
     class_names: &[String],
     data: &Dataset,
     per_class: usize,
     seed: u64,
-    mut judge: Option<&mut Classifier>,
+    judge: Option<&Classifier>,
 ) -> Result<Vec<ClassScore>> {
     let ctx = Ctx {
         train: false,
@@ -71,7 +71,7 @@ pub fn class_scores(
         )?;
         let fake = g.forward(&z, &vec![label; n], &ctx)?;
         let real_spread = mean_pairwise_distance(&real)?;
-        let fidelity = match judge.as_deref_mut() {
+        let fidelity = match judge {
             Some(c) => match c.classes.iter().position(|n| n == name) {
                 Some(k) => Some(classifier::fidelity(&c.probabilities(&fake)?, k)?),
                 None => None,

@@ -378,9 +378,9 @@ impl Trainer {
         let z = seeded_noise(self.spec.seed ^ 0xE7A1, n, self.spec.latent, &dev)?;
         let k = self.class_names.len().max(1);
         let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
-        let sample = |g: &mut Generator| generate(g, &z, &labels);
-        let ema = sample(&mut self.ema)?;
-        let raw = sample(&mut self.g)?;
+        let sample = |g: &Generator| generate(g, &z, &labels);
+        let ema = sample(&self.ema)?;
+        let raw = sample(&self.g)?;
         let seed = self.spec.seed ^ 0x5D;
         Ok(Scores {
             ema: swd::swd_tensors(reference, &ema, seed)?.mean,
@@ -393,7 +393,7 @@ impl Trainer {
         let z = seeded_noise(seed, n, self.spec.latent, &self.g.params.device.clone())?;
         let k = self.class_names.len().max(1);
         let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
-        generate(&mut self.ema, &z, &labels)
+        generate(&self.ema, &z, &labels)
     }
 
     /// A grid of the EMA generator's output on the run's fixed noise.
@@ -417,7 +417,7 @@ impl Trainer {
 /// `[n, latent]` standard normal noise from `seed`.
 /// The generator's images for noise `z` and `labels`, in evaluation mode, in chunks: a
 /// whole evaluation set at once could need gigabytes of activations.
-pub fn generate(g: &mut Generator, z: &Tensor, labels: &[usize]) -> Result<Tensor> {
+pub fn generate(g: &Generator, z: &Tensor, labels: &[usize]) -> Result<Tensor> {
     let ctx = Ctx {
         train: false,
         dropout_seed: 0,
@@ -725,7 +725,7 @@ fn train_inner(
                 judge = Some(c);
             }
             if spec.model == ModelKind::Can {
-                if let Some(c) = judge.as_mut() {
+                if let Some(c) = judge.as_ref() {
                     let samples = t.ema_samples(spec.eval_images, spec.seed ^ 0x57)?;
                     let e = super::classifier::style_entropy(&c.probabilities(&samples)?)?;
                     metric.style_ambiguity = Some(e.ambiguity);
@@ -738,12 +738,12 @@ fn train_inner(
             if t.g.conditional() {
                 let per_class = (spec.eval_images / t.class_names.len().max(1)).clamp(16, 128);
                 metric.classes = super::quality::class_scores(
-                    &mut t.ema,
+                    &t.ema,
                     &t.class_names,
                     &data,
                     per_class,
                     spec.seed ^ 0xC1A5,
-                    judge.as_mut(),
+                    judge.as_ref(),
                 )?;
                 for c in &metric.classes {
                     if c.diversity < super::quality::LOW_DIVERSITY {
