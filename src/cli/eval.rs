@@ -71,15 +71,29 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // With labelled data: a classifier of the real classes judges the samples (cached in
     // the run directory when it scores the run's own data).
     let judge = if data.class_names.len() >= 2 {
-        // Only in a run directory (not a shipped model's folder).
         let run = RunDir {
             path: args.run.clone(),
         };
-        let cache =
-            (args.data.is_none() && run.checkpoints_dir().is_dir()).then(|| run.classifier());
-        let bar = ProgressBar::new(classifier::STEPS).with_message("training the class check");
-        let c = Classifier::cached(cache.as_deref(), &data, args.seed, Some(&bar))?;
-        bar.finish_and_clear();
+        let own_data = args.data.is_none();
+        // A shipped model's folder may carry the classifier of its data (read, never
+        // written); a run directory caches its own.
+        let shipped = match own_data && !run.checkpoints_dir().is_dir() {
+            true => Classifier::load(&run.classifier(), &classifier::data_key(&data), &data)
+                .ok()
+                .flatten(),
+            false => None,
+        };
+        let c = match shipped {
+            Some(c) => c,
+            None => {
+                let cache = (own_data && run.checkpoints_dir().is_dir()).then(|| run.classifier());
+                let bar =
+                    ProgressBar::new(classifier::STEPS).with_message("training the class check");
+                let c = Classifier::cached(cache.as_deref(), &data, args.seed, Some(&bar))?;
+                bar.finish_and_clear();
+                c
+            }
+        };
         Some(c)
     } else {
         None
