@@ -1325,3 +1325,365 @@ fn the_run_panel_shows_the_newest_swd_and_the_least_varied_class() {
     assert!(s.contains("SWD 87 · raw 60 (step 120)"), "{s}");
     assert!(s.contains("least varied: tri 0.11"), "{s}");
 }
+
+// ---- variations and export -----------------------------------------------------------
+
+use easel::studio::app::{parse_export, ExportTarget};
+use easel::studio::variations::{self, Breed, Variant};
+
+/// A studio over a temporary folder holding a small Truchet and a small CPPN sketch.
+fn variation_studio() -> (
+    tempfile::TempDir,
+    App,
+    mpsc::Receiver<Msg>,
+    mpsc::Sender<RenderRequest>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sketches = dir.path().join("sketches");
+    std::fs::create_dir(&sketches).unwrap();
+    std::fs::write(
+        sketches.join("c.rhai"),
+        "// a small CPPN\n#{ kind: \"cppn\", size: 96, z: 2, layers: [8, 8], seed: 3 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sketches.join("t.rhai"),
+        "#{ kind: \"truchet\", family: \"arcs\", size: 64, tile: 16, seed: 5 }",
+    )
+    .unwrap();
+    let (mut app, effects) = App::new(
+        Mode::Studio {
+            dir: sketches.clone(),
+        },
+        vec![sketches.join("c.rhai"), sketches.join("t.rhai")],
+        0,
+    );
+    app.clock = || "12:00:00".to_string();
+    let (tx, rx) = mpsc::channel();
+    let renderer = worker::spawn_renderer(tx);
+    renderer.send(render_request(&effects)).unwrap();
+    finish_render(&mut app, &rx);
+    (dir, app, rx, renderer)
+}
+
+/// Feeds the renderer's answers to the app until the full picture is in; returns it.
+fn finish_render(app: &mut App, rx: &mpsc::Receiver<Msg>) -> Arc<DynamicImage> {
+    wait_for(rx, |m| {
+        let full = match &m {
+            Msg::Rendered(r) if !r.coarse => Some(r.image.clone()),
+            Msg::RenderFailed { error, .. } => panic!("{error}"),
+            _ => None,
+        };
+        app.update(m);
+        full
+    })
+}
+
+fn variation_request(effects: &[Effect]) -> variations::VariationRequest {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::RenderVariations(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a variations request")
+}
+
+fn bred(app: &mut App, effects: &[Effect]) -> (variations::VariationRequest, Vec<Variant>) {
+    let req = variation_request(effects);
+    let children = worker::render_variations(&req, worker::GRID_SIDE).unwrap();
+    app.update(Msg::VariationsRendered {
+        id: req.id,
+        children: children.clone(),
+        coarse: false,
+    });
+    (req, children)
+}
+
+fn distinct_images(children: &[Variant]) -> usize {
+    let mut seen: Vec<&[u8]> = children.iter().map(|c| c.image.as_bytes()).collect();
+    seen.sort();
+    seen.dedup();
+    seen.len()
+}
+
+#[test]
+fn v_breeds_nine_seeds_a_pick_becomes_current_and_backspace_goes_back() {
+    let (_dir, mut app, rx, renderer) = variation_studio();
+    let req = render_request(&app.update(key('j')));
+    let truchet = req.path.clone();
+    renderer.send(req).unwrap();
+    finish_render(&mut app, &rx);
+
+    let (req, children) = {
+        let e = app.update(key('v'));
+        bred(&mut app, &e)
+    };
+    let Breed::Seeds(seeds) = &req.breed else {
+        panic!("a Truchet sketch varies its seed: {:?}", req.breed)
+    };
+    assert_eq!(children.len(), 9);
+    assert_eq!(distinct_images(&children), 9, "nine different pictures");
+    assert!(!seeds.contains(&5), "the parent's own seed is not a child");
+    assert!(app
+        .variations
+        .as_ref()
+        .is_some_and(|g| g.children.len() == 9));
+
+    // 3 picks the third: its seed becomes the sketch's, and the grid closes.
+    let pick = render_request(&app.update(key('3')));
+    assert_eq!(pick.tweaks.seed_for(5), seeds[2]);
+    assert!(app.variations.is_none());
+    renderer.send(pick).unwrap();
+    let picked = finish_render(&mut app, &rx);
+    assert_eq!(picked.as_bytes(), children[2].image.as_bytes());
+    assert!(caption(&app).starts_with(&format!("seed {}", seeds[2])));
+
+    // v again breeds from the picked one.
+    let next = variation_request(&app.update(key('v')));
+    assert_eq!(next.parent.seed_for(5), seeds[2]);
+    assert_eq!(
+        next.breed,
+        Breed::Seeds(variations::child_seeds(seeds[2], 0))
+    );
+    // v in the grid: nine more of the same parent.
+    let more = variation_request(&app.update(key('v')));
+    assert_eq!(
+        more.breed,
+        Breed::Seeds(variations::child_seeds(seeds[2], 1))
+    );
+
+    // Backspace: the file's own seed again.
+    let back = render_request(&app.update(code(KeyCode::Backspace)));
+    assert_eq!((back.path.clone(), back.tweaks.seed_for(5)), (truchet, 5));
+    assert!(app.history.is_empty());
+    let nothing = app.update(code(KeyCode::Backspace));
+    assert!(nothing.is_empty());
+    assert!(app
+        .log
+        .back()
+        .unwrap()
+        .text
+        .contains("nothing to go back to"));
+}
+
+#[test]
+fn a_picked_cppn_mutation_saved_with_s_is_a_sketch_that_renders_the_same_pixels() {
+    let (dir, mut app, rx, renderer) = variation_studio();
+    let (req, children) = {
+        let e = app.update(key('v'));
+        bred(&mut app, &e)
+    };
+    let Breed::Mutations {
+        seeds, generation, ..
+    } = &req.breed
+    else {
+        panic!("a CPPN sketch mutates its weights: {:?}", req.breed)
+    };
+    assert_eq!((seeds.len(), *generation), (9, 1));
+    assert_eq!(distinct_images(&children), 9);
+    // Reproducible: the same request breeds the same children.
+    let again = worker::render_variations(&req, worker::GRID_SIDE).unwrap();
+    assert_eq!(again[4].image.as_bytes(), children[4].image.as_bytes());
+    // A stronger mutation moves further from the parent.
+    let weak = app.variations.as_ref().unwrap().children[0].tweaks.clone();
+    app.update(key('>'));
+    let (_, strong) = {
+        let e = app.update(key('>'));
+        bred(&mut app, &e)
+    };
+    let parent = easel::cppn::net::Network::clone(&{
+        let s = spec::load(&req.path).unwrap();
+        match s.spec {
+            Spec::Cppn(c) => c.network(),
+            _ => unreachable!(),
+        }
+    });
+    let distance = |t: &easel::studio::app::Tweaks| -> f32 {
+        let m = t.mutant.as_ref().unwrap();
+        m.network.layers[0]
+            .w
+            .iter()
+            .zip(&parent.layers[0].w)
+            .map(|(a, b)| (a - b).abs())
+            .sum()
+    };
+    assert!(distance(&strong[0].tweaks) > distance(&weak));
+
+    // 5 picks the fifth of the strong grid; its full-size render is the current picture.
+    let pick = render_request(&app.update(key('5')));
+    assert!(pick.tweaks.mutant.is_some());
+    renderer.send(pick).unwrap();
+    let shown = finish_render(&mut app, &rx);
+    assert!(caption(&app).contains("gen 1"), "{}", caption(&app));
+
+    // v from the picked one: generation 2, bred from its weights.
+    let next = variation_request(&app.update(key('v')));
+    assert_eq!(
+        next.parent.mutant.as_ref().map(|m| m.network.clone()),
+        strong[4].tweaks.mutant.as_ref().map(|m| m.network.clone())
+    );
+    assert!(matches!(next.breed, Breed::Mutations { generation: 2, .. }));
+    app.update(code(KeyCode::Esc));
+    assert!(app.variations.is_none());
+
+    // s saves it as a new sketch next to the parent, which renders the same pixels.
+    let job = match app.update(key('s')).as_slice() {
+        [Effect::SaveMutant(job)] => job.clone(),
+        other => panic!("expected a SaveMutant, got {other:?}"),
+    };
+    let favourites = dir.path().join("favourites");
+    let (saved, favourite) = easel::studio::save_mutant(&job, &favourites).unwrap();
+    assert_eq!(saved, dir.path().join("sketches/c-v1.rhai"));
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        text.starts_with("// a small CPPN"),
+        "the parent's text stays: {text}"
+    );
+    let loaded = spec::load(&saved).unwrap();
+    let mut spec = loaded.spec.clone();
+    let (w, h) = worker::fit_within(spec.size(), worker::PREVIEW_SIDE);
+    spec.set_size(w, h);
+    assert_eq!(spec.render().unwrap().as_bytes(), shown.as_bytes());
+    // The favourite's recipe holds the new sketch, weights and all.
+    let recipe = easel::recipe::read_recipe(&favourite).unwrap();
+    assert_eq!(recipe.source, text);
+    // A second save never overwrites the first.
+    let (second, _) = easel::studio::save_mutant(&job, &favourites).unwrap();
+    assert_eq!(second, dir.path().join("sketches/c-v2.rhai"));
+
+    // Backspace: the seeded network again.
+    let back = render_request(&app.update(code(KeyCode::Backspace)));
+    assert!(back.tweaks.mutant.is_none());
+}
+
+#[test]
+fn explicit_weights_of_the_wrong_shape_are_located_errors() {
+    let bad = "#{ kind: \"cppn\", z: 0, layers: [2],\n  weights: [#{ w: [1.0, 2.0], b: [0.0, 0.0] },\n            #{ w: [1, 2, 3, 4, 5, 6], b: [0, 0, 0] }] }";
+    let e = spec::load_source(Path::new("w.rhai"), bad.into())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("w.rhai:2:12:") && e.contains("layer 1") && e.contains("expected 6"),
+        "{e}"
+    );
+    let good = bad.replace("[1.0, 2.0]", "[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]");
+    let loaded = spec::load_source(Path::new("w.rhai"), good).unwrap();
+    let Spec::Cppn(c) = loaded.spec else {
+        unreachable!()
+    };
+    assert_eq!(c.render_network().unwrap().layers[1].w[5], 6.0);
+}
+
+#[test]
+fn the_export_prompt_reads_sizes_and_gif() {
+    assert_eq!(
+        parse_export("", (640, 480)),
+        Ok(ExportTarget::Still {
+            width: 4096,
+            height: 3072
+        })
+    );
+    assert_eq!(
+        parse_export(" 2048 ", (512, 512)),
+        Ok(ExportTarget::Still {
+            width: 2048,
+            height: 2048
+        })
+    );
+    assert_eq!(
+        parse_export("3840x2160", (512, 512)),
+        Ok(ExportTarget::Still {
+            width: 3840,
+            height: 2160
+        })
+    );
+    assert_eq!(
+        parse_export("gif", (300, 200)),
+        Ok(ExportTarget::Gif { side: 300 })
+    );
+    assert_eq!(
+        parse_export("GIF 128", (300, 200)),
+        Ok(ExportTarget::Gif { side: 128 })
+    );
+    for bad in ["0", "big", "99999", "16384x16384", "gif x"] {
+        let e = parse_export(bad, (512, 512)).unwrap_err();
+        assert!(e.contains("size") || e.contains("pixels"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn e_exports_in_the_background_with_a_recipe() {
+    let (dir, mut app, rx, renderer) = variation_studio();
+    let req = render_request(&app.update(key('j')));
+    renderer.send(req).unwrap();
+    finish_render(&mut app, &rx);
+    assert!(app.update(key('e')).is_empty());
+    assert_eq!(app.prompt.as_deref(), Some(""));
+    for c in ['1', '2', 'x'] {
+        app.update(key(c));
+    }
+    app.update(code(KeyCode::Backspace));
+    app.update(key('8'));
+    assert_eq!(app.prompt.as_deref(), Some("128"));
+    let job = match app.update(code(KeyCode::Enter)).as_slice() {
+        [Effect::Export(job)] => job.clone(),
+        other => panic!("expected an export, got {other:?}"),
+    };
+    assert!(app.prompt.is_none());
+    assert_eq!(
+        job.target,
+        ExportTarget::Still {
+            width: 128,
+            height: 128
+        }
+    );
+    let lines = std::sync::Mutex::new(vec![]);
+    let out = easel::studio::export(&job, &dir.path().join("exports"), &|l| {
+        lines.lock().unwrap().push(l)
+    })
+    .unwrap();
+    assert!(lines.lock().unwrap()[0].contains("128x128"));
+    let recipe = easel::recipe::read_recipe(&out).unwrap();
+    assert_eq!((recipe.width, recipe.height, recipe.seed), (128, 128, 5));
+    assert_eq!(image::open(&out).unwrap().width(), 128);
+    // A bad size is said in the log, and nothing is exported.
+    app.update(key('e'));
+    app.update(key('z'));
+    assert!(app.update(code(KeyCode::Enter)).is_empty());
+    assert_eq!(app.log.back().unwrap().level, Level::Error);
+    // Esc cancels.
+    app.update(key('e'));
+    assert!(app.update(code(KeyCode::Esc)).is_empty());
+    assert!(app.prompt.is_none());
+}
+
+/// A CPPN studio with its grid of mutations open (gradients stand in for the pictures).
+fn grid_studio() -> App {
+    let (mut app, effects) = studio(&["cppn_silk", "truchet_arcs"]);
+    let req = render_request(&effects);
+    app.update(rendered(&req, "cppn", false));
+    let grid = variation_request(&app.update(key('v')));
+    let children = (0..9)
+        .map(|k| Variant {
+            tweaks: Default::default(),
+            image: gradient(48 + 8 * k, 48),
+        })
+        .collect();
+    app.update(Msg::VariationsRendered {
+        id: grid.id,
+        children,
+        coarse: false,
+    });
+    app
+}
+
+#[test]
+fn snapshot_variations_80x24() {
+    insta::assert_snapshot!(screen(&grid_studio(), 80, 24));
+}
+
+#[test]
+fn snapshot_variations_160x48() {
+    insta::assert_snapshot!(screen(&grid_studio(), 160, 48));
+}

@@ -89,6 +89,9 @@ pub struct CppnSpec {
     pub animation: Animation,
     /// Train the network on an image instead of using random weights.
     pub fit: Option<fit::FitSpec>,
+    /// Weights written out in the sketch (`weights: [#{ w: [...], b: [...] }, ...]`, as
+    /// the studio saves a picked mutation): they win over the seed's and over `fit`.
+    pub weights: Option<Arc<Network>>,
 }
 
 const KEYS_NOTE: &str = "x, y, r";
@@ -228,7 +231,7 @@ impl CppnSpec {
                 format!("a CPPN needs at least one of {KEYS_NOTE} as input"),
             ));
         }
-        Ok(CppnSpec {
+        let mut spec = CppnSpec {
             width,
             height,
             inputs,
@@ -246,7 +249,12 @@ impl CppnSpec {
             seed,
             animation,
             fit,
-        })
+            weights: None,
+        };
+        if let Some(value) = map.raw("weights") {
+            spec.weights = Some(Arc::new(parse_weights(map, &spec, &value)?));
+        }
+        Ok(spec)
     }
 
     /// Layer sizes from inputs to outputs.
@@ -260,19 +268,46 @@ impl CppnSpec {
     /// The network to render: fitted to the `fit` image if there is one (trained on
     /// first use), else the seeded random one.
     pub fn render_network(&self) -> anyhow::Result<Network> {
+        if let Some(w) = &self.weights {
+            return Ok((**w).clone());
+        }
         match &self.fit {
             Some(f) => fit::fitted_network(self, f),
             None => Ok(self.network()),
         }
     }
 
-    /// The seeded (untrained) network.
-    pub fn network(&self) -> Network {
+    /// The activations of the hidden layers and the output, in layer order.
+    pub fn layer_activations(&self) -> Vec<Activation> {
         let mut acts = self.activations.clone();
         acts.push(self.output_activation);
+        acts
+    }
+
+    /// Whether `net` has this spec's shape (layer sizes and activations), so it can
+    /// stand in for the spec's own network.
+    pub fn fits_network(&self, net: &Network) -> bool {
+        let sizes = self.sizes();
+        net.layers.len() + 1 == sizes.len()
+            && net
+                .layers
+                .iter()
+                .zip(sizes.windows(2))
+                .zip(self.layer_activations())
+                .all(|((l, io), a)| {
+                    l.inputs == io[0]
+                        && l.outputs == io[1]
+                        && l.activation == a
+                        && l.w.len() == l.inputs * l.outputs
+                        && l.b.len() == l.outputs
+                })
+    }
+
+    /// The seeded (untrained) network.
+    pub fn network(&self) -> Network {
         Network::random(
             &self.sizes(),
-            &acts,
+            &self.layer_activations(),
             self.init_std,
             self.init,
             self.biases,
@@ -338,6 +373,102 @@ fn parse_fit(
         lr,
         device: Default::default(),
     })
+}
+
+/// `weights: [#{ w: [...], b: [...] }, ...]`: one map per layer (the hidden layers, then
+/// the output), `w` row-major `[input][output]`. The shape must be the one the rest of
+/// the sketch describes; errors say which layer and what was expected.
+fn parse_weights(
+    map: &MapReader,
+    spec: &CppnSpec,
+    value: &rhai::Dynamic,
+) -> Result<Network, SketchError> {
+    const EXPECTED: &str = "an array with one #{ w: [...], b: [...] } per layer";
+    let layers = value
+        .clone()
+        .into_array()
+        .map_err(|_| map.type_error("weights", value, EXPECTED))?;
+    let sizes = spec.sizes();
+    if layers.len() + 1 != sizes.len() {
+        return Err(map.error_at(
+            "weights",
+            None,
+            format!(
+                "\"weights\" has {} layers, but the sketch's network has {} (sizes {:?})",
+                layers.len(),
+                sizes.len() - 1,
+                sizes
+            ),
+        ));
+    }
+    let numbers = |layer: usize, name: &str, v: Option<&rhai::Dynamic>, want: usize| {
+        let what = format!("layer {} of \"weights\": {name}", layer + 1);
+        let items = v.and_then(|v| v.clone().into_array().ok()).ok_or_else(|| {
+            map.error_at(
+                "weights",
+                None,
+                format!("{what} must be an array of {want} numbers"),
+            )
+        })?;
+        if items.len() != want {
+            return Err(map.error_at(
+                "weights",
+                None,
+                format!("{what} has {} numbers, expected {want}", items.len()),
+            ));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(k, d)| match (d.as_float(), d.as_int()) {
+                (Ok(f), _) if f.is_finite() && f.abs() <= 1e30 => Ok(f as f32),
+                (_, Ok(i)) => Ok(i as f32),
+                _ => Err(map.error_at(
+                    "weights",
+                    None,
+                    format!("{what}[{k}] must be a finite number, got {d}"),
+                )),
+            })
+            .collect::<Result<Vec<f32>, SketchError>>()
+    };
+    let mut dense = Vec::with_capacity(layers.len());
+    for (k, ((layer, io), activation)) in layers
+        .iter()
+        .zip(sizes.windows(2))
+        .zip(spec.layer_activations())
+        .enumerate()
+    {
+        let Some(m) = layer.clone().try_cast::<rhai::Map>() else {
+            return Err(map.error_at(
+                "weights",
+                None,
+                format!(
+                    "layer {} of \"weights\" must be a map #{{ w: [...], b: [...] }}, got {}",
+                    k + 1,
+                    crate::sketch::reader::describe(layer)
+                ),
+            ));
+        };
+        if let Some(extra) = m.keys().find(|key| !matches!(key.as_str(), "w" | "b")) {
+            return Err(map.error_at(
+                "weights",
+                None,
+                format!(
+                    "layer {} of \"weights\" has an unknown key \"{extra}\"; expected w and b",
+                    k + 1
+                ),
+            ));
+        }
+        let (inputs, outputs) = (io[0], io[1]);
+        dense.push(net::Dense {
+            inputs,
+            outputs,
+            w: numbers(k, "w", m.get("w"), inputs * outputs)?,
+            b: numbers(k, "b", m.get("b"), outputs)?,
+            activation,
+        });
+    }
+    Ok(Network { layers: dense })
 }
 
 fn parse_inputs(map: &mut MapReader) -> Result<Inputs, SketchError> {

@@ -214,3 +214,58 @@ impl Network {
         x
     }
 }
+
+impl Network {
+    /// A mutation: every weight (and bias, when `biases`) plus `std`·N(0, 1), drawn from
+    /// `seed` in a fixed order, so (parent, seed, std) always gives the same child.
+    pub fn mutated(&self, seed: u64, std: f64, biases: bool) -> Network {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x4D07_A7E0_5EED_0001);
+        let mut child = self.clone();
+        for layer in &mut child.layers {
+            for w in &mut layer.w {
+                *w += (std * normal(&mut rng)) as f32;
+            }
+            if biases {
+                for b in &mut layer.b {
+                    *b += (std * normal(&mut rng)) as f32;
+                }
+            }
+        }
+        child
+    }
+
+    /// The weights as a sketch's `weights:` value (one `#{ w, b }` per layer, `w`
+    /// row-major `[input][output]`). Each f32 is written as its exact f64 value, so the
+    /// sketch reads back the very same bits.
+    pub fn weights_source(&self, indent: &str) -> String {
+        let numbers = |xs: &[f32]| -> String {
+            xs.iter()
+                .map(|&x| format_exact(x))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = String::from("[\n");
+        for l in &self.layers {
+            out.push_str(&format!(
+                "{indent}    #{{ w: [{}],\n{indent}       b: [{}] }},\n",
+                numbers(&l.w),
+                numbers(&l.b)
+            ));
+        }
+        out.push_str(indent);
+        out.push(']');
+        out
+    }
+}
+
+/// `x` as a decimal that parses (as f64, then rounded to f32) back to exactly `x`: the
+/// f64 widening is exact, and Rust prints an f64 with the shortest digits that round-trip.
+fn format_exact(x: f32) -> String {
+    let text = format!("{}", x as f64);
+    // A whole number would read as an integer; the reader takes both, but keep floats looking like floats.
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}

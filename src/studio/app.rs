@@ -14,6 +14,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use image::DynamicImage;
 
 use super::keys::{self, Action};
+use super::variations::{self, Breed, Grid, Variant, VariationRequest};
+use crate::cppn::net::Network;
 use crate::gan::GanSpec;
 use crate::run::{Control, Metric, State, Status, Wanted};
 use crate::sketch::{Knobs, Params};
@@ -64,6 +66,21 @@ pub struct Tweak<T> {
 pub struct Tweaks {
     pub seed: Option<Tweak<u64>>,
     pub knobs: BTreeMap<String, Tweak<f64>>,
+    /// A picked CPPN mutation: explicit weights in place of the sketch's own network.
+    pub mutant: Option<Mutant>,
+}
+
+/// A CPPN network bred in the studio (`v`, then a digit). It counts only while the file
+/// is the source it was bred from: an edit of the file wins, as it does for seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mutant {
+    pub network: Arc<Network>,
+    /// The sketch file's text the network was bred against.
+    pub bred_from: Arc<String>,
+    /// How it came about, e.g. "mutation 3 · strength 0.25 · generation 2" (a comment in
+    /// the file it is saved as).
+    pub lineage: String,
+    pub generation: u32,
 }
 
 impl Tweaks {
@@ -112,7 +129,7 @@ impl Tweaks {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seed.is_none() && self.knobs.is_empty()
+        self.seed.is_none() && self.knobs.is_empty() && self.mutant.is_none()
     }
 }
 
@@ -227,6 +244,21 @@ pub enum Msg {
     Runs(HashMap<String, RunInfo>),
     RunTail(Box<RunTail>),
     FavouriteSaved(Result<PathBuf, String>),
+    /// The breeder's pictures for a grid (a coarse pass may come first).
+    VariationsRendered {
+        id: u64,
+        children: Vec<Variant>,
+        coarse: bool,
+    },
+    VariationsFailed {
+        id: u64,
+        error: String,
+    },
+    /// A picked mutation was saved as a sketch file (and a favourite made from it).
+    MutantSaved(Result<(PathBuf, PathBuf), String>),
+    /// An export's progress, for the log.
+    ExportProgress(String),
+    Exported(Result<PathBuf, String>),
     /// `w` wrote these knob values into the sketch file as its defaults (or failed).
     KnobsWritten {
         path: PathBuf,
@@ -241,6 +273,86 @@ pub enum Msg {
         path: PathBuf,
         note: String,
     },
+}
+
+/// What `s` saves for a picked mutation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveMutant {
+    pub path: PathBuf,
+    pub source: Arc<String>,
+    pub seed: u64,
+    pub knobs: Knobs,
+    pub mutant: Mutant,
+}
+
+/// What `e` exports: the picture on screen (its source, seed, knobs and picked weights)
+/// at another size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    pub path: PathBuf,
+    pub source: Arc<String>,
+    pub seed: u64,
+    pub knobs: Knobs,
+    pub mutant: Option<Mutant>,
+    pub target: ExportTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportTarget {
+    /// A PNG of this size, with its recipe.
+    Still { width: u32, height: u32 },
+    /// The CPPN's latent loop as a GIF, longest side this many pixels.
+    Gif { side: u32 },
+}
+
+/// The default export size of a still (the longest side).
+pub const EXPORT_SIDE: u32 = 4096;
+
+/// Reads what was typed at the export prompt: empty → the longest side 4096, `N` → the
+/// longest side N (aspect kept), `WxH` → exactly that, `gif` / `gif N` → the latent loop
+/// as a GIF (at the sketch's own size, or longest side N).
+pub fn parse_export(text: &str, own: (u32, u32)) -> Result<ExportTarget, String> {
+    let text = text.trim().to_ascii_lowercase();
+    let side = |t: &str| -> Result<u32, String> {
+        match t.parse::<u32>() {
+            Ok(n) if (1..=crate::sketch::MAX_SIDE).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "\"{t}\" is not a size: give a side from 1 to {} (e.g. 4096), WxH (e.g. 3840x2160) or gif",
+                crate::sketch::MAX_SIDE
+            )),
+        }
+    };
+    let scaled = |longest: u32| {
+        let (w, h) = own;
+        let scale = longest as f64 / w.max(h).max(1) as f64;
+        (
+            ((w as f64 * scale).round() as u32).max(1),
+            ((h as f64 * scale).round() as u32).max(1),
+        )
+    };
+    if let Some(rest) = text.strip_prefix("gif") {
+        let rest = rest.trim();
+        let side = if rest.is_empty() {
+            own.0.max(own.1)
+        } else {
+            side(rest)?
+        };
+        return Ok(ExportTarget::Gif { side });
+    }
+    let (width, height) = if text.is_empty() {
+        scaled(EXPORT_SIDE)
+    } else if let Some((w, h)) = text.split_once('x') {
+        (side(w.trim())?, side(h.trim())?)
+    } else {
+        scaled(side(&text)?)
+    };
+    if width as u64 * height as u64 > crate::sketch::MAX_PIXELS {
+        return Err(format!(
+            "{width}x{height} is more than {} pixels",
+            crate::sketch::MAX_PIXELS
+        ));
+    }
+    Ok(ExportTarget::Still { width, height })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +375,13 @@ pub enum Favourite {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Render(RenderRequest),
+    /// Render a grid of variations (in the breeder thread, in parallel).
+    RenderVariations(VariationRequest),
+    /// Save a picked CPPN mutation as a new sketch file next to its parent (and a
+    /// favourite rendered from that file).
+    SaveMutant(SaveMutant),
+    /// Render the picture at another size (or as a GIF) in the background.
+    Export(Export),
     /// Tail this run directory (or none).
     Follow(Option<PathBuf>),
     SaveFavourite(Favourite),
@@ -378,10 +497,20 @@ pub struct App {
     /// The knobs each sketch declared at its last render, and the seed its file gives.
     pub params: HashMap<PathBuf, Params>,
     pub file_seeds: HashMap<PathBuf, u64>,
+    /// Each sketch's own size at its last render (exports keep its aspect).
+    pub sizes: HashMap<PathBuf, (u32, u32)>,
     /// Which knob of the selected sketch `-`/`=` turn.
     pub knob: usize,
     /// The preview fills the screen (`f`).
     pub fullscreen: bool,
+    /// The grid of variations (`v`), when open.
+    pub variations: Option<Grid>,
+    /// Index into `variations::STRENGTHS` (`<` `>`).
+    pub strength: usize,
+    /// Earlier currents, newest last: a pick pushes, Backspace pops.
+    pub history: Vec<(PathBuf, Tweaks)>,
+    /// The export prompt's text, while it is open (`e`).
+    pub prompt: Option<String>,
     pub quit: bool,
     /// Log time stamps (fixed in tests, for stable snapshots).
     pub clock: fn() -> String,
@@ -417,8 +546,13 @@ impl App {
             tweaks: HashMap::new(),
             params: HashMap::new(),
             file_seeds: HashMap::new(),
+            sizes: HashMap::new(),
             knob: 0,
             fullscreen: false,
+            variations: None,
+            strength: variations::DEFAULT_STRENGTH,
+            history: vec![],
+            prompt: None,
             quit: false,
             clock: local_time,
             gan_specs: HashMap::new(),
@@ -510,6 +644,55 @@ impl App {
                 vec![]
             }
             Msg::KnobsWritten { path, result } => self.on_knobs_written(path, result),
+            Msg::VariationsRendered {
+                id,
+                children,
+                coarse,
+            } => {
+                self.serial += 1;
+                let serial = self.serial;
+                if let Some(grid) = self.variations.as_mut().filter(|g| g.id == id) {
+                    // A coarse pass never replaces the full one.
+                    if coarse && !grid.children.is_empty() && !grid.coarse {
+                        return vec![];
+                    }
+                    grid.children = children;
+                    grid.coarse = coarse;
+                    grid.serial = serial;
+                }
+                vec![]
+            }
+            Msg::VariationsFailed { id, error } => {
+                if self.variations.as_ref().is_some_and(|g| g.id == id) {
+                    self.variations = None;
+                    self.log_line(Level::Error, format!("variations: {error}"));
+                }
+                vec![]
+            }
+            Msg::MutantSaved(Ok((sketch, favourite))) => {
+                self.info(format!(
+                    "saved the mutation as {} (favourite {})",
+                    sketch.display(),
+                    favourite.display()
+                ));
+                vec![]
+            }
+            Msg::MutantSaved(Err(e)) => {
+                self.log_line(Level::Error, format!("mutation not saved: {e}"));
+                vec![]
+            }
+            Msg::ExportProgress(text) => {
+                self.info(text);
+                vec![]
+            }
+            Msg::Exported(Ok(path)) => {
+                self.info(format!("exported {}", path.display()));
+                vec![]
+            }
+            Msg::Exported(Err(e)) => {
+                self.log_line(Level::Error, format!("export failed: {e}"));
+                vec![]
+            }
             Msg::TrainingStarted(Ok(run)) => {
                 self.info(format!("training → {}", run.display()));
                 if let Some(path) = self.selected_path().cloned() {
@@ -561,6 +744,9 @@ impl App {
                     vec![]
                 }
             };
+        }
+        if self.prompt.is_some() {
+            return self.on_prompt_key(key.code);
         }
         if self.help {
             // Any key closes the help; q still quits.
@@ -614,6 +800,19 @@ impl App {
                 self.fullscreen = !self.fullscreen;
                 vec![]
             }
+            Action::Variations => self.open_variations(),
+            Action::Pick => match key.code {
+                KeyCode::Char(c @ '1'..='9') => self.pick(c as usize - '1' as usize),
+                _ => vec![],
+            },
+            Action::Back => self.back(),
+            Action::Stronger => self.change_strength(1),
+            Action::Weaker => self.change_strength(-1),
+            Action::CloseVariations => {
+                self.variations = None;
+                vec![]
+            }
+            Action::Export => self.open_export(),
         }
     }
 
@@ -645,6 +844,8 @@ impl App {
             self.knob = 0;
         }
         self.selected = index;
+        // A new current (or another sketch): the grid's children are of the old one.
+        self.variations = None;
         if self.picture.as_ref().is_some_and(|p| p.path != path) {
             // Keep the old picture on screen until the new one arrives, unless the new
             // sketch is a GAN (its picture is its run's samples).
@@ -735,8 +936,16 @@ impl App {
             .iter()
             .rev()
             .find_map(|p| self.sketches.iter().position(|s| s == p));
+        let breeding = self.variations.as_ref().map(|g| g.path.clone());
         match saved {
-            Some(i) => self.select(i, Reason::Saved),
+            Some(i) => {
+                let mut effects = self.select(i, Reason::Saved);
+                // Live-coding with the grid open: breed again from the saved file.
+                if breeding.as_ref() == Some(&self.sketches[i]) {
+                    effects.extend(self.open_variations());
+                }
+                effects
+            }
             None => vec![],
         }
     }
@@ -779,6 +988,13 @@ impl App {
         // The file may have changed the seed or a default itself: it wins over the studio.
         let tweaks = self.tweaks.entry(r.path.clone()).or_default();
         tweaks.reconcile(r.file_seed, &r.params);
+        let stale_mutant = tweaks
+            .mutant
+            .as_ref()
+            .is_some_and(|m| *m.bred_from != *r.source);
+        if stale_mutant {
+            tweaks.mutant = None;
+        }
         if tweaks.is_empty() {
             self.tweaks.remove(&r.path);
         }
@@ -787,8 +1003,18 @@ impl App {
         }
         self.params.insert(r.path.clone(), r.params.clone());
         self.file_seeds.insert(r.path.clone(), r.file_seed);
+        self.sizes.insert(r.path.clone(), r.size);
+        if stale_mutant {
+            self.info(format!(
+                "{} changed: the picked mutation is dropped (Backspace goes back to it)",
+                Self::sketch_name(&r.path)
+            ));
+        }
         let (w, h) = r.size;
         let mut caption = format!("seed {} · {w}x{h}", r.seed);
+        if let Some(m) = self.tweaks.get(&r.path).and_then(|t| t.mutant.as_ref()) {
+            caption.push_str(&format!(" · gen {}", m.generation));
+        }
         if r.coarse {
             caption.push_str(" · coarse");
         } else {
@@ -1083,6 +1309,20 @@ impl App {
             self.info("nothing to save yet".into());
             return vec![];
         };
+        let mutant = self
+            .tweaks
+            .get(&picture.path)
+            .and_then(|t| t.mutant.clone())
+            .filter(|m| picture.source.as_ref() == Some(&m.bred_from));
+        if let (Some(mutant), Some(source), Some(seed)) = (mutant, &picture.source, picture.seed) {
+            return vec![Effect::SaveMutant(SaveMutant {
+                path: picture.path.clone(),
+                source: source.clone(),
+                seed,
+                knobs: picture.knobs.clone(),
+                mutant,
+            })];
+        }
         let effect = match (&picture.source, self.kinds.get(&picture.path)) {
             (Some(source), Some(kind)) if *kind != "gan" => Favourite::Sketch {
                 path: picture.path.clone(),
@@ -1272,7 +1512,7 @@ impl App {
             return vec![];
         };
         let p = &params.0[self.knob.min(params.0.len() - 1)];
-        let tweaks = self.tweaks.entry(path).or_default();
+        let tweaks = self.tweaks.entry(path.clone()).or_default();
         let now = tweaks.knobs_for(&params)[&p.name];
         let step = if coarse {
             p.coarse_step()
@@ -1283,6 +1523,14 @@ impl App {
         if value == now {
             return vec![]; // at the end of its range
         }
+        if tweaks.mutant.is_some() {
+            // Knobs may change the network's shape: the picked weights no longer apply.
+            let before = tweaks.clone();
+            tweaks.mutant = None;
+            self.history.push((path.clone(), before));
+            self.info("a knob turned: left the picked mutation (Backspace goes back)".into());
+        }
+        let tweaks = self.tweaks.entry(path).or_default();
         if value == p.default {
             tweaks.knobs.remove(&p.name);
         } else {
@@ -1340,6 +1588,215 @@ impl App {
             Err(e) => self.log_line(Level::Error, format!("knobs not written: {e}")),
         }
         vec![]
+    }
+
+    // ---- variations ------------------------------------------------------------------
+
+    /// `v`: a grid of nine children of the current picture (in the grid: the next nine).
+    fn open_variations(&mut self) -> Vec<Effect> {
+        let round = match &self.variations {
+            Some(g) if Some(&g.path) == self.selected_path() => g.round + 1,
+            _ => 0,
+        };
+        self.breed(round)
+    }
+
+    /// Asks for round `round` of the current picture's children.
+    fn breed(&mut self, round: u64) -> Vec<Effect> {
+        let Some(path) = self.tweakable("v breeds variations of") else {
+            return vec![];
+        };
+        let parent = self.tweaks.get(&path).cloned().unwrap_or_default();
+        let breed = match self.kinds.get(&path) {
+            Some(&"cppn") => Breed::Mutations {
+                seeds: variations::mutation_seeds(round),
+                strength: variations::STRENGTHS[self.strength],
+                generation: parent.mutant.as_ref().map_or(0, |m| m.generation) + 1,
+            },
+            _ => {
+                let seed = parent.seed_for(self.file_seeds[&path]);
+                Breed::Seeds(variations::child_seeds(seed, round))
+            }
+        };
+        self.next_id += 1;
+        let id = self.next_id;
+        self.variations = Some(Grid {
+            id,
+            path: path.clone(),
+            parent: parent.clone(),
+            breed: breed.clone(),
+            round,
+            children: vec![],
+            coarse: false,
+            serial: 0,
+        });
+        vec![Effect::RenderVariations(VariationRequest {
+            id,
+            path,
+            parent,
+            breed,
+        })]
+    }
+
+    /// `1`–`9`: child `index` of the grid becomes the current picture.
+    fn pick(&mut self, index: usize) -> Vec<Effect> {
+        let Some(grid) = self.variations.as_ref() else {
+            self.info("1–9 pick a variation: v shows nine".into());
+            return vec![];
+        };
+        let Some(child) = grid.children.get(index) else {
+            self.info(format!("variation {} has not rendered yet", index + 1));
+            return vec![];
+        };
+        let (path, tweaks) = (grid.path.clone(), child.tweaks.clone());
+        let label = grid.breed.labels()[index].clone();
+        let Some(at) = self.sketches.iter().position(|p| *p == path) else {
+            self.variations = None;
+            return vec![];
+        };
+        let before = self.tweaks.get(&path).cloned().unwrap_or_default();
+        self.history.push((path.clone(), before));
+        if tweaks.is_empty() {
+            self.tweaks.remove(&path);
+        } else {
+            self.tweaks.insert(path, tweaks);
+        }
+        self.info(format!(
+            "picked {} ({label}): v breeds from it, backspace goes back",
+            index + 1
+        ));
+        self.select(at, Reason::Asked)
+    }
+
+    /// Backspace: the current before the last pick comes back.
+    fn back(&mut self) -> Vec<Effect> {
+        let Some((path, tweaks)) = self.history.pop() else {
+            self.info("nothing to go back to: backspace undoes a pick".into());
+            return vec![];
+        };
+        let Some(at) = self.sketches.iter().position(|p| *p == path) else {
+            self.info(format!("{} is gone", Self::sketch_name(&path)));
+            return vec![];
+        };
+        if tweaks.is_empty() {
+            self.tweaks.remove(&path);
+        } else {
+            self.tweaks.insert(path.clone(), tweaks);
+        }
+        self.info(format!("back to the earlier {}", Self::sketch_name(&path)));
+        self.select(at, Reason::Asked)
+    }
+
+    /// `<` `>`: the mutation strength; an open CPPN grid is bred again with it.
+    fn change_strength(&mut self, delta: i64) -> Vec<Effect> {
+        let last = variations::STRENGTHS.len() as i64 - 1;
+        self.strength = (self.strength as i64 + delta).clamp(0, last) as usize;
+        self.info(format!(
+            "mutation strength {} (of the sketch's init_std)",
+            variations::STRENGTHS[self.strength]
+        ));
+        match &self.variations {
+            // The same children's seeds, at the new strength.
+            Some(g) if matches!(g.breed, Breed::Mutations { .. }) => self.breed(g.round),
+            _ => vec![],
+        }
+    }
+
+    // ---- export ----------------------------------------------------------------------
+
+    /// `e`: opens the size prompt over a Truchet or CPPN picture.
+    fn open_export(&mut self) -> Vec<Effect> {
+        if self.export_of(ExportTarget::Gif { side: 1 }).is_none() {
+            return vec![];
+        }
+        self.prompt = Some(String::new());
+        vec![]
+    }
+
+    /// The export of the picture on screen, or why not (logged).
+    fn export_of(&mut self, target: ExportTarget) -> Option<Export> {
+        let path = self.tweakable("e exports")?;
+        let Some(picture) = self.picture.clone().filter(|p| p.path == path) else {
+            self.info("nothing to export yet".into());
+            return None;
+        };
+        let (Some(source), Some(seed)) = (picture.source.clone(), picture.seed) else {
+            self.info("nothing to export yet".into());
+            return None;
+        };
+        let mutant = self
+            .tweaks
+            .get(&path)
+            .and_then(|t| t.mutant.clone())
+            .filter(|m| m.bred_from == source);
+        Some(Export {
+            path,
+            source,
+            seed,
+            knobs: picture.knobs,
+            mutant,
+            target,
+        })
+    }
+
+    fn on_prompt_key(&mut self, code: KeyCode) -> Vec<Effect> {
+        let Some(text) = self.prompt.as_mut() else {
+            return vec![];
+        };
+        match code {
+            KeyCode::Esc => {
+                self.prompt = None;
+                vec![]
+            }
+            KeyCode::Backspace => {
+                text.pop();
+                vec![]
+            }
+            KeyCode::Char(c) if (c.is_ascii_alphanumeric() || c == ' ') && text.len() < 20 => {
+                text.push(c);
+                vec![]
+            }
+            KeyCode::Enter => {
+                let text = self.prompt.take().unwrap_or_default();
+                let own = self
+                    .picture
+                    .as_ref()
+                    .and_then(|p| self.sizes.get(&p.path).copied())
+                    .unwrap_or((512, 512));
+                let target = match parse_export(&text, own) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.log_line(Level::Error, format!("export: {e}"));
+                        return vec![];
+                    }
+                };
+                if let ExportTarget::Gif { .. } = target {
+                    let looping = self
+                        .animation
+                        .as_ref()
+                        .is_some_and(|a| Some(&a.path) == self.selected_path() && a.frames > 1);
+                    if !looping {
+                        self.info("gif exports a CPPN's latent loop (a sketch with z)".into());
+                        return vec![];
+                    }
+                }
+                match self.export_of(target) {
+                    Some(job) => {
+                        let what = match target {
+                            ExportTarget::Still { width, height } => format!("{width}x{height}"),
+                            ExportTarget::Gif { side } => format!("a GIF, {side} px"),
+                        };
+                        self.info(format!(
+                            "exporting {} at {what} in the background…",
+                            Self::sketch_name(&job.path)
+                        ));
+                        vec![Effect::Export(job)]
+                    }
+                    None => vec![],
+                }
+            }
+            _ => vec![],
+        }
     }
 
     fn toggle_animation(&mut self) -> Vec<Effect> {

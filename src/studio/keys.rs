@@ -29,6 +29,13 @@ pub enum Action {
     KnobDownCoarse,
     WriteKnobs,
     Fullscreen,
+    Variations,
+    Pick,
+    Back,
+    Stronger,
+    Weaker,
+    CloseVariations,
+    Export,
     Help,
     Quit,
 }
@@ -58,6 +65,10 @@ pub enum Shown {
     Runs,
     Pictures,
     Knobs,
+    /// While the grid of variations is open.
+    Grid,
+    /// When a pick can be undone.
+    History,
 }
 
 /// What the screen shows now, for the footer.
@@ -69,6 +80,10 @@ pub struct Showing {
     pub runs: bool,
     /// The selected sketch has knobs.
     pub knobs: bool,
+    /// The grid of variations is open.
+    pub grid: bool,
+    /// Backspace has a pick to undo.
+    pub history: bool,
 }
 
 impl Shown {
@@ -76,8 +91,11 @@ impl Shown {
         match self {
             Shown::Always => true,
             Shown::Runs => now.runs,
-            Shown::Pictures => !now.runs,
-            Shown::Knobs => !now.runs && now.knobs,
+            // The grid has keys of its own; n, space and e act on the current picture.
+            Shown::Pictures => !now.runs && !now.grid,
+            Shown::Knobs => !now.runs && now.knobs && !now.grid,
+            Shown::Grid => now.grid,
+            Shown::History => now.history,
         }
     }
 }
@@ -119,7 +137,7 @@ impl Binding {
 }
 
 use Action::*;
-use KeyCode::{Char, Down as ArrowDown, End, Enter, Home, Up as ArrowUp};
+use KeyCode::{Backspace, Char, Down as ArrowDown, End, Enter, Esc, Home, Up as ArrowUp};
 
 /// In the order the help lists them (and the footer shows its hints).
 pub const KEYS: &[Binding] = &[
@@ -160,30 +178,19 @@ pub const KEYS: &[Binding] = &[
     row(
         NextKnob,
         &[Char(']')],
-        "[  ]",
-        "select a knob (a sketch's params)",
+        "[] -= _+",
+        "pick a knob; turn it a little / a lot",
     )
     .hint("[]", "knob", 7)
     .studio_only()
     .shown(Shown::Knobs),
     row(PreviousKnob, &[Char('[')], "", "").studio_only(),
-    row(
-        KnobUp,
-        &[Char('=')],
-        "-  =",
-        "turn the knob down / up a little",
-    )
-    .hint("-=", "turn", 7)
-    .studio_only()
-    .shown(Shown::Knobs),
+    row(KnobUp, &[Char('=')], "-  =", "")
+        .hint("-=", "turn", 7)
+        .studio_only()
+        .shown(Shown::Knobs),
     row(KnobDown, &[Char('-')], "", "").studio_only(),
-    row(
-        KnobUpCoarse,
-        &[Char('+')],
-        "_  +",
-        "turn the knob down / up a lot",
-    )
-    .studio_only(),
+    row(KnobUpCoarse, &[Char('+')], "_  +", "").studio_only(),
     row(KnobDownCoarse, &[Char('_')], "", "").studio_only(),
     row(
         WriteKnobs,
@@ -192,6 +199,56 @@ pub const KEYS: &[Binding] = &[
         "write the knobs into the file as its defaults",
     )
     .studio_only(),
+    row(
+        Variations,
+        &[Char('v')],
+        "v  esc",
+        "9 variations (seeds; CPPN: mutations); esc closes",
+    )
+    .hint("v", "vary", 8)
+    .studio_only()
+    .shown(Shown::Pictures),
+    row(
+        Pick,
+        &[
+            Char('1'),
+            Char('2'),
+            Char('3'),
+            Char('4'),
+            Char('5'),
+            Char('6'),
+            Char('7'),
+            Char('8'),
+            Char('9'),
+        ],
+        "1-9",
+        "pick one: the new current (v breeds from it)",
+    )
+    .hint("1-9", "pick", 0)
+    .studio_only()
+    .shown(Shown::Grid),
+    row(Weaker, &[Char('<')], "<  >", "mutation strength down / up")
+        .hint("<>", "strength", 5)
+        .studio_only()
+        .shown(Shown::Grid),
+    row(Stronger, &[Char('>')], "", "").studio_only(),
+    row(CloseVariations, &[Esc], "esc", "")
+        .hint("esc", "close", 4)
+        .studio_only()
+        .shown(Shown::Grid),
+    row(Back, &[Backspace], "backspace", "undo the last pick")
+        .hint("⌫", "back", 5)
+        .studio_only()
+        .shown(Shown::History),
+    row(
+        Export,
+        &[Char('e')],
+        "e",
+        "export: type a size (4096, 3840x2160, gif)",
+    )
+    .hint("e", "export", 6)
+    .studio_only()
+    .shown(Shown::Pictures),
     row(
         Fullscreen,
         &[Char('f')],
@@ -211,19 +268,14 @@ pub const KEYS: &[Binding] = &[
     row(
         PauseResume,
         &[Char('p')],
-        "p",
-        "pause / resume the training",
+        "p  x",
+        "pause / resume, stop the training (t resumes)",
     )
     .hint("p", "pause", 4)
     .shown(Shown::Runs),
-    row(
-        Stop,
-        &[Char('x')],
-        "x",
-        "stop the training (it checkpoints; t resumes)",
-    )
-    .hint("x", "stop", 3)
-    .shown(Shown::Runs),
+    row(Stop, &[Char('x')], "x", "")
+        .hint("x", "stop", 3)
+        .shown(Shown::Runs),
     row(
         Play,
         &[Char(' ')],
@@ -233,23 +285,18 @@ pub const KEYS: &[Binding] = &[
     .hint("space", "play", 5)
     .studio_only()
     .shown(Shown::Pictures),
-    row(RawChart, &[Char('r')], "r", "loss chart: raw / smoothed")
-        .hint("r", "raw", 2)
-        .shown(Shown::Runs),
     row(
-        LogChart,
-        &[Char('l')],
-        "l",
-        "loss chart: log / linear scale",
+        RawChart,
+        &[Char('r')],
+        "r  l  c",
+        "charts: raw losses, log scale, SWD (lower: better)",
     )
-    .hint("l", "log", 1)
+    .hint("r", "raw", 2)
     .shown(Shown::Runs),
-    row(
-        SwdChart,
-        &[Char('c')],
-        "c",
-        "chart: losses / SWD (lower is better)",
-    ),
+    row(LogChart, &[Char('l')], "l", "")
+        .hint("l", "log", 1)
+        .shown(Shown::Runs),
+    row(SwdChart, &[Char('c')], "c", ""),
     row(Help, &[Char('?')], "?", "this help").hint("?", "help", 0),
     row(
         Quit,
@@ -320,7 +367,7 @@ mod tests {
     fn every_footer_hint_names_a_key_of_its_row() {
         for b in KEYS {
             if let Some((key, _)) = b.hint {
-                assert!(b.keys.contains(key.chars().next().unwrap()) || key == "↑↓");
+                assert!(b.keys.contains(key.chars().next().unwrap()) || ["↑↓", "⌫"].contains(&key));
             }
         }
     }

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod keys;
+pub mod variations;
 pub mod view;
 pub mod worker;
 
@@ -16,6 +17,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -25,7 +27,7 @@ use ratatui_image::picker::Picker;
 use crate::device::DeviceArg;
 use crate::recipe;
 use crate::run::{Control, RunDir};
-use app::{App, Effect, Favourite, Mode, Msg, RenderRequest};
+use app::{App, Effect, Export, ExportTarget, Favourite, Mode, Msg, RenderRequest, SaveMutant};
 
 /// How images reach the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +60,7 @@ pub fn studio(dir: &Path, graphics: Graphics, device: DeviceArg) -> Result<()> {
         device,
         runs: Some(base.join("runs")),
         favourites: base.join("favourites"),
+        exports: base.join("exports"),
     };
     run_studio(
         Mode::Studio {
@@ -78,6 +81,7 @@ pub fn watch(run: &Path, graphics: Graphics) -> Result<()> {
         device: DeviceArg::Cpu,
         runs: None,
         favourites: PathBuf::from("favourites"),
+        exports: PathBuf::from("exports"),
     };
     run_studio(
         Mode::Watch {
@@ -93,6 +97,7 @@ struct Places {
     device: DeviceArg,
     runs: Option<PathBuf>,
     favourites: PathBuf,
+    exports: PathBuf,
 }
 
 fn picker(graphics: Graphics) -> Picker {
@@ -147,6 +152,7 @@ fn event_loop(
     let (tx, rx) = mpsc::channel::<Msg>();
     spawn_input(tx.clone());
     let renderer = worker::spawn_renderer(tx.clone());
+    let breeder = worker::spawn_breeder(tx.clone());
     let (focus_tx, focus_rx) = mpsc::channel();
     worker::spawn_tailer(places.runs.clone(), focus_rx, tx.clone());
     let (_watcher, sketches) = match &mode {
@@ -159,6 +165,7 @@ fn event_loop(
     let mut runtime = Runtime {
         tx: tx.clone(),
         renderer,
+        breeder,
         focus: focus_tx,
         places,
     };
@@ -278,6 +285,7 @@ fn spawn_input(tx: Sender<Msg>) {
 struct Runtime {
     tx: Sender<Msg>,
     renderer: Sender<RenderRequest>,
+    breeder: Sender<variations::VariationRequest>,
     focus: Sender<Option<PathBuf>>,
     places: Places,
 }
@@ -288,6 +296,27 @@ impl Runtime {
             match effect {
                 Effect::Render(req) => {
                     let _ = self.renderer.send(req);
+                }
+                Effect::RenderVariations(req) => {
+                    let _ = self.breeder.send(req);
+                }
+                Effect::SaveMutant(job) => {
+                    let (tx, dir) = (self.tx.clone(), self.places.favourites.clone());
+                    std::thread::spawn(move || {
+                        let result = save_mutant(&job, &dir).map_err(|e| format!("{e:#}"));
+                        let _ = tx.send(Msg::MutantSaved(result));
+                    });
+                }
+                Effect::Export(job) => {
+                    let (tx, dir) = (self.tx.clone(), self.places.exports.clone());
+                    // A 4096² CPPN takes seconds and a GIF longer: never on the UI thread.
+                    std::thread::spawn(move || {
+                        let progress = |text: String| {
+                            let _ = tx.send(Msg::ExportProgress(text));
+                        };
+                        let result = export(&job, &dir, &progress).map_err(|e| format!("{e:#}"));
+                        let _ = tx.send(Msg::Exported(result));
+                    });
                 }
                 Effect::Follow(run) => {
                     let _ = self.focus.send(run);
@@ -394,6 +423,134 @@ pub fn save_favourite(dir: &Path, fav: &Favourite) -> Result<PathBuf> {
         Favourite::Picture { name, image } => {
             let out = stamped(dir, name, "png")?;
             write_reserved(&out, || recipe::write_png(&out, image, None))
+        }
+    }
+}
+
+/// `s` on a picked mutation: writes it as a new sketch next to its parent
+/// (`<name>-v<k>.rhai`, never over an existing file) that renders the same pixels on its
+/// own, and a favourite rendered from that file. Returns both paths.
+pub fn save_mutant(job: &SaveMutant, favourites: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (path, text) = mutant_sketch(job)?;
+    let fav = save_favourite(
+        favourites,
+        &Favourite::Sketch {
+            path: path.clone(),
+            source: Arc::new(text),
+            seed: None,
+            knobs: Default::default(),
+        },
+    )?;
+    Ok((path, fav))
+}
+
+/// Writes the mutation's sketch file; returns its path and text.
+fn mutant_sketch(job: &SaveMutant) -> Result<(PathBuf, String)> {
+    let name = App::sketch_name(&job.path);
+    let params = crate::spec::declared_params(&job.path, &job.source)?;
+    let text = variations::mutant_source(
+        &job.source,
+        &params,
+        &job.knobs,
+        job.seed,
+        &job.mutant,
+        &format!("{name}.rhai"),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", job.path.display()))?;
+    // A child of a saved mutation is named after the original, not `-v1-v1`.
+    let stem = match name.rsplit_once("-v") {
+        Some((base, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name.as_str(),
+    };
+    let dir = job.path.parent().unwrap_or(Path::new(""));
+    for k in 1..10_000 {
+        let out = dir.join(format!("{stem}-v{k}.rhai"));
+        // Checked before the name is taken: a file that does not load is never written.
+        let check = crate::spec::load_source(&out, text.clone())
+            .map_err(|e| anyhow::anyhow!("the mutation's sketch does not load: {e}"))?;
+        match &check.spec {
+            crate::spec::Spec::Cppn(c) if c.weights.as_deref() == Some(&*job.mutant.network) => {}
+            _ => bail!("the mutation's sketch does not carry its weights"),
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&out)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", out.display())),
+        }
+        write_reserved(&out, || {
+            recipe::write_atomically(&out, |f| {
+                use std::io::Write;
+                Ok(f.write_all(text.as_bytes())?)
+            })
+        })?;
+        return Ok((out, text));
+    }
+    bail!("no free name for a mutation of {name} in {}", dir.display())
+}
+
+/// `e`: renders the picture on screen at the asked size (or its latent loop as a GIF)
+/// into `<dir>/<name>-<stamp>.png|gif`, written atomically; a PNG carries its recipe, so
+/// `easel render --from` makes it again (a picked mutation's recipe holds its weights).
+pub fn export(job: &Export, dir: &Path, progress: &dyn Fn(String)) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let source = match &job.mutant {
+        Some(mutant) => {
+            let params = crate::spec::declared_params(&job.path, &job.source)?;
+            let name = App::sketch_name(&job.path);
+            variations::mutant_source(
+                &job.source,
+                &params,
+                &job.knobs,
+                job.seed,
+                mutant,
+                &format!("{name}.rhai"),
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", job.path.display()))?
+        }
+        None => job.source.to_string(),
+    };
+    // The mutation's text has the knob values written in as its defaults.
+    let knobs = match job.mutant {
+        Some(_) => Default::default(),
+        None => job.knobs.clone(),
+    };
+    let sketch = crate::spec::load_knobs(&job.path, source, &knobs)?;
+    let started = Instant::now();
+    match job.target {
+        ExportTarget::Still { width, height } => {
+            let (img, r) = sketch.render(None, Some(job.seed), Some((width, height)))?;
+            let out = stamped(dir, &r.name, "png")?;
+            write_reserved(&out, || recipe::write_png(&out, &img, Some(&r)))?;
+            progress(format!(
+                "rendered {width}x{height} in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
+            Ok(out)
+        }
+        ExportTarget::Gif { side } => {
+            let crate::spec::Spec::Cppn(mut c) = sketch.spec.clone() else {
+                bail!("a GIF export is a CPPN's latent loop");
+            };
+            c.seed = job.seed;
+            (c.width, c.height) = worker::fit_within_or_grow((c.width, c.height), side);
+            let net = c.render_network()?;
+            let frames = c.animation.frames.max(2);
+            let mut images = Vec::with_capacity(frames as usize);
+            for k in 0..frames {
+                images.push(crate::cppn::animate::frame(&c, &net, k, frames).to_rgb8());
+                // A line a quarter of the way, not one per frame.
+                if (k + 1) % frames.div_ceil(4) == 0 && k + 1 < frames {
+                    progress(format!("gif: {}/{frames} frames", k + 1));
+                }
+            }
+            let out = stamped(dir, &sketch.name(), "gif")?;
+            let delay = (100.0 / c.animation.fps).round().clamp(2.0, 65535.0) as u16;
+            write_reserved(&out, || recipe::write_gif(&out, &images, delay))?;
+            Ok(out)
         }
     }
 }

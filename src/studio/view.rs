@@ -51,6 +51,8 @@ const G_COLOR: Color = Color::Magenta;
 pub struct ViewState {
     picker: Picker,
     image: Option<(u64, StatefulProtocol)>,
+    /// The grid's nine pictures, encoded, for the grid serial they were made for.
+    cells: Option<(u64, Vec<StatefulProtocol>)>,
 }
 
 impl ViewState {
@@ -58,7 +60,19 @@ impl ViewState {
         ViewState {
             picker,
             image: None,
+            cells: None,
         }
+    }
+
+    fn cells_for(&mut self, serial: u64, images: &[&DynamicImage]) -> &mut Vec<StatefulProtocol> {
+        if self.cells.as_ref().is_none_or(|(s, _)| *s != serial) {
+            let protos = images
+                .iter()
+                .map(|img| self.picker.new_resize_protocol((*img).clone()))
+                .collect();
+            self.cells = Some((serial, protos));
+        }
+        &mut self.cells.as_mut().expect("just set").1
     }
 
     fn protocol_for(&mut self, serial: u64, image: &DynamicImage) -> &mut StatefulProtocol {
@@ -119,6 +133,9 @@ pub fn draw(frame: &mut Frame, app: &App, state: &mut ViewState) {
     }
     if app.help {
         draw_help(frame, app, area);
+    }
+    if let Some(text) = &app.prompt {
+        draw_prompt(frame, text, area);
     }
     if let Some(confirm) = &app.confirm {
         draw_confirm(frame, confirm, area);
@@ -342,6 +359,14 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect) {
+    if let Some(grid) = app
+        .variations
+        .as_ref()
+        .filter(|g| Some(&g.path) == app.selected_path())
+    {
+        draw_grid(frame, grid, app.strength, state, area);
+        return;
+    }
     let name = match &app.mode {
         Mode::Studio { .. } => app.selected_path().map(|p| App::sketch_name(p)),
         // The caption says "samples · step N" already.
@@ -435,6 +460,97 @@ fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect)
             );
         }
     }
+}
+
+/// The grid of variations: nine cells, each titled with its key and what makes it.
+fn draw_grid(
+    frame: &mut Frame,
+    grid: &super::variations::Grid,
+    strength: usize,
+    state: &mut ViewState,
+    area: Rect,
+) {
+    use super::variations::{Breed, STRENGTHS};
+    let name = App::sketch_name(&grid.path);
+    let what = match &grid.breed {
+        Breed::Seeds(_) => "seeds".to_string(),
+        Breed::Mutations { generation, .. } => {
+            format!(
+                "mutations · strength {} · gen {generation}",
+                STRENGTHS[strength]
+            )
+        }
+    };
+    let coarse = if grid.coarse { " · coarse" } else { "" };
+    let outer = block(format!(" Variations · {name} · {what}{coarse} "))
+        .border_style(Style::new().fg(ACCENT));
+    let inner = outer.inner(area);
+    frame.render_widget(outer, area);
+    let labels = grid.breed.labels();
+    let images: Vec<&DynamicImage> = grid.children.iter().map(|c| c.image.as_ref()).collect();
+    let rows = Layout::vertical([Constraint::Ratio(1, 3); 3]).split(inner);
+    let mut cells = vec![];
+    for row in rows.iter() {
+        cells.extend(
+            Layout::horizontal([Constraint::Ratio(1, 3); 3])
+                .split(*row)
+                .iter()
+                .copied(),
+        );
+    }
+    let protos = (!images.is_empty()).then(|| state.cells_for(grid.serial, &images));
+    let mut protos = protos;
+    for (k, cell) in cells.into_iter().enumerate() {
+        let label = labels.get(k).cloned().unwrap_or_default();
+        let b = Block::bordered()
+            .border_style(Style::new().dark_gray())
+            .title(Line::from(vec![
+                Span::styled(format!(" {} ", k + 1), Style::new().fg(ACCENT).bold()),
+                Span::raw(format!("{label} ")),
+            ]));
+        let area = b.inner(cell);
+        frame.render_widget(b, cell);
+        match protos.as_mut().and_then(|p| p.get_mut(k)) {
+            Some(proto) => {
+                let resize = Resize::Scale(Some(FilterType::Triangle));
+                let size = proto.size_for(resize.clone(), area.as_size());
+                let centred = Rect::new(
+                    area.x + area.width.saturating_sub(size.width) / 2,
+                    area.y + area.height.saturating_sub(size.height) / 2,
+                    size.width.min(area.width),
+                    size.height.min(area.height),
+                );
+                frame.render_stateful_widget(
+                    StatefulImage::default().resize(resize),
+                    centred,
+                    proto,
+                );
+            }
+            None => frame.render_widget(
+                Paragraph::new("breeding…")
+                    .alignment(Alignment::Center)
+                    .dark_gray(),
+                area,
+            ),
+        }
+    }
+}
+
+/// The export prompt: what to type, and what has been typed.
+fn draw_prompt(frame: &mut Frame, text: &str, area: Rect) {
+    let lines = vec![
+        Line::from(vec![
+            Span::raw("size: "),
+            Span::styled(format!("{text}▏"), Style::new().fg(ACCENT).bold()),
+        ]),
+        Line::from("enter: 4096 · or N, WxH, gif, gif N · esc cancels".dark_gray()),
+    ];
+    let popup = centred(area, 56, 4);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(block(" Export ".into()).border_style(Style::new().fg(ACCENT))),
+        popup,
+    );
 }
 
 /// Steps per second over the last metrics (robust to pauses before the window).
@@ -819,6 +935,8 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
         studio: matches!(app.mode, Mode::Studio { .. }),
         runs: shows_run_panels(app),
         knobs: app.knob_values().is_some(),
+        grid: app.variations.is_some(),
+        history: !app.history.is_empty(),
     };
     let keys = keys::footer_hints(showing, area.width as usize);
     let mut spans = vec![];

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use notify::EventKind;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 
-use super::app::{Msg, Reason, RenderRequest, Rendered, RunInfo, RunTail, Tweaks};
+use rayon::prelude::*;
+
+use super::app::{Msg, Mutant, Reason, RenderRequest, Rendered, RunInfo, RunTail, Tweak, Tweaks};
+use super::variations::{Breed, Variant, VariationRequest};
 use crate::cppn::{animate, CppnSpec};
 use crate::run::{Metric, RunDir, Status};
 use crate::sketch;
@@ -41,6 +44,15 @@ pub fn fit_within((w, h): (u32, u32), side: u32) -> (u32, u32) {
         return (w, h);
     }
     let scale = side as f64 / longest as f64;
+    (
+        ((w as f64 * scale).round() as u32).max(1),
+        ((h as f64 * scale).round() as u32).max(1),
+    )
+}
+
+/// Scales `(w, h)` so the longest side is exactly `side`, keeping the aspect ratio.
+pub fn fit_within_or_grow((w, h): (u32, u32), side: u32) -> (u32, u32) {
+    let scale = side as f64 / w.max(h).max(1) as f64;
     (
         ((w as f64 * scale).round() as u32).max(1),
         ((h as f64 * scale).round() as u32).max(1),
@@ -299,7 +311,134 @@ fn load_tweaked(path: &Path, tweaks: &Tweaks) -> Result<(spec::Sketch, u64), ske
     let mut sketch = spec::load_knobs(path, source, &knobs)?;
     let file_seed = sketch.spec.seed();
     sketch.spec.set_seed(tweaks.seed_for(file_seed));
+    if let (Some(m), Spec::Cppn(c)) = (&tweaks.mutant, &mut sketch.spec) {
+        // Picked weights count for the file they were bred from, in its shape (the app
+        // drops them when the file changes; this guards the renderer meanwhile).
+        if *m.bred_from == sketch.source && c.fits_network(&m.network) {
+            c.weights = Some(m.network.clone());
+        }
+    }
     Ok((sketch, file_seed))
+}
+
+/// Longest side of a CPPN variation in the grid, and of its quick first pass.
+pub const GRID_SIDE: u32 = 192;
+pub const GRID_COARSE_SIDE: u32 = 48;
+
+/// Starts the breeder thread: it renders grids of variations, the newest request
+/// winning, each grid's nine children in parallel.
+pub fn spawn_breeder(out: Sender<Msg>) -> Sender<VariationRequest> {
+    let (tx, rx) = std::sync::mpsc::channel::<VariationRequest>();
+    std::thread::Builder::new()
+        .name("easel-breed".into())
+        .spawn(move || {
+            while let Ok(mut req) = rx.recv() {
+                while let Ok(next) = rx.try_recv() {
+                    req = next;
+                }
+                let cppn = matches!(req.breed, Breed::Mutations { .. });
+                // A CPPN grid costs nine renders: a coarse pass shows the grid at once.
+                let passes: &[(u32, bool)] = if cppn {
+                    &[(GRID_COARSE_SIDE, true), (GRID_SIDE, false)]
+                } else {
+                    &[(GRID_SIDE, false)]
+                };
+                for &(side, coarse) in passes {
+                    let msg = match render_variations(&req, side) {
+                        Ok(children) => Msg::VariationsRendered {
+                            id: req.id,
+                            children,
+                            coarse,
+                        },
+                        Err(error) => Msg::VariationsFailed { id: req.id, error },
+                    };
+                    let failed = matches!(msg, Msg::VariationsFailed { .. });
+                    if out.send(msg).is_err() {
+                        return;
+                    }
+                    if failed {
+                        break;
+                    }
+                }
+            }
+        })
+        .expect("spawning the breeder thread");
+    tx
+}
+
+/// Renders the nine children of `req` (CPPNs with the longest side `side`; Truchet
+/// sketches at their own size: their tiles are in pixels), in parallel.
+pub fn render_variations(req: &VariationRequest, side: u32) -> Result<Vec<Variant>, String> {
+    let (sketch, file_seed) = load_tweaked(&req.path, &req.parent).map_err(|e| e.to_string())?;
+    match (&sketch.spec, &req.breed) {
+        (Spec::Truchet(_), Breed::Seeds(seeds)) => seeds
+            .par_iter()
+            .map(|&seed| {
+                let mut spec = sketch.spec.clone();
+                spec.set_seed(seed);
+                let image = spec
+                    .render()
+                    .map_err(|e| e.or_file(&req.path).to_string())?;
+                let mut tweaks = req.parent.clone();
+                tweaks.seed = (seed != file_seed).then_some(Tweak {
+                    file: file_seed,
+                    value: seed,
+                });
+                Ok(Variant {
+                    tweaks,
+                    image: Arc::new(image),
+                })
+            })
+            .collect(),
+        (
+            Spec::Cppn(c),
+            Breed::Mutations {
+                seeds,
+                strength,
+                generation,
+            },
+        ) => {
+            if let Some(fit) = c.fit.as_ref().filter(|_| c.weights.is_none()) {
+                if !crate::cppn::fit::is_fitted(c, fit) {
+                    return Err("fit the network first (enter), then breed from it".into());
+                }
+            }
+            let parent = c
+                .render_network()
+                .map_err(|e| format!("{}: {e:#}", req.path.display()))?;
+            // Strength is relative to the spread of the sketch's own random weights.
+            let std = strength * if c.init_std > 0.0 { c.init_std } else { 1.0 };
+            let mut small = c.clone();
+            (small.width, small.height) = fit_within((c.width, c.height), side);
+            let z = c.z();
+            let bred_from = Arc::new(sketch.source.clone());
+            Ok(seeds
+                .par_iter()
+                .map(|&seed| {
+                    let network = parent.mutated(seed, std, c.biases);
+                    let image = crate::cppn::render::render(&small, &network, &z);
+                    let mut tweaks = req.parent.clone();
+                    tweaks.mutant = Some(Mutant {
+                        network: Arc::new(network),
+                        bred_from: bred_from.clone(),
+                        lineage: format!(
+                            "mutation {seed} at strength {strength}, generation {generation}"
+                        ),
+                        generation: *generation,
+                    });
+                    Variant {
+                        tweaks,
+                        image: Arc::new(image),
+                    }
+                })
+                .collect())
+        }
+        (spec, _) => Err(format!(
+            "{} is a {} sketch: variations are of Truchet seeds or CPPN weights",
+            req.path.display(),
+            spec.kind()
+        )),
+    }
 }
 
 /// Drains the queue: the newest still request wins over everything before it; frame
