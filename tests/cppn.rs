@@ -74,6 +74,8 @@ fn output_modes_and_inputs_match_the_reference() {
         r#"inputs: ["x", "y"], z: 0"#,
         r#"symmetry: "xy""#,
         r#"biases: false, init: "uniform""#,
+        r#"fourier: #{ count: 4, scale: 1.5 }"#,
+        r#"inputs: ["r"], fourier: #{ count: 3 }, symmetry: "x""#,
     ] {
         let spec = cppn(&format!(
             r#"#{{ kind: "cppn", size: [40, 30], layers: [10, 10], seed: 2, {extra} }}"#
@@ -192,6 +194,11 @@ fn bad_cppn_values_are_located() {
     assert!(e.to_string().contains("cannot read texture"), "{e}");
     let e = err("#{ kind: \"cppn\",\n  inputs: [\"x\", \"q\"] }");
     assert!(e.to_string().contains("unknown input \"q\""), "{e}");
+    let e = err("#{ kind: \"cppn\",\n  fourier: #{ count: 0 } }");
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.to_string().contains("count"), "{e}");
+    let e = err("#{ kind: \"cppn\",\n  fourier: #{ scales: 2.0 } }");
+    assert!(e.to_string().contains("scales"), "{e}");
     let e = err("#{ kind: \"cppn\",\n  size: [100000, 100000] }");
     assert!(e.to_string().contains("too large"), "{e}");
 }
@@ -243,6 +250,43 @@ fn fitting_learns_an_image() {
     assert!(
         d < 12.0,
         "4x render differs from the target by {d} levels on average"
+    );
+}
+
+/// PSNR of a fit of `extra`'s network to fine diagonal stripes (5 px period at 32x32).
+fn stripes_fit_psnr(dir: &Path, extra: &str) -> f64 {
+    let target = image::RgbImage::from_fn(32, 32, |x, y| {
+        let v = 0.5 + 0.5 * (std::f32::consts::TAU * (x + y) as f32 / 5.0).sin();
+        image::Rgb([(255.0 * v) as u8; 3])
+    });
+    target.save(dir.join("stripes.png")).unwrap();
+    let path = dir.join("stripes.rhai");
+    std::fs::write(
+        &path,
+        format!(
+            r#"#{{ kind: "cppn", z: 0, depth: 2, width: 16, init_std: 1.0, seed: 1, {extra}
+                  fit: #{{ image: "stripes.png", steps: 300, lr: 0.01, size: 32 }} }}"#
+        ),
+    )
+    .unwrap();
+    let Spec::Cppn(spec) = spec::load(&path).unwrap().spec else {
+        unreachable!()
+    };
+    let fit = spec.fit.clone().expect("fit");
+    easel::cppn::fit::fit(&spec, &fit, &mut |_, _| {})
+        .unwrap()
+        .1
+        .psnr
+}
+
+#[test]
+fn fourier_inputs_fit_detail_plain_coordinates_blur() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = stripes_fit_psnr(dir.path(), "");
+    let fourier = stripes_fit_psnr(dir.path(), "fourier: #{ count: 16, scale: 2.0 },");
+    assert!(
+        fourier > plain + 5.0,
+        "Fourier features {fourier:.1} dB vs plain {plain:.1} dB"
     );
 }
 

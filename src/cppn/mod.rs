@@ -17,16 +17,47 @@ use rand_pcg::Pcg64Mcg;
 use crate::sketch::{MapReader, SketchError, MAX_PIXELS, MAX_SIDE};
 use net::{Activation, Init, Network};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Inputs {
     pub x: bool,
     pub y: bool,
     pub r: bool,
+    /// Random Fourier features of (x, y) after x, y and r.
+    pub fourier: Option<Fourier>,
+}
+
+/// `fourier: #{ count, scale }`: `count` random frequencies b ~ N(0, scale²) per axis
+/// (Tancik et al. 2020, "Fourier Features Let Networks Learn High Frequency Functions"),
+/// each giving the inputs sin 2π(b·p) and cos 2π(b·p) of the point p = (x, y). They let
+/// a small network draw (and a fit learn) detail plain coordinates make it blur.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fourier {
+    pub count: usize,
+    /// Spread of the frequencies, in cycles per network-coordinate unit.
+    pub scale: f64,
+}
+
+impl Fourier {
+    /// The frequencies, `count` pairs (bx, by), drawn from the sketch's seed (as its
+    /// weights are).
+    pub fn frequencies(&self, seed: u64) -> Vec<[f32; 2]> {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0xF0_u64.rotate_left(40));
+        (0..self.count)
+            .map(|_| {
+                let bx = crate::noise::normal(&mut rng) * self.scale;
+                let by = crate::noise::normal(&mut rng) * self.scale;
+                [bx as f32, by as f32]
+            })
+            .collect()
+    }
 }
 
 impl Inputs {
     pub fn coordinate_count(&self) -> usize {
-        self.x as usize + self.y as usize + self.r as usize
+        self.x as usize
+            + self.y as usize
+            + self.r as usize
+            + self.fourier.map_or(0, |f| 2 * f.count)
     }
 }
 
@@ -472,11 +503,22 @@ fn parse_weights(
 }
 
 fn parse_inputs(map: &mut MapReader) -> Result<Inputs, SketchError> {
+    let fourier = match map.map("fourier")? {
+        None => None,
+        Some(m) => {
+            let mut f = MapReader::new(map.file(), map.locator(), m);
+            let count = f.int("count", 16, 1..=64)? as usize;
+            let scale = f.float("scale", 2.0, 1e-3..=1e3)?;
+            f.finish()?;
+            Some(Fourier { count, scale })
+        }
+    };
     let Some(v) = map.raw("inputs") else {
         return Ok(Inputs {
             x: true,
             y: true,
             r: true,
+            fourier,
         });
     };
     let items = v
@@ -487,6 +529,7 @@ fn parse_inputs(map: &mut MapReader) -> Result<Inputs, SketchError> {
         x: false,
         y: false,
         r: false,
+        fourier,
     };
     for item in &items {
         match item.clone().into_string().unwrap_or_default().as_str() {

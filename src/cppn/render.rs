@@ -87,12 +87,7 @@ pub fn input_coordinates(spec: &CppnSpec) -> Vec<f32> {
     let mut out = Vec::new();
     for py in 0..spec.height as usize {
         for px in 0..spec.width as usize {
-            let (x, y, r) = plan.coords(px, py);
-            for (on, v) in [(spec.inputs.x, x), (spec.inputs.y, y), (spec.inputs.r, r)] {
-                if on {
-                    out.push(v);
-                }
-            }
+            plan.features(px, py, |v| out.push(v));
         }
     }
     out
@@ -109,6 +104,8 @@ struct Plan<'a> {
     unit: f64,
     /// UV mode: the outputs' (min, max) per axis, stretched to the texture's extent.
     uv_range: [(f32, f32); 2],
+    /// Fourier input frequencies, times 2π.
+    fourier: Vec<[f32; 2]>,
 }
 
 impl<'a> Plan<'a> {
@@ -142,6 +139,31 @@ impl<'a> Plan<'a> {
             half_h: h / 2.0,
             unit: w.min(h) / 2.0 / spec.scale,
             uv_range: [(0.0, 1.0); 2],
+            fourier: spec.inputs.fourier.map_or(vec![], |f| {
+                let tau = std::f32::consts::TAU;
+                f.frequencies(spec.seed)
+                    .into_iter()
+                    .map(|[bx, by]| [tau * bx, tau * by])
+                    .collect()
+            }),
+        }
+    }
+
+    /// The network's coordinate inputs of pixel (px, py), in order: x, y, r (as enabled),
+    /// then sin and cos of each Fourier feature.
+    #[inline]
+    fn features(&self, px: usize, py: usize, mut put: impl FnMut(f32)) {
+        let (x, y, r) = self.coords(px, py);
+        let inputs = &self.spec.inputs;
+        for (on, v) in [(inputs.x, x), (inputs.y, y), (inputs.r, r)] {
+            if on {
+                put(v);
+            }
+        }
+        for [bx, by] in &self.fourier {
+            let (s, c) = (bx * x + by * y).sin_cos();
+            put(s);
+            put(c);
         }
     }
 
@@ -226,24 +248,15 @@ fn render_row_generic<const FMA: bool>(
 ) {
     let width = plan.spec.width as usize;
     let outs = plan.outputs();
-    let inputs = &plan.spec.inputs;
     for start in (0..width).step_by(CHUNK) {
         let n = CHUNK.min(width - start);
         // Inputs, feature-major. Padding lanes repeat the last pixel.
         for p in 0..CHUNK {
-            let (x, yy, r) = plan.coords(start + p.min(n - 1), y);
             let mut k = 0;
-            if inputs.x {
-                bufs.a[k * CHUNK + p] = x;
+            plan.features(start + p.min(n - 1), y, |v| {
+                bufs.a[k * CHUNK + p] = v;
                 k += 1;
-            }
-            if inputs.y {
-                bufs.a[k * CHUNK + p] = yy;
-                k += 1;
-            }
-            if inputs.r {
-                bufs.a[k * CHUNK + p] = r;
-            }
+            });
         }
         let (mut src, mut dst) = (&mut bufs.a, &mut bufs.b);
         for layer in &plan.layers {
@@ -420,17 +433,8 @@ pub fn render_reference(spec: &CppnSpec, net: &Network, z: &[f32]) -> Vec<f64> {
     let mut out = Vec::new();
     for py in 0..spec.height as usize {
         for px in 0..spec.width as usize {
-            let (x, y, r) = plan.coords(px, py);
             let mut input = Vec::new();
-            if spec.inputs.x {
-                input.push(x as f64);
-            }
-            if spec.inputs.y {
-                input.push(y as f64);
-            }
-            if spec.inputs.r {
-                input.push(r as f64);
-            }
+            plan.features(px, py, |v| input.push(v as f64));
             input.extend(z.iter().map(|&v| v as f64));
             let o = net.forward_reference(&input);
             out.extend(o.iter().map(|&v| unit_range_f64(v, act)));
