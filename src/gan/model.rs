@@ -174,9 +174,8 @@ impl Discriminator {
     pub fn forward(&self, images: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Judgement> {
         let (s, p) = (&self.spec, &self.params);
         let (n, _, h, w) = images.dims4()?;
-        let label_planes =
-            s.model == ModelKind::Cdcgan && self.classes > 0 && s.d_condition == Condition::Concat;
-        let mut x = if label_planes {
+        let conditional = s.model == ModelKind::Cdcgan && self.classes > 0;
+        let mut x = if conditional && s.d_condition == Condition::Concat {
             // The label as extra constant image planes.
             let planes = one_hot(labels, self.classes, images.device())?
                 .reshape((n, self.classes, 1, 1))?
@@ -192,7 +191,10 @@ impl Discriminator {
             x = s.d_activation.apply(&x)?;
             x = layers::dropout(&stage.name, &x, s.dropout, ctx)?;
         }
-        if s.minibatch_std {
+        if s.minibatch_std && conditional {
+            // Per class: one collapsed class hardly moves the whole batch's spread.
+            x = class_std(&x, &one_hot(labels, self.classes, images.device())?)?;
+        } else if s.minibatch_std {
             x = minibatch_std(&x)?;
         }
         let flat = x.flatten_from(1)?;
@@ -208,6 +210,28 @@ impl Discriminator {
         };
         Ok(Judgement { logits, style })
     }
+}
+
+/// [`minibatch_std`] within each class: every image gets the mean standard deviation of
+/// the images of its own label in the batch (`one_hot`: `[N, K]`). Classes with one image
+/// in the batch get 0 spread, as a batch of one would.
+pub fn class_std(x: &Tensor, one_hot: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let flat = x.reshape((n, c * h * w))?;
+    let counts = one_hot.sum_keepdim(0)?.t()?.clamp(1.0, f64::MAX)?; // [K, 1]
+    let means = one_hot.t()?.matmul(&flat)?.broadcast_div(&counts)?; // [K, F]
+    let centred = (&flat - one_hot.matmul(&means)?)?;
+    let var = one_hot
+        .t()?
+        .matmul(&centred.sqr()?)?
+        .broadcast_div(&counts)?; // [K, F]
+    let std = (var + 1e-8)?.sqrt()?.mean_keepdim(1)?; // [K, 1]
+    let plane = one_hot
+        .matmul(&std)? // [N, 1]
+        .reshape((n, 1, 1, 1))?
+        .broadcast_as((n, 1, h, w))?
+        .contiguous()?;
+    Tensor::cat(&[x, &plane], 1)
 }
 
 /// Appends one feature map holding the batch's mean standard deviation (over images, of
@@ -228,6 +252,7 @@ pub fn minibatch_std(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     #[test]
     fn minibatch_std_is_near_zero_for_copies_and_grows_with_spread() {
@@ -265,5 +290,30 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert!(v.iter().all(|&x| (x - 1.633).abs() < 1e-3), "{v:?}");
+    }
+
+    #[test]
+    fn class_std_sees_a_collapsed_class_in_a_varied_batch() {
+        // Class 0: three copies; class 1: images 0, 2 and 4 everywhere.
+        let one = Tensor::ones((1, 2, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        let at = |v: f64| (&one * v).unwrap();
+        let x = Tensor::cat(&[at(1.0), at(0.0), at(1.0), at(2.0), at(1.0), at(4.0)], 0).unwrap();
+        let labels = one_hot(&[0, 1, 0, 1, 0, 1], 2, &Device::Cpu).unwrap();
+        let out = class_std(&x, &labels).unwrap();
+        assert_eq!(out.dims(), &[6, 3, 2, 2]);
+        let per_image: Vec<f32> = out
+            .narrow(1, 2, 1)
+            .unwrap()
+            .mean((1, 2, 3))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (k, v) in per_image.iter().enumerate() {
+            let want = if k % 2 == 0 { 0.0 } else { 1.633 };
+            assert!(
+                (v - want).abs() < 1e-3,
+                "image {k}: {v} (all {per_image:?})"
+            );
+        }
     }
 }
