@@ -280,6 +280,44 @@ fn stripes_fit_psnr(dir: &Path, extra: &str) -> f64 {
 }
 
 #[test]
+fn a_held_out_fit_trains_on_a_quarter_and_scores_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    // A smooth gradient: the unseen pixels sit between seen ones, and a fit fills them in
+    // nearly as well as it fits the seen ones.
+    image::RgbImage::from_fn(16, 16, |x, y| {
+        image::Rgb([(x * 16) as u8, (y * 16) as u8, 128])
+    })
+    .save(dir.path().join("ramp.png"))
+    .unwrap();
+    let path = dir.path().join("ramp.rhai");
+    std::fs::write(
+        &path,
+        r#"#{ kind: "cppn", z: 0, depth: 2, width: 8, seed: 1,
+              fit: #{ image: "ramp.png", steps: 150, lr: 0.02, size: 16, hold_out: true } }"#,
+    )
+    .unwrap();
+    let Spec::Cppn(spec) = spec::load(&path).unwrap().spec else {
+        unreachable!()
+    };
+    let fit = spec.fit.clone().expect("fit");
+    assert!(fit.hold_out);
+    let report = easel::cppn::fit::fit(&spec, &fit, &mut |_, _| {})
+        .unwrap()
+        .1;
+    let held = report.psnr_held_out.expect("held-out PSNR");
+    assert!(report.psnr > 20.0 && held > 20.0, "{report:?}");
+    assert!((report.psnr - held).abs() < 3.0, "{report:?}");
+    // Without hold_out there is no held-out figure.
+    let mut all = fit.clone();
+    all.hold_out = false;
+    assert!(easel::cppn::fit::fit(&spec, &all, &mut |_, _| {})
+        .unwrap()
+        .1
+        .psnr_held_out
+        .is_none());
+}
+
+#[test]
 fn fourier_inputs_fit_detail_plain_coordinates_blur() {
     let dir = tempfile::tempdir().unwrap();
     let plain = stripes_fit_psnr(dir.path(), "");

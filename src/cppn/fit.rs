@@ -25,6 +25,10 @@ pub struct FitSpec {
     pub target: Arc<RgbImage>,
     pub steps: usize,
     pub lr: f64,
+    /// Tancik et al.'s protocol: train on the pixels at even (x, y) only (a regular
+    /// quarter), and report PSNR on the other three quarters too — how well the network
+    /// fills in detail it never saw, not just how well it memorises.
+    pub hold_out: bool,
     /// Where to fit (`easel render --device`); the renderer itself always runs on the CPU.
     pub device: crate::device::DeviceArg,
 }
@@ -33,8 +37,10 @@ pub struct FitSpec {
 pub struct FitReport {
     /// Mean squared error per step, in [0, 1]² units.
     pub losses: Vec<f32>,
-    /// PSNR of the final fit at training resolution, in dB.
+    /// PSNR of the final fit at training resolution, in dB, over all pixels.
     pub psnr: f64,
+    /// With `hold_out`: PSNR over the pixels it did not train on.
+    pub psnr_held_out: Option<f64>,
 }
 
 pub fn psnr(mse: f64) -> f64 {
@@ -86,6 +92,18 @@ pub fn fit(
         bail!("fitting works with output \"rgb\" or \"gray\"");
     }
     let y = Tensor::from_vec(target, (n, channels), &dev)?;
+    // The rows trained on, and (with hold_out) the rest.
+    let (train_rows, held_rows): (Vec<u32>, Vec<u32>) = (0..n as u32).partition(|&i| {
+        let (px, py) = (i % tw, i / tw);
+        !fit.hold_out || (px % 2 == 0 && py % 2 == 0)
+    });
+    let rows = |r: &[u32]| Tensor::from_slice(r, r.len(), &dev);
+    let (x_train, y_train) = if fit.hold_out {
+        let idx = rows(&train_rows)?;
+        (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?)
+    } else {
+        (x.clone(), y.clone())
+    };
 
     let mut vars = Vec::new();
     for l in &start.layers {
@@ -104,7 +122,7 @@ pub fn fit(
         ..Default::default()
     };
     let mut opt = AdamW::new(vars.clone(), params)?;
-    let forward = |vars: &[Var]| -> Result<Tensor> {
+    let forward = |vars: &[Var], x: &Tensor| -> Result<Tensor> {
         let mut h = x.clone();
         for (k, l) in start.layers.iter().enumerate() {
             h = h
@@ -120,7 +138,7 @@ pub fn fit(
     };
     let mut losses = Vec::with_capacity(fit.steps);
     for step in 0..fit.steps {
-        let loss = forward(&vars)?.sub(&y)?.sqr()?.mean_all()?;
+        let loss = forward(&vars, &x_train)?.sub(&y_train)?.sqr()?.mean_all()?;
         opt.backward_step(&loss)?;
         let l = loss.to_scalar::<f32>()?;
         if !l.is_finite() {
@@ -129,12 +147,25 @@ pub fn fit(
         losses.push(l);
         progress(step, l);
     }
-    let final_mse = forward(&vars)?
-        .clamp(0f32, 1f32)?
-        .sub(&y)?
-        .sqr()?
-        .mean_all()?
-        .to_scalar::<f32>()? as f64;
+    let mse = |x: &Tensor, y: &Tensor| -> Result<f64> {
+        Ok(forward(&vars, x)?
+            .clamp(0f32, 1f32)?
+            .sub(y)?
+            .sqr()?
+            .mean_all()?
+            .to_scalar::<f32>()? as f64)
+    };
+    let final_mse = mse(&x, &y)?;
+    let psnr_held_out = match fit.hold_out && !held_rows.is_empty() {
+        true => {
+            let idx = rows(&held_rows)?;
+            Some(psnr(mse(
+                &x.index_select(&idx, 0)?,
+                &y.index_select(&idx, 0)?,
+            )?))
+        }
+        false => None,
+    };
     let layers = start
         .layers
         .iter()
@@ -156,6 +187,7 @@ pub fn fit(
         FitReport {
             losses,
             psnr: psnr(final_mse),
+            psnr_held_out,
         },
     ))
 }
@@ -207,7 +239,7 @@ fn key(spec: &CppnSpec, fit: &FitSpec) -> u64 {
         ..spec.clone()
     };
     format!("{network:?}").hash(&mut h);
-    (fit.steps, fit.lr.to_bits()).hash(&mut h);
+    (fit.steps, fit.lr.to_bits(), fit.hold_out).hash(&mut h);
     fit.target.dimensions().hash(&mut h);
     fit.target.as_raw().hash(&mut h);
     h.finish()
@@ -247,8 +279,12 @@ pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {
     let result = result
         .map(|(net, report)| {
             if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                let held = report
+                    .psnr_held_out
+                    .map(|p| format!(" ({p:.1} dB on the 3/4 of pixels it did not train on)"))
+                    .unwrap_or_default();
                 eprintln!(
-                    "fitted {} in {} steps: PSNR {:.1} dB",
+                    "fitted {} in {} steps: PSNR {:.1} dB{held}",
                     target.image_path.display(),
                     target.steps,
                     report.psnr

@@ -379,6 +379,7 @@ fn parse_fit(
     let steps = f.int("steps", 500, 1..=100_000)? as usize;
     let lr = f.float("lr", 0.01, 1e-6..=1.0)?;
     let size = f.int("size", 64, 8..=512)? as u32;
+    let hold_out = f.bool("hold_out", false)?;
     f.finish()?;
     let path = sketch_dir.join(&image);
     let img = image::open(&path).map_err(|e| {
@@ -402,6 +403,7 @@ fn parse_fit(
         target: Arc::new(target),
         steps,
         lr,
+        hold_out,
         device: Default::default(),
     })
 }
