@@ -31,7 +31,7 @@ pub struct AnimateArgs {
 }
 
 /// Renders a latent walk that loops seamlessly: the last frame leads back into the first.
-pub fn run(args: AnimateArgs) -> Result<()> {
+pub(crate) fn run(args: AnimateArgs) -> Result<()> {
     let sketch = spec::load(&args.sketch)?;
     let Spec::Cppn(mut spec) = sketch.spec.clone() else {
         bail!(

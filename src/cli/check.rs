@@ -15,7 +15,7 @@ pub struct CheckArgs {
 
 /// Loads each sketch and renders it (and each class), so errors inside rules surface too.
 /// Fitted CPPNs run one training step instead of the whole fit.
-pub fn run(args: CheckArgs) -> Result<()> {
+pub(crate) fn run(args: CheckArgs) -> Result<()> {
     for path in &args.sketches {
         let started = Instant::now();
         let sketch = spec::load(path)?;

@@ -31,7 +31,7 @@ pub struct DatasetArgs {
 /// each class gets the same number (±1). With classes, images go into one subfolder per
 /// class, the layout image-folder dataset readers expect. A `dataset.json` manifest
 /// records the sketch and seeds.
-pub fn run(args: DatasetArgs) -> Result<()> {
+pub(crate) fn run(args: DatasetArgs) -> Result<()> {
     let sketch = spec::load(&args.sketch)?;
     let classes: Vec<(Option<String>, Spec)> = if sketch.classes.is_empty() {
         vec![(None, sketch.spec.clone())]

@@ -41,7 +41,7 @@ pub struct EvalArgs {
     pub device: DeviceArg,
 }
 
-pub fn run(args: EvalArgs) -> Result<()> {
+pub(crate) fn run(args: EvalArgs) -> Result<()> {
     let device = args.device.open()?;
     let loaded = load_generator(&args.run, args.checkpoint, args.raw, &device)?;
     let mut spec = loaded.g.spec.clone();

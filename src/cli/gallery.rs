@@ -19,7 +19,7 @@ pub struct GalleryArgs {
 }
 
 /// Lists every sketch in the folder with a preview, or its error.
-pub fn run(args: GalleryArgs) -> Result<()> {
+pub(crate) fn run(args: GalleryArgs) -> Result<()> {
     let sketches = sketch::list(&args.dir)?;
     if sketches.is_empty() {
         anyhow::bail!("no .rhai sketches in {}", args.dir.display());
@@ -45,7 +45,7 @@ pub fn run(args: GalleryArgs) -> Result<()> {
 
 /// Prints an image in the terminal with viuer. Truecolour is forced on: tmux and SSH
 /// hide `$COLORTERM`, and every terminal worth using handles it.
-pub fn show(img: &DynamicImage, width: Option<u32>) -> Result<()> {
+pub(crate) fn show(img: &DynamicImage, width: Option<u32>) -> Result<()> {
     if !std::io::stdout().is_terminal() {
         eprintln!("(not a terminal: skipping the preview)");
         return Ok(());

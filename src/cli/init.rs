@@ -21,12 +21,12 @@ pub struct InitArgs {
 
 /// What `init` did: files written, and files left alone because they were there.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub written: Vec<PathBuf>,
     pub skipped: Vec<PathBuf>,
 }
 
-pub fn run(args: InitArgs) -> Result<()> {
+pub(crate) fn run(args: InitArgs) -> Result<()> {
     let into = args.dir.join("sketches");
     let report = write_bundled(&into)?;
     let names = |paths: &[PathBuf]| {
@@ -69,7 +69,7 @@ pub fn run(args: InitArgs) -> Result<()> {
 
 /// Writes every bundled file under `into`, keeping any file already there (a sketch
 /// edited since a first `init` is the artist's). Paths in the report are relative to `into`.
-pub fn write_bundled(into: &Path) -> Result<Report> {
+pub(crate) fn write_bundled(into: &Path) -> Result<Report> {
     let mut report = Report::default();
     write_dir(&BUNDLED, into, &mut report)?;
     Ok(report)

@@ -53,7 +53,7 @@ fn knob_arg(text: &str) -> Result<(String, f64), String> {
     Ok((name.trim().to_string(), value))
 }
 
-pub fn run(args: RenderArgs) -> Result<()> {
+pub(crate) fn run(args: RenderArgs) -> Result<()> {
     // --set goes on top of the knobs a recipe recorded.
     let set_knobs = |mut knobs: Knobs| {
         knobs.extend(args.set.iter().cloned());

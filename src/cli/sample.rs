@@ -57,7 +57,7 @@ pub struct SampleArgs {
 }
 
 /// A trained generator with its spec and class names.
-pub struct LoadedGenerator {
+pub(crate) struct LoadedGenerator {
     pub g: Generator,
     pub classes: Vec<String>,
     /// Which file and weights, e.g. "checkpoints/best.safetensors (raw weights, step 1500)".
@@ -94,7 +94,7 @@ impl std::str::FromStr for Pick {
 /// the run's `generator.safetensors` (the EMA weights when it ended or stopped), else its
 /// latest checkpoint; `pick` chooses another; `raw` takes the trained weights instead of
 /// their moving average (checkpoints hold both).
-pub fn load_generator(
+pub(crate) fn load_generator(
     source: &Path,
     pick: Option<Pick>,
     raw: bool,
@@ -189,7 +189,7 @@ pub fn load_generator(
     Ok(LoadedGenerator { g, classes, from })
 }
 
-pub fn run(args: SampleArgs) -> Result<()> {
+pub(crate) fn run(args: SampleArgs) -> Result<()> {
     let is_gif = recipe::StillFormat::of(&args.output)? == recipe::StillFormat::Gif;
     match (args.interpolate, is_gif) {
         (true, false) => bail!(

@@ -64,7 +64,7 @@ fn parse_axis(text: &str) -> Result<Axis> {
 }
 
 /// Renders a contact sheet: the sketch once per combination of values, labelled.
-pub fn run(args: SweepArgs) -> Result<()> {
+pub(crate) fn run(args: SweepArgs) -> Result<()> {
     let axes: Vec<Axis> = args
         .vary
         .iter()

@@ -43,7 +43,7 @@ pub struct TrainArgs {
     pub device: DeviceArg,
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
+pub(crate) fn run(args: TrainArgs) -> Result<()> {
     let sketch = spec::load(&args.sketch)?;
     let Spec::Gan(spec) = &sketch.spec else {
         bail!(

@@ -23,10 +23,10 @@ pub struct LevelGrid {
     pub cells: Vec<u16>,
 }
 
-pub const EMPTY: u16 = u16::MAX;
+pub(crate) const EMPTY: u16 = u16::MAX;
 /// A tile that was split: it is not drawn, but its wings are (Carlson's construction
 /// paints the parent, wings and all, then its four children over it).
-pub const SPLIT: u16 = u16::MAX - 1;
+pub(crate) const SPLIT: u16 = u16::MAX - 1;
 
 impl LevelGrid {
     fn new(cols: u32, rows: u32, size: u32) -> Self {

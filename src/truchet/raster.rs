@@ -16,7 +16,7 @@ const BAND: f64 = 1.0 / 6.0;
 /// Radius of the wings: discs around tile corners that overlap neighbouring tiles.
 const WING: f64 = 1.0 / 3.0;
 
-pub fn rasterise(spec: &TruchetSpec, layout: &Layout) -> DynamicImage {
+pub(crate) fn rasterise(spec: &TruchetSpec, layout: &Layout) -> DynamicImage {
     let (w, h) = (spec.width as usize, spec.height as usize);
     let ch = spec.channels as usize;
     let lut = colour_table(spec);

@@ -10,7 +10,7 @@ use easel::gan::GanSpec;
 use easel::spec::{self, Spec};
 
 /// Writes `#{ kind: "gan", BODY }` to `dir/gan.rhai` and loads it: its spec and source.
-pub fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
+pub(crate) fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
     let src = format!("#{{ kind: \"gan\", {body} }}");
     let path = dir.join("gan.rhai");
     std::fs::write(&path, &src).unwrap();
@@ -21,7 +21,7 @@ pub fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
 }
 
 /// Every weight of a trainer's G, D and EMA generator, by name (sorted), on the CPU.
-pub fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
+pub(crate) fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
     let mut v: Vec<(String, Vec<f32>)> =
         t.g.params
             .named_tensors("g.")

@@ -368,7 +368,8 @@ unsafe fn im2col(g: &Geom, x: &[f32], dst: *mut f32, ld: usize) {
         for kh in 0..k {
             for kw in 0..k {
                 let row = (ci * k + kh) * k + kw;
-                let r = std::slice::from_raw_parts_mut(dst.add(row * ld), g.out_hw());
+                // SAFETY: row < rows(), so the row lies within what the caller vouched for.
+                let r = unsafe { std::slice::from_raw_parts_mut(dst.add(row * ld), g.out_hw()) };
                 let (lo, hi) = g.valid_cols(kw);
                 for oh in 0..g.ho {
                     let seg = &mut r[oh * wo..(oh + 1) * wo];
@@ -450,27 +451,30 @@ unsafe fn sgemm(
     (rhs_rs, rhs_cs): (usize, usize),
     parallelism: Parallelism,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        dst_cs as isize,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism,
-    )
+    // SAFETY: the caller vouches for the shapes, strides and the absence of overlap.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }
 
 fn threads() -> usize {
