@@ -3,7 +3,9 @@
 # display, to see with one's own eyes that the picture is drawn (and not a wall of
 # placeholder glyphs, issue #14): xterm as a VT340 (sixel), and kitty if installed.
 #
-#   scripts/terminal_screenshots.sh OUT_DIR [path/to/easel]
+#   scripts/terminal_screenshots.sh OUT_DIR [path/to/easel] [SKETCH]
+#
+# SKETCH (e.g. truchet_maze) is the sketch the studio opens on.
 #
 # Needs Xvfb, xterm and ImageMagick's `import` (Debian: apt-get install
 # --no-install-recommends xvfb xterm x11-apps imagemagick; kitty for the kitty shot).
@@ -11,8 +13,9 @@
 # screen) says which protocol it chose and why.
 set -euo pipefail
 
-OUT=${1:?usage: $0 OUT_DIR [path/to/easel]}
+OUT=${1:?usage: $0 OUT_DIR [path/to/easel] [SKETCH]}
 EASEL=${2:-}
+SKETCH=${3:-}
 if [ -z "$EASEL" ]; then
     EASEL=target/release/easel
     [ -x "$EASEL" ] || EASEL=target/debug/easel
@@ -28,6 +31,12 @@ done
 WORK=$(mktemp -d)
 # A copy of the sketches, so the studio's state and favourites stay out of the repo.
 cp -r "$REPO/sketches" "$WORK/sketches"
+if [ -n "$SKETCH" ]; then
+    # The studio opens on the sketch viewed last in a folder.
+    mkdir -p "$WORK/state/easel"
+    printf '{"%s": "%s.rhai"}\n' "$(realpath "$WORK/sketches")" "$SKETCH" \
+        >"$WORK/state/easel/studio.json"
+fi
 DISPLAY_NUMBER=:$((90 + RANDOM % 9))
 PIDS=()
 cleanup() {

@@ -1687,3 +1687,165 @@ fn snapshot_variations_80x24() {
 fn snapshot_variations_160x48() {
     insta::assert_snapshot!(screen(&grid_studio(), 160, 48));
 }
+
+// ---- fitting the preview, downsampling the chart ---------------------------------------
+
+/// Mean over the image of |pixel − the mean of its (2r+1)² neighbourhood|, in grey
+/// levels: moiré and aliasing show up as structure a blurred copy does not have.
+fn deviation_from_local_mean(img: &DynamicImage, r: i64) -> f64 {
+    let grey = img.to_luma8();
+    let (w, h) = (grey.width() as i64, grey.height() as i64);
+    let at = |x: i64, y: i64| {
+        f64::from(
+            grey.get_pixel(x.clamp(0, w - 1) as u32, y.clamp(0, h - 1) as u32)
+                .0[0],
+        )
+    };
+    let mut total = 0.0;
+    for y in 0..h {
+        for x in 0..w {
+            let mut sum = 0.0;
+            for dy in -r..=r {
+                for dx in -r..=r {
+                    sum += at(x + dx, y + dy);
+                }
+            }
+            total += (at(x, y) - sum / ((2 * r + 1) * (2 * r + 1)) as f64).abs();
+        }
+    }
+    total / (w * h) as f64
+}
+
+fn checker(w: u32, h: u32) -> DynamicImage {
+    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([if (x + y) % 2 == 0 { 0 } else { 255 }; 3])
+    }))
+}
+
+#[test]
+fn a_one_pixel_checker_fitted_to_a_small_area_is_an_even_grey() {
+    let img = checker(640, 400);
+    // 23x9 cells of 10x20 pixels: a shrink by 2.78, not a whole factor.
+    let fitted = worker::fit_for_display(&img, (230, 180));
+    assert_eq!((fitted.width(), fitted.height()), (230, 143));
+    let grey = fitted.to_luma8();
+    let mean = grey.pixels().map(|p| f64::from(p.0[0])).sum::<f64>() / grey.len() as f64;
+    assert!((mean - 127.5).abs() < 3.0, "mean {mean}");
+    let worst = grey
+        .pixels()
+        .map(|p| (f64::from(p.0[0]) - 127.5).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 8.0, "a pixel {worst} grey levels off mid-grey");
+    let deviation = deviation_from_local_mean(&fitted, 3);
+    assert!(
+        deviation < 2.0,
+        "moiré: deviation from the local mean {deviation}"
+    );
+    // The measure does see moiré: point sampling leaves stripes of black and white.
+    let sampled = img.resize_exact(230, 143, image::imageops::FilterType::Nearest);
+    let sampled_deviation = deviation_from_local_mean(&sampled, 3);
+    assert!(sampled_deviation > 20.0, "{sampled_deviation}");
+}
+
+#[test]
+fn the_truchet_maze_fitted_keeps_its_colour_without_moire() {
+    let sketch = spec::load(&path("truchet_maze")).unwrap();
+    let img = sketch.spec.render().unwrap();
+    assert_eq!((img.width(), img.height()), (640, 400));
+    // The maze's 16-pixel tiles shrunk tenfold (a preview of 64x40 half-block pixels):
+    // its 3-pixel lines are finer than the output pixels, where point sampling aliases.
+    let fitted = worker::fit_for_display(&img, (64, 80));
+    assert_eq!((fitted.width(), fitted.height()), (64, 40));
+    let mean = |i: &DynamicImage| {
+        let g = i.to_luma8();
+        g.pixels().map(|p| f64::from(p.0[0])).sum::<f64>() / g.len() as f64
+    };
+    let (source, shown) = (mean(&img), mean(&fitted));
+    assert!((source - shown).abs() < 2.0, "{source} vs {shown}");
+    let deviation = deviation_from_local_mean(&fitted, 3);
+    let sampled = img.resize_exact(64, 40, image::imageops::FilterType::Nearest);
+    let sampled_deviation = deviation_from_local_mean(&sampled, 3);
+    assert!(
+        deviation < 10.0 && deviation < sampled_deviation / 3.0,
+        "{deviation} vs point sampling's {sampled_deviation}"
+    );
+}
+
+#[test]
+fn small_pictures_are_enlarged_with_crisp_pixels_and_odd_sizes_do_not_panic() {
+    let img = checker(4, 2);
+    let big = worker::fit_for_display(&img, (100, 100));
+    assert_eq!((big.width(), big.height()), (100, 50));
+    let grey = big.to_luma8();
+    assert!(grey.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+    for (w, h, bw, bh) in [
+        (1, 1, 1, 1),
+        (0, 0, 10, 10),
+        (3, 1000, 7, 7),
+        (640, 400, 0, 5),
+        (5, 5, 1, 1),
+    ] {
+        let img = DynamicImage::new_rgb8(w, h);
+        let out = worker::fit_for_display(&img, (bw, bh));
+        if w > 0 && h > 0 && bw > 0 && bh > 0 {
+            assert!(
+                out.width() <= bw.max(1) && out.height() <= bh.max(1),
+                "{w}x{h} in {bw}x{bh}"
+            );
+            assert!(out.width() >= 1 && out.height() >= 1);
+        }
+    }
+}
+
+#[test]
+fn the_fitter_thread_fits_the_newest_request_and_wakes_the_ui() {
+    let (tx, rx) = mpsc::channel();
+    let (requests, slot) = worker::spawn_fitter(tx);
+    let img = Arc::new(checker(640, 400));
+    requests
+        .send(worker::FitRequest {
+            serial: 7,
+            image: img,
+            box_px: (64, 64),
+        })
+        .unwrap();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Msg::Tick(_)
+    ));
+    let fitted = slot.lock().unwrap().take().expect("a fitted picture");
+    assert_eq!((fitted.0, fitted.1), (7, (64, 64)));
+    assert_eq!((fitted.2.width(), fitted.2.height()), (64, 40));
+}
+
+#[test]
+fn chart_downsampling_bounds_the_points_and_keeps_extremes_and_means() {
+    let points: Vec<(f64, f64)> = (0..10_000)
+        .map(|i| (i as f64, ((i * 7919) % 1000) as f64 / 100.0))
+        .collect();
+    let mut spiky = points.clone();
+    spiky[4321].1 = 99.0;
+    spiky[1234].1 = -5.0;
+    for max in [2, 3, 40, 161] {
+        let kept = view::downsample_extremes(&spiky, max);
+        assert!(kept.len() <= max.max(2), "{} > {max}", kept.len());
+        assert!(kept.windows(2).all(|w| w[0].0 < w[1].0), "in x order");
+        assert!(kept.contains(&(4321.0, 99.0)) && kept.contains(&(1234.0, -5.0)));
+        let means = view::downsample_means(&points, max);
+        assert!(means.len() <= max && !means.is_empty());
+        let all = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+        // Equal buckets: the mean of the means is the mean.
+        if points.len().is_multiple_of(means.len()) {
+            let of_means = means.iter().map(|p| p.1).sum::<f64>() / means.len() as f64;
+            assert!((of_means - all).abs() < 1e-9, "{of_means} vs {all}");
+        }
+    }
+    let means = view::downsample_means(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0), (3.0, 7.0)], 2);
+    assert_eq!(means, vec![(0.5, 2.0), (2.5, 6.0)]);
+    // Few points pass through untouched.
+    let few = &points[..10];
+    assert_eq!(view::downsample_extremes(few, 40), few);
+    assert_eq!(view::downsample_means(few, 40), few);
+    assert!(view::downsample_means(&[], 4).is_empty());
+    assert!(view::downsample_extremes(&[], 4).is_empty());
+}

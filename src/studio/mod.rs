@@ -205,8 +205,8 @@ fn event_loop(
 ) -> Result<()> {
     // Ask the terminal about graphics before anything else reads its input.
     let (picker, graphics_line) = picker(graphics);
-    let mut view_state = view::ViewState::new(picker);
     let (tx, rx) = mpsc::channel::<Msg>();
+    let mut view_state = view::ViewState::with_fitter(picker, worker::spawn_fitter(tx.clone()));
     spawn_input(tx.clone());
     let renderer = worker::spawn_renderer(tx.clone());
     let breeder = worker::spawn_breeder(tx.clone());

@@ -15,6 +15,8 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use image::imageops::FilterType;
+use image::DynamicImage;
 use notify::EventKind;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 
@@ -57,6 +59,66 @@ pub fn fit_within_or_grow((w, h): (u32, u32), side: u32) -> (u32, u32) {
         ((w as f64 * scale).round() as u32).max(1),
         ((h as f64 * scale).round() as u32).max(1),
     )
+}
+
+/// Fits `image` into a box of `(width, height)` pixels, keeping its aspect ratio.
+/// Shrinking averages every source pixel (a 1-pixel checker or maze becomes an even
+/// grey, not moiré); enlarging (small GAN samples) keeps crisp pixels.
+pub fn fit_for_display(image: &DynamicImage, (box_w, box_h): (u32, u32)) -> DynamicImage {
+    let (w, h) = (image.width(), image.height());
+    if w == 0 || h == 0 || box_w == 0 || box_h == 0 {
+        return image.clone();
+    }
+    let scale = (box_w as f64 / w as f64).min(box_h as f64 / h as f64);
+    let target = (
+        ((w as f64 * scale).floor() as u32).clamp(1, box_w),
+        ((h as f64 * scale).floor() as u32).clamp(1, box_h),
+    );
+    if target == (w, h) {
+        return image.clone();
+    }
+    if scale > 1.0 {
+        return image.resize_exact(target.0, target.1, FilterType::Nearest);
+    }
+    // image's triangle filter widens with the shrink factor: every source pixel counts,
+    // so fine detail averages out instead of aliasing into moiré.
+    image.resize_exact(target.0, target.1, FilterType::Triangle)
+}
+
+/// A picture to fit into the preview's pixel box, off the UI thread.
+pub struct FitRequest {
+    /// Which picture (the app's picture serial).
+    pub serial: u64,
+    pub image: Arc<DynamicImage>,
+    pub box_px: (u32, u32),
+}
+
+/// The newest fitted picture: (serial, pixel box, image).
+pub type FittedSlot = Arc<Mutex<Option<(u64, (u32, u32), DynamicImage)>>>;
+
+/// Starts the thread that fits preview pictures to the preview's area (again whenever
+/// the area changes). A result lands in the slot, and a tick on `wake` has it drawn.
+pub fn spawn_fitter(wake: Sender<Msg>) -> (Sender<FitRequest>, FittedSlot) {
+    let (tx, rx) = std::sync::mpsc::channel::<FitRequest>();
+    let slot = FittedSlot::default();
+    let out = slot.clone();
+    std::thread::Builder::new()
+        .name("easel-fit".into())
+        .spawn(move || {
+            while let Ok(mut req) = rx.recv() {
+                // Only the newest request matters (a resize drag sends many).
+                while let Ok(next) = rx.try_recv() {
+                    req = next;
+                }
+                let fitted = fit_for_display(&req.image, req.box_px);
+                *out.lock().expect("fitted slot") = Some((req.serial, req.box_px, fitted));
+                if wake.send(Msg::Tick(Instant::now())).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawning the fit thread");
+    (tx, slot)
 }
 
 /// Starts the render thread; send it requests, results come back as [`Msg`]s.
