@@ -1056,7 +1056,7 @@ fn many_knobs_scroll_to_keep_the_selected_one_in_view() {
 // ---- the real workers ------------------------------------------------------------------
 
 fn ask(
-    renderer: &mpsc::Sender<RenderRequest>,
+    renderer: &worker::RenderSender,
     id: u64,
     path: &Path,
     reason: Reason,
@@ -1336,7 +1336,7 @@ fn variation_studio() -> (
     tempfile::TempDir,
     App,
     mpsc::Receiver<Msg>,
-    mpsc::Sender<RenderRequest>,
+    worker::RenderSender,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let sketches = dir.path().join("sketches");
@@ -1848,4 +1848,131 @@ fn chart_downsampling_bounds_the_points_and_keeps_extremes_and_means() {
     assert_eq!(view::downsample_means(few, 40), few);
     assert!(view::downsample_means(&[], 4).is_empty());
     assert!(view::downsample_extremes(&[], 4).is_empty());
+}
+
+// ---- cancellable renders ---------------------------------------------------------------
+
+/// A Truchet sketch big enough to take a while to render, written into `dir`.
+fn big_truchet(dir: &Path, name: &str, side: u32) -> PathBuf {
+    let file = dir.join(format!("{name}.rhai"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"#{{ kind: "truchet", family: "arcs", size: [{side}, {side}], tile: 24, seed: 5 }}"#
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Runs `render` with a cancel check that turns true from its `after`-th call on (the
+/// renderers ask once per row: a cancel a tenth of the way down, whatever the CPU load);
+/// returns its outcome and how long it took.
+fn cancelled_after<T>(
+    after: usize,
+    render: impl FnOnce(&(dyn Fn() -> bool + Sync)) -> T,
+) -> (T, Duration) {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    let outcome = render(&|| calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= after);
+    (outcome, started.elapsed())
+}
+
+#[test]
+fn a_cancelled_truchet_render_returns_promptly_with_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = spec::load(&big_truchet(dir.path(), "big", 3000)).unwrap();
+    let Spec::Truchet(t) = &sketch.spec else {
+        panic!("a truchet sketch")
+    };
+    let started = Instant::now();
+    let full = easel::truchet::render_unless(t, &|| false).unwrap();
+    let full_time = started.elapsed();
+    assert_eq!(full.map(|i| i.width()), Some(3000));
+    let (outcome, took) = cancelled_after(300, |c| easel::truchet::render_unless(t, c));
+    assert!(
+        outcome.unwrap().is_none(),
+        "a cancelled render gives no picture"
+    );
+    assert!(
+        took < full_time / 2,
+        "cancelled after {took:?}, a full render takes {full_time:?}"
+    );
+    // Already cancelled: nothing is rasterised at all.
+    assert!(easel::truchet::render_unless(t, &|| true)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn a_cancelled_cppn_render_returns_promptly_with_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.rhai");
+    std::fs::write(
+        &file,
+        r#"#{ kind: "cppn", size: 1200, z: 4, layers: [32, 32, 32], seed: 3 }"#,
+    )
+    .unwrap();
+    let sketch = spec::load(&file).unwrap();
+    let Spec::Cppn(c) = &sketch.spec else {
+        panic!("a cppn sketch")
+    };
+    let net = c.render_network().unwrap();
+    let z = c.z();
+    let started = Instant::now();
+    let full = easel::cppn::render::render_unless(c, &net, &z, &|| false);
+    let full_time = started.elapsed();
+    // The same pixels as the plain render.
+    assert_eq!(
+        full.as_ref().map(|i| i.as_bytes()),
+        Some(easel::cppn::render::render(c, &net, &z).as_bytes())
+    );
+    let (outcome, took) = cancelled_after(120, |cancel| {
+        easel::cppn::render::render_unless(c, &net, &z, cancel)
+    });
+    assert!(outcome.is_none());
+    assert!(
+        took < full_time / 2,
+        "cancelled after {took:?}, a full render takes {full_time:?}"
+    );
+}
+
+#[test]
+fn a_newer_request_stops_the_running_render_and_is_the_one_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = big_truchet(dir.path(), "big", 4000);
+    let small = big_truchet(dir.path(), "small", 64);
+    let (tx, rx) = mpsc::channel();
+    let renderer = worker::spawn_renderer(tx);
+    ask(&renderer, 1, &big, Reason::Saved, None);
+    // Let the big render get going before the newer save arrives.
+    std::thread::sleep(Duration::from_millis(150));
+    let sent = Instant::now();
+    ask(&renderer, 2, &small, Reason::Saved, None);
+    let shown = wait_for(&rx, |m| match m {
+        Msg::Rendered(r) => Some(r),
+        _ => None,
+    });
+    let waited = sent.elapsed();
+    assert_eq!(
+        (shown.id, shown.image.width()),
+        (2, 64),
+        "the newer render comes first"
+    );
+    // The superseded render never turns up.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        rx.try_iter()
+            .all(|m| !matches!(m, Msg::Rendered(r) if r.id == 1)),
+        "the superseded render was finished and sent"
+    );
+    // Promptly: well under what the big render takes in full.
+    let started = Instant::now();
+    let sketch = spec::load(&big).unwrap();
+    sketch.spec.render().unwrap();
+    let full_time = started.elapsed();
+    assert!(
+        waited < full_time / 2,
+        "shown after {waited:?}; the big render takes {full_time:?}"
+    );
 }

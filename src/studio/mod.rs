@@ -28,7 +28,7 @@ use ratatui_image::picker::Picker;
 use crate::device::DeviceArg;
 use crate::recipe;
 use crate::run::{Control, RunDir};
-use app::{App, Effect, Export, ExportTarget, Favourite, Mode, Msg, RenderRequest, SaveMutant};
+use app::{App, Effect, Export, ExportTarget, Favourite, Mode, Msg, SaveMutant};
 
 /// How images reach the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -342,7 +342,7 @@ fn spawn_input(tx: Sender<Msg>) {
 /// Carries out effects: everything slow goes to a thread.
 struct Runtime {
     tx: Sender<Msg>,
-    renderer: Sender<RenderRequest>,
+    renderer: worker::RenderSender,
     breeder: Sender<variations::VariationRequest>,
     focus: Sender<Option<PathBuf>>,
     places: Places,

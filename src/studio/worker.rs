@@ -11,7 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SendError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -121,18 +122,44 @@ pub fn spawn_fitter(wake: Sender<Msg>) -> (Sender<FitRequest>, FittedSlot) {
     (tx, slot)
 }
 
-/// Starts the render thread; send it requests, results come back as [`Msg`]s.
-pub fn spawn_renderer(out: Sender<Msg>) -> Sender<RenderRequest> {
+/// Where render requests go. Sending a still request (a save, a selection, a seed)
+/// also tells the render in progress that it is superseded, so it stops instead of
+/// finishing a picture nobody will see.
+#[derive(Clone)]
+pub struct RenderSender {
+    requests: Sender<RenderRequest>,
+    newest_still: Arc<AtomicU64>,
+}
+
+impl RenderSender {
+    /// Fails only when the render thread is gone.
+    pub fn send(&self, req: RenderRequest) -> Result<(), SendError<()>> {
+        // Frames of the latent loop never cancel a still render (they wait behind it).
+        if req.frame.is_none() {
+            self.newest_still.fetch_max(req.id, Ordering::Relaxed);
+        }
+        self.requests.send(req).map_err(|_| SendError(()))
+    }
+}
+
+/// Starts the render thread; send it requests, results come back as [`Msg`]s. A render
+/// superseded by a newer still request stops early and sends nothing.
+pub fn spawn_renderer(out: Sender<Msg>) -> RenderSender {
     let (tx, rx) = std::sync::mpsc::channel::<RenderRequest>();
+    let newest_still = Arc::new(AtomicU64::new(0));
     let mut renderer = Renderer {
         requeue: Some(tx.clone()),
+        newest_still: newest_still.clone(),
         ..Renderer::default()
     };
     std::thread::Builder::new()
         .name("easel-render".into())
         .spawn(move || renderer.serve(&rx, &out))
         .expect("spawning the render thread");
-    tx
+    RenderSender {
+        requests: tx,
+        newest_still,
+    }
 }
 
 /// The sketch whose loop frames are being asked for.
@@ -153,6 +180,8 @@ struct Renderer {
     fitting: Arc<Mutex<HashSet<PathBuf>>>,
     /// Where a finished fit asks for its render again.
     requeue: Option<Sender<RenderRequest>>,
+    /// The id of the newest still request sent: a render of an older one is superseded.
+    newest_still: Arc<AtomicU64>,
 }
 
 /// A full render faster than this is shown directly, without a coarse pass first.
@@ -231,6 +260,10 @@ impl Renderer {
             path: req.path.clone(),
             error,
         };
+        let newest_still = self.newest_still.clone();
+        let id = req.id;
+        // One relaxed load per row of pixels.
+        let superseded = move || newest_still.load(Ordering::Relaxed) > id;
         let sketch = match load_tweaked(&req.path, &req.tweaks) {
             Ok(s) => s,
             Err(e) => return Some(failed(e.to_string())),
@@ -266,10 +299,12 @@ impl Renderer {
                 spec: Box::new(g.clone()),
                 reason: req.reason,
             }),
-            Spec::Truchet(_) => {
+            Spec::Truchet(t) => {
                 let started = Instant::now();
-                match sketch.spec.render() {
-                    Ok(img) => Some(rendered(img, false, started.elapsed(), 0, 0.0)),
+                match crate::truchet::render_unless(t, &superseded) {
+                    Ok(Some(img)) => Some(rendered(img, false, started.elapsed(), 0, 0.0)),
+                    // Superseded: the newer request is next in the queue.
+                    Ok(None) => None,
                     Err(e) => Some(failed(e.to_string())),
                 }
             }
@@ -331,7 +366,8 @@ impl Renderer {
                     .get(&req.path)
                     .is_none_or(|t| *t >= COARSE_WORTH_IT);
                 if slow && coarse_spec.width < c.width.min(PREVIEW_SIDE) {
-                    let img = crate::cppn::render::render(&coarse_spec, &net, &z);
+                    let img =
+                        crate::cppn::render::render_unless(&coarse_spec, &net, &z, &superseded)?;
                     let _ = out.send(rendered(img, true, started.elapsed(), 0, 0.0));
                     // A newer save or selection arrived meanwhile: skip the full pass.
                     match rx.try_recv() {
@@ -344,7 +380,8 @@ impl Renderer {
                     }
                 }
                 let full_started = Instant::now();
-                let img = crate::cppn::render::render(&at(PREVIEW_SIDE), &net, &z);
+                let img =
+                    crate::cppn::render::render_unless(&at(PREVIEW_SIDE), &net, &z, &superseded)?;
                 self.full_times
                     .insert(req.path.clone(), full_started.elapsed());
                 let took = started.elapsed();
