@@ -177,15 +177,14 @@ pub fn choose_protocol(answers: &Answers, env: &TermEnv) -> Option<ProtocolType>
 /// stdin cannot be polled or nothing came back.
 #[cfg(unix)]
 pub fn ask_terminal(timeout: Duration) -> Option<Answers> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::fd::AsRawFd;
     use std::time::Instant;
 
     let mut out = std::io::stdout();
     out.write_all(QUERY.as_bytes()).ok()?;
     out.flush().ok()?;
-    let stdin = std::io::stdin();
-    let fd = stdin.as_raw_fd();
+    let fd = std::io::stdin().as_raw_fd();
     let deadline = Instant::now() + timeout;
     let mut received = Vec::new();
     loop {
@@ -205,8 +204,10 @@ pub fn ask_terminal(timeout: Duration) -> Option<Answers> {
             break;
         }
         let mut buf = [0u8; 256];
-        // One read per poll: stdin is readable, so this returns at once.
-        match stdin.lock().read(&mut buf) {
+        // One read(2) per poll, straight from the descriptor: std's buffered stdin could
+        // keep bytes the poll no longer sees, and that crossterm would never get.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        match usize::try_from(n) {
             Ok(0) | Err(_) => break,
             Ok(n) => received.extend_from_slice(&buf[..n]),
         }
