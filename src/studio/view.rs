@@ -33,13 +33,13 @@ use ratatui::widgets::{
 use ratatui::Frame;
 use ratatui_image::picker::Picker;
 use ratatui_image::protocol::StatefulProtocol;
-use ratatui_image::{FilterType, Resize, StatefulImage};
+use ratatui_image::{Resize, StatefulImage};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use super::app::{state_word, App, Confirm, Level, Mode};
 use super::keys;
-use super::worker::{self, FitRequest, FittedSlot};
+use super::worker::{self, FitKey, FitRequest, FittedSlot};
 use crate::run::{Metric, State};
 
 /// Below this the layout cannot hold its panels; the studio says so instead.
@@ -54,10 +54,10 @@ const G_COLOR: Color = Color::Magenta;
 /// protocol.
 pub struct ViewState {
     picker: Picker,
-    /// The preview's picture serial and pixel box it was fitted to, encoded.
-    image: Option<(u64, (u32, u32), StatefulProtocol)>,
-    /// The grid's nine pictures, encoded, for the grid serial they were made for.
-    cells: Option<(u64, Vec<StatefulProtocol>)>,
+    /// The preview's picture, fitted and encoded, with what it was fitted for.
+    image: Option<(FitKey, StatefulProtocol)>,
+    /// The grid's nine pictures, fitted and encoded, with what they were fitted for.
+    cells: Option<(FitKey, Vec<StatefulProtocol>)>,
     /// Where pictures are fitted off the UI thread; without one (tests), they are
     /// fitted as they are drawn.
     fitter: Option<Fitter>,
@@ -66,8 +66,8 @@ pub struct ViewState {
 struct Fitter {
     requests: Sender<FitRequest>,
     fitted: FittedSlot,
-    /// The last (serial, pixel box) asked for, so each is asked once.
-    asked: Option<(u64, (u32, u32))>,
+    /// The last fit asked for, so each is asked once.
+    asked: Option<FitKey>,
 }
 
 impl ViewState {
@@ -104,62 +104,96 @@ impl ViewState {
         )
     }
 
-    /// The picture fitted to `box_px`, encoded; `None` while the fitter works on it.
-    fn fitted_protocol(
+    /// `images` fitted as `key` says: at once without a fitter, else when the fitter
+    /// has done them (`None` until then; each key is asked for once).
+    fn fitted(
+        &mut self,
+        key: FitKey,
+        images: Vec<(Arc<DynamicImage>, (u32, u32))>,
+    ) -> Option<Vec<DynamicImage>> {
+        let Some(fitter) = &mut self.fitter else {
+            return Some(
+                images
+                    .iter()
+                    .map(|(img, box_px)| worker::fit_for_display(img, *box_px))
+                    .collect(),
+            );
+        };
+        let mut slot = fitter.fitted.lock().expect("fitted slot");
+        match slot.take() {
+            Some((k, fitted)) if k == key => return Some(fitted),
+            other => *slot = other,
+        }
+        if fitter.asked != Some(key) {
+            fitter.asked = Some(key);
+            let _ = fitter.requests.send(FitRequest { key, images });
+        }
+        None
+    }
+
+    /// The preview picture fitted to `box_px`, encoded; `None` while the fitter works
+    /// on it and nothing drawn before fits the area as it is.
+    fn preview_protocol(
         &mut self,
         serial: u64,
         image: &Arc<DynamicImage>,
         box_px: (u32, u32),
     ) -> Option<&mut StatefulProtocol> {
-        let current = self
-            .image
-            .as_ref()
-            .is_some_and(|(s, b, _)| (*s, *b) == (serial, box_px));
-        if !current {
-            let fitted = match &mut self.fitter {
-                None => Some(worker::fit_for_display(image, box_px)),
-                Some(fitter) => {
-                    let mut slot = fitter.fitted.lock().expect("fitted slot");
-                    match slot.take() {
-                        Some((s, b, img)) if (s, b) == (serial, box_px) => Some(img),
-                        other => {
-                            *slot = other;
-                            if fitter.asked != Some((serial, box_px)) {
-                                fitter.asked = Some((serial, box_px));
-                                let _ = fitter.requests.send(FitRequest {
-                                    serial,
-                                    image: image.clone(),
-                                    box_px,
-                                });
-                            }
-                            None
-                        }
-                    }
-                }
-            };
-            match fitted {
-                Some(img) => {
-                    let proto = self.picker.new_resize_protocol(img);
-                    self.image = Some((serial, box_px, proto));
+        let key = FitKey {
+            grid: false,
+            serial,
+            box_px,
+        };
+        if self.image.as_ref().is_none_or(|(k, _)| *k != key) {
+            match self.fitted(key, vec![(image.clone(), box_px)]) {
+                Some(mut fitted) => {
+                    let img = fitted.pop()?;
+                    self.image = Some((key, self.picker.new_resize_protocol(img)));
                 }
                 // The previous picture stays on screen meanwhile, where it fits as it is
                 // (scaling it here is what the fitter is for).
-                None if self.image.as_ref().is_some_and(|(_, b, _)| *b == box_px) => {}
+                None if self.image.as_ref().is_some_and(|(k, _)| k.box_px == box_px) => {}
                 None => return None,
             }
         }
-        self.image.as_mut().map(|(_, _, proto)| proto)
+        self.image.as_mut().map(|(_, proto)| proto)
     }
 
-    fn cells_for(&mut self, serial: u64, images: &[&DynamicImage]) -> &mut Vec<StatefulProtocol> {
-        if self.cells.as_ref().is_none_or(|(s, _)| *s != serial) {
-            let protos = images
+    /// The grid's pictures, each fitted to its cell (`cells`, in order), encoded; as for
+    /// the preview, the previous grid stays meanwhile where it fits. `area` is the whole
+    /// grid's.
+    fn grid_protocols(
+        &mut self,
+        serial: u64,
+        images: &[Arc<DynamicImage>],
+        cells: &[Rect],
+        area: Rect,
+    ) -> Option<&mut Vec<StatefulProtocol>> {
+        let box_px = self.pixel_box(area);
+        let key = FitKey {
+            grid: true,
+            serial,
+            box_px,
+        };
+        if self.cells.as_ref().is_none_or(|(k, _)| *k != key) {
+            let jobs = images
                 .iter()
-                .map(|img| self.picker.new_resize_protocol((*img).clone()))
+                .zip(cells)
+                .map(|(img, cell)| (img.clone(), self.pixel_box(*cell)))
                 .collect();
-            self.cells = Some((serial, protos));
+            match self.fitted(key, jobs) {
+                Some(fitted) => {
+                    let protos = fitted
+                        .into_iter()
+                        .map(|img| self.picker.new_resize_protocol(img))
+                        .collect();
+                    self.cells = Some((key, protos));
+                }
+                None if self.cells.as_ref().is_some_and(|(k, _)| k.box_px == box_px) => {}
+                None => return None,
+            }
         }
-        &mut self.cells.as_mut().expect("just set").1
+        self.cells.as_mut().map(|(_, protos)| protos)
     }
 }
 
@@ -491,7 +525,7 @@ fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect)
     match picture {
         Some(p) => {
             let box_px = state.pixel_box(area);
-            let Some(proto) = state.fitted_protocol(p.serial, &p.image, box_px) else {
+            let Some(proto) = state.preview_protocol(p.serial, &p.image, box_px) else {
                 return;
             };
             // Already fitted to the area: the widget only places it.
@@ -563,7 +597,7 @@ fn draw_grid(
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
     let labels = grid.breed.labels();
-    let images: Vec<&DynamicImage> = grid.children.iter().map(|c| c.image.as_ref()).collect();
+    let images: Vec<Arc<DynamicImage>> = grid.children.iter().map(|c| c.image.clone()).collect();
     let rows = Layout::vertical([Constraint::Ratio(1, 3); 3]).split(inner);
     let mut cells = vec![];
     for row in rows.iter() {
@@ -574,8 +608,12 @@ fn draw_grid(
                 .copied(),
         );
     }
-    let protos = (!images.is_empty()).then(|| state.cells_for(grid.serial, &images));
-    let mut protos = protos;
+    let insides: Vec<Rect> = cells.iter().map(|c| Block::bordered().inner(*c)).collect();
+    let mut protos = if images.is_empty() {
+        None
+    } else {
+        state.grid_protocols(grid.serial, &images, &insides, inner)
+    };
     for (k, cell) in cells.into_iter().enumerate() {
         let label = labels.get(k).cloned().unwrap_or_default();
         let b = Block::bordered()
@@ -588,7 +626,8 @@ fn draw_grid(
         frame.render_widget(b, cell);
         match protos.as_mut().and_then(|p| p.get_mut(k)) {
             Some(proto) => {
-                let resize = Resize::Scale(Some(FilterType::Triangle));
+                // Already fitted: the widget only places it.
+                let resize = Resize::Fit(None);
                 let size = proto.size_for(resize.clone(), area.as_size());
                 let centred = Rect::new(
                     area.x + area.width.saturating_sub(size.width) / 2,

@@ -86,19 +86,29 @@ pub fn fit_for_display(image: &DynamicImage, (box_w, box_h): (u32, u32)) -> Dyna
     image.resize_exact(target.0, target.1, FilterType::Triangle)
 }
 
-/// A picture to fit into the preview's pixel box, off the UI thread.
-pub struct FitRequest {
-    /// Which picture (the app's picture serial).
+/// Which pictures a fit is for, and the pixel box each is fitted into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FitKey {
+    /// The variations grid's nine pictures, or the preview's one.
+    pub grid: bool,
+    /// The app's picture (or grid) serial.
     pub serial: u64,
-    pub image: Arc<DynamicImage>,
+    /// The pixels of the whole area they are shown in: when it changes, they are fitted
+    /// again.
     pub box_px: (u32, u32),
 }
 
-/// The newest fitted picture: (serial, pixel box, image).
-pub type FittedSlot = Arc<Mutex<Option<(u64, (u32, u32), DynamicImage)>>>;
+/// Pictures to fit, each into its own pixel box, off the UI thread.
+pub struct FitRequest {
+    pub key: FitKey,
+    pub images: Vec<(Arc<DynamicImage>, (u32, u32))>,
+}
 
-/// Starts the thread that fits preview pictures to the preview's area (again whenever
-/// the area changes). A result lands in the slot, and a tick on `wake` has it drawn.
+/// The newest fitted pictures, with the key they were asked for.
+pub type FittedSlot = Arc<Mutex<Option<(FitKey, Vec<DynamicImage>)>>>;
+
+/// Starts the thread that fits pictures to their area on screen (again whenever the
+/// area changes). A result lands in the slot, and a tick on `wake` has it drawn.
 pub fn spawn_fitter(wake: Sender<Msg>) -> (Sender<FitRequest>, FittedSlot) {
     let (tx, rx) = std::sync::mpsc::channel::<FitRequest>();
     let slot = FittedSlot::default();
@@ -107,12 +117,17 @@ pub fn spawn_fitter(wake: Sender<Msg>) -> (Sender<FitRequest>, FittedSlot) {
         .name("easel-fit".into())
         .spawn(move || {
             while let Ok(mut req) = rx.recv() {
-                // Only the newest request matters (a resize drag sends many).
+                // Only the newest request matters: it is what the screen shows now (a
+                // resize drag sends many).
                 while let Ok(next) = rx.try_recv() {
                     req = next;
                 }
-                let fitted = fit_for_display(&req.image, req.box_px);
-                *out.lock().expect("fitted slot") = Some((req.serial, req.box_px, fitted));
+                let fitted = req
+                    .images
+                    .iter()
+                    .map(|(img, box_px)| fit_for_display(img, *box_px))
+                    .collect();
+                *out.lock().expect("fitted slot") = Some((req.key, fitted));
                 if wake.send(Msg::Tick(Instant::now())).is_err() {
                     return;
                 }
