@@ -23,7 +23,7 @@ pub fn rasterise(spec: &TruchetSpec, layout: &Layout) -> DynamicImage {
 /// [`rasterise`], skipping the rows left once `cancelled()` says so (asked once per
 /// row: cheap next to a row of pixels). The caller checks `cancelled()` again after,
 /// and throws a cut-short image away.
-pub fn rasterise_unless(
+pub(crate) fn rasterise_unless(
     spec: &TruchetSpec,
     layout: &Layout,
     cancelled: &(dyn Fn() -> bool + Sync),
