@@ -1056,7 +1056,7 @@ fn many_knobs_scroll_to_keep_the_selected_one_in_view() {
 // ---- the real workers ------------------------------------------------------------------
 
 fn ask(
-    renderer: &mpsc::Sender<RenderRequest>,
+    renderer: &worker::RenderSender,
     id: u64,
     path: &Path,
     reason: Reason,
@@ -1336,7 +1336,7 @@ fn variation_studio() -> (
     tempfile::TempDir,
     App,
     mpsc::Receiver<Msg>,
-    mpsc::Sender<RenderRequest>,
+    worker::RenderSender,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let sketches = dir.path().join("sketches");
@@ -1686,4 +1686,310 @@ fn snapshot_variations_80x24() {
 #[test]
 fn snapshot_variations_160x48() {
     insta::assert_snapshot!(screen(&grid_studio(), 160, 48));
+}
+
+// ---- fitting the preview, downsampling the chart ---------------------------------------
+
+/// Mean over the image of |pixel − the mean of its (2r+1)² neighbourhood|, in grey
+/// levels: moiré and aliasing show up as structure a blurred copy does not have.
+fn deviation_from_local_mean(img: &DynamicImage, r: i64) -> f64 {
+    let grey = img.to_luma8();
+    let (w, h) = (grey.width() as i64, grey.height() as i64);
+    let at = |x: i64, y: i64| {
+        f64::from(
+            grey.get_pixel(x.clamp(0, w - 1) as u32, y.clamp(0, h - 1) as u32)
+                .0[0],
+        )
+    };
+    let mut total = 0.0;
+    for y in 0..h {
+        for x in 0..w {
+            let mut sum = 0.0;
+            for dy in -r..=r {
+                for dx in -r..=r {
+                    sum += at(x + dx, y + dy);
+                }
+            }
+            total += (at(x, y) - sum / ((2 * r + 1) * (2 * r + 1)) as f64).abs();
+        }
+    }
+    total / (w * h) as f64
+}
+
+fn checker(w: u32, h: u32) -> DynamicImage {
+    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([if (x + y) % 2 == 0 { 0 } else { 255 }; 3])
+    }))
+}
+
+#[test]
+fn a_one_pixel_checker_fitted_to_a_small_area_is_an_even_grey() {
+    let img = checker(640, 400);
+    // 23x9 cells of 10x20 pixels: a shrink by 2.78, not a whole factor.
+    let fitted = worker::fit_for_display(&img, (230, 180));
+    assert_eq!((fitted.width(), fitted.height()), (230, 143));
+    let grey = fitted.to_luma8();
+    let mean = grey.pixels().map(|p| f64::from(p.0[0])).sum::<f64>() / grey.len() as f64;
+    assert!((mean - 127.5).abs() < 3.0, "mean {mean}");
+    let worst = grey
+        .pixels()
+        .map(|p| (f64::from(p.0[0]) - 127.5).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 8.0, "a pixel {worst} grey levels off mid-grey");
+    let deviation = deviation_from_local_mean(&fitted, 3);
+    assert!(
+        deviation < 2.0,
+        "moiré: deviation from the local mean {deviation}"
+    );
+    // The measure does see moiré: point sampling leaves stripes of black and white.
+    let sampled = img.resize_exact(230, 143, image::imageops::FilterType::Nearest);
+    let sampled_deviation = deviation_from_local_mean(&sampled, 3);
+    assert!(sampled_deviation > 20.0, "{sampled_deviation}");
+}
+
+#[test]
+fn the_truchet_maze_fitted_keeps_its_colour_without_moire() {
+    let sketch = spec::load(&path("truchet_maze")).unwrap();
+    let img = sketch.spec.render().unwrap();
+    assert_eq!((img.width(), img.height()), (640, 400));
+    // The maze's 16-pixel tiles shrunk tenfold (a preview of 64x40 half-block pixels):
+    // its 3-pixel lines are finer than the output pixels, where point sampling aliases.
+    let fitted = worker::fit_for_display(&img, (64, 80));
+    assert_eq!((fitted.width(), fitted.height()), (64, 40));
+    let mean = |i: &DynamicImage| {
+        let g = i.to_luma8();
+        g.pixels().map(|p| f64::from(p.0[0])).sum::<f64>() / g.len() as f64
+    };
+    let (source, shown) = (mean(&img), mean(&fitted));
+    assert!((source - shown).abs() < 2.0, "{source} vs {shown}");
+    let deviation = deviation_from_local_mean(&fitted, 3);
+    let sampled = img.resize_exact(64, 40, image::imageops::FilterType::Nearest);
+    let sampled_deviation = deviation_from_local_mean(&sampled, 3);
+    assert!(
+        deviation < 10.0 && deviation < sampled_deviation / 3.0,
+        "{deviation} vs point sampling's {sampled_deviation}"
+    );
+}
+
+#[test]
+fn small_pictures_are_enlarged_with_crisp_pixels_and_odd_sizes_do_not_panic() {
+    let img = checker(4, 2);
+    let big = worker::fit_for_display(&img, (100, 100));
+    assert_eq!((big.width(), big.height()), (100, 50));
+    let grey = big.to_luma8();
+    assert!(grey.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+    for (w, h, bw, bh) in [
+        (1, 1, 1, 1),
+        (0, 0, 10, 10),
+        (3, 1000, 7, 7),
+        (640, 400, 0, 5),
+        (5, 5, 1, 1),
+    ] {
+        let img = DynamicImage::new_rgb8(w, h);
+        let out = worker::fit_for_display(&img, (bw, bh));
+        if w > 0 && h > 0 && bw > 0 && bh > 0 {
+            assert!(
+                out.width() <= bw.max(1) && out.height() <= bh.max(1),
+                "{w}x{h} in {bw}x{bh}"
+            );
+            assert!(out.width() >= 1 && out.height() >= 1);
+        }
+    }
+}
+
+#[test]
+fn the_fitter_thread_fits_the_newest_request_and_wakes_the_ui() {
+    let (tx, rx) = mpsc::channel();
+    let (requests, slot) = worker::spawn_fitter(tx);
+    let key = worker::FitKey {
+        grid: true,
+        serial: 7,
+        box_px: (64, 64),
+    };
+    let images = vec![
+        (Arc::new(checker(640, 400)), (64, 64)),
+        (Arc::new(checker(4, 8)), (40, 64)),
+    ];
+    requests.send(worker::FitRequest { key, images }).unwrap();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Msg::Tick(_)
+    ));
+    let (fitted_key, fitted) = slot.lock().unwrap().take().expect("fitted pictures");
+    assert_eq!(fitted_key, key);
+    let sizes: Vec<_> = fitted.iter().map(|i| (i.width(), i.height())).collect();
+    assert_eq!(sizes, vec![(64, 40), (32, 64)]);
+}
+
+#[test]
+fn chart_downsampling_bounds_the_points_and_keeps_extremes_and_means() {
+    let points: Vec<(f64, f64)> = (0..10_000)
+        .map(|i| (i as f64, ((i * 7919) % 1000) as f64 / 100.0))
+        .collect();
+    let mut spiky = points.clone();
+    spiky[4321].1 = 99.0;
+    spiky[1234].1 = -5.0;
+    for max in [2, 3, 40, 161] {
+        let kept = view::downsample_extremes(&spiky, max);
+        assert!(kept.len() <= max.max(2), "{} > {max}", kept.len());
+        assert!(kept.windows(2).all(|w| w[0].0 < w[1].0), "in x order");
+        assert!(kept.contains(&(4321.0, 99.0)) && kept.contains(&(1234.0, -5.0)));
+        let means = view::downsample_means(&points, max);
+        assert!(means.len() <= max && !means.is_empty());
+        let all = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+        // Equal buckets: the mean of the means is the mean.
+        if points.len().is_multiple_of(means.len()) {
+            let of_means = means.iter().map(|p| p.1).sum::<f64>() / means.len() as f64;
+            assert!((of_means - all).abs() < 1e-9, "{of_means} vs {all}");
+        }
+    }
+    let means = view::downsample_means(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0), (3.0, 7.0)], 2);
+    assert_eq!(means, vec![(0.5, 2.0), (2.5, 6.0)]);
+    // Few points pass through untouched.
+    let few = &points[..10];
+    assert_eq!(view::downsample_extremes(few, 40), few);
+    assert_eq!(view::downsample_means(few, 40), few);
+    assert!(view::downsample_means(&[], 4).is_empty());
+    assert!(view::downsample_extremes(&[], 4).is_empty());
+}
+
+// ---- cancellable renders ---------------------------------------------------------------
+
+/// A Truchet sketch big enough to take a while to render, written into `dir`.
+fn big_truchet(dir: &Path, name: &str, side: u32) -> PathBuf {
+    let file = dir.join(format!("{name}.rhai"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"#{{ kind: "truchet", family: "arcs", size: [{side}, {side}], tile: 24, seed: 5 }}"#
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Runs `render` with a cancel check that turns true from its `after`-th call on (the
+/// renderers ask once per row: a cancel a tenth of the way down, whatever the CPU load);
+/// returns its outcome and how long it took.
+fn cancelled_after<T>(
+    after: usize,
+    render: impl FnOnce(&(dyn Fn() -> bool + Sync)) -> T,
+) -> (T, Duration) {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    let outcome = render(&|| calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= after);
+    (outcome, started.elapsed())
+}
+
+/// Asserts that `cancelled()` (a render stopped a tenth of the way) takes well under half
+/// the time of `full()`. Each is timed back to back, up to three times: this machine's
+/// other load only ever slows one attempt, while a render that ignores its cancel fails
+/// all three.
+fn assert_prompt(full: impl Fn() -> Duration, cancelled: impl Fn() -> Duration) {
+    let mut tries = vec![];
+    for _ in 0..3 {
+        let (full_time, took) = (full(), cancelled());
+        if took < full_time / 2 {
+            return;
+        }
+        tries.push((took, full_time));
+    }
+    panic!("cancelled renders took as long as full ones: (cancelled, full) {tries:?}");
+}
+
+#[test]
+fn a_cancelled_truchet_render_returns_promptly_with_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch = spec::load(&big_truchet(dir.path(), "big", 3000)).unwrap();
+    let Spec::Truchet(t) = &sketch.spec else {
+        panic!("a truchet sketch")
+    };
+    let full = easel::truchet::render_unless(t, &|| false).unwrap();
+    assert_eq!(full.map(|i| i.width()), Some(3000));
+    let (outcome, _) = cancelled_after(300, |c| easel::truchet::render_unless(t, c));
+    assert!(
+        outcome.unwrap().is_none(),
+        "a cancelled render gives no picture"
+    );
+    assert_prompt(
+        || {
+            let started = Instant::now();
+            let _ = easel::truchet::render_unless(t, &|| false);
+            started.elapsed()
+        },
+        || cancelled_after(300, |c| easel::truchet::render_unless(t, c)).1,
+    );
+    // Already cancelled: nothing is rasterised at all.
+    assert!(easel::truchet::render_unless(t, &|| true)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn a_cancelled_cppn_render_returns_promptly_with_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.rhai");
+    std::fs::write(
+        &file,
+        r#"#{ kind: "cppn", size: 1200, z: 4, layers: [32, 32, 32], seed: 3 }"#,
+    )
+    .unwrap();
+    let sketch = spec::load(&file).unwrap();
+    let Spec::Cppn(c) = &sketch.spec else {
+        panic!("a cppn sketch")
+    };
+    let net = c.render_network().unwrap();
+    let z = c.z();
+    let full = easel::cppn::render::render_unless(c, &net, &z, &|| false);
+    // The same pixels as the plain render.
+    assert_eq!(
+        full.as_ref().map(|i| i.as_bytes()),
+        Some(easel::cppn::render::render(c, &net, &z).as_bytes())
+    );
+    let cancelled = || {
+        cancelled_after(120, |cancel| {
+            easel::cppn::render::render_unless(c, &net, &z, cancel)
+        })
+    };
+    assert!(
+        cancelled().0.is_none(),
+        "a cancelled render gives no picture"
+    );
+    assert_prompt(
+        || {
+            let started = Instant::now();
+            let _ = easel::cppn::render::render_unless(c, &net, &z, &|| false);
+            started.elapsed()
+        },
+        || cancelled().1,
+    );
+}
+
+#[test]
+fn a_newer_request_stops_the_running_render_and_is_the_one_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = big_truchet(dir.path(), "big", 4000);
+    let small = big_truchet(dir.path(), "small", 64);
+    let (tx, rx) = mpsc::channel();
+    let renderer = worker::spawn_renderer(tx);
+    ask(&renderer, 1, &big, Reason::Saved, None);
+    // Let the big render get going before the newer save arrives.
+    std::thread::sleep(Duration::from_millis(150));
+    ask(&renderer, 2, &small, Reason::Saved, None);
+    let shown = wait_for(&rx, |m| match m {
+        Msg::Rendered(r) => Some(r),
+        _ => None,
+    });
+    assert_eq!(
+        (shown.id, shown.image.width()),
+        (2, 64),
+        "the newer render comes first"
+    );
+    // The superseded render never turns up.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        rx.try_iter()
+            .all(|m| !matches!(m, Msg::Rendered(r) if r.id == 1)),
+        "the superseded render was finished and sent"
+    );
 }

@@ -68,7 +68,8 @@ pub struct StudioArgs {
     #[arg(default_value = "sketches")]
     pub dir: PathBuf,
     /// How to draw images: half-blocks work everywhere (SSH, tmux); `auto` asks the
-    /// terminal for kitty, sixel or iTerm2 graphics.
+    /// terminal and uses kitty graphics (kitty >= 0.28) or sixel where it has them;
+    /// `iterm` is used only when named.
     #[arg(long, value_enum, default_value = "halfblocks")]
     pub graphics: Graphics,
     /// Where `t` trains: cpu, cuda, cuda:N or auto (see `easel train --help`).

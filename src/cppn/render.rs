@@ -19,6 +19,29 @@ const OUT_BLOCK: usize = 4;
 
 /// Renders the network at the spec's size with latent vector `z`.
 pub fn render(spec: &CppnSpec, net: &Network, z: &[f32]) -> DynamicImage {
+    render_rows_unless(spec, net, z, &|| false)
+}
+
+/// [`render`] that gives up once `cancelled()` says so (a newer request wants the
+/// renderer): `None`, promptly, as the rows left are skipped.
+pub fn render_unless(
+    spec: &CppnSpec,
+    net: &Network,
+    z: &[f32],
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Option<DynamicImage> {
+    let image = render_rows_unless(spec, net, z, cancelled);
+    (!cancelled()).then_some(image)
+}
+
+/// Renders every row not skipped because `cancelled()` said so (asked once per row:
+/// cheap next to a row of network evaluations).
+fn render_rows_unless(
+    spec: &CppnSpec,
+    net: &Network,
+    z: &[f32],
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> DynamicImage {
     let mut plan = Plan::new(spec, net, z);
     if let OutputMode::Uv(_) = spec.output {
         plan.uv_range = uv_range(spec, net, z);
@@ -34,6 +57,9 @@ pub fn render(spec: &CppnSpec, net: &Network, z: &[f32]) -> DynamicImage {
             )
         },
         |(bufs, values), (y, row)| {
+            if cancelled() {
+                return;
+            }
             render_row(&plan, y, values, bufs);
             write_pixels(&plan, values, row);
         },

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod keys;
+pub mod terminal;
 pub mod variations;
 pub mod view;
 pub mod worker;
@@ -27,7 +28,7 @@ use ratatui_image::picker::Picker;
 use crate::device::DeviceArg;
 use crate::recipe;
 use crate::run::{Control, RunDir};
-use app::{App, Effect, Export, ExportTarget, Favourite, Mode, Msg, RenderRequest, SaveMutant};
+use app::{App, Effect, Export, ExportTarget, Favourite, Mode, Msg, SaveMutant};
 
 /// How images reach the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,21 +101,76 @@ struct Places {
     exports: PathBuf,
 }
 
-fn picker(graphics: Graphics) -> Picker {
+/// The picker for `graphics`, and a line for the log saying what was chosen and why.
+fn picker(graphics: Graphics) -> (Picker, String) {
     use ratatui_image::picker::ProtocolType;
     let fixed = |t: ProtocolType| {
         // A protocol was named: keep the terminal's font size if it tells us.
         let mut p = query().unwrap_or_else(Picker::halfblocks);
         p.set_protocol_type(t);
-        p
+        (p, "as asked".to_string())
     };
-    match graphics {
-        Graphics::Halfblocks => Picker::halfblocks(),
-        Graphics::Auto => query().unwrap_or_else(Picker::halfblocks),
+    let (picker, why) = match graphics {
+        Graphics::Halfblocks => (Picker::halfblocks(), "as asked".to_string()),
+        Graphics::Auto => auto_picker(),
         Graphics::Kitty => fixed(ProtocolType::Kitty),
         Graphics::Sixel => fixed(ProtocolType::Sixel),
         Graphics::Iterm => fixed(ProtocolType::Iterm2),
+    };
+    let name = format!("{:?}", picker.protocol_type()).to_lowercase();
+    (picker, format!("graphics: {name} ({why})"))
+}
+
+/// `--graphics auto`: the studio's own decision from the terminal's name, version and
+/// attributes (see [`terminal::choose_protocol`]); under tmux/screen, ratatui-image's.
+fn auto_picker() -> (Picker, String) {
+    use ratatui_image::picker::ProtocolType;
+    let env = terminal::TermEnv::from_env();
+    let library = || {
+        let p = query().unwrap_or_else(Picker::halfblocks);
+        (p, "tmux/screen: ratatui-image's detection".to_string())
+    };
+    if env.multiplexed() {
+        return library();
     }
+    let Some(answers) = terminal::ask_terminal(QUERY_TIMEOUT) else {
+        return (Picker::halfblocks(), "no answer from the terminal".into());
+    };
+    let said = format!(
+        "{}, DA1 {}",
+        answers.xtversion.as_deref().unwrap_or("no XTVERSION"),
+        match &answers.da1 {
+            Some(p) if p.contains(&4) => "with sixel",
+            Some(_) => "without sixel",
+            None => "unanswered",
+        }
+    );
+    match terminal::choose_protocol(&answers, &env) {
+        None => library(),
+        Some(ProtocolType::Halfblocks) => (Picker::halfblocks(), said),
+        Some(protocol) => match cell_size(&answers) {
+            Some(size) => {
+                // The one constructor that takes a known cell size; the query already
+                // happened, so the library must not ask (and decide) again.
+                #[allow(deprecated)]
+                let mut picker = Picker::from_fontsize(size.into());
+                picker.set_protocol_type(protocol);
+                (picker, said)
+            }
+            // Pixel graphics sized with a guessed cell come out the wrong size.
+            None => (Picker::halfblocks(), format!("{said}, cell size unknown")),
+        },
+    }
+}
+
+/// Pixels per cell: the terminal's answer, else the window's pixel size over its cells.
+fn cell_size(answers: &terminal::Answers) -> Option<(u16, u16)> {
+    answers.cell_size.or_else(|| {
+        let w = crossterm::terminal::window_size().ok()?;
+        (w.width > 0 && w.height > 0 && w.columns > 0 && w.rows > 0)
+            .then(|| (w.width / w.columns, w.height / w.rows))
+            .filter(|&(cw, ch)| cw > 0 && ch > 0)
+    })
 }
 
 fn query() -> Option<Picker> {
@@ -148,8 +204,9 @@ fn event_loop(
     graphics: Graphics,
 ) -> Result<()> {
     // Ask the terminal about graphics before anything else reads its input.
-    let mut view_state = view::ViewState::new(picker(graphics));
+    let (picker, graphics_line) = picker(graphics);
     let (tx, rx) = mpsc::channel::<Msg>();
+    let mut view_state = view::ViewState::with_fitter(picker, worker::spawn_fitter(tx.clone()));
     spawn_input(tx.clone());
     let renderer = worker::spawn_renderer(tx.clone());
     let breeder = worker::spawn_breeder(tx.clone());
@@ -174,6 +231,7 @@ fn event_loop(
         Mode::Watch { .. } => 0,
     };
     let (mut app, effects) = App::new(mode, sketches, first);
+    app.log_line(app::Level::Info, graphics_line);
     runtime.apply(effects);
     let mut dirty = true;
     loop {
@@ -284,7 +342,7 @@ fn spawn_input(tx: Sender<Msg>) {
 /// Carries out effects: everything slow goes to a thread.
 struct Runtime {
     tx: Sender<Msg>,
-    renderer: Sender<RenderRequest>,
+    renderer: worker::RenderSender,
     breeder: Sender<variations::VariationRequest>,
     focus: Sender<Option<PathBuf>>,
     places: Places,

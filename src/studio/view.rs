@@ -23,7 +23,7 @@
 //! ```
 
 use image::DynamicImage;
-use ratatui::layout::{Alignment, Constraint, Layout, Rect, Size};
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
@@ -33,10 +33,13 @@ use ratatui::widgets::{
 use ratatui::Frame;
 use ratatui_image::picker::Picker;
 use ratatui_image::protocol::StatefulProtocol;
-use ratatui_image::{FilterType, Resize, StatefulImage};
+use ratatui_image::{Resize, StatefulImage};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use super::app::{state_word, App, Confirm, Level, Mode};
 use super::keys;
+use super::worker::{self, FitKey, FitRequest, FittedSlot};
 use crate::run::{Metric, State};
 
 /// Below this the layout cannot hold its panels; the studio says so instead.
@@ -47,12 +50,24 @@ const ACCENT: Color = Color::Cyan;
 const D_COLOR: Color = Color::Cyan;
 const G_COLOR: Color = Color::Magenta;
 
-/// The preview image, encoded for the terminal's graphics protocol.
+/// The preview image, fitted to its area and encoded for the terminal's graphics
+/// protocol.
 pub struct ViewState {
     picker: Picker,
-    image: Option<(u64, StatefulProtocol)>,
-    /// The grid's nine pictures, encoded, for the grid serial they were made for.
-    cells: Option<(u64, Vec<StatefulProtocol>)>,
+    /// The preview's picture, fitted and encoded, with what it was fitted for.
+    image: Option<(FitKey, StatefulProtocol)>,
+    /// The grid's nine pictures, fitted and encoded, with what they were fitted for.
+    cells: Option<(FitKey, Vec<StatefulProtocol>)>,
+    /// Where pictures are fitted off the UI thread; without one (tests), they are
+    /// fitted as they are drawn.
+    fitter: Option<Fitter>,
+}
+
+struct Fitter {
+    requests: Sender<FitRequest>,
+    fitted: FittedSlot,
+    /// The last fit asked for, so each is asked once.
+    asked: Option<FitKey>,
 }
 
 impl ViewState {
@@ -61,26 +76,124 @@ impl ViewState {
             picker,
             image: None,
             cells: None,
+            fitter: None,
         }
     }
 
-    fn cells_for(&mut self, serial: u64, images: &[&DynamicImage]) -> &mut Vec<StatefulProtocol> {
-        if self.cells.as_ref().is_none_or(|(s, _)| *s != serial) {
-            let protos = images
+    /// Fits preview pictures on the fitter thread of [`worker::spawn_fitter`].
+    pub fn with_fitter(
+        picker: Picker,
+        (requests, fitted): (Sender<FitRequest>, FittedSlot),
+    ) -> Self {
+        ViewState {
+            fitter: Some(Fitter {
+                requests,
+                fitted,
+                asked: None,
+            }),
+            ..ViewState::new(picker)
+        }
+    }
+
+    /// The pixels an area of cells holds at the terminal's cell size.
+    fn pixel_box(&self, area: Rect) -> (u32, u32) {
+        let cell = self.picker.font_size();
+        (
+            u32::from(area.width) * u32::from(cell.width),
+            u32::from(area.height) * u32::from(cell.height),
+        )
+    }
+
+    /// `images` fitted as `key` says: at once without a fitter, else when the fitter
+    /// has done them (`None` until then; each key is asked for once).
+    fn fitted(
+        &mut self,
+        key: FitKey,
+        images: Vec<(Arc<DynamicImage>, (u32, u32))>,
+    ) -> Option<Vec<DynamicImage>> {
+        let Some(fitter) = &mut self.fitter else {
+            return Some(
+                images
+                    .iter()
+                    .map(|(img, box_px)| worker::fit_for_display(img, *box_px))
+                    .collect(),
+            );
+        };
+        let mut slot = fitter.fitted.lock().expect("fitted slot");
+        match slot.take() {
+            Some((k, fitted)) if k == key => return Some(fitted),
+            other => *slot = other,
+        }
+        if fitter.asked != Some(key) {
+            fitter.asked = Some(key);
+            let _ = fitter.requests.send(FitRequest { key, images });
+        }
+        None
+    }
+
+    /// The preview picture fitted to `box_px`, encoded; `None` while the fitter works
+    /// on it and nothing drawn before fits the area as it is.
+    fn preview_protocol(
+        &mut self,
+        serial: u64,
+        image: &Arc<DynamicImage>,
+        box_px: (u32, u32),
+    ) -> Option<&mut StatefulProtocol> {
+        let key = FitKey {
+            grid: false,
+            serial,
+            box_px,
+        };
+        if self.image.as_ref().is_none_or(|(k, _)| *k != key) {
+            match self.fitted(key, vec![(image.clone(), box_px)]) {
+                Some(mut fitted) => {
+                    let img = fitted.pop()?;
+                    self.image = Some((key, self.picker.new_resize_protocol(img)));
+                }
+                // The previous picture stays on screen meanwhile, where it fits as it is
+                // (scaling it here is what the fitter is for).
+                None if self.image.as_ref().is_some_and(|(k, _)| k.box_px == box_px) => {}
+                None => return None,
+            }
+        }
+        self.image.as_mut().map(|(_, proto)| proto)
+    }
+
+    /// The grid's pictures, each fitted to its cell (`cells`, in order), encoded; as for
+    /// the preview, the previous grid stays meanwhile where it fits. `area` is the whole
+    /// grid's.
+    fn grid_protocols(
+        &mut self,
+        serial: u64,
+        images: &[Arc<DynamicImage>],
+        cells: &[Rect],
+        area: Rect,
+    ) -> Option<&mut Vec<StatefulProtocol>> {
+        let box_px = self.pixel_box(area);
+        let key = FitKey {
+            grid: true,
+            serial,
+            box_px,
+        };
+        if self.cells.as_ref().is_none_or(|(k, _)| *k != key) {
+            let jobs = images
                 .iter()
-                .map(|img| self.picker.new_resize_protocol((*img).clone()))
+                .zip(cells)
+                .map(|(img, cell)| (img.clone(), self.pixel_box(*cell)))
                 .collect();
-            self.cells = Some((serial, protos));
+            match self.fitted(key, jobs) {
+                Some(fitted) => {
+                    let protos = fitted
+                        .into_iter()
+                        .map(|img| self.picker.new_resize_protocol(img))
+                        .collect();
+                    self.cells = Some((key, protos));
+                }
+                None if self.cells.as_ref().is_some_and(|(k, _)| k.box_px == box_px) => {}
+                None => return None,
+            }
         }
-        &mut self.cells.as_mut().expect("just set").1
-    }
-
-    fn protocol_for(&mut self, serial: u64, image: &DynamicImage) -> &mut StatefulProtocol {
-        if self.image.as_ref().is_none_or(|(s, _)| *s != serial) {
-            let proto = self.picker.new_resize_protocol(image.clone());
-            self.image = Some((serial, proto));
-        }
-        &mut self.image.as_mut().expect("just set").1
+        self.cells.as_mut().map(|(_, protos)| protos)
     }
 }
 
@@ -411,15 +524,12 @@ fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect)
     let Some(area) = image_area else { return };
     match picture {
         Some(p) => {
-            let proto = state.protocol_for(p.serial, &p.image);
-            // Shrink smoothly; enlarge small images (GAN samples) with crisp pixels.
-            let natural = Size::new(p.image.width() as u16, (p.image.height() / 2) as u16);
-            let filter = if natural.width > area.width || natural.height > area.height {
-                FilterType::Triangle
-            } else {
-                FilterType::Nearest
+            let box_px = state.pixel_box(area);
+            let Some(proto) = state.preview_protocol(p.serial, &p.image, box_px) else {
+                return;
             };
-            let resize = Resize::Scale(Some(filter));
+            // Already fitted to the area: the widget only places it.
+            let resize = Resize::Fit(None);
             let size = proto.size_for(resize.clone(), area.as_size());
             let centred = Rect::new(
                 area.x + area.width.saturating_sub(size.width) / 2,
@@ -487,7 +597,7 @@ fn draw_grid(
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
     let labels = grid.breed.labels();
-    let images: Vec<&DynamicImage> = grid.children.iter().map(|c| c.image.as_ref()).collect();
+    let images: Vec<Arc<DynamicImage>> = grid.children.iter().map(|c| c.image.clone()).collect();
     let rows = Layout::vertical([Constraint::Ratio(1, 3); 3]).split(inner);
     let mut cells = vec![];
     for row in rows.iter() {
@@ -498,8 +608,12 @@ fn draw_grid(
                 .copied(),
         );
     }
-    let protos = (!images.is_empty()).then(|| state.cells_for(grid.serial, &images));
-    let mut protos = protos;
+    let insides: Vec<Rect> = cells.iter().map(|c| Block::bordered().inner(*c)).collect();
+    let mut protos = if images.is_empty() {
+        None
+    } else {
+        state.grid_protocols(grid.serial, &images, &insides, inner)
+    };
     for (k, cell) in cells.into_iter().enumerate() {
         let label = labels.get(k).cloned().unwrap_or_default();
         let b = Block::bordered()
@@ -512,7 +626,8 @@ fn draw_grid(
         frame.render_widget(b, cell);
         match protos.as_mut().and_then(|p| p.get_mut(k)) {
             Some(proto) => {
-                let resize = Resize::Scale(Some(FilterType::Triangle));
+                // Already fitted: the widget only places it.
+                let resize = Resize::Fit(None);
                 let size = proto.size_for(resize.clone(), area.as_size());
                 let centred = Rect::new(
                     area.x + area.width.saturating_sub(size.width) / 2,
@@ -690,6 +805,56 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
+/// The exponential smoothing of the loss chart, per training step.
+const LOSS_SMOOTHING: f64 = 0.05;
+
+/// The index ranges of `buckets` consecutive, nearly equal buckets over `n` points.
+fn buckets(n: usize, buckets: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let buckets = buckets.clamp(1, n.max(1));
+    (0..buckets).map(move |i| i * n / buckets..(i + 1) * n / buckets)
+}
+
+/// At most `max_points` (at least 2) of `points`, in order: each bucket of consecutive
+/// points keeps its lowest and its highest, so no spike disappears.
+pub fn downsample_extremes(points: &[(f64, f64)], max_points: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max_points.max(2) {
+        return points.to_vec();
+    }
+    let mut out = Vec::with_capacity(max_points.max(2));
+    for range in buckets(points.len(), max_points / 2) {
+        let bucket = &points[range.clone()];
+        let by_y = |a: &&(f64, f64), b: &&(f64, f64)| a.1.total_cmp(&b.1);
+        let (Some(lo), Some(hi)) = (bucket.iter().min_by(by_y), bucket.iter().max_by(by_y)) else {
+            continue;
+        };
+        // In x order, so the line does not double back.
+        let (first, second) = if lo.0 <= hi.0 { (lo, hi) } else { (hi, lo) };
+        out.push(*first);
+        if second != first {
+            out.push(*second);
+        }
+    }
+    out
+}
+
+/// At most `max_points` (at least 1) points: the mean x and mean y of each bucket of
+/// consecutive points.
+pub fn downsample_means(points: &[(f64, f64)], max_points: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max_points.max(1) {
+        return points.to_vec();
+    }
+    buckets(points.len(), max_points)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let n = r.len() as f64;
+            let (sx, sy) = points[r]
+                .iter()
+                .fold((0.0, 0.0), |(sx, sy), p| (sx + p.0, sy + p.1));
+            (sx / n, sy / n)
+        })
+        .collect()
+}
+
 /// Exponential moving average, bias-corrected so the start is not dragged to zero.
 pub fn smooth(values: &[f64], alpha: f64) -> Vec<f64> {
     let mut avg = 0.0;
@@ -730,20 +895,24 @@ fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
         );
         return;
     }
+    // About two points per braille column is all the chart can show: the metrics are
+    // bucketed down to that first, so a long run costs the same per frame as a short one.
+    let max_points = (area.width as usize * 2).max(2);
     let series = |f: fn(&Metric) -> f64| -> Vec<(f64, f64)> {
-        let raw: Vec<f64> = metrics.iter().map(f).collect();
-        let values = if app.chart.raw {
-            raw
-        } else {
-            smooth(&raw, 0.05)
-        };
-        // About two points per braille column is all the chart can show.
-        let stride = (metrics.len() / (area.width as usize * 2).max(1)).max(1);
-        metrics
+        let points: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, f(m))).collect();
+        if app.chart.raw {
+            // Spikes are what raw is for: each bucket keeps its lowest and highest.
+            return downsample_extremes(&points, max_points);
+        }
+        let means = downsample_means(&points, max_points);
+        // The same smoothing per step as before, whatever the bucket size.
+        let per_bucket = points.len() as f64 / means.len().max(1) as f64;
+        let alpha = 1.0 - (1.0 - LOSS_SMOOTHING).powf(per_bucket);
+        let ys: Vec<f64> = means.iter().map(|p| p.1).collect();
+        means
             .iter()
-            .zip(values)
-            .step_by(stride)
-            .map(|(m, v)| (m.step as f64, v))
+            .zip(smooth(&ys, alpha))
+            .map(|(p, y)| (p.0, y))
             .collect()
     };
     let d = series(|m| m.d_loss);

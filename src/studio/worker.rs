@@ -11,10 +11,13 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SendError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use image::imageops::FilterType;
+use image::DynamicImage;
 use notify::EventKind;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 
@@ -59,18 +62,119 @@ pub fn fit_within_or_grow((w, h): (u32, u32), side: u32) -> (u32, u32) {
     )
 }
 
-/// Starts the render thread; send it requests, results come back as [`Msg`]s.
-pub fn spawn_renderer(out: Sender<Msg>) -> Sender<RenderRequest> {
+/// Fits `image` into a box of `(width, height)` pixels, keeping its aspect ratio.
+/// Shrinking averages every source pixel (a 1-pixel checker or maze becomes an even
+/// grey, not moiré); enlarging (small GAN samples) keeps crisp pixels.
+pub fn fit_for_display(image: &DynamicImage, (box_w, box_h): (u32, u32)) -> DynamicImage {
+    let (w, h) = (image.width(), image.height());
+    if w == 0 || h == 0 || box_w == 0 || box_h == 0 {
+        return image.clone();
+    }
+    let scale = (box_w as f64 / w as f64).min(box_h as f64 / h as f64);
+    let target = (
+        ((w as f64 * scale).floor() as u32).clamp(1, box_w),
+        ((h as f64 * scale).floor() as u32).clamp(1, box_h),
+    );
+    if target == (w, h) {
+        return image.clone();
+    }
+    if scale > 1.0 {
+        return image.resize_exact(target.0, target.1, FilterType::Nearest);
+    }
+    // image's triangle filter widens with the shrink factor: every source pixel counts,
+    // so fine detail averages out instead of aliasing into moiré.
+    image.resize_exact(target.0, target.1, FilterType::Triangle)
+}
+
+/// Which pictures a fit is for, and the pixel box each is fitted into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FitKey {
+    /// The variations grid's nine pictures, or the preview's one.
+    pub grid: bool,
+    /// The app's picture (or grid) serial.
+    pub serial: u64,
+    /// The pixels of the whole area they are shown in: when it changes, they are fitted
+    /// again.
+    pub box_px: (u32, u32),
+}
+
+/// Pictures to fit, each into its own pixel box, off the UI thread.
+pub struct FitRequest {
+    pub key: FitKey,
+    pub images: Vec<(Arc<DynamicImage>, (u32, u32))>,
+}
+
+/// The newest fitted pictures, with the key they were asked for.
+pub type FittedSlot = Arc<Mutex<Option<(FitKey, Vec<DynamicImage>)>>>;
+
+/// Starts the thread that fits pictures to their area on screen (again whenever the
+/// area changes). A result lands in the slot, and a tick on `wake` has it drawn.
+pub fn spawn_fitter(wake: Sender<Msg>) -> (Sender<FitRequest>, FittedSlot) {
+    let (tx, rx) = std::sync::mpsc::channel::<FitRequest>();
+    let slot = FittedSlot::default();
+    let out = slot.clone();
+    std::thread::Builder::new()
+        .name("easel-fit".into())
+        .spawn(move || {
+            while let Ok(mut req) = rx.recv() {
+                // Only the newest request matters: it is what the screen shows now (a
+                // resize drag sends many).
+                while let Ok(next) = rx.try_recv() {
+                    req = next;
+                }
+                let fitted = req
+                    .images
+                    .iter()
+                    .map(|(img, box_px)| fit_for_display(img, *box_px))
+                    .collect();
+                *out.lock().expect("fitted slot") = Some((req.key, fitted));
+                if wake.send(Msg::Tick(Instant::now())).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawning the fit thread");
+    (tx, slot)
+}
+
+/// Where render requests go. Sending a still request (a save, a selection, a seed)
+/// also tells the render in progress that it is superseded, so it stops instead of
+/// finishing a picture nobody will see.
+#[derive(Clone)]
+pub struct RenderSender {
+    requests: Sender<RenderRequest>,
+    newest_still: Arc<AtomicU64>,
+}
+
+impl RenderSender {
+    /// Fails only when the render thread is gone.
+    pub fn send(&self, req: RenderRequest) -> Result<(), SendError<()>> {
+        // Frames of the latent loop never cancel a still render (they wait behind it).
+        if req.frame.is_none() {
+            self.newest_still.fetch_max(req.id, Ordering::Relaxed);
+        }
+        self.requests.send(req).map_err(|_| SendError(()))
+    }
+}
+
+/// Starts the render thread; send it requests, results come back as [`Msg`]s. A render
+/// superseded by a newer still request stops early and sends nothing.
+pub fn spawn_renderer(out: Sender<Msg>) -> RenderSender {
     let (tx, rx) = std::sync::mpsc::channel::<RenderRequest>();
+    let newest_still = Arc::new(AtomicU64::new(0));
     let mut renderer = Renderer {
         requeue: Some(tx.clone()),
+        newest_still: newest_still.clone(),
         ..Renderer::default()
     };
     std::thread::Builder::new()
         .name("easel-render".into())
         .spawn(move || renderer.serve(&rx, &out))
         .expect("spawning the render thread");
-    tx
+    RenderSender {
+        requests: tx,
+        newest_still,
+    }
 }
 
 /// The sketch whose loop frames are being asked for.
@@ -91,6 +195,8 @@ struct Renderer {
     fitting: Arc<Mutex<HashSet<PathBuf>>>,
     /// Where a finished fit asks for its render again.
     requeue: Option<Sender<RenderRequest>>,
+    /// The id of the newest still request sent: a render of an older one is superseded.
+    newest_still: Arc<AtomicU64>,
 }
 
 /// A full render faster than this is shown directly, without a coarse pass first.
@@ -169,6 +275,10 @@ impl Renderer {
             path: req.path.clone(),
             error,
         };
+        let newest_still = self.newest_still.clone();
+        let id = req.id;
+        // One relaxed load per row of pixels.
+        let superseded = move || newest_still.load(Ordering::Relaxed) > id;
         let sketch = match load_tweaked(&req.path, &req.tweaks) {
             Ok(s) => s,
             Err(e) => return Some(failed(e.to_string())),
@@ -204,10 +314,12 @@ impl Renderer {
                 spec: Box::new(g.clone()),
                 reason: req.reason,
             }),
-            Spec::Truchet(_) => {
+            Spec::Truchet(t) => {
                 let started = Instant::now();
-                match sketch.spec.render() {
-                    Ok(img) => Some(rendered(img, false, started.elapsed(), 0, 0.0)),
+                match crate::truchet::render_unless(t, &superseded) {
+                    Ok(Some(img)) => Some(rendered(img, false, started.elapsed(), 0, 0.0)),
+                    // Superseded: the newer request is next in the queue.
+                    Ok(None) => None,
                     Err(e) => Some(failed(e.to_string())),
                 }
             }
@@ -269,7 +381,8 @@ impl Renderer {
                     .get(&req.path)
                     .is_none_or(|t| *t >= COARSE_WORTH_IT);
                 if slow && coarse_spec.width < c.width.min(PREVIEW_SIDE) {
-                    let img = crate::cppn::render::render(&coarse_spec, &net, &z);
+                    let img =
+                        crate::cppn::render::render_unless(&coarse_spec, &net, &z, &superseded)?;
                     let _ = out.send(rendered(img, true, started.elapsed(), 0, 0.0));
                     // A newer save or selection arrived meanwhile: skip the full pass.
                     match rx.try_recv() {
@@ -282,7 +395,8 @@ impl Renderer {
                     }
                 }
                 let full_started = Instant::now();
-                let img = crate::cppn::render::render(&at(PREVIEW_SIDE), &net, &z);
+                let img =
+                    crate::cppn::render::render_unless(&at(PREVIEW_SIDE), &net, &z, &superseded)?;
                 self.full_times
                     .insert(req.path.clone(), full_started.elapsed());
                 let took = started.elapsed();

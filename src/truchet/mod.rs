@@ -266,3 +266,17 @@ pub fn render(spec: &TruchetSpec) -> Result<DynamicImage, SketchError> {
     let layout = Layout::build(spec)?;
     Ok(raster::rasterise(spec, &layout))
 }
+
+/// [`render`] that gives up once `cancelled()` says so (a newer request wants the
+/// renderer): `Ok(None)`, promptly, as the rows left are skipped.
+pub fn render_unless(
+    spec: &TruchetSpec,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Option<DynamicImage>, SketchError> {
+    let layout = Layout::build(spec)?;
+    if cancelled() {
+        return Ok(None);
+    }
+    let image = raster::rasterise_unless(spec, &layout, cancelled);
+    Ok((!cancelled()).then_some(image))
+}

@@ -17,11 +17,25 @@ const BAND: f64 = 1.0 / 6.0;
 const WING: f64 = 1.0 / 3.0;
 
 pub(crate) fn rasterise(spec: &TruchetSpec, layout: &Layout) -> DynamicImage {
+    rasterise_unless(spec, layout, &|| false)
+}
+
+/// [`rasterise`], skipping the rows left once `cancelled()` says so (asked once per
+/// row: cheap next to a row of pixels). The caller checks `cancelled()` again after,
+/// and throws a cut-short image away.
+pub(crate) fn rasterise_unless(
+    spec: &TruchetSpec,
+    layout: &Layout,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> DynamicImage {
     let (w, h) = (spec.width as usize, spec.height as usize);
     let ch = spec.channels as usize;
     let lut = colour_table(spec);
     let mut buf = vec![0u8; w * h * ch];
     let shade_row = |(y, row): (usize, &mut [u8])| {
+        if cancelled() {
+            return;
+        }
         for x in 0..w {
             let t = foreground_amount(spec, layout, x as u32, y as u32);
             let k = (t.clamp(0.0, 1.0) * 255.0 + 0.5) as usize;
