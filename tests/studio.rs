@@ -1324,6 +1324,12 @@ fn the_run_panel_shows_the_newest_swd_and_the_least_varied_class() {
     let s = screen(&app, 160, 48);
     assert!(s.contains("SWD 87 · raw 60 (step 120)"), "{s}");
     assert!(s.contains("least varied: tri 0.11"), "{s}");
+    // Only classes with a fidelity figure compete for "least recognised".
+    assert!(s.contains("least recognised: arcs 0.98"), "{s}");
+    let run = app.run.as_mut().unwrap();
+    run.metrics.last_mut().unwrap().classes[1].fidelity = Some(0.4);
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("least recognised: tri 0.40"), "{s}");
 }
 
 // ---- variations and export -----------------------------------------------------------

@@ -783,6 +783,20 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
                         Line::from(text)
                     });
                 }
+                // The class the classifier of the real classes recognises least often.
+                if let Some((name, f)) = e
+                    .classes
+                    .iter()
+                    .filter_map(|c| c.fidelity.map(|f| (&c.name, f)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                {
+                    let text = format!("least recognised: {name} {f:.2}");
+                    lines.push(if f < crate::run::ClassScore::LOW_FIDELITY {
+                        Line::from(text.red())
+                    } else {
+                        Line::from(text)
+                    });
+                }
             }
             if matches!(s.state, State::Running | State::Starting) && !run.alive {
                 lines.push(Line::from("t resumes from the checkpoint".yellow()));
