@@ -8,7 +8,7 @@ use crate::device::DeviceArg;
 use indicatif::ProgressBar;
 
 use crate::gan::classifier::{self, Classifier};
-use crate::gan::train::{generate, seeded_noise};
+use crate::gan::train::samples;
 use crate::gan::{data, quality, swd, DataSource};
 use crate::run::RunDir;
 
@@ -63,10 +63,7 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
     let data = data::load(&spec, &device).context("loading the real images")?;
     let n = args.count.clamp(16, 8192).min(data.len());
     let reference = data.reference(n, args.seed)?;
-    let z = seeded_noise(args.seed ^ 0xE7A1, n, spec.latent, &device)?;
-    let k = loaded.classes.len().max(1);
-    let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
-    let fake = generate(&loaded.g, &z, &labels)?;
+    let fake = samples(&loaded.g, n, loaded.classes.len(), args.seed ^ 0xE7A1)?;
     let score = swd::swd_tensors(&reference, &fake, args.seed)?;
     // With labelled data: a classifier of the real classes judges the samples (cached in
     // the run directory when it scores the run's own data).
@@ -77,11 +74,12 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
         let own_data = args.data.is_none();
         // A shipped model's folder may carry the classifier of its data (read, never
         // written); a run directory caches its own.
-        let shipped = match own_data && !run.checkpoints_dir().is_dir() {
-            true => Classifier::load(&run.classifier(), &classifier::data_key(&data), &data)
+        let shipped = if own_data && !run.checkpoints_dir().is_dir() {
+            Classifier::load(&run.classifier(), &classifier::data_key(&data), &data)
                 .ok()
-                .flatten(),
-            false => None,
+                .flatten()
+        } else {
+            None
         };
         let c = match shipped {
             Some(c) => c,

@@ -71,11 +71,9 @@ pub fn class_scores(
         )?;
         let fake = g.forward(&z, &vec![label; n], &ctx)?;
         let real_spread = mean_pairwise_distance(&real)?;
-        let fidelity = match judge {
-            Some(c) => match c.classes.iter().position(|n| n == name) {
-                Some(k) => Some(classifier::fidelity(&c.probabilities(&fake)?, k)?),
-                None => None,
-            },
+        let judged = judge.and_then(|c| Some((c, c.classes.iter().position(|n| n == name)?)));
+        let fidelity = match judged {
+            Some((c, k)) => Some(classifier::fidelity(&c.probabilities(&fake)?, k)?),
             None => None,
         };
         out.push(ClassScore {

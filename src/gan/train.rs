@@ -261,7 +261,7 @@ impl Trainer {
     /// difference: E[(∇D·ε)²] = |∇D|², so its mean square is the R1 penalty without the
     /// second-order gradients Candle (and easel's CPU kernels) do not have.
     fn real_slope(
-        &mut self,
+        &self,
         real: &Tensor,
         logits: &Tensor,
         labels: &[usize],
@@ -372,13 +372,10 @@ impl Trainer {
 
     /// SWD of the EMA and the raw generator against `reference` (`[N, C, S, S]` real
     /// images), each on as many samples from fixed noise (so scores of one run compare).
-    pub fn evaluate(&mut self, reference: &Tensor) -> Result<Scores> {
+    pub fn evaluate(&self, reference: &Tensor) -> Result<Scores> {
         let n = reference.dim(0)?;
-        let dev = self.g.params.device.clone();
-        let z = seeded_noise(self.spec.seed ^ 0xE7A1, n, self.spec.latent, &dev)?;
-        let k = self.class_names.len().max(1);
-        let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
-        let sample = |g: &Generator| generate(g, &z, &labels);
+        let k = self.class_names.len();
+        let sample = |g: &Generator| samples(g, n, k, self.spec.seed ^ 0xE7A1);
         let ema = sample(&self.ema)?;
         let raw = sample(&self.g)?;
         let seed = self.spec.seed ^ 0x5D;
@@ -388,33 +385,22 @@ impl Trainer {
         })
     }
 
-    /// `n` samples of the EMA generator from noise drawn from `seed` (classes in turn).
-    pub fn ema_samples(&mut self, n: usize, seed: u64) -> Result<Tensor> {
-        let z = seeded_noise(seed, n, self.spec.latent, &self.g.params.device.clone())?;
-        let k = self.class_names.len().max(1);
-        let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
-        generate(&self.ema, &z, &labels)
-    }
-
     /// A grid of the EMA generator's output on the run's fixed noise.
-    pub fn sample_grid(&mut self, count: usize) -> Result<DynamicImage> {
-        let dev = self.g.params.device.clone();
-        let z = seeded_noise(self.spec.seed ^ 0xF1_7ED, count, self.spec.latent, &dev)?;
-        let k = self.class_names.len().max(1);
-        let labels: Vec<usize> = (0..count).map(|i| i % k).collect();
-        let images = self.ema.forward(
-            &z,
-            &labels,
-            &Ctx {
-                train: false,
-                dropout_seed: 0,
-            },
-        )?;
+    pub fn sample_grid(&self, count: usize) -> Result<DynamicImage> {
+        let k = self.class_names.len();
+        let images = samples(&self.ema, count, k, self.spec.seed ^ 0xF1_7ED)?;
         grid(&images, None)
     }
 }
 
-/// `[n, latent]` standard normal noise from `seed`.
+/// `n` images of `g` from noise drawn from `seed`, the `classes` labels in turn (none
+/// when 0).
+pub fn samples(g: &Generator, n: usize, classes: usize, seed: u64) -> Result<Tensor> {
+    let z = seeded_noise(seed, n, g.spec.latent, &g.params.device)?;
+    let labels: Vec<usize> = (0..n).map(|i| i % classes.max(1)).collect();
+    generate(g, &z, &labels)
+}
+
 /// The generator's images for noise `z` and `labels`, in evaluation mode, in chunks: a
 /// whole evaluation set at once could need gigabytes of activations.
 pub fn generate(g: &Generator, z: &Tensor, labels: &[usize]) -> Result<Tensor> {
@@ -431,6 +417,7 @@ pub fn generate(g: &Generator, z: &Tensor, labels: &[usize]) -> Result<Tensor> {
     Ok(Tensor::cat(&parts, 0)?)
 }
 
+/// `[n, latent]` standard normal noise from `seed`.
 pub fn seeded_noise(seed: u64, n: usize, latent: usize, device: &Device) -> Result<Tensor> {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let v: Vec<f32> = (0..n * latent).map(|_| normal(&mut rng)).collect();
@@ -726,8 +713,9 @@ fn train_inner(
             }
             if spec.model == ModelKind::Can {
                 if let Some(c) = judge.as_ref() {
-                    let samples = t.ema_samples(spec.eval_images, spec.seed ^ 0x57)?;
-                    let e = super::classifier::style_entropy(&c.probabilities(&samples)?)?;
+                    let k = t.class_names.len();
+                    let fake = samples(&t.ema, spec.eval_images, k, spec.seed ^ 0x57)?;
+                    let e = super::classifier::style_entropy(&c.probabilities(&fake)?)?;
                     metric.style_ambiguity = Some(e.ambiguity);
                     progress.note(&format!(
                         "step {}: style ambiguity {:.2} (0: every sample plainly one class, 1: none), spread over classes {:.2}",
