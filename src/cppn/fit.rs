@@ -156,15 +156,12 @@ pub fn fit(
             .to_scalar::<f32>()? as f64)
     };
     let final_mse = mse(&x, &y)?;
-    let psnr_held_out = match fit.hold_out && !held_rows.is_empty() {
-        true => {
-            let idx = rows(&held_rows)?;
-            Some(psnr(mse(
-                &x.index_select(&idx, 0)?,
-                &y.index_select(&idx, 0)?,
-            )?))
-        }
-        false => None,
+    let psnr_held_out = if fit.hold_out && !held_rows.is_empty() {
+        let idx = rows(&held_rows)?;
+        let (x, y) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
+        Some(psnr(mse(&x, &y)?))
+    } else {
+        None
     };
     let layers = start
         .layers

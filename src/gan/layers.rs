@@ -350,12 +350,14 @@ impl Conv {
         })
     }
 
-    /// The side of the output for an input side `side`.
-    pub fn out_side(&self, side: usize) -> usize {
+    /// The side of the output for an input side `side` (`None`: smaller than the kernel).
+    pub fn out_side(&self, side: usize) -> Option<usize> {
         match self.kind {
-            ConvKind::Same { stride } => (side + 2 * ((self.k - 1) / 2) - self.k) / stride + 1,
-            ConvKind::Transposed { stride, .. } => side * stride,
-            ConvKind::NearestUp => 2 * side,
+            ConvKind::Same { stride } => {
+                super::kernels::out_size(side, self.k, (self.k - 1) / 2, stride)
+            }
+            ConvKind::Transposed { stride, .. } => Some(side * stride),
+            ConvKind::NearestUp => Some(2 * side),
         }
     }
 

@@ -41,6 +41,11 @@ pub struct Discriminator {
     embed: Option<Tensor>,
 }
 
+/// Whether a model of `spec` with `classes` labels is given the label (cdcgan only).
+fn takes_labels(spec: &GanSpec, classes: usize) -> bool {
+    spec.model == ModelKind::Cdcgan && classes > 0
+}
+
 /// One-hot rows for `labels`, `[N, classes]`.
 pub fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Result<Tensor> {
     let idx: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
@@ -53,7 +58,7 @@ impl Generator {
     pub fn new(spec: &GanSpec, classes: usize, device: &Device, seed: u64) -> Result<Self> {
         let s = spec;
         let mut p = Params::new(device);
-        let conditional = s.model == ModelKind::Cdcgan && classes > 0;
+        let conditional = takes_labels(s, classes);
         let widths = &s.g_widths;
         let use_bias = s.g_norm == layers::Norm::None;
         let inputs = s.latent + if conditional { classes } else { 0 };
@@ -94,7 +99,7 @@ impl Generator {
     }
 
     pub fn conditional(&self) -> bool {
-        self.spec.model == ModelKind::Cdcgan && self.classes > 0
+        takes_labels(&self.spec, self.classes)
     }
 
     /// Noise `[N, latent]` (and labels, for cdcgan) to images `[N, C, S, S]` in [−1, 1].
@@ -135,7 +140,7 @@ impl Discriminator {
         let s = spec;
         let mut p = Params::new(device);
         p.spectral = s.spectral_norm;
-        let conditional = s.model == ModelKind::Cdcgan && classes > 0;
+        let conditional = takes_labels(s, classes);
         let label_planes = conditional && s.d_condition == Condition::Concat;
         let mut channels = s.channels + if label_planes { classes } else { 0 };
         let mut side = s.image_size;
@@ -146,7 +151,12 @@ impl Discriminator {
             let norm = if k == 0 { layers::Norm::None } else { s.d_norm };
             let bias = norm == layers::Norm::None;
             let conv = Conv::new(&mut p, &name, (channels, width), s.kernel, 2, bias)?;
-            side = conv.out_side(side);
+            side = conv.out_side(side).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "{name}: a {side}-pixel feature map is smaller than the kernel {}",
+                    s.kernel
+                ))
+            })?;
             let norm = NormLayer::new(&mut p, &format!("{name}.norm"), width, norm)?;
             stages.push(DownStage { name, conv, norm });
             channels = width;
@@ -174,7 +184,7 @@ impl Discriminator {
     pub fn forward(&self, images: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Judgement> {
         let (s, p) = (&self.spec, &self.params);
         let (n, _, h, w) = images.dims4()?;
-        let conditional = s.model == ModelKind::Cdcgan && self.classes > 0;
+        let conditional = takes_labels(s, self.classes);
         let mut x = if conditional && s.d_condition == Condition::Concat {
             // The label as extra constant image planes.
             let planes = one_hot(labels, self.classes, images.device())?
@@ -191,11 +201,14 @@ impl Discriminator {
             x = s.d_activation.apply(&x)?;
             x = layers::dropout(&stage.name, &x, s.dropout, ctx)?;
         }
-        if s.minibatch_std && conditional {
-            // Per class: one collapsed class hardly moves the whole batch's spread.
-            x = class_std(&x, &one_hot(labels, self.classes, images.device())?)?;
-        } else if s.minibatch_std {
-            x = minibatch_std(&x)?;
+        if s.minibatch_std {
+            // Per class when D knows the labels: one collapsed class hardly moves the
+            // whole batch's spread.
+            x = if conditional {
+                class_std(&x, &one_hot(labels, self.classes, images.device())?)?
+            } else {
+                minibatch_std(&x)?
+            };
         }
         let flat = x.flatten_from(1)?;
         let mut logits = self.real.forward(p, &flat)?.squeeze(D::Minus1)?;
@@ -236,17 +249,9 @@ pub fn class_std(x: &Tensor, one_hot: &Tensor) -> Result<Tensor> {
 
 /// Appends one feature map holding the batch's mean standard deviation (over images, of
 /// each feature), as ProGAN's D does with one group: a batch of near-copies shows up as a
-/// low value D can learn to call fake.
+/// low value D can learn to call fake. [`class_std`] with every image in one class.
 pub fn minibatch_std(x: &Tensor) -> Result<Tensor> {
-    let (n, _, h, w) = x.dims4()?;
-    let centred = x.broadcast_sub(&x.mean_keepdim(0)?)?;
-    let std = (centred.sqr()?.mean_keepdim(0)? + 1e-8)?.sqrt()?;
-    let plane = std
-        .mean_all()?
-        .reshape((1, 1, 1, 1))?
-        .broadcast_as((n, 1, h, w))?
-        .contiguous()?;
-    Tensor::cat(&[x, &plane], 1)
+    class_std(x, &Tensor::ones((x.dim(0)?, 1), x.dtype(), x.device())?)
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub fn conv2d_weight_grad(
 }
 
 /// Output size of a convolution along one axis.
-fn out_size(input: usize, k: usize, padding: usize, stride: usize) -> Option<usize> {
+pub(crate) fn out_size(input: usize, k: usize, padding: usize, stride: usize) -> Option<usize> {
     (input + 2 * padding).checked_sub(k).map(|d| d / stride + 1)
 }
 

@@ -17,6 +17,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result};
 
 pub use batch_norm::batch_norm_train;
+pub(crate) use conv::out_size;
 pub use conv::{conv2d, conv2d_weight_grad, conv_transpose2d, conv_transpose2d_hw};
 
 /// 0: not yet read from the environment; 1: easel's kernels on CPU; 2: portable.
