@@ -528,16 +528,7 @@ fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect)
             let Some(proto) = state.preview_protocol(p.serial, &p.image, box_px) else {
                 return;
             };
-            // Already fitted to the area: the widget only places it.
-            let resize = Resize::Fit(None);
-            let size = proto.size_for(resize.clone(), area.as_size());
-            let centred = Rect::new(
-                area.x + area.width.saturating_sub(size.width) / 2,
-                area.y + area.height.saturating_sub(size.height) / 2,
-                size.width.min(area.width),
-                size.height.min(area.height),
-            );
-            frame.render_stateful_widget(StatefulImage::default().resize(resize), centred, proto);
+            draw_centred(frame, area, proto);
         }
         None => {
             let gan = app
@@ -626,20 +617,7 @@ fn draw_grid(
         frame.render_widget(b, cell);
         match protos.as_mut().and_then(|p| p.get_mut(k)) {
             Some(proto) => {
-                // Already fitted: the widget only places it.
-                let resize = Resize::Fit(None);
-                let size = proto.size_for(resize.clone(), area.as_size());
-                let centred = Rect::new(
-                    area.x + area.width.saturating_sub(size.width) / 2,
-                    area.y + area.height.saturating_sub(size.height) / 2,
-                    size.width.min(area.width),
-                    size.height.min(area.height),
-                );
-                frame.render_stateful_widget(
-                    StatefulImage::default().resize(resize),
-                    centred,
-                    proto,
-                );
+                draw_centred(frame, area, proto);
             }
             None => frame.render_widget(
                 Paragraph::new("breeding…")
@@ -1203,4 +1181,18 @@ fn draw_confirm(frame: &mut Frame, confirm: &Confirm, area: Rect) {
             .wrap(Wrap { trim: true }),
         popup,
     );
+}
+
+/// Draws a picture the fitter thread already scaled to `area`, centred in it: the widget
+/// only places it.
+fn draw_centred(frame: &mut Frame, area: Rect, proto: &mut StatefulProtocol) {
+    let resize = Resize::Fit(None);
+    let size = proto.size_for(resize.clone(), area.as_size());
+    let centred = Rect::new(
+        area.x + area.width.saturating_sub(size.width) / 2,
+        area.y + area.height.saturating_sub(size.height) / 2,
+        size.width.min(area.width),
+        size.height.min(area.height),
+    );
+    frame.render_stateful_widget(StatefulImage::default().resize(resize), centred, proto);
 }
