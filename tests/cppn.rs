@@ -8,10 +8,17 @@ use easel::cppn::{animate, render, CppnSpec};
 use easel::spec::{self, Spec};
 
 fn cppn(src: &str) -> CppnSpec {
-    match spec::load_source(Path::new("test.rhai"), src.to_string())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .spec
-    {
+    only_cppn(spec::load_source(Path::new("test.rhai"), src.to_string()))
+}
+
+/// Writes `src` to `path` (beside the images it names) and loads it.
+fn cppn_at(path: &Path, src: &str) -> CppnSpec {
+    std::fs::write(path, src).unwrap();
+    only_cppn(spec::load(path))
+}
+
+fn only_cppn(loaded: Result<spec::Sketch, easel::sketch::SketchError>) -> CppnSpec {
+    match loaded.unwrap_or_else(|e| panic!("{e}")).spec {
         Spec::Cppn(c) => c,
         other => panic!("not a cppn: {other:?}"),
     }
@@ -220,17 +227,11 @@ fn fitting_learns_an_image() {
         ])
     });
     target.save(dir.path().join("target.png")).unwrap();
-    let sketch_path = dir.path().join("fit.rhai");
-    std::fs::write(
-        &sketch_path,
+    let spec = cppn_at(
+        &dir.path().join("fit.rhai"),
         r#"#{ kind: "cppn", z: 0, depth: 3, width: 16, init_std: 1.0, seed: 1,
               fit: #{ image: "target.png", steps: 400, lr: 0.02, size: 32 } }"#,
-    )
-    .unwrap();
-    let spec = match spec::load(&sketch_path).unwrap().spec {
-        Spec::Cppn(c) => c,
-        _ => unreachable!(),
-    };
+    );
     let fit = spec.fit.clone().expect("fit");
     let (net, report) = easel::cppn::fit::fit(&spec, &fit, &mut |_, _| {}).unwrap();
     let first = report.losses[0];
@@ -260,18 +261,13 @@ fn stripes_fit_psnr(dir: &Path, extra: &str) -> f64 {
         image::Rgb([(255.0 * v) as u8; 3])
     });
     target.save(dir.join("stripes.png")).unwrap();
-    let path = dir.join("stripes.rhai");
-    std::fs::write(
-        &path,
-        format!(
+    let spec = cppn_at(
+        &dir.join("stripes.rhai"),
+        &format!(
             r#"#{{ kind: "cppn", z: 0, depth: 2, width: 16, init_std: 1.0, seed: 1, {extra}
                   fit: #{{ image: "stripes.png", steps: 300, lr: 0.01, size: 32 }} }}"#
         ),
-    )
-    .unwrap();
-    let Spec::Cppn(spec) = spec::load(&path).unwrap().spec else {
-        unreachable!()
-    };
+    );
     let fit = spec.fit.clone().expect("fit");
     easel::cppn::fit::fit(&spec, &fit, &mut |_, _| {})
         .unwrap()
@@ -289,16 +285,11 @@ fn a_held_out_fit_trains_on_a_quarter_and_scores_the_rest() {
     })
     .save(dir.path().join("ramp.png"))
     .unwrap();
-    let path = dir.path().join("ramp.rhai");
-    std::fs::write(
-        &path,
+    let spec = cppn_at(
+        &dir.path().join("ramp.rhai"),
         r#"#{ kind: "cppn", z: 0, depth: 2, width: 8, seed: 1,
               fit: #{ image: "ramp.png", steps: 150, lr: 0.02, size: 16, hold_out: true } }"#,
-    )
-    .unwrap();
-    let Spec::Cppn(spec) = spec::load(&path).unwrap().spec else {
-        unreachable!()
-    };
+    );
     let fit = spec.fit.clone().expect("fit");
     assert!(fit.hold_out);
     let report = easel::cppn::fit::fit(&spec, &fit, &mut |_, _| {})
@@ -337,19 +328,13 @@ fn every_key_that_shapes_the_network_refits_and_the_canvas_size_does_not() {
     .save(dir.path().join("t.png"))
     .unwrap();
     let load = |extra: &str| -> CppnSpec {
-        let path = dir.path().join("k.rhai");
-        std::fs::write(
-            &path,
-            format!(
+        cppn_at(
+            &dir.path().join("k.rhai"),
+            &format!(
                 r#"#{{ kind: "cppn", layers: [4], seed: 2, {extra}
                       fit: #{{ image: "t.png", steps: 3, size: 8 }} }}"#
             ),
         )
-        .unwrap();
-        match spec::load(&path).unwrap().spec {
-            Spec::Cppn(c) => c,
-            _ => unreachable!(),
-        }
     };
     let base = load("size: 16,");
     base.render_network().unwrap();

@@ -116,12 +116,10 @@ pub fn spawn_fitter(wake: Sender<Msg>) -> (Sender<FitRequest>, FittedSlot) {
     std::thread::Builder::new()
         .name("easel-fit".into())
         .spawn(move || {
-            while let Ok(mut req) = rx.recv() {
+            while let Ok(req) = rx.recv() {
                 // Only the newest request matters: it is what the screen shows now (a
                 // resize drag sends many).
-                while let Ok(next) = rx.try_recv() {
-                    req = next;
-                }
+                let req = last_queued(req, &rx);
                 let fitted = req
                     .images
                     .iter()
@@ -446,10 +444,8 @@ pub fn spawn_breeder(out: Sender<Msg>) -> Sender<VariationRequest> {
     std::thread::Builder::new()
         .name("easel-breed".into())
         .spawn(move || {
-            while let Ok(mut req) = rx.recv() {
-                while let Ok(next) = rx.try_recv() {
-                    req = next;
-                }
+            while let Ok(req) = rx.recv() {
+                let req = last_queued(req, &rx);
                 let cppn = matches!(req.breed, Breed::Mutations { .. });
                 // A CPPN grid costs nine renders: a coarse pass shows the grid at once.
                 let passes: &[(u32, bool)] = if cppn {
@@ -553,6 +549,11 @@ pub fn render_variations(req: &VariationRequest, side: u32) -> Result<Vec<Varian
             spec.kind()
         )),
     }
+}
+
+/// Drains the queue and keeps its newest item (`first` when it is empty).
+fn last_queued<T>(first: T, rx: &Receiver<T>) -> T {
+    rx.try_iter().last().unwrap_or(first)
 }
 
 /// Drains the queue: the newest still request wins over everything before it; frame
