@@ -401,7 +401,8 @@ impl Conv {
 /// over all features) or nothing. Works on `[N, C]` and `[N, C, H, W]`.
 pub struct NormLayer {
     kind: Norm,
-    name: String,
+    /// Buffer names of batch norm's running mean and variance.
+    running: (String, String),
     /// γ and β, `[C]`.
     affine: Option<(Tensor, Tensor)>,
 }
@@ -417,7 +418,10 @@ impl NormLayer {
         };
         Ok(NormLayer {
             kind,
-            name: name.to_string(),
+            running: (
+                format!("{name}.running_mean"),
+                format!("{name}.running_var"),
+            ),
             affine,
         })
     }
@@ -432,17 +436,14 @@ impl NormLayer {
         } else {
             vec![1, c]
         };
-        let (mean_name, var_name) = (
-            format!("{}.running_mean", self.name),
-            format!("{}.running_var", self.name),
-        );
+        let (mean_name, var_name) = (&self.running.0, &self.running.1);
         let normalised = match self.kind {
             Norm::None => return Ok(x.clone()),
             Norm::Batch if ctx.train && super::kernels::enabled(x.device()) => {
                 // One fused op (forward and backward) instead of Candle's strided
                 // reductions; same result to rounding.
                 let (y, m, v) = super::kernels::batch_norm_train(x, gamma, beta, 1e-5)?;
-                update_running_stats(p, &mean_name, &var_name, c, m, v)?;
+                update_running_stats(p, mean_name, var_name, c, m, v)?;
                 return Ok(y);
             }
             Norm::Batch if ctx.train => {
@@ -455,15 +456,15 @@ impl NormLayer {
                 let centered = x.broadcast_sub(&mean)?;
                 let var = centered.sqr()?.mean_keepdim(dims.as_slice())?;
                 let (m, v) = (mean.flatten_all()?.detach(), var.flatten_all()?.detach());
-                update_running_stats(p, &mean_name, &var_name, c, m, v)?;
+                update_running_stats(p, mean_name, var_name, c, m, v)?;
                 centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?
             }
             Norm::Batch => {
                 let mean = p
-                    .buffer(&mean_name)
+                    .buffer(mean_name)
                     .unwrap_or(Tensor::zeros(c, DType::F32, &p.device)?);
                 let var = p
-                    .buffer(&var_name)
+                    .buffer(var_name)
                     .unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
                 x.broadcast_sub(&mean.reshape(shape.as_slice())?)?
                     .broadcast_div(&(var + 1e-5)?.sqrt()?.reshape(shape.as_slice())?)?
