@@ -1976,11 +1976,20 @@ fn a_newer_request_stops_the_running_render_and_is_the_one_shown() {
     let dir = tempfile::tempdir().unwrap();
     let big = big_truchet(dir.path(), "big", 4000);
     let small = big_truchet(dir.path(), "small", 64);
+    // How long the big render takes here and now: the newer save arrives a tenth of the
+    // way into it, whatever the machine's speed (a fixed wait let a fast machine finish).
+    let full_time = {
+        let Spec::Truchet(t) = spec::load(&big).unwrap().spec else {
+            panic!("a truchet sketch")
+        };
+        let started = Instant::now();
+        easel::truchet::render_unless(&t, &|| false).unwrap();
+        started.elapsed()
+    };
     let (tx, rx) = mpsc::channel();
     let renderer = worker::spawn_renderer(tx);
     ask(&renderer, 1, &big, Reason::Saved, None);
-    // Let the big render get going before the newer save arrives.
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(full_time / 10);
     ask(&renderer, 2, &small, Reason::Saved, None);
     let shown = wait_for(&rx, |m| match m {
         Msg::Rendered(r) => Some(r),
