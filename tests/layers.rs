@@ -10,7 +10,9 @@ const LAYERS: &[&[&str]] = &[
     &["sketch", "noise", "alloc", "device"],
     &["recipe"],
     &["run"],
-    &["truchet", "cppn", "gan"],
+    &["truchet", "cppn"],
+    // A CPPN-GAN's generator is a CPPN: gan builds on cppn's coordinates and renderer.
+    &["gan"],
     &["spec"],
     &["studio"],
     &["cli"],

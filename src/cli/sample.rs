@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 
 use crate::device::DeviceArg;
+use crate::gan::cppn_generator;
 use crate::gan::layers::{normal, Ctx};
 use crate::gan::model::Generator;
 use crate::gan::train::{grid, load_safetensors};
@@ -51,6 +52,14 @@ pub struct SampleArgs {
     /// run's generator.safetensors, else its latest checkpoint.
     #[arg(long, value_name = "best|latest|step_N")]
     pub checkpoint: Option<Pick>,
+    /// CPPN generators (model "cppn") only: render each sample at this size (N or WxH)
+    /// through the CPPN renderer instead of at the training size.
+    #[arg(long, value_name = "N|WxH", value_parser = super::size_arg)]
+    pub size: Option<(u32, u32)>,
+    /// CPPN generators only: also write the first sample as a CPPN sketch (its weights
+    /// and code written out), to render at any size, animate or remix.
+    #[arg(long, value_name = "FILE.rhai")]
+    pub export_sketch: Option<PathBuf>,
     /// cpu, cuda, cuda:N or auto (see `easel train --help`).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceArg,
@@ -243,8 +252,24 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
         train: false,
         dropout_seed: 0,
     };
+    if (args.size.is_some() || args.export_sketch.is_some()) && loaded.g.cppn().is_none() {
+        bail!(
+            "--size and --export-sketch need a CPPN generator (model \"cppn\"); {} is a {:?} drawing {} px",
+            args.source.display(),
+            loaded.g.spec.model,
+            loaded.g.spec.image_size
+        );
+    }
+    if args.size.is_some() && args.interpolate {
+        bail!(
+            "--size renders stills; for a large animation, --export-sketch and `easel animate` it"
+        );
+    }
     if !args.interpolate {
         let z = Tensor::from_vec(draw(n * latent), (n, latent), &device)?;
+        if args.size.is_some() || args.export_sketch.is_some() {
+            return render_cppn_samples(&args, &loaded, &z);
+        }
         let images = loaded.g.forward(&z, &labels, &ctx)?;
         recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
         eprintln!("wrote {} ({n} samples)", args.output.display());
@@ -271,6 +296,62 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
         "wrote {} ({} frames of {n} samples, loops)",
         args.output.display(),
         frames.len()
+    );
+    Ok(())
+}
+
+/// A CPPN generator's samples through the CPPN renderer, at `--size` (and the first as a
+/// sketch with `--export-sketch`).
+fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) -> Result<()> {
+    let g = &loaded.g;
+    let body = g.cppn().context("a CPPN generator")?;
+    let net = body.network(&g.params)?;
+    let codes: Vec<Vec<f32>> = body.codes(&g.params, z)?.to_vec2()?;
+    let side = g.spec.image_size as u32;
+    let (w, h) = args.size.unwrap_or((side, side));
+    let spec = body.shape().render_spec(&g.spec, w, h);
+    if let Some(path) = &args.export_sketch {
+        let note = format!(
+            "Sample 0 of {} (seed {}, truncation {}).",
+            loaded.from, args.seed, args.truncation
+        );
+        let source = cppn_generator::sketch_source(&spec, &net, &codes[0], &note);
+        recipe::write_atomically(path, |f| {
+            Ok(std::io::Write::write_all(f, source.as_bytes())?)
+        })?;
+        eprintln!("wrote {} (sample 0 as a CPPN sketch)", path.display());
+    }
+    let mut values = Vec::with_capacity(codes.len() * (w * h) as usize * g.spec.channels);
+    for code in &codes {
+        let img = crate::cppn::render::render(&spec, &net, code);
+        // Back to the generator's [−1, 1] planes, so the grid (and --threshold) is the
+        // one every sample gets.
+        let planes: Vec<Vec<f32>> = match g.spec.channels {
+            1 => vec![img
+                .to_luma8()
+                .into_raw()
+                .iter()
+                .map(|&v| v as f32 / 127.5 - 1.0)
+                .collect()],
+            _ => {
+                let rgb = img.to_rgb8();
+                (0..3)
+                    .map(|c| rgb.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0).collect())
+                    .collect()
+            }
+        };
+        values.extend(planes.into_iter().flatten());
+    }
+    let images = Tensor::from_vec(
+        values,
+        (codes.len(), g.spec.channels, h as usize, w as usize),
+        &Device::Cpu,
+    )?;
+    recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
+    eprintln!(
+        "wrote {} ({} samples at {w}x{h})",
+        args.output.display(),
+        codes.len()
     );
     Ok(())
 }

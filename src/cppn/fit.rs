@@ -128,7 +128,7 @@ pub fn fit(
             h = h
                 .matmul(vars[2 * k].as_tensor())?
                 .broadcast_add(vars[2 * k + 1].as_tensor())?;
-            h = activate(&h, l.activation)?;
+            h = l.activation.tensor(&h)?;
         }
         // The renderer maps [−1, 1]-ranged outputs to [0, 1]; train in the same units.
         match start.layers.last().map(|l| l.activation) {
@@ -187,22 +187,6 @@ pub fn fit(
             psnr_held_out,
         },
     ))
-}
-
-fn activate(h: &Tensor, act: Activation) -> Result<Tensor> {
-    Ok(match act {
-        Activation::Tanh => h.tanh()?,
-        Activation::Sin => h.sin()?,
-        Activation::Cos => h.cos()?,
-        Activation::Tan => h.sin()?.div(&h.cos()?)?,
-        Activation::Sigmoid => candle_nn::ops::sigmoid(h)?,
-        Activation::Relu => h.relu()?,
-        Activation::Gaussian => h.sqr()?.neg()?.exp()?,
-        Activation::Abs => h.abs()?,
-        Activation::Softplus => (h.exp()? + 1.0)?.log()?,
-        Activation::Identity => h.clone(),
-        Activation::Sign => bail!("sign cannot be fitted"),
-    })
 }
 
 /// Fits of this process, by sketch content, so re-rendering a fitted sketch (another

@@ -30,7 +30,7 @@ pub struct Inputs {
 /// (Tancik et al. 2020, "Fourier Features Let Networks Learn High Frequency Functions"),
 /// each giving the inputs sin 2π(b·p) and cos 2π(b·p) of the point p = (x, y). They let
 /// a small network draw (and a fit learn) detail plain coordinates make it blur.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Fourier {
     pub count: usize,
     /// Spread of the frequencies, in cycles per network-coordinate unit.
@@ -144,48 +144,8 @@ impl CppnSpec {
             Some(_) => (map.int("z", 8, 0..=64)? as usize, None),
         };
         let scale = map.float("scale", 1.0, 1e-3..=1e4)?;
-        let hidden: Vec<usize> = match map.raw("layers") {
-            Some(v) => {
-                let items = v
-                    .clone()
-                    .into_array()
-                    .map_err(|_| map.type_error("layers", &v, "an array of layer widths"))?;
-                items
-                    .iter()
-                    .map(|d| match d.as_int() {
-                        Ok(n) if (1..=512).contains(&n) => Ok(n as usize),
-                        _ => Err(map.error_at(
-                            "layers",
-                            Some(d),
-                            format!("layer widths must be integers 1–512, got {d}"),
-                        )),
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-            None => {
-                let depth = map.int("depth", 4, 0..=64)? as usize;
-                let width = map.int("width", 16, 1..=512)? as usize;
-                vec![width; depth]
-            }
-        };
-        let activations = match map.raw("activation") {
-            None => vec![Activation::Tanh; hidden.len()],
-            Some(v) if v.is_array() => {
-                let items = v.clone().into_array().unwrap_or_default();
-                if items.len() != hidden.len() {
-                    return Err(map.error_at(
-                        "activation",
-                        None,
-                        format!("{} activations for {} hidden layers; give one per layer or a single name", items.len(), hidden.len()),
-                    ));
-                }
-                items
-                    .iter()
-                    .map(|d| activation_of(map, "activation", d))
-                    .collect::<Result<_, _>>()?
-            }
-            Some(v) => vec![activation_of(map, "activation", &v)?; hidden.len()],
-        };
+        let hidden = parse_layers(map)?;
+        let activations = parse_activations(map, hidden.len())?;
         let output_activation = match map.raw("output_activation") {
             None => Activation::Sigmoid,
             Some(v) => activation_of(map, "output_activation", &v)?,
@@ -504,17 +464,77 @@ fn parse_weights(
     Ok(Network { layers: dense })
 }
 
-fn parse_inputs(map: &mut MapReader) -> Result<Inputs, SketchError> {
-    let fourier = match map.map("fourier")? {
-        None => None,
-        Some(m) => {
-            let mut f = MapReader::new(map.file(), map.locator(), m);
-            let count = f.int("count", 16, 1..=64)? as usize;
-            let scale = f.float("scale", 2.0, 1e-3..=1e3)?;
-            f.finish()?;
-            Some(Fourier { count, scale })
+/// `layers: [w, …]` (or `depth` × `width`): the hidden layers' widths.
+pub fn parse_layers(map: &mut MapReader) -> Result<Vec<usize>, SketchError> {
+    Ok(match map.raw("layers") {
+        Some(v) => {
+            let items = v
+                .clone()
+                .into_array()
+                .map_err(|_| map.type_error("layers", &v, "an array of layer widths"))?;
+            items
+                .iter()
+                .map(|d| match d.as_int() {
+                    Ok(n) if (1..=512).contains(&n) => Ok(n as usize),
+                    _ => Err(map.error_at(
+                        "layers",
+                        Some(d),
+                        format!("layer widths must be integers 1–512, got {d}"),
+                    )),
+                })
+                .collect::<Result<_, _>>()?
         }
+        None => {
+            let depth = map.int("depth", 4, 0..=64)? as usize;
+            let width = map.int("width", 16, 1..=512)? as usize;
+            vec![width; depth]
+        }
+    })
+}
+
+/// `activation: "name"` (every hidden layer) or `["name", …]` (one per layer).
+pub fn parse_activations(
+    map: &mut MapReader,
+    hidden: usize,
+) -> Result<Vec<Activation>, SketchError> {
+    Ok(match map.raw("activation") {
+        None => vec![Activation::Tanh; hidden],
+        Some(v) if v.is_array() => {
+            let items = v.clone().into_array().unwrap_or_default();
+            if items.len() != hidden {
+                return Err(map.error_at(
+                    "activation",
+                    None,
+                    format!(
+                        "{} activations for {} hidden layers; give one per layer or a single name",
+                        items.len(),
+                        hidden
+                    ),
+                ));
+            }
+            items
+                .iter()
+                .map(|d| activation_of(map, "activation", d))
+                .collect::<Result<_, _>>()?
+        }
+        Some(v) => vec![activation_of(map, "activation", &v)?; hidden],
+    })
+}
+
+/// `fourier: #{ count, scale }`, if given.
+pub fn parse_fourier(map: &mut MapReader) -> Result<Option<Fourier>, SketchError> {
+    let Some(m) = map.map("fourier")? else {
+        return Ok(None);
     };
+    let mut f = MapReader::new(map.file(), map.locator(), m);
+    let count = f.int("count", 16, 1..=64)? as usize;
+    let scale = f.float("scale", 2.0, 1e-3..=1e3)?;
+    f.finish()?;
+    Ok(Some(Fourier { count, scale }))
+}
+
+fn parse_inputs(map: &mut MapReader) -> Result<Inputs, SketchError> {
+    let fourier = parse_fourier(map)?;
     let Some(v) = map.raw("inputs") else {
         return Ok(Inputs {
             x: true,

@@ -7,7 +7,8 @@ use rand_pcg::Pcg64Mcg;
 use super::fastmath;
 use crate::noise::normal;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Activation {
     Tanh,
     Sin,
@@ -108,6 +109,34 @@ impl Activation {
             Activation::Abs => each!(|x| x.abs()),
             Activation::Softplus => each!(|x| fastmath::softplus(x)),
             Activation::Identity => {}
+        }
+    }
+}
+
+impl Activation {
+    /// Whether training can pass a gradient through it (sign has none; tan's poles
+    /// blow any step up).
+    pub fn trainable(self) -> bool {
+        !matches!(self, Activation::Sign | Activation::Tan)
+    }
+
+    /// The activation on a Candle tensor, for training (fits, the CPPN-GAN generator).
+    pub fn tensor(self, h: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        match self {
+            Activation::Tanh => h.tanh(),
+            Activation::Sin => h.sin(),
+            Activation::Cos => h.cos(),
+            Activation::Tan => h.sin()?.div(&h.cos()?),
+            Activation::Sigmoid => candle_nn::ops::sigmoid(h),
+            Activation::Relu => h.relu(),
+            Activation::Gaussian => h.sqr()?.neg()?.exp(),
+            Activation::Abs => h.abs(),
+            // relu(h) + ln(1 + e^−|h|): the same, without e^h overflowing.
+            Activation::Softplus => h.relu()? + (h.abs()?.neg()?.exp()? + 1.0)?.log()?,
+            Activation::Identity => Ok(h.clone()),
+            Activation::Sign => Err(candle_core::Error::Msg(
+                "sign has no gradient, so it cannot be trained".into(),
+            )),
         }
     }
 }
@@ -260,7 +289,7 @@ impl Network {
 
 /// `x` as a decimal that parses (as f64, then rounded to f32) back to exactly `x`: the
 /// f64 widening is exact, and Rust prints an f64 with the shortest digits that round-trip.
-fn format_exact(x: f32) -> String {
+pub fn format_exact(x: f32) -> String {
     let text = format!("{}", x as f64);
     // A whole number would read as an integer; the reader takes both, but keep floats looking like floats.
     if text.contains('.') {

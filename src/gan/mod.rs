@@ -1,9 +1,10 @@
-//! GANs: DCGAN, conditional DCGAN and CAN, trained with Candle in a process of its own
+//! GANs: DCGAN, conditional DCGAN, CAN and CPPN-GAN, trained with Candle in a process of its own
 //! that writes a run directory (see `crate::run`).
 
 pub mod adam;
 pub mod augment;
 pub mod classifier;
+pub mod cppn_generator;
 pub mod data;
 pub mod kernels;
 pub mod layers;
@@ -28,6 +29,8 @@ pub enum ModelKind {
     Dcgan,
     Cdcgan,
     Can,
+    /// A DCGAN whose generator is a CPPN (see [`cppn_generator`]).
+    Cppn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,6 +117,9 @@ pub struct GanSpec {
     /// R1 penalty weight γ on D's gradient at real images (Mescheder et al. 2018); 0: off.
     #[serde(default)]
     pub r1: f64,
+    /// The CPPN generator's shape (`model: "cppn"` only).
+    #[serde(default)]
+    pub cppn: Option<cppn_generator::CppnShape>,
 }
 
 /// How a conditional discriminator is given the label.
@@ -150,11 +156,17 @@ impl GanSpec {
 
     pub fn parse(map: &mut MapReader, sketch_dir: &Path) -> Result<Self, SketchError> {
         let model = match map
-            .choice("model", "GAN model", &["dcgan", "cdcgan", "can"], "dcgan")?
+            .choice(
+                "model",
+                "GAN model",
+                &["dcgan", "cdcgan", "can", "cppn"],
+                "dcgan",
+            )?
             .as_str()
         {
             "cdcgan" => ModelKind::Cdcgan,
             "can" => ModelKind::Can,
+            "cppn" => ModelKind::Cppn,
             _ => ModelKind::Dcgan,
         };
         let image_size = map.int("image_size", 32, 28..=128)? as usize;
@@ -269,6 +281,24 @@ impl GanSpec {
         let minibatch_std = map.bool("minibatch_std", false)?;
         let spectral_norm = map.bool("spectral_norm", false)?;
         let r1 = map.float("r1", 0.0, 0.0..=1000.0)?;
+        let cppn = match (model, map.raw("cppn")) {
+            (ModelKind::Cppn, _) => Some(cppn_generator::CppnShape::parse(map)?),
+            (_, Some(_)) => {
+                return Err(map.error_at(
+                    "cppn",
+                    None,
+                    "`cppn: #{ … }` shapes a CPPN generator: it needs model \"cppn\"",
+                ))
+            }
+            _ => None,
+        };
+        if model == ModelKind::Cppn && channels == 4 {
+            return Err(map.error_at(
+                "channels",
+                None,
+                "a CPPN generator draws 1 (grayscale) or 3 (RGB) channels",
+            ));
+        }
         Ok(GanSpec {
             model,
             image_size,
@@ -305,6 +335,7 @@ impl GanSpec {
             minibatch_std,
             spectral_norm,
             r1,
+            cppn,
         })
     }
 }

@@ -1,9 +1,10 @@
-//! Generator and discriminator for DCGAN, conditional DCGAN and CAN, built from a
+//! Generator and discriminator for DCGAN, conditional DCGAN, CAN and CPPN-GAN, built from a
 //! [`GanSpec`]: every layer and parameter is made in the constructor and initialised from
 //! the seed; `forward` only reads them (and updates running statistics).
 
 use candle_core::{Device, Result, Tensor, D};
 
+use super::cppn_generator::CppnBody;
 use super::layers::{self, Conv, Ctx, Linear, NormLayer, Params};
 use super::{Condition, GanSpec, ModelKind, Upsample};
 
@@ -17,9 +18,18 @@ pub struct Generator {
     pub spec: GanSpec,
     pub classes: usize,
     pub params: Params,
-    project: Linear,
-    project_norm: NormLayer,
-    stages: Vec<Stage>,
+    body: Body,
+}
+
+enum Body {
+    /// DCGAN's: a projection to a small feature map, then (transposed) convolutions.
+    Conv {
+        project: Linear,
+        project_norm: NormLayer,
+        stages: Vec<Stage>,
+    },
+    /// A coordinate MLP per pixel (`model: "cppn"`).
+    Cppn(CppnBody),
 }
 
 /// One discriminator stage: a stride-2 convolution, norm, activation, dropout.
@@ -58,6 +68,17 @@ impl Generator {
     pub fn new(spec: &GanSpec, classes: usize, device: &Device, seed: u64) -> Result<Self> {
         let s = spec;
         let mut p = Params::new(device);
+        if s.model == ModelKind::Cppn {
+            let body = CppnBody::new(&mut p, s, &s.cppn.clone().unwrap_or_default())?;
+            p.initialise(seed)?;
+            CppnBody::initialise(&p, seed)?;
+            return Ok(Generator {
+                spec: spec.clone(),
+                classes,
+                params: p,
+                body: Body::Cppn(body),
+            });
+        }
         let conditional = takes_labels(s, classes);
         let widths = &s.g_widths;
         let use_bias = s.g_norm == layers::Norm::None;
@@ -92,10 +113,20 @@ impl Generator {
             spec: spec.clone(),
             classes,
             params: p,
-            project,
-            project_norm,
-            stages,
+            body: Body::Conv {
+                project,
+                project_norm,
+                stages,
+            },
         })
+    }
+
+    /// The CPPN body of a `model: "cppn"` generator.
+    pub fn cppn(&self) -> Option<&CppnBody> {
+        match &self.body {
+            Body::Cppn(c) => Some(c),
+            Body::Conv { .. } => None,
+        }
     }
 
     pub fn conditional(&self) -> bool {
@@ -105,18 +136,26 @@ impl Generator {
     /// Noise `[N, latent]` (and labels, for cdcgan) to images `[N, C, S, S]` in [−1, 1].
     pub fn forward(&self, z: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Tensor> {
         let (s, p) = (&self.spec, &self.params);
+        let (project, project_norm, stages) = match &self.body {
+            Body::Cppn(c) => return c.forward(p, z),
+            Body::Conv {
+                project,
+                project_norm,
+                stages,
+            } => (project, project_norm, stages),
+        };
         let x = if self.conditional() {
             Tensor::cat(&[z, &one_hot(labels, self.classes, z.device())?], 1)?
         } else {
             z.clone()
         };
-        let x = self.project.forward(p, &x)?;
-        let x = self.project_norm.forward(p, &x, ctx)?;
+        let x = project.forward(p, &x)?;
+        let x = project_norm.forward(p, &x, ctx)?;
         let mut x =
             s.g_activation
                 .apply(&x)?
                 .reshape((z.dim(0)?, s.g_widths[0], s.start, s.start))?;
-        for stage in &self.stages {
+        for stage in stages {
             x = stage.conv.forward(p, &x)?;
             if let Some(norm) = &stage.norm {
                 x = norm.forward(p, &x, ctx)?;

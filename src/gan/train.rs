@@ -96,7 +96,7 @@ impl Weights {
 impl Trainer {
     pub fn new(spec: &GanSpec, class_names: Vec<String>, device: &Device) -> Result<Self> {
         let classes = class_names.len();
-        if spec.model != ModelKind::Dcgan && classes < 2 {
+        if matches!(spec.model, ModelKind::Cdcgan | ModelKind::Can) && classes < 2 {
             bail!(
                 "{:?} needs labelled data with at least 2 classes (a sketch with `classes`, or a folder with subfolders); found {classes}",
                 spec.model

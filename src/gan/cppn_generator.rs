@@ -1,0 +1,388 @@
+//! The CPPN-GAN generator (`model: "cppn"`, after hardmaru's cppn-gan-vae): a pixel's
+//! colour is a coordinate MLP of (x, y, r, Fourier features of x and y) and the sample's
+//! code z′, where z′ is the noise z through a small mapping MLP, once per sample.
+//!
+//! It trains on the pixel grid of the training size, with exactly the coordinates the
+//! CPPN renderer feeds its networks, so a trained sample is a CPPN: it renders at any
+//! size through easel's fast renderer (not Candle), or is written out as a CPPN sketch.
+
+use candle_core::{Result, Tensor};
+use rand::SeedableRng;
+use rand_pcg::Pcg64Mcg;
+
+use super::layers::{normal, Linear, Params};
+use super::GanSpec;
+use crate::cppn::net::{Activation, Dense, Network};
+use crate::cppn::{self, Animation, CppnSpec, Fourier, Inputs, OutputMode, Symmetry};
+use crate::sketch::{MapReader, SketchError};
+
+/// The shape of a CPPN generator: `cppn: #{ … }` in a GAN sketch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CppnShape {
+    /// Widths of the coordinate MLP's hidden layers.
+    pub layers: Vec<usize>,
+    /// One per hidden layer; the output is tanh (images are in [−1, 1]).
+    pub activations: Vec<Activation>,
+    /// Half the shorter side, in network coordinates (as a CPPN sketch's `scale`).
+    pub scale: f64,
+    /// Whether r = √(x² + y²) is an input besides x and y.
+    pub radius: bool,
+    pub fourier: Option<Fourier>,
+    /// Widths of the mapping MLP from the noise to z′ (tanh between layers, the last one
+    /// linear); the last width is the size of z′, the CPPN's latent input.
+    pub mapping: Vec<usize>,
+}
+
+impl Default for CppnShape {
+    fn default() -> Self {
+        CppnShape {
+            layers: vec![64; 3],
+            activations: vec![Activation::Tanh; 3],
+            scale: 2.0,
+            radius: true,
+            fourier: None,
+            mapping: vec![32],
+        }
+    }
+}
+
+impl CppnShape {
+    /// Reads `cppn: #{ layers, activation, scale, inputs_r, fourier, mapping }`; keys
+    /// left out keep their defaults.
+    pub fn parse(map: &mut MapReader) -> std::result::Result<Self, SketchError> {
+        let Some(m) = map.map("cppn")? else {
+            return Ok(CppnShape::default());
+        };
+        let mut c = MapReader::new(map.file(), map.locator(), m);
+        let d = CppnShape::default();
+        let layers = match c.raw("layers") {
+            Some(_) => cppn::parse_layers(&mut c)?,
+            None => d.layers,
+        };
+        if layers.is_empty() {
+            return Err(c.error_at(
+                "layers",
+                None,
+                "a CPPN generator needs at least one hidden layer",
+            ));
+        }
+        let activations = cppn::parse_activations(&mut c, layers.len())?;
+        if let Some(a) = activations.iter().find(|a| !a.trainable()) {
+            return Err(c.error_at(
+                "activation",
+                None,
+                format!(
+                    "\"{}\" cannot be trained (no usable gradient); use tanh, sin, relu, softplus, gaussian, sigmoid, abs, cos or identity",
+                    a.name()
+                ),
+            ));
+        }
+        let scale = c.float("scale", d.scale, 1e-3..=1e3)?;
+        let radius = c.bool("radius", d.radius)?;
+        let fourier = cppn::parse_fourier(&mut c)?;
+        let mapping = match c.raw("mapping") {
+            Some(v) => {
+                let items = v
+                    .clone()
+                    .into_array()
+                    .map_err(|_| c.type_error("mapping", &v, "an array of layer widths"))?;
+                let widths = items
+                    .iter()
+                    .map(|w| match w.as_int() {
+                        Ok(n) if (1..=512).contains(&n) => Ok(n as usize),
+                        _ => Err(c.error_at(
+                            "mapping",
+                            Some(w),
+                            format!("mapping widths must be integers 1–512, got {w}"),
+                        )),
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                if widths.is_empty() {
+                    return Err(c.error_at(
+                        "mapping",
+                        None,
+                        "mapping needs at least one layer (its last width is the size of z′)",
+                    ));
+                }
+                widths
+            }
+            None => d.mapping,
+        };
+        c.finish()?;
+        Ok(CppnShape {
+            layers,
+            activations,
+            scale,
+            radius,
+            fourier,
+            mapping,
+        })
+    }
+
+    /// The size of z′, the code each sample's CPPN sees.
+    pub fn code_size(&self) -> usize {
+        *self.mapping.last().expect("mapping has a layer")
+    }
+
+    /// The CPPN sketch spec that renders a sample at `width`×`height`: the same inputs,
+    /// coordinates, layers and Fourier frequencies (drawn from the GAN's seed) the
+    /// generator trained with; weights and z′ come with each sample.
+    pub fn render_spec(&self, gan: &GanSpec, width: u32, height: u32) -> CppnSpec {
+        CppnSpec {
+            width,
+            height,
+            inputs: Inputs {
+                x: true,
+                y: true,
+                r: self.radius,
+                fourier: self.fourier,
+            },
+            z_dims: self.code_size(),
+            z_values: None,
+            scale: self.scale,
+            hidden: self.layers.clone(),
+            activations: self.activations.clone(),
+            output: if gan.channels == 1 {
+                OutputMode::Gray
+            } else {
+                OutputMode::Rgb
+            },
+            output_activation: Activation::Tanh,
+            init: cppn::net::Init::Normal,
+            init_std: 1.0,
+            biases: true,
+            symmetry: Symmetry::None,
+            seed: gan.seed,
+            animation: Animation {
+                frames: 48,
+                fps: 24.0,
+                radius: 0.5,
+            },
+            fit: None,
+            weights: None,
+        }
+    }
+}
+
+/// The generator's layers: mapping MLP, then the coordinate MLP whose first layer is
+/// split in two (coordinates, z′) so the coordinates' share is computed once per batch.
+pub struct CppnBody {
+    shape: CppnShape,
+    /// The training grid's inputs, `[pixels, coordinate inputs]`.
+    coords: Tensor,
+    side: usize,
+    channels: usize,
+    mapping: Vec<Linear>,
+    first_xy: Linear,
+    first_z: Linear,
+    /// Hidden layers after the first, then the output layer.
+    rest: Vec<Linear>,
+}
+
+/// Name prefix of the coordinate MLP's layers (`g.cppn0.xy`, `g.cppn0.z`, `g.cppn1`, …).
+const LAYER: &str = "g.cppn";
+
+impl CppnBody {
+    pub fn new(p: &mut Params, spec: &GanSpec, shape: &CppnShape) -> Result<Self> {
+        let side = spec.image_size;
+        let grid = shape.render_spec(spec, side as u32, side as u32);
+        let inputs = grid.inputs.coordinate_count();
+        let coords = Tensor::from_vec(
+            cppn::render::input_coordinates(&grid),
+            (side * side, inputs),
+            &p.device,
+        )?;
+        let mut mapping = vec![];
+        let mut width = spec.latent;
+        for (k, &w) in shape.mapping.iter().enumerate() {
+            mapping.push(Linear::new(p, &format!("g.map{k}"), width, w, true)?);
+            width = w;
+        }
+        let h0 = shape.layers[0];
+        let first_xy = Linear::new(p, &format!("{LAYER}0.xy"), inputs, h0, true)?;
+        let first_z = Linear::new(p, &format!("{LAYER}0.z"), width, h0, false)?;
+        let mut rest = vec![];
+        let outs = shape.layers[1..].iter().chain([&spec.channels]);
+        for (k, (&inp, &out)) in shape.layers.iter().zip(outs).enumerate() {
+            rest.push(Linear::new(
+                p,
+                &format!("{LAYER}{}", k + 1),
+                inp,
+                out,
+                true,
+            )?);
+        }
+        Ok(CppnBody {
+            shape: shape.clone(),
+            coords,
+            side,
+            channels: spec.channels,
+            mapping,
+            first_xy,
+            first_z,
+            rest,
+        })
+    }
+
+    /// CPPN weights want unit-scale pre-activations (as CPPN sketches draw them), not
+    /// DCGAN's N(0, 0.02²), which would leave every pixel alike: N(0, 1/fan-in), with the
+    /// first layer's fan-in counting coordinates and z′ together. Biases stay 0.
+    pub fn initialise(p: &Params, seed: u64) -> Result<()> {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0xC7_9A_11);
+        let first_fan_in: usize = [".xy.w", ".z.w"]
+            .iter()
+            .filter_map(|s| p.vars.get(&format!("{LAYER}0{s}")))
+            .map(|v| v.dims()[0])
+            .sum();
+        for (name, var) in &p.vars {
+            if !(name.starts_with(LAYER) || name.starts_with("g.map")) || !name.ends_with(".w") {
+                continue;
+            }
+            let fan_in = if name.starts_with(&format!("{LAYER}0.")) {
+                first_fan_in
+            } else {
+                var.dims()[0]
+            };
+            let std = 1.0 / (fan_in as f32).sqrt();
+            let values: Vec<f32> = (0..var.elem_count())
+                .map(|_| std * normal(&mut rng))
+                .collect();
+            var.set(&Tensor::from_vec(values, var.shape(), &p.device)?)?;
+        }
+        Ok(())
+    }
+
+    /// The codes z′ `[N, code size]` of noise `[N, latent]`.
+    pub fn codes(&self, p: &Params, z: &Tensor) -> Result<Tensor> {
+        let mut x = z.clone();
+        for (k, layer) in self.mapping.iter().enumerate() {
+            x = layer.forward(p, &x)?;
+            // The last layer is linear: codes spread like a CPPN sketch's z ~ N(0, 1)
+            // instead of being squashed into (−1, 1).
+            if k + 1 < self.mapping.len() {
+                x = x.tanh()?;
+            }
+        }
+        Ok(x)
+    }
+
+    /// Noise `[N, latent]` to images `[N, C, S, S]` in [−1, 1].
+    pub fn forward(&self, p: &Params, z: &Tensor) -> Result<Tensor> {
+        let n = z.dim(0)?;
+        let codes = self.codes(p, z)?;
+        let pixels = self.side * self.side;
+        // First layer: coordinates' part [P, H] plus each sample's part [N, H].
+        let xy = self.first_xy.forward(p, &self.coords)?.unsqueeze(0)?;
+        let zs = self.first_z.forward(p, &codes)?.unsqueeze(1)?;
+        let h = xy.broadcast_add(&zs)?;
+        let width = self.shape.layers[0];
+        let mut h = self.shape.activations[0]
+            .tensor(&h)?
+            .reshape((n * pixels, width))?;
+        let acts = self.shape.activations[1..]
+            .iter()
+            .chain([&Activation::Tanh]);
+        for (layer, act) in self.rest.iter().zip(acts) {
+            h = act.tensor(&layer.forward(p, &h)?)?;
+        }
+        h.reshape((n, self.side, self.side, self.channels))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()
+    }
+
+    /// The coordinate MLP as the renderer's [`Network`] (inputs: coordinates, then z′).
+    pub fn network(&self, p: &Params) -> Result<Network> {
+        let read = |name: &str| -> Result<Vec<f32>> {
+            p.vars
+                .get(name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no parameter {name}")))?
+                .as_tensor()
+                .flatten_all()?
+                .to_vec1()
+        };
+        let inputs = self.coords.dim(1)? + self.shape.code_size();
+        let h0 = self.shape.layers[0];
+        // Rows are inputs: the coordinates' rows, then z′'s.
+        let mut w = read(&format!("{LAYER}0.xy.w"))?;
+        w.extend(read(&format!("{LAYER}0.z.w"))?);
+        let mut layers = vec![Dense {
+            inputs,
+            outputs: h0,
+            w,
+            b: read(&format!("{LAYER}0.xy.b"))?,
+            activation: self.shape.activations[0],
+        }];
+        let outs = self.shape.layers[1..].iter().chain([&self.channels]);
+        let acts = self.shape.activations[1..]
+            .iter()
+            .chain([&Activation::Tanh]);
+        for (k, ((&inp, &out), &act)) in self.shape.layers.iter().zip(outs).zip(acts).enumerate() {
+            layers.push(Dense {
+                inputs: inp,
+                outputs: out,
+                w: read(&format!("{LAYER}{}.w", k + 1))?,
+                b: read(&format!("{LAYER}{}.b", k + 1))?,
+                activation: act,
+            });
+        }
+        Ok(Network { layers })
+    }
+
+    pub fn shape(&self) -> &CppnShape {
+        &self.shape
+    }
+}
+
+/// One sample as a CPPN sketch: the generator's weights and the sample's z′ written out,
+/// so it renders, animates (a walk around z′) and remixes like any CPPN sketch.
+pub fn sketch_source(spec: &CppnSpec, net: &Network, code: &[f32], note: &str) -> String {
+    let list = |xs: &[f32]| {
+        xs.iter()
+            .map(|&x| cppn::net::format_exact(x))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let names = |acts: &[Activation]| {
+        acts.iter()
+            .map(|a| format!("\"{}\"", a.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let inputs = if spec.inputs.r {
+        r#"["x", "y", "r"]"#
+    } else {
+        r#"["x", "y"]"#
+    };
+    let fourier = spec.inputs.fourier.map_or(String::new(), |f| {
+        format!(
+            "    fourier: #{{ count: {}, scale: {} }},   // frequencies drawn from the seed\n",
+            f.count, f.scale
+        )
+    });
+    let output = match spec.output {
+        OutputMode::Gray => "gray",
+        _ => "rgb",
+    };
+    let layers = spec
+        .hidden
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "// {note}\n\
+         // A CPPN-GAN sample as a CPPN sketch: the generator's weights and this sample's\n\
+         // code z. Change `size` for any resolution; `animate` walks around z.\n\
+         #{{\n    kind: \"cppn\",\n    size: [{w}, {h}],\n    inputs: {inputs},\n{fourier}    \
+         scale: {scale},\n    z: [{z}],\n    layers: [{layers}],\n    activation: [{acts}],\n    \
+         output: \"{output}\",\n    output_activation: \"tanh\",\n    seed: {seed},\n    \
+         animate: #{{ frames: 48, fps: 24.0, radius: 0.5 }},\n    weights: {weights},\n}}\n",
+        w = spec.width,
+        h = spec.height,
+        scale = spec.scale,
+        z = list(code),
+        acts = names(&spec.activations),
+        seed = spec.seed,
+        weights = net.weights_source("    "),
+    )
+}

@@ -1,0 +1,225 @@
+//! CPPN-GAN (`model: "cppn"`): the generator is a CPPN, so what it learns at the training
+//! size renders at any size through the CPPN renderer and exports as a CPPN sketch.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use common::{gan_spec, weights};
+use easel::gan::layers::Ctx;
+use easel::gan::model::Generator;
+use easel::gan::train::Trainer;
+use easel::gan::ModelKind;
+
+const TINY: &str = r#"model: "cppn", image_size: 32, channels: 1, latent: 5,
+    cppn: #{ layers: [12, 10], activation: ["tanh", "sin"], fourier: #{ count: 4, scale: 1.5 },
+             mapping: [7], scale: 1.5 },
+    d_widths: [8, 16], batch: 4, lr: 2e-3, ema: 0.9, seed: 3, d_norm: "none","#;
+
+fn easel(args: &[&str], dir: &Path) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "easel {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn the_generator_draws_what_the_cppn_renderer_draws_from_its_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let (spec, _) = gan_spec(
+        dir.path(),
+        &format!(r#"{TINY} data: #{{ folder: "data" }}"#),
+    );
+    assert_eq!(spec.model, ModelKind::Cppn);
+    let g = Generator::new(&spec, 0, &Device::Cpu, 11).unwrap();
+    let z = Tensor::randn(0f32, 1.0, (3, 5), &Device::Cpu).unwrap();
+    let ctx = Ctx {
+        train: false,
+        dropout_seed: 0,
+    };
+    let images = g.forward(&z, &[], &ctx).unwrap();
+    assert_eq!(images.dims(), &[3, 1, 32, 32]);
+    let body = g.cppn().expect("a CPPN body");
+    let net = body.network(&g.params).unwrap();
+    let codes: Vec<Vec<f32>> = body.codes(&g.params, &z).unwrap().to_vec2().unwrap();
+    assert_eq!(codes[0].len(), 7, "z′ has the mapping's last width");
+    let render_spec = body.shape().render_spec(&spec, 32, 32);
+    let mut spread = 0.0f32;
+    for (k, code) in codes.iter().enumerate() {
+        let drawn = easel::cppn::render::render(&render_spec, &net, code).to_luma8();
+        let trained: Vec<f32> = images
+            .get(k)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (i, (&t, &d)) in trained.iter().zip(drawn.as_raw()).enumerate() {
+            let want = ((t + 1.0) * 0.5 * 255.0).clamp(0.0, 255.0);
+            assert!(
+                (want - d as f32).abs() <= 1.5,
+                "sample {k}, pixel {i}: generator {want:.1}, renderer {d}"
+            );
+        }
+        let (lo, hi) = trained
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        spread = spread.max(hi - lo);
+    }
+    // CPPN initialisation, not DCGAN's tiny weights: the pixels differ from the start.
+    assert!(spread > 0.2, "a flat picture: spread {spread}");
+}
+
+#[test]
+fn a_cppn_gan_trains_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let (spec, _) = gan_spec(
+        dir.path(),
+        &format!(r#"{TINY} data: #{{ folder: "data" }}"#),
+    );
+    let mut pixels = vec![];
+    for i in 0..8usize {
+        for y in 0..32usize {
+            for x in 0..32usize {
+                pixels.push(if (x / 8 + y / 8 + i) % 2 == 0 {
+                    230u8
+                } else {
+                    20
+                });
+            }
+        }
+    }
+    let data =
+        easel::gan::data::Dataset::from_pixels(pixels, vec![0; 8], vec![], 1, 32, &Device::Cpu)
+            .unwrap();
+    let mut a = Trainer::new(&spec, vec![], &Device::Cpu).unwrap();
+    for _ in 0..4 {
+        let m = a.train_step(&data).unwrap();
+        assert!(m.d_loss.is_finite() && m.g_loss.is_finite(), "{m:?}");
+    }
+    let path = dir.path().join("ckpt.safetensors");
+    a.save_checkpoint(&path).unwrap();
+    let mut b = Trainer::new(&spec, vec![], &Device::Cpu).unwrap();
+    b.load_checkpoint(&path).unwrap();
+    assert!(weights(&a) == weights(&b), "loaded tensors differ");
+    for _ in 0..2 {
+        let (ma, mb) = (a.train_step(&data).unwrap(), b.train_step(&data).unwrap());
+        assert_eq!((ma.d_loss, ma.g_loss), (mb.d_loss, mb.g_loss));
+    }
+}
+
+#[test]
+fn samples_render_at_any_size_and_export_as_a_sketch_that_draws_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketches = dir.path().join("sketches");
+    std::fs::create_dir(&sketches).unwrap();
+    std::fs::write(
+        sketches.join("tiles.rhai"),
+        r#"#{ kind: "truchet", family: "triangles", size: 32, tile: 8, channels: 1, seed: 2 }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        sketches.join("cg.rhai"),
+        format!(
+            r#"#{{ kind: "gan", {TINY} steps: 3, sample_every: 3, checkpoint_every: 3,
+                  eval_every: 0, data: #{{ from: "tiles.rhai", count: 8 }} }}"#
+        ),
+    )
+    .unwrap();
+    easel(&["train", "sketches/cg.rhai", "--runs", "runs"], dir.path());
+    let run = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let run = run.to_str().unwrap();
+    easel(
+        &[
+            "sample",
+            run,
+            "-o",
+            "big.png",
+            "-n",
+            "2",
+            "--size",
+            "96x64",
+            "--export-sketch",
+            "one.rhai",
+        ],
+        dir.path(),
+    );
+    let grid = image::open(dir.path().join("big.png")).unwrap().to_rgb8();
+    // Two 96x64 samples side by side, 2-pixel gaps.
+    assert_eq!(grid.dimensions(), (2 + 2 * 98, 2 + 66));
+    // The exported sketch is sample 0: rendered at that size, the same pixels.
+    let source = std::fs::read_to_string(dir.path().join("one.rhai")).unwrap();
+    assert!(source.contains("kind: \"cppn\"") && source.contains("weights:"));
+    easel(
+        &["render", "one.rhai", "-o", "one.png", "--size", "96x64"],
+        dir.path(),
+    );
+    let one = image::open(dir.path().join("one.png")).unwrap().to_luma8();
+    assert_eq!(one.dimensions(), (96, 64));
+    for y in 0..64 {
+        for x in 0..96 {
+            let a = grid.get_pixel(2 + x, 2 + y).0[0] as i32;
+            let b = one.get_pixel(x, y).0[0] as i32;
+            assert!((a - b).abs() <= 1, "({x}, {y}): sample {a}, sketch {b}");
+        }
+    }
+    // A convolutional generator has one size: asking for another says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args([
+            "sample",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/models/truchet32"),
+            "-o",
+            "x.png",
+            "--size",
+            "64",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("CPPN generator"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cppn_keys_are_checked_where_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |body: &str| {
+        let path = dir.path().join("g.rhai");
+        std::fs::write(
+            &path,
+            format!("#{{ kind: \"gan\", {body} data: #{{ folder: \".\" }} }}"),
+        )
+        .unwrap();
+        easel::spec::load(&path)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let err = load(r#"model: "dcgan", cppn: #{ layers: [8] },"#);
+    assert!(err.contains("needs model \"cppn\""), "{err}");
+    let err = load(r#"model: "cppn", cppn: #{ layers: [8], activation: "sign" },"#);
+    assert!(err.contains("\"sign\" cannot be trained"), "{err}");
+    let err = load(r#"model: "cppn", channels: 4,"#);
+    assert!(err.contains("1 (grayscale) or 3"), "{err}");
+    let err = load(r#"model: "cppn", cppn: #{ mapping: [] },"#);
+    assert!(err.contains("size of z′"), "{err}");
+}
