@@ -103,15 +103,18 @@ fn cdcgan(dir: &std::path::Path, options: &str) -> GanSpec {
 }
 
 #[test]
-fn every_discriminator_option_trains_and_resumes_exactly() {
+fn every_conditioning_option_trains_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let data = patterns(8, 28, 4);
     let spec = cdcgan(
         dir.path(),
-        r#"d_condition: "projection", minibatch_std: true, spectral_norm: true, r1: 10.0,"#,
+        r#"d_condition: "projection", minibatch_std: true, spectral_norm: true, r1: 10.0,
+           g_condition: "norm","#,
     );
     assert_eq!(spec.d_condition, Condition::Projection);
     let mut a = Trainer::new(&spec, data.class_names.clone(), &Device::Cpu).unwrap();
+    // G's norm layers scale and shift by the label: one row per class.
+    assert_eq!(a.g.params.vars["g.up0.norm.class_gamma"].dims(), &[3, 8]);
     // The label reaches D through its embedding, not through extra input planes.
     let names: Vec<String> = a.d.params.vars.keys().cloned().collect();
     assert!(names.contains(&"d.embed.w".to_string()), "{names:?}");
@@ -168,6 +171,16 @@ fn projection_is_refused_where_there_is_no_label() {
     let err = easel::spec::load(&path).unwrap_err().to_string();
     assert!(
         err.contains("d_condition") && err.contains("cdcgan") && err.contains(":2:"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        "#{ kind: \"gan\", model: \"dcgan\",\n  g_condition: \"norm\", data: #{ folder: \"data\" } }",
+    )
+    .unwrap();
+    let err = easel::spec::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("g_condition") && err.contains("cdcgan") && err.contains(":2:"),
         "{err}"
     );
 }

@@ -50,12 +50,12 @@ fn the_generator_draws_what_the_cppn_renderer_draws_from_its_weights() {
     let images = g.forward(&z, &[], &ctx).unwrap();
     assert_eq!(images.dims(), &[3, 1, 32, 32]);
     let body = g.cppn().expect("a CPPN body");
-    let net = body.network(&g.params).unwrap();
     let codes: Vec<Vec<f32>> = body.codes(&g.params, &z).unwrap().to_vec2().unwrap();
     assert_eq!(codes[0].len(), 7, "z′ has the mapping's last width");
     let render_spec = body.shape().render_spec(&spec, 32, 32);
     let mut spread = 0.0f32;
     for (k, code) in codes.iter().enumerate() {
+        let net = body.network(&g.params, code).unwrap();
         let drawn = easel::cppn::render::render(&render_spec, &net, code).to_luma8();
         let trained: Vec<f32> = images
             .get(k)

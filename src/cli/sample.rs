@@ -305,7 +305,6 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
 fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) -> Result<()> {
     let g = &loaded.g;
     let body = g.cppn().context("a CPPN generator")?;
-    let net = body.network(&g.params)?;
     let codes: Vec<Vec<f32>> = body.codes(&g.params, z)?.to_vec2()?;
     let side = g.spec.image_size as u32;
     let (w, h) = args.size.unwrap_or((side, side));
@@ -315,6 +314,7 @@ fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) 
             "Sample 0 of {} (seed {}, truncation {}).",
             loaded.from, args.seed, args.truncation
         );
+        let net = body.network(&g.params, &codes[0])?;
         let source = cppn_generator::sketch_source(&spec, &net, &codes[0], &note);
         recipe::write_atomically(path, |f| {
             Ok(std::io::Write::write_all(f, source.as_bytes())?)
@@ -323,6 +323,7 @@ fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) 
     }
     let mut values = Vec::with_capacity(codes.len() * (w * h) as usize * g.spec.channels);
     for code in &codes {
+        let net = body.network(&g.params, code)?;
         let img = crate::cppn::render::render(&spec, &net, code);
         // Back to the generator's [−1, 1] planes, so the grid (and --threshold) is the
         // one every sample gets.

@@ -31,6 +31,11 @@ pub struct CppnShape {
     /// Widths of the mapping MLP from the noise to z′ (tanh between layers, the last one
     /// linear); the last width is the size of z′, the CPPN's latent input.
     pub mapping: Vec<usize>,
+    /// z′ also shifts every later layer (a per-sample bias, as StyleGAN feeds its code to
+    /// every layer), not only the first: with the code at the input alone, the pixel
+    /// grid's coordinates drown it out and every sample comes out alike.
+    #[serde(default)]
+    pub z_every_layer: bool,
 }
 
 impl Default for CppnShape {
@@ -42,6 +47,7 @@ impl Default for CppnShape {
             radius: true,
             fourier: None,
             mapping: vec![32],
+            z_every_layer: true,
         }
     }
 }
@@ -108,6 +114,7 @@ impl CppnShape {
             }
             None => d.mapping,
         };
+        let z_every_layer = c.bool("z_every_layer", d.z_every_layer)?;
         c.finish()?;
         Ok(CppnShape {
             layers,
@@ -116,6 +123,7 @@ impl CppnShape {
             radius,
             fourier,
             mapping,
+            z_every_layer,
         })
     }
 
@@ -175,8 +183,9 @@ pub struct CppnBody {
     mapping: Vec<Linear>,
     first_xy: Linear,
     first_z: Linear,
-    /// Hidden layers after the first, then the output layer.
-    rest: Vec<Linear>,
+    /// Hidden layers after the first, then the output layer, each with its share of z′
+    /// when `z_every_layer`.
+    rest: Vec<(Linear, Option<Linear>)>,
 }
 
 /// Name prefix of the coordinate MLP's layers (`g.cppn0.xy`, `g.cppn0.z`, `g.cppn1`, …).
@@ -204,13 +213,12 @@ impl CppnBody {
         let mut rest = vec![];
         let outs = shape.layers[1..].iter().chain([&spec.channels]);
         for (k, (&inp, &out)) in shape.layers.iter().zip(outs).enumerate() {
-            rest.push(Linear::new(
-                p,
-                &format!("{LAYER}{}", k + 1),
-                inp,
-                out,
-                true,
-            )?);
+            let name = format!("{LAYER}{}", k + 1);
+            let z = shape
+                .z_every_layer
+                .then(|| Linear::new(p, &format!("{name}.z"), width, out, false))
+                .transpose()?;
+            rest.push((Linear::new(p, &name, inp, out, true)?, z));
         }
         Ok(CppnBody {
             shape: shape.clone(),
@@ -225,25 +233,22 @@ impl CppnBody {
     }
 
     /// CPPN weights want unit-scale pre-activations (as CPPN sketches draw them), not
-    /// DCGAN's N(0, 0.02²), which would leave every pixel alike: N(0, 1/fan-in), with the
-    /// first layer's fan-in counting coordinates and z′ together. Biases stay 0.
+    /// DCGAN's N(0, 0.02²), which would leave every pixel alike: N(0, 1/fan-in), a
+    /// layer's fan-in counting all its inputs (coordinates or features, and z′). Biases
+    /// stay 0.
     pub fn initialise(p: &Params, seed: u64) -> Result<()> {
         let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0xC7_9A_11);
-        let first_fan_in: usize = [".xy.w", ".z.w"]
-            .iter()
-            .filter_map(|s| p.vars.get(&format!("{LAYER}0{s}")))
-            .map(|v| v.dims()[0])
-            .sum();
-        for (name, var) in &p.vars {
-            if !(name.starts_with(LAYER) || name.starts_with("g.map")) || !name.ends_with(".w") {
-                continue;
-            }
-            let fan_in = if name.starts_with(&format!("{LAYER}0.")) {
-                first_fan_in
-            } else {
-                var.dims()[0]
-            };
-            let std = 1.0 / (fan_in as f32).sqrt();
+        // "g.cppn1.z.w" → "g.cppn1": a layer's weights, whatever their inputs.
+        let layer_of = |name: &str| name.splitn(3, '.').take(2).collect::<Vec<_>>().join(".");
+        let ours = |name: &str| {
+            (name.starts_with(LAYER) || name.starts_with("g.map")) && name.ends_with(".w")
+        };
+        let mut fan_in = std::collections::HashMap::<String, usize>::new();
+        for (name, var) in p.vars.iter().filter(|(n, _)| ours(n)) {
+            *fan_in.entry(layer_of(name)).or_default() += var.dims()[0];
+        }
+        for (name, var) in p.vars.iter().filter(|(n, _)| ours(n)) {
+            let std = 1.0 / (fan_in[&layer_of(name)] as f32).sqrt();
             let values: Vec<f32> = (0..var.elem_count())
                 .map(|_| std * normal(&mut rng))
                 .collect();
@@ -282,16 +287,27 @@ impl CppnBody {
         let acts = self.shape.activations[1..]
             .iter()
             .chain([&Activation::Tanh]);
-        for (layer, act) in self.rest.iter().zip(acts) {
-            h = act.tensor(&layer.forward(p, &h)?)?;
+        for ((layer, z), act) in self.rest.iter().zip(acts) {
+            let mut pre = layer.forward(p, &h)?;
+            if let Some(z) = z {
+                let out = pre.dim(1)?;
+                let shift = z.forward(p, &codes)?.unsqueeze(1)?;
+                pre = pre
+                    .reshape((n, pixels, out))?
+                    .broadcast_add(&shift)?
+                    .reshape((n * pixels, out))?;
+            }
+            h = act.tensor(&pre)?;
         }
         h.reshape((n, self.side, self.side, self.channels))?
             .permute((0, 3, 1, 2))?
             .contiguous()
     }
 
-    /// The coordinate MLP as the renderer's [`Network`] (inputs: coordinates, then z′).
-    pub fn network(&self, p: &Params) -> Result<Network> {
+    /// The coordinate MLP as the renderer's [`Network`] for the sample with code `code`
+    /// (inputs: coordinates, then z′). With `z_every_layer`, the code's share of each
+    /// later layer is a constant of the sample, folded into that layer's biases.
+    pub fn network(&self, p: &Params, code: &[f32]) -> Result<Network> {
         let read = |name: &str| -> Result<Vec<f32>> {
             p.vars
                 .get(name)
@@ -317,11 +333,25 @@ impl CppnBody {
             .iter()
             .chain([&Activation::Tanh]);
         for (k, ((&inp, &out), &act)) in self.shape.layers.iter().zip(outs).zip(acts).enumerate() {
+            let name = format!("{LAYER}{}", k + 1);
+            let mut b = read(&format!("{name}.b"))?;
+            if self.shape.z_every_layer {
+                // z.w is [code, out], row-major.
+                let zw = read(&format!("{name}.z.w"))?;
+                for (o, bias) in b.iter_mut().enumerate() {
+                    let shift: f64 = code
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| c as f64 * zw[i * out + o] as f64)
+                        .sum();
+                    *bias = (*bias as f64 + shift) as f32;
+                }
+            }
             layers.push(Dense {
                 inputs: inp,
                 outputs: out,
-                w: read(&format!("{LAYER}{}.w", k + 1))?,
-                b: read(&format!("{LAYER}{}.b", k + 1))?,
+                w: read(&format!("{name}.w"))?,
+                b,
                 activation: act,
             });
         }

@@ -117,6 +117,9 @@ pub struct GanSpec {
     /// R1 penalty weight γ on D's gradient at real images (Mescheder et al. 2018); 0: off.
     #[serde(default)]
     pub r1: f64,
+    /// How a conditional G is given the label (cdcgan only).
+    #[serde(default)]
+    pub g_condition: GCondition,
     /// The CPPN generator's shape (`model: "cppn"` only).
     #[serde(default)]
     pub cppn: Option<cppn_generator::CppnShape>,
@@ -132,6 +135,19 @@ pub enum Condition {
     /// A class embedding dotted with D's features, added to the logit (Miyato & Koyama
     /// 2018, "cGANs with Projection Discriminator").
     Projection,
+}
+
+/// How a conditional generator is given the label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GCondition {
+    /// One-hot label concatenated to the noise (the Keras article's cDCGAN).
+    #[default]
+    Input,
+    /// Also class-conditional normalisation: each of G's norm layers scales and shifts
+    /// its channels by a learned vector of the label (de Vries et al. 2017; the generator
+    /// side of Miyato & Koyama's projection cGAN), so the label acts at every stage.
+    Norm,
 }
 
 fn default_eval_images() -> usize {
@@ -278,6 +294,25 @@ impl GanSpec {
                 "d_condition \"projection\" gives D the label of a conditional GAN: it needs model \"cdcgan\"",
             ));
         }
+        let g_condition = match map
+            .choice(
+                "g_condition",
+                "label conditioning",
+                &["input", "norm"],
+                "input",
+            )?
+            .as_str()
+        {
+            "norm" => GCondition::Norm,
+            _ => GCondition::Input,
+        };
+        if g_condition == GCondition::Norm && (model != ModelKind::Cdcgan || g_norm == Norm::None) {
+            return Err(map.error_at(
+                "g_condition",
+                None,
+                "g_condition \"norm\" makes G's norm layers depend on the label: it needs model \"cdcgan\" and a g_norm (batch or layer)",
+            ));
+        }
         let minibatch_std = map.bool("minibatch_std", false)?;
         let spectral_norm = map.bool("spectral_norm", false)?;
         let r1 = map.float("r1", 0.0, 0.0..=1000.0)?;
@@ -335,6 +370,7 @@ impl GanSpec {
             minibatch_std,
             spectral_norm,
             r1,
+            g_condition,
             cppn,
         })
     }

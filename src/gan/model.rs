@@ -6,12 +6,30 @@ use candle_core::{Device, Result, Tensor, D};
 
 use super::cppn_generator::CppnBody;
 use super::layers::{self, Conv, Ctx, Linear, NormLayer, Params};
-use super::{Condition, GanSpec, ModelKind, Upsample};
+use super::{Condition, GCondition, GanSpec, ModelKind, Upsample};
 
 /// One generator stage: a convolution, then (except the last) norm and activation.
 struct Stage {
     conv: Conv,
     norm: Option<NormLayer>,
+    /// `g_condition: "norm"`: per-class scale and shift of the normalised channels.
+    class_affine: Option<ClassAffine>,
+}
+
+/// Per-class changes to a norm layer's γ and β, `[K, C]` each, starting near zero.
+struct ClassAffine {
+    gamma: Tensor,
+    beta: Tensor,
+}
+
+impl ClassAffine {
+    /// `x · (1 + Δγ[y]) + Δβ[y]` for each image's label y (`one_hot`: `[N, K]`).
+    fn forward(&self, x: &Tensor, one_hot: &Tensor) -> Result<Tensor> {
+        let (n, c) = (x.dim(0)?, x.dim(1)?);
+        let scale = (one_hot.matmul(&self.gamma)? + 1.0)?.reshape((n, c, 1, 1))?;
+        let shift = one_hot.matmul(&self.beta)?.reshape((n, c, 1, 1))?;
+        x.broadcast_mul(&scale)?.broadcast_add(&shift)
+    }
 }
 
 pub struct Generator {
@@ -106,7 +124,19 @@ impl Generator {
             let norm = (!last)
                 .then(|| NormLayer::new(&mut p, &format!("{name}.norm"), io.1, s.g_norm))
                 .transpose()?;
-            stages.push(Stage { conv, norm });
+            let class_affine = (!last && conditional && s.g_condition == GCondition::Norm)
+                .then(|| -> Result<ClassAffine> {
+                    Ok(ClassAffine {
+                        gamma: p.var(&format!("{name}.norm.class_gamma"), &[classes, io.1])?,
+                        beta: p.var(&format!("{name}.norm.class_beta"), &[classes, io.1])?,
+                    })
+                })
+                .transpose()?;
+            stages.push(Stage {
+                conv,
+                norm,
+                class_affine,
+            });
         }
         p.initialise(seed)?;
         Ok(Generator {
@@ -144,10 +174,13 @@ impl Generator {
                 stages,
             } => (project, project_norm, stages),
         };
-        let x = if self.conditional() {
-            Tensor::cat(&[z, &one_hot(labels, self.classes, z.device())?], 1)?
-        } else {
-            z.clone()
+        let labels_hot = self
+            .conditional()
+            .then(|| one_hot(labels, self.classes, z.device()))
+            .transpose()?;
+        let x = match &labels_hot {
+            Some(hot) => Tensor::cat(&[z, hot], 1)?,
+            None => z.clone(),
         };
         let x = project.forward(p, &x)?;
         let x = project_norm.forward(p, &x, ctx)?;
@@ -159,6 +192,9 @@ impl Generator {
             x = stage.conv.forward(p, &x)?;
             if let Some(norm) = &stage.norm {
                 x = norm.forward(p, &x, ctx)?;
+                if let (Some(affine), Some(hot)) = (&stage.class_affine, &labels_hot) {
+                    x = affine.forward(&x, hot)?;
+                }
                 x = s.g_activation.apply(&x)?;
             }
         }
