@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::sample::{load_generator, Pick};
 use crate::device::DeviceArg;
+use crate::gan::saved::{load_generator, Pick};
 use indicatif::ProgressBar;
 
 use crate::gan::classifier::{self, Classifier};

@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -9,9 +9,8 @@ use rand_pcg::Pcg64Mcg;
 use crate::device::DeviceArg;
 use crate::gan::cppn_generator;
 use crate::gan::layers::{normal, Ctx};
-use crate::gan::model::Generator;
-use crate::gan::train::{grid, load_safetensors};
-use crate::gan::GanSpec;
+use crate::gan::saved::{load_generator, LoadedGenerator, Pick};
+use crate::gan::train::grid;
 use crate::recipe;
 
 #[derive(Args, Debug)]
@@ -63,139 +62,6 @@ pub struct SampleArgs {
     /// cpu, cuda, cuda:N or auto (see `easel train --help`).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceArg,
-}
-
-/// A trained generator with its spec and class names.
-pub(crate) struct LoadedGenerator {
-    pub g: Generator,
-    pub classes: Vec<String>,
-    /// Which file and weights, e.g. "checkpoints/best.safetensors (raw weights, step 1500)".
-    pub from: String,
-}
-
-/// Which of a run's generators: `best` (lowest SWD), `latest`, or `step_N` (a kept copy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pick {
-    Best,
-    Latest,
-    Step(u64),
-}
-
-impl std::str::FromStr for Pick {
-    type Err = String;
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
-        match text {
-            "best" => Ok(Pick::Best),
-            "latest" => Ok(Pick::Latest),
-            other => other
-                .strip_prefix("step_")
-                .unwrap_or(other)
-                .parse()
-                .map(Pick::Step)
-                .map_err(|_| {
-                    format!("\"{other}\": expected best, latest or step_N (e.g. step_1000)")
-                }),
-        }
-    }
-}
-
-/// Loads a generator from a run directory, model folder or safetensors file: by default
-/// the run's `generator.safetensors` (the EMA weights when it ended or stopped), else its
-/// latest checkpoint; `pick` chooses another; `raw` takes the trained weights instead of
-/// their moving average (checkpoints hold both).
-pub(crate) fn load_generator(
-    source: &Path,
-    pick: Option<Pick>,
-    raw: bool,
-    device: &Device,
-) -> Result<LoadedGenerator> {
-    let checkpoint_prefix = if raw { "g." } else { "ema." };
-    let (file, prefix) = if source.is_dir() {
-        let checkpoints = source.join("checkpoints");
-        let generator = source.join("generator.safetensors");
-        let latest = checkpoints.join("latest.safetensors");
-        match pick {
-            Some(Pick::Best) if raw => bail!(
-                "--raw with --checkpoint best: the best file holds one generator (raw or EMA, whichever scored better), and `easel sample` says which"
-            ),
-            Some(Pick::Best) => (checkpoints.join("best.safetensors"), ""),
-            Some(Pick::Latest) => (latest, checkpoint_prefix),
-            Some(Pick::Step(n)) => (
-                checkpoints.join(format!("step_{n:06}.safetensors")),
-                checkpoint_prefix,
-            ),
-            None if raw => (latest, checkpoint_prefix),
-            None if generator.exists() => (generator, ""),
-            None => (latest, checkpoint_prefix),
-        }
-    } else if pick.is_some() {
-        bail!(
-            "--checkpoint picks a file of a run directory; {} is a file",
-            source.display()
-        );
-    } else if source
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("generator"))
-    {
-        if raw {
-            bail!(
-                "--raw needs a training checkpoint; {} holds only the averaged weights",
-                source.display()
-            );
-        }
-        (source.to_path_buf(), "")
-    } else {
-        (source.to_path_buf(), checkpoint_prefix)
-    };
-    if !file.exists() {
-        let kept = match pick {
-            Some(Pick::Best) => " (a run keeps one once it has been evaluated: see eval_every)",
-            Some(Pick::Step(_)) => " (runs keep a copy every keep_every steps)",
-            _ => "",
-        };
-        bail!("{} does not exist{kept}", file.display());
-    }
-    let (tensors, meta) = load_safetensors(&file, device.clone())?;
-    let spec: GanSpec = match meta.get("spec") {
-        Some(s) => serde_json::from_str(s)
-            .with_context(|| format!("{}: the spec it carries does not parse", file.display()))?,
-        None => {
-            // A checkpoint: the spec is in its run directory.
-            let run = file
-                .parent()
-                .and_then(Path::parent)
-                .context("checkpoint outside a run directory")?;
-            let text = std::fs::read_to_string(run.join("spec.json"))
-                .with_context(|| format!("no spec.json in {}", run.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: bad spec.json", run.display()))?
-        }
-    };
-    let classes: Vec<String> = meta
-        .get("classes")
-        .map(|c| serde_json::from_str(c))
-        .transpose()?
-        .unwrap_or_default();
-    let g = Generator::new(&spec, classes.len(), device, 0)?;
-    g.params
-        .load(prefix, &tensors)
-        .with_context(|| format!("loading {}", file.display()))?;
-    let weights = match (prefix, meta.get("weights").map(String::as_str)) {
-        ("g.", _) | (_, Some("raw")) => "raw weights",
-        _ => "EMA weights",
-    };
-    let mut from = format!(
-        "{} ({weights}",
-        file.strip_prefix(source).unwrap_or(&file).display()
-    );
-    if let Some(step) = meta.get("step") {
-        from.push_str(&format!(", step {step}"));
-    }
-    if let Some(swd) = meta.get("swd").and_then(|s| s.parse::<f64>().ok()) {
-        from.push_str(&format!(", SWD {swd:.1}"));
-    }
-    from.push(')');
-    Ok(LoadedGenerator { g, classes, from })
 }
 
 pub(crate) fn run(args: SampleArgs) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod quality;
+pub mod saved;
 pub mod swd;
 pub mod train;
 
