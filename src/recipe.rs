@@ -32,6 +32,9 @@ pub struct Recipe {
 
 /// Writes `img` as PNG to `path` (temp file + rename, so a crash never leaves a
 /// half-written file), with the recipe's text chunks when given.
+/// Images bigger than this (512²) are written with fast PNG compression.
+const FAST_PNG_PIXELS: u64 = 512 * 512;
+
 pub fn write_png(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Result<()> {
     let (color, bytes): (png::ColorType, &[u8]) = match img {
         DynamicImage::ImageLuma8(g) => (png::ColorType::Grayscale, g.as_raw()),
@@ -43,6 +46,11 @@ pub fn write_png(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Re
         let mut enc = png::Encoder::new(BufWriter::new(file), img.width(), img.height());
         enc.set_color(color);
         enc.set_depth(png::BitDepth::Eight);
+        // Big renders: fdeflate's fast mode encodes a megapixel several times faster than
+        // the default for a file ~10–20% larger; small images keep the tighter default.
+        if u64::from(img.width()) * u64::from(img.height()) > FAST_PNG_PIXELS {
+            enc.set_compression(png::Compression::Fast);
+        }
         enc.add_text_chunk(
             "Software".into(),
             format!("easel {}", env!("CARGO_PKG_VERSION")),
