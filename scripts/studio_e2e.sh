@@ -4,7 +4,7 @@
 # the reload time, break the sketch and see its error with the line, fix it, save a
 # favourite and find the file; on a sketch with knobs, step the seed, turn a knob, save a
 # favourite that `easel render --from` makes again byte for byte, write the knob into the
-# file; start a tiny training, see the step counter move, stop it.
+# file; breed variations, pick one and undo; start a tiny training, see the step counter move, stop it.
 #
 #   scripts/studio_e2e.sh [path/to/easel]      (default: target/debug/easel)
 #
@@ -182,6 +182,28 @@ echo "ok: w wrote the knob into the file, comment kept"
 # The write is a save: wait for its reload (it selects b) before moving on. (The title
 # had no save→screen since the knob's render.)
 expect "save→screen"
+
+# Variations: v breeds nine seeds of b, 3 picks the third (it becomes the preview), and
+# backspace undoes the pick.
+title_before=$(screen | grep -oE "Preview · b · seed [0-9]+" | head -1)
+tmux send-keys -t "$SESSION" v
+expect "Variations · b · seeds"
+expect " 9 seed "
+deadline=$((SECONDS + 30))
+while screen | grep -qF "breeding…"; do
+    if ((SECONDS > deadline)); then
+        echo "FAILED: the variations did not all arrive" >&2
+        screen >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+pick=$(screen | grep -oE " 3 seed [0-9]+" | head -1 | grep -oE "[0-9]+$")
+echo "ok: nine variations; cell 3 is seed $pick"
+tmux send-keys -t "$SESSION" 3
+expect "Preview · b · seed $pick ·"
+tmux send-keys -t "$SESSION" BSpace
+expect "$title_before ·"
 
 # Train the tiny GAN: select it, t, and watch the step counter move.
 tmux send-keys -t "$SESSION" G

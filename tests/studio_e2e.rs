@@ -1,5 +1,6 @@
 //! The studio end to end, in tmux: scripts/studio_e2e.sh drives the real binary (edit in
-//! place and by rename, error with its line, favourite, seed and knob, a tiny training). Skipped, with a
+//! place and by rename, error with its line, favourite, seed and knob, variations picked and
+//! undone, a tiny training). Skipped, with a
 //! note, where tmux is not installed (.ci/run installs it).
 
 use std::process::Command;
