@@ -1,7 +1,7 @@
 //! The studio end to end, in tmux: scripts/studio_e2e.sh drives the real binary (edit in
 //! place and by rename, error with its line, favourite, seed and knob, variations picked and
-//! undone, a tiny training). Skipped, with a
-//! note, where tmux is not installed (.ci/run installs it).
+//! undone, a tiny training). Skipped, with a note, where tmux is not installed (.ci/run
+//! installs it).
 
 use std::process::Command;
 
