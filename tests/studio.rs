@@ -926,11 +926,36 @@ fn run_panels_show_for_gan_sketches_only_and_f_fills_the_screen() {
 
 // ---- layout snapshots ------------------------------------------------------------------
 
-fn screen(app: &App, width: u16, height: u16) -> String {
+fn screen_buffer(app: &App, width: u16, height: u16) -> ratatui::buffer::Buffer {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
     let mut state = view::ViewState::new(Picker::halfblocks());
     terminal.draw(|f| view::draw(f, app, &mut state)).unwrap();
-    let buffer = terminal.backend().buffer();
+    terminal.backend().buffer().clone()
+}
+
+/// Where `text` starts on screen (on one row), if anywhere.
+fn find_text(buffer: &ratatui::buffer::Buffer, text: &str) -> Option<(u16, u16)> {
+    let width = buffer.area.width as usize;
+    (0..buffer.area.height).find_map(|y| {
+        let row: Vec<&str> = (0..buffer.area.width)
+            .map(|x| buffer[(x, y)].symbol())
+            .collect();
+        let joined = row.concat();
+        let byte = joined.find(text)?;
+        // Cells to the match: count the symbols before it.
+        let mut seen = 0;
+        let x = row.iter().position(|s| {
+            let here = seen;
+            seen += s.len();
+            here >= byte
+        })?;
+        (x < width).then_some((x as u16, y))
+    })
+}
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let buffer = screen_buffer(app, width, height);
+    let buffer = &buffer;
     let mut out = String::new();
     for y in 0..buffer.area.height {
         for x in 0..buffer.area.width {
@@ -1301,7 +1326,7 @@ fn c_charts_the_swd_of_both_generators_and_back() {
 }
 
 #[test]
-fn the_run_panel_shows_the_newest_swd_and_the_least_varied_class() {
+fn the_run_panel_shows_the_newest_swd_the_least_varied_class_and_every_class() {
     let mut app = busy_studio();
     let run = app.run.as_mut().unwrap();
     let m = run.metrics.last_mut().unwrap();
@@ -1326,6 +1351,22 @@ fn the_run_panel_shows_the_newest_swd_and_the_least_varied_class() {
     assert!(s.contains("least varied: tri 0.11"), "{s}");
     // Only classes with a fidelity figure compete for "least recognised".
     assert!(s.contains("least recognised: arcs 0.98"), "{s}");
+    // Every class in a row under the chart, the collapsed one in red.
+    assert!(
+        s.contains("Classes · diversity·recognised · step 120"),
+        "{s}"
+    );
+    assert!(
+        s.contains("arcs 0.93·0.98") && s.contains("tri 0.11"),
+        "{s}"
+    );
+    let buf = screen_buffer(&app, 160, 48);
+    let at = find_text(&buf, "tri 0.11").expect("the class row");
+    assert_eq!(
+        buf[at].fg,
+        ratatui::style::Color::Red,
+        "a collapsed class is red"
+    );
     let run = app.run.as_mut().unwrap();
     run.metrics.last_mut().unwrap().classes[1].fidelity = Some(0.4);
     let s = screen(&app, 160, 48);

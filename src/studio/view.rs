@@ -219,10 +219,18 @@ pub fn draw(frame: &mut Frame, app: &App, state: &mut ViewState) {
         let [chart_area, log_area] =
             Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
                 .areas(rest);
+        // A conditional run's newest per-class figures, in a row under the chart.
+        let classes = newest_classes(app);
+        let rows = classes.map_or(0, |(_, c)| class_lines(c, chart_area.width) + 2);
+        let [chart_area, classes_area] =
+            Layout::vertical([Constraint::Min(4), Constraint::Length(rows)]).areas(chart_area);
         draw_list(frame, app, list_area);
         draw_preview(frame, app, state, preview_area);
         draw_run(frame, app, run_area);
         draw_chart(frame, app, chart_area);
+        if let Some((step, classes)) = classes {
+            draw_classes(frame, step, classes, classes_area);
+        }
         draw_log(frame, app, log_area);
     } else {
         // A picture sketch: no empty run and loss panels; the preview takes the height,
@@ -793,6 +801,72 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
     }
     frame.render_widget(
         Paragraph::new(lines).block(block).wrap(Wrap { trim: true }),
+        area,
+    );
+}
+
+/// The newest evaluation's per-class figures, with its step (conditional runs only).
+fn newest_classes(app: &App) -> Option<(u64, &[crate::run::ClassScore])> {
+    let m = app
+        .run
+        .as_ref()?
+        .metrics
+        .iter()
+        .rev()
+        .find(|m| m.swd.is_some())?;
+    (!m.classes.is_empty()).then_some((m.step, m.classes.as_slice()))
+}
+
+/// One class's cell in the class row: `name diversity·fidelity`.
+fn class_cell(c: &crate::run::ClassScore) -> String {
+    match c.fidelity {
+        Some(f) => format!("{} {:.2}·{:.2}", c.name, c.diversity, f),
+        None => format!("{} {:.2}", c.name, c.diversity),
+    }
+}
+
+/// Lines the class row needs inside its border at `width` columns (at most 4).
+fn class_lines(classes: &[crate::run::ClassScore], width: u16) -> u16 {
+    let inner = width.saturating_sub(2).max(1) as usize;
+    let mut lines = 1;
+    let mut used = 0;
+    for c in classes {
+        let w = class_cell(c).chars().count() + 2;
+        if used > 0 && used + w > inner {
+            lines += 1;
+            used = 0;
+        }
+        used += w;
+    }
+    lines.min(4)
+}
+
+/// Every class's diversity (its samples' spread over its pictures') and, when the run
+/// has a class check, the fraction recognised as the class; low figures in red.
+fn draw_classes(frame: &mut Frame, step: u64, classes: &[crate::run::ClassScore], area: Rect) {
+    use crate::run::ClassScore;
+    let has_fidelity = classes.iter().any(|c| c.fidelity.is_some());
+    let what = if has_fidelity {
+        "diversity·recognised"
+    } else {
+        "diversity"
+    };
+    let mut spans = vec![];
+    for c in classes {
+        let low = c.diversity < ClassScore::LOW_DIVERSITY
+            || c.fidelity.is_some_and(|f| f < ClassScore::LOW_FIDELITY);
+        let cell = class_cell(c);
+        spans.push(if low {
+            Span::styled(cell, Style::new().fg(Color::Red).bold())
+        } else {
+            Span::raw(cell)
+        });
+        spans.push(Span::raw("  "));
+    }
+    frame.render_widget(
+        Paragraph::new(Line::from(spans))
+            .block(block(format!(" Classes · {what} · step {step} ")))
+            .wrap(Wrap { trim: true }),
         area,
     );
 }
