@@ -127,6 +127,22 @@ impl CppnShape {
         })
     }
 
+    /// (inputs, outputs, activation) of every layer after the first: the hidden layers,
+    /// then the tanh output of `channels`.
+    fn later_layers(&self, channels: usize) -> Vec<(usize, usize, Activation)> {
+        (0..self.layers.len())
+            .map(|k| {
+                let out = self.layers.get(k + 1).copied().unwrap_or(channels);
+                let act = self
+                    .activations
+                    .get(k + 1)
+                    .copied()
+                    .unwrap_or(Activation::Tanh);
+                (self.layers[k], out, act)
+            })
+            .collect()
+    }
+
     /// The size of z′, the code each sample's CPPN sees.
     pub fn code_size(&self) -> usize {
         *self.mapping.last().expect("mapping has a layer")
@@ -211,8 +227,7 @@ impl CppnBody {
         let first_xy = Linear::new(p, &format!("{LAYER}0.xy"), inputs, h0, true)?;
         let first_z = Linear::new(p, &format!("{LAYER}0.z"), width, h0, false)?;
         let mut rest = vec![];
-        let outs = shape.layers[1..].iter().chain([&spec.channels]);
-        for (k, (&inp, &out)) in shape.layers.iter().zip(outs).enumerate() {
+        for (k, (inp, out, _)) in shape.later_layers(spec.channels).into_iter().enumerate() {
             let name = format!("{LAYER}{}", k + 1);
             let z = shape
                 .z_every_layer
@@ -284,10 +299,8 @@ impl CppnBody {
         let mut h = self.shape.activations[0]
             .tensor(&h)?
             .reshape((n * pixels, width))?;
-        let acts = self.shape.activations[1..]
-            .iter()
-            .chain([&Activation::Tanh]);
-        for ((layer, z), act) in self.rest.iter().zip(acts) {
+        let later = self.shape.later_layers(self.channels);
+        for ((layer, z), (_, _, act)) in self.rest.iter().zip(later) {
             let mut pre = layer.forward(p, &h)?;
             if let Some(z) = z {
                 let out = pre.dim(1)?;
@@ -328,11 +341,8 @@ impl CppnBody {
             b: read(&format!("{LAYER}0.xy.b"))?,
             activation: self.shape.activations[0],
         }];
-        let outs = self.shape.layers[1..].iter().chain([&self.channels]);
-        let acts = self.shape.activations[1..]
-            .iter()
-            .chain([&Activation::Tanh]);
-        for (k, ((&inp, &out), &act)) in self.shape.layers.iter().zip(outs).zip(acts).enumerate() {
+        let later = self.shape.later_layers(self.channels);
+        for (k, (inp, out, act)) in later.into_iter().enumerate() {
             let name = format!("{LAYER}{}", k + 1);
             let mut b = read(&format!("{name}.b"))?;
             if self.shape.z_every_layer {
