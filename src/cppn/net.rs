@@ -219,14 +219,6 @@ impl Network {
         self.layers.last().map_or(0, |l| l.outputs)
     }
 
-    pub fn max_width(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| l.inputs.max(l.outputs))
-            .max()
-            .unwrap_or(0)
-    }
-
     /// The reference forward pass: f64, one pixel, no tricks.
     pub fn forward_reference(&self, input: &[f64]) -> Vec<f64> {
         let mut x = input.to_vec();
