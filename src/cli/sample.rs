@@ -9,7 +9,7 @@ use rand_pcg::Pcg64Mcg;
 use crate::device::DeviceArg;
 use crate::gan::cppn_generator;
 use crate::gan::layers::{normal, Ctx};
-use crate::gan::saved::{load_generator, LoadedGenerator, Pick};
+use crate::gan::saved::{load_generator, truncated_noise, LoadedGenerator, Pick};
 use crate::gan::train::grid;
 use crate::recipe;
 
@@ -132,7 +132,7 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
         );
     }
     if !args.interpolate {
-        let z = Tensor::from_vec(draw(n * latent), (n, latent), &device)?;
+        let z = truncated_noise(args.seed, n, latent, args.truncation, &device)?;
         if args.size.is_some() || args.export_sketch.is_some() {
             return render_cppn_samples(&args, &loaded, &z);
         }

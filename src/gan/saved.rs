@@ -143,3 +143,35 @@ pub fn load_generator(
     from.push(')');
     Ok(LoadedGenerator { g, classes, from })
 }
+
+/// Noise for `n` samples drawn from `seed` and scaled by `truncation` (below 1 trades
+/// variety for fidelity): what `easel sample --seed S --truncation T` draws.
+pub fn truncated_noise(
+    seed: u64,
+    n: usize,
+    latent: usize,
+    truncation: f64,
+    device: &Device,
+) -> Result<candle_core::Tensor> {
+    use rand::SeedableRng;
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+    let z: Vec<f32> = (0..n * latent)
+        .map(|_| super::layers::normal(&mut rng) * truncation as f32)
+        .collect();
+    Ok(candle_core::Tensor::from_vec(z, (n, latent), device)?)
+}
+
+/// `n` samples, the classes in turn, as one grid picture: the same picture as
+/// `easel sample SOURCE -n N --seed S --truncation T`.
+pub fn sample_grid(
+    loaded: &LoadedGenerator,
+    n: usize,
+    seed: u64,
+    truncation: f64,
+) -> Result<image::DynamicImage> {
+    let g = &loaded.g;
+    let z = truncated_noise(seed, n, g.spec.latent, truncation, &g.params.device)?;
+    let labels: Vec<usize> = (0..n).map(|i| i % loaded.classes.len().max(1)).collect();
+    let images = super::train::generate(g, &z, &labels)?;
+    super::train::grid(&images, None)
+}
