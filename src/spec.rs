@@ -12,6 +12,7 @@ use crate::recipe::Recipe;
 use crate::sketch::{engine, reader, Knobs, Locator, MapReader, Params, Script, SketchError};
 
 use crate::cppn::CppnSpec;
+use crate::gan::data::DataSketch;
 use crate::gan::GanSpec;
 use crate::truchet::TruchetSpec;
 
@@ -165,6 +166,28 @@ impl Spec {
                 "a GAN sketch is trained, not rendered: `easel train SKETCH`, then `easel sample RUN`",
             )),
         }
+    }
+}
+
+/// Opens the data sketch of a GAN (`data: #{ from: "x.rhai" }`) for its data loader,
+/// which sits below this layer and so cannot load sketches itself.
+pub fn data_sketch(path: &Path) -> anyhow::Result<Box<dyn DataSketch>> {
+    Ok(Box::new(load(path)?))
+}
+
+impl DataSketch for Sketch {
+    fn class_names(&self) -> Vec<String> {
+        self.classes.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn picture(&self, class: usize, k: u64, side: u32) -> anyhow::Result<DynamicImage> {
+        let mut spec = match self.classes.get(class) {
+            Some((_, s)) => s.clone(),
+            None => self.spec.clone(),
+        };
+        spec.set_seed(spec.seed().wrapping_add(k));
+        spec.set_size(side, side);
+        Ok(spec.render().map_err(|e| e.or_file(&self.path))?)
     }
 }
 
