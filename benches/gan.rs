@@ -35,7 +35,7 @@ fn trainer(name: &str) -> (Trainer, data::Dataset) {
     if let DataSource::Sketch { count, .. } = &mut spec.data {
         *count = 256;
     }
-    let data = data::load(&spec, &Device::Cpu).unwrap();
+    let data = data::load(&spec, &Device::Cpu, Some(spec::data_sketch)).unwrap();
     let t = Trainer::new(&spec, data.class_names.clone(), &Device::Cpu).unwrap();
     (t, data)
 }

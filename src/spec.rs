@@ -12,11 +12,46 @@ use crate::recipe::Recipe;
 use crate::sketch::{engine, reader, Knobs, Locator, MapReader, Params, Script, SketchError};
 
 use crate::cppn::CppnSpec;
+use crate::gan::data::DataSketch;
 use crate::gan::GanSpec;
 use crate::truchet::TruchetSpec;
 
 /// The kinds a sketch can be. Each has its own spec and renderer.
 pub const KINDS: &[&str] = &["truchet", "cppn", "gan"];
+
+/// Slow work a spec needs before it renders, said for people. Today that is a CPPN's
+/// `fit:` that this process has not done yet (seconds to minutes of training).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preparation {
+    /// The verb, bare and as it happens: `("fit", "fitting")`.
+    pub verb: (&'static str, &'static str),
+    /// What it works on: "the network to sketches/images/arcs64.png".
+    pub object: String,
+    /// How many steps it takes.
+    pub steps: u64,
+}
+
+impl Preparation {
+    /// "fit the network to t.png (600 steps)".
+    pub fn task(&self) -> String {
+        format!("{} {} ({} steps)", self.verb.0, self.object, self.steps)
+    }
+
+    /// "fitting the network to t.png (600 steps)".
+    pub fn doing(&self) -> String {
+        format!("{} {} ({} steps)", self.verb.1, self.object, self.steps)
+    }
+}
+
+/// How far [`Spec::prepare`] has got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Steps done, of `total`.
+    pub done: u64,
+    pub total: u64,
+    /// How it is going: "loss 0.00123  PSNR 29.1 dB".
+    pub detail: String,
+}
 
 /// A fully resolved description of what to make.
 #[derive(Debug, Clone)]
@@ -74,25 +109,96 @@ impl Spec {
         }
     }
 
+    /// The slow work this spec needs before [`render`](Self::render) returns quickly,
+    /// or `None` when it renders straight away. [`prepare`](Self::prepare) does it;
+    /// without that, `render` does it on first use, reporting nothing.
+    pub fn preparation(&self) -> Option<Preparation> {
+        match self {
+            Spec::Cppn(c) => c.pending_fit().map(|f| Preparation {
+                verb: ("fit", "fitting"),
+                object: format!("the network to {}", f.image_path.display()),
+                steps: f.steps as u64,
+            }),
+            Spec::Truchet(_) | Spec::Gan(_) => None,
+        }
+    }
+
+    /// Does the work [`preparation`](Self::preparation) describes, calling `progress`
+    /// as it goes (every tenth step), and returns a line on how it went; `None` when
+    /// there was nothing to do. The outcome, an error too, is kept for the process:
+    /// `render` gives the same error at once instead of working again.
+    pub fn prepare(
+        &self,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Option<String>, SketchError> {
+        let Spec::Cppn(c) = self else {
+            return Ok(None);
+        };
+        let Some(fit) = c.pending_fit() else {
+            return Ok(None);
+        };
+        let total = fit.steps as u64;
+        let (_, report) = crate::cppn::fit::fitted(c, fit, &mut |step, loss| {
+            let done = step as u64 + 1;
+            if done.is_multiple_of(10) || done == total {
+                progress(&Progress {
+                    done,
+                    total,
+                    detail: format!(
+                        "loss {loss:.5}  PSNR {:.1} dB",
+                        crate::cppn::fit::psnr(loss as f64)
+                    ),
+                });
+            }
+        })
+        .map_err(|e| cppn_error(c, e))?;
+        Ok(report.map(|r| r.summary(fit)))
+    }
+
     /// Renders the image this spec describes. Script errors (in a rule) come back
     /// located in the sketch file.
     pub fn render(&self) -> Result<DynamicImage, SketchError> {
         match self {
             Spec::Truchet(t) => crate::truchet::render(t),
-            Spec::Cppn(c) => c.render().map_err(|e| {
-                let file = c
-                    .fit
-                    .as_ref()
-                    .map(|f| f.image_path.clone())
-                    .unwrap_or_default();
-                SketchError::whole_file(&file, format!("{e:#}"))
-            }),
+            Spec::Cppn(c) => c.render().map_err(|e| cppn_error(c, e)),
             Spec::Gan(_) => Err(SketchError::whole_file(
                 Path::new(""),
                 "a GAN sketch is trained, not rendered: `easel train SKETCH`, then `easel sample RUN`",
             )),
         }
     }
+}
+
+/// Opens the data sketch of a GAN (`data: #{ from: "x.rhai" }`) for its data loader,
+/// which sits below this layer and so cannot load sketches itself.
+pub fn data_sketch(path: &Path) -> anyhow::Result<Box<dyn DataSketch>> {
+    Ok(Box::new(load(path)?))
+}
+
+impl DataSketch for Sketch {
+    fn class_names(&self) -> Vec<String> {
+        self.classes.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn picture(&self, class: usize, k: u64, side: u32) -> anyhow::Result<DynamicImage> {
+        let mut spec = match self.classes.get(class) {
+            Some((_, s)) => s.clone(),
+            None => self.spec.clone(),
+        };
+        spec.set_seed(spec.seed().wrapping_add(k));
+        spec.set_size(side, side);
+        Ok(spec.render().map_err(|e| e.or_file(&self.path))?)
+    }
+}
+
+/// A CPPN's error (a fit's, mostly) names its fit image, if it has one.
+fn cppn_error(c: &CppnSpec, e: anyhow::Error) -> SketchError {
+    let file = c
+        .fit
+        .as_ref()
+        .map(|f| f.image_path.clone())
+        .unwrap_or_default();
+    SketchError::whole_file(&file, format!("{e:#}"))
 }
 
 /// A loaded sketch: its source, its base spec, and its classes (if it lists any).
@@ -128,13 +234,7 @@ impl Sketch {
         seed: Option<u64>,
         size: Option<(u32, u32)>,
     ) -> anyhow::Result<(DynamicImage, Recipe)> {
-        let mut spec = self.class_spec(class)?.clone();
-        if let Some(s) = seed {
-            spec.set_seed(s);
-        }
-        if let Some((w, h)) = size {
-            spec.set_size(w, h);
-        }
+        let spec = self.spec_for(class, seed, size)?;
         let img = spec.render().map_err(|e| e.or_file(&self.path))?;
         let (width, height) = spec.size();
         let recipe = Recipe {
@@ -147,6 +247,24 @@ impl Sketch {
             knobs: self.knobs.clone(),
         };
         Ok((img, recipe))
+    }
+
+    /// The spec that [`render`](Self::render) renders for the same arguments: the class's
+    /// (or the base one) with the seed and size given.
+    pub fn spec_for(
+        &self,
+        class: Option<&str>,
+        seed: Option<u64>,
+        size: Option<(u32, u32)>,
+    ) -> Result<Spec, SketchError> {
+        let mut spec = self.class_spec(class)?.clone();
+        if let Some(s) = seed {
+            spec.set_seed(s);
+        }
+        if let Some((w, h)) = size {
+            spec.set_size(w, h);
+        }
+        Ok(spec)
     }
 
     /// The file's stem, e.g. `truchet_arcs` for `sketches/truchet_arcs.rhai`.

@@ -353,3 +353,42 @@ fn every_key_that_shapes_the_network_refits_and_the_canvas_size_does_not() {
         assert!(!fitted(&load(changed)), "{changed} must fit again");
     }
 }
+
+#[test]
+fn a_fit_is_a_preparation_that_reports_progress_and_then_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    image::RgbImage::from_fn(8, 8, |x, y| {
+        image::Rgb([(x * 30) as u8, (y * 30) as u8, 90])
+    })
+    .save(dir.path().join("t.png"))
+    .unwrap();
+    let spec = Spec::Cppn(cppn_at(
+        &dir.path().join("p.rhai"),
+        r#"#{ kind: "cppn", size: 16, layers: [4], seed: 9,
+              fit: #{ image: "t.png", steps: 25, size: 8 } }"#,
+    ));
+    let prep = spec.preparation().expect("a fit to do");
+    assert_eq!(prep.steps, 25);
+    assert!(
+        prep.task().starts_with("fit the network to"),
+        "{}",
+        prep.task()
+    );
+    assert!(
+        prep.doing().ends_with("t.png (25 steps)"),
+        "{}",
+        prep.doing()
+    );
+    let mut seen = vec![];
+    let line = spec.prepare(&mut |p| seen.push((p.done, p.total))).unwrap();
+    assert_eq!(seen, [(10, 25), (20, 25), (25, 25)]);
+    assert!(line.unwrap().starts_with("fitted "));
+    // Done for the process: nothing more to prepare, and rendering does not fit again.
+    assert_eq!(spec.preparation(), None);
+    assert_eq!(spec.prepare(&mut |_| panic!("no progress")).unwrap(), None);
+    // Nothing to prepare for the other kinds.
+    let truchet = spec::load_source(Path::new("t.rhai"), r#"#{ kind: "truchet" }"#.into())
+        .unwrap()
+        .spec;
+    assert_eq!(truchet.preparation(), None);
+}

@@ -24,7 +24,7 @@ fn load(dir: &Path, channels: usize, data_keys: &str) -> Dataset {
             r#"{TINY}, channels: {channels}, data: #{{ folder: "data", fit: "resize" {data_keys} }}"#
         ),
     );
-    data::load(&spec, &Device::Cpu).unwrap()
+    data::load(&spec, &Device::Cpu, None).unwrap()
 }
 
 fn data_dir(dir: &Path) -> PathBuf {
@@ -419,7 +419,7 @@ fn crop_takes_the_centre_square_and_resize_stretches() {
         dir.path(),
         &format!(r#"{TINY}, channels: 3, data: #{{ folder: "data" }}"#),
     );
-    let cropped = data::load(&spec, &Device::Cpu).unwrap();
+    let cropped = data::load(&spec, &Device::Cpu, None).unwrap();
     assert_eq!(plane_means(&cropped, 0), vec![0.0, 255.0, 0.0]);
     assert!(cropped.report.fit.contains("centre square crop"));
     let stretched = load(dir.path(), 3, "");
@@ -461,7 +461,7 @@ fn data_json_lists_files_per_class_skips_duplicates_and_the_fit() {
     );
     let run = RunDir::at(&dir.path().join("run")).unwrap();
     let mut notes = Notes::default();
-    let d = data::load_for_run(&spec, &run, &Device::Cpu, &mut notes).unwrap();
+    let d = data::load_for_run(&spec, &run, &Device::Cpu, &mut notes, None).unwrap();
     assert_eq!(d.len(), 7);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(data::data_json(&run)).unwrap()).unwrap();
@@ -505,7 +505,7 @@ fn a_folder_with_nothing_readable_fails_naming_a_reason_and_writes_data_json() {
         &format!(r#"{TINY}, channels: 3, data: #{{ folder: "data" }}"#),
     );
     let run = RunDir::at(&dir.path().join("run")).unwrap();
-    let err = data::load_for_run(&spec, &run, &Device::Cpu, &mut Silent)
+    let err = data::load_for_run(&spec, &run, &Device::Cpu, &mut Silent, None)
         .err()
         .unwrap()
         .to_string();
@@ -567,14 +567,14 @@ fn the_cache_is_built_once_reused_on_resume_and_rebuilt_when_files_change() {
     let (len, old) = (std::fs::metadata(&pic).unwrap().len(), mtime(&pic));
     std::fs::write(&pic, vec![0u8; len as usize]).unwrap();
     set_mtime(&pic, old);
-    let d = data::load_for_run(&spec, &run, &Device::Cpu, &mut Silent).unwrap();
+    let d = data::load_for_run(&spec, &run, &Device::Cpu, &mut Silent, None).unwrap();
     assert!(d.is_mapped());
     assert_eq!((d.len(), d.report.cache.as_str()), (6, "reused"));
 
     // A changed file (its mtime) rebuilds, and the garbage is skipped.
     set_mtime(&pic, old + std::time::Duration::from_secs(5));
     let mut notes = Notes::default();
-    let d = data::load_for_run(&spec, &run, &Device::Cpu, &mut notes).unwrap();
+    let d = data::load_for_run(&spec, &run, &Device::Cpu, &mut notes, None).unwrap();
     assert_eq!((d.len(), d.report.cache.as_str()), (5, "built"));
     assert!(!reason_of(&d, "cats/0.png").is_empty());
     assert!(
@@ -588,7 +588,7 @@ fn the_cache_is_built_once_reused_on_resume_and_rebuilt_when_files_change() {
         dir.path(),
         &format!(r#"{TINY}, channels: 3, data: #{{ folder: "data", background: "black" }}"#),
     );
-    let d = data::load_for_run(&other, &run, &Device::Cpu, &mut Silent).unwrap();
+    let d = data::load_for_run(&other, &run, &Device::Cpu, &mut Silent, None).unwrap();
     assert_eq!(d.report.cache, "built");
 }
 
@@ -601,8 +601,8 @@ fn batches_from_the_mapped_cache_equal_batches_from_memory() {
         &format!(r#"{TINY}, channels: 3, data: #{{ folder: "data" }}"#),
     );
     let run = RunDir::at(&dir.path().join("run")).unwrap();
-    let memory = data::load(&spec, &Device::Cpu).unwrap();
-    let mapped = data::load_for_run(&spec, &run, &Device::Cpu, &mut Silent).unwrap();
+    let memory = data::load(&spec, &Device::Cpu, None).unwrap();
+    let mapped = data::load_for_run(&spec, &run, &Device::Cpu, &mut Silent, None).unwrap();
     assert!(mapped.is_mapped() && !memory.is_mapped());
     for step in 0..4 {
         let (a, la) = memory.batch(5, step, 8).unwrap();

@@ -83,7 +83,7 @@ fn a_folder_dataset_skips_corrupt_files_and_labels_by_subfolder() {
         dir.path(),
         &format!(r#"{TINY}, data: #{{ folder: "data" }}"#),
     );
-    let data = data::load(&spec, &Device::Cpu).unwrap();
+    let data = data::load(&spec, &Device::Cpu, None).unwrap();
     assert_eq!(data.class_names, vec!["dark", "light"]);
     assert_eq!(data.len(), 7);
     assert_eq!(data.report.skipped.len(), 1);
@@ -118,7 +118,7 @@ fn a_sketch_dataset_takes_its_classes_as_labels() {
         dir.path(),
         &format!(r#"{TINY}, data: #{{ from: "tiles.rhai", count: 10 }}"#),
     );
-    let data = data::load(&spec, &Device::Cpu).unwrap();
+    let data = data::load(&spec, &Device::Cpu, Some(easel::spec::data_sketch)).unwrap();
     assert_eq!(data.class_names, vec!["maze", "tri"]);
     assert_eq!(data.labels, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
     assert_eq!(data.images().unwrap().dims(), &[10, 1, 28, 28]);

@@ -50,8 +50,8 @@ fn a_cuda_step_agrees_with_the_cpu_and_checkpoints_cross_devices() {
         r#"image_size: 32, channels: 3, latent: 16, g_widths: [32, 16, 8], d_widths: [8, 16],
            batch: 8, g_norm: "batch", d_norm: "batch""#,
     );
-    let cpu_data = data::load(&spec, &Device::Cpu).unwrap();
-    let gpu_data = data::load(&spec, &cuda()).unwrap();
+    let cpu_data = data::load(&spec, &Device::Cpu, None).unwrap();
+    let gpu_data = data::load(&spec, &cuda(), None).unwrap();
     let mut on_cpu = Trainer::new(&spec, cpu_data.class_names.clone(), &Device::Cpu).unwrap();
     let mut on_gpu = Trainer::new(&spec, gpu_data.class_names.clone(), &cuda()).unwrap();
     // Same start: a CPU checkpoint loaded on the GPU.
@@ -89,7 +89,7 @@ fn fifty_dcgan64_steps_report_images_per_second() {
         r#"image_size: 64, channels: 3, latent: 100, start: 4, g_base: 64, d_base: 64,
            kernel: 4, batch: 64, steps: 50"#,
     );
-    let data = data::load(&spec, &cuda()).unwrap();
+    let data = data::load(&spec, &cuda(), None).unwrap();
     let mut t = Trainer::new(&spec, data.class_names.clone(), &cuda()).unwrap();
     t.train_step(&data).unwrap(); // warm-up: kernels load, cuBLAS plans
     let started = std::time::Instant::now();

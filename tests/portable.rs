@@ -46,7 +46,7 @@ fn folder(dir: &Path) {
 /// norm running statistics).
 fn two_steps(spec: &GanSpec, portable: bool) -> Vec<(String, Vec<f32>)> {
     kernels::force_portable(portable);
-    let data = data::load(spec, &Device::Cpu).unwrap();
+    let data = data::load(spec, &Device::Cpu, None).unwrap();
     let mut t = Trainer::new(spec, data.class_names.clone(), &Device::Cpu).unwrap();
     for _ in 0..2 {
         t.train_step(&data).unwrap();

@@ -1242,6 +1242,56 @@ fn a_fitting_cppn_says_so_and_renders_when_fitted() {
 }
 
 #[test]
+fn a_picked_mutation_of_a_fitted_cppn_renders_its_own_weights_without_fitting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("sketches/images/arcs64.png", dir.path().join("t.png")).unwrap();
+    let sketch = dir.path().join("m.rhai");
+    std::fs::write(
+        &sketch,
+        r#"#{ kind: "cppn", size: 32, layers: [8], seed: 4,
+              fit: #{ image: "t.png", steps: 10, size: 16 } }"#,
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let renderer = worker::spawn_renderer(tx);
+    ask(&renderer, 1, &sketch, Reason::Asked, None);
+    wait_for(&rx, |m| match m {
+        Msg::Rendered(r) if r.id == 1 && !r.coarse => Some(()),
+        _ => None,
+    });
+    let children = worker::render_variations(
+        &easel::studio::variations::VariationRequest {
+            id: 1,
+            path: sketch.clone(),
+            parent: Default::default(),
+            breed: easel::studio::variations::Breed::Mutations {
+                seeds: vec![7],
+                strength: 0.5,
+                generation: 1,
+            },
+        },
+        worker::GRID_COARSE_SIDE,
+    )
+    .unwrap();
+    // The picked weights are the picture: there is nothing to fit for them.
+    renderer
+        .send(RenderRequest {
+            id: 2,
+            path: sketch.clone(),
+            reason: Reason::Asked,
+            frame: None,
+            tweaks: children[0].tweaks.clone(),
+        })
+        .unwrap();
+    let answer = wait_for(&rx, |m| match m {
+        Msg::Rendered(r) if r.id == 2 && !r.coarse => Some(Ok(())),
+        Msg::Busy { id: 2, note, .. } => Some(Err(note)),
+        _ => None,
+    });
+    assert_eq!(answer, Ok(()));
+}
+
+#[test]
 fn a_fit_that_fails_shows_its_error_instead_of_fitting_forever() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy("sketches/images/arcs64.png", dir.path().join("t.png")).unwrap();

@@ -66,6 +66,7 @@ pub(crate) fn run(args: AnimateArgs) -> Result<()> {
     }
     let frames = args.frames.unwrap_or(spec.animation.frames).max(2);
     let fps = args.fps.unwrap_or(spec.animation.fps).clamp(0.1, 100.0);
+    super::prepare(&Spec::Cppn(spec.clone()));
     let net = spec.render_network()?;
     let bar = ProgressBar::new(frames as u64).with_style(
         ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} frames  eta {eta}")

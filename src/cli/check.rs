@@ -58,6 +58,7 @@ fn check_gan_data(path: &std::path::Path, g: &crate::gan::GanSpec) -> Result<()>
                 .map_err(|e| anyhow::anyhow!("{e}\n(the data sketch of {})", path.display()))?;
             let mut spec = s.classes.first().map_or(s.spec.clone(), |(_, c)| c.clone());
             spec.set_size(g.image_size as u32, g.image_size as u32);
+            super::prepare(&spec);
             spec.render().map_err(|e| e.or_file(data))?;
         }
         DataSource::Folder { path: dir, .. } => {

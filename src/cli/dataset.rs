@@ -63,6 +63,7 @@ pub(crate) fn run(args: DatasetArgs) -> Result<()> {
             if let Some((w, h)) = args.size {
                 spec.set_size(w, h);
             }
+            super::prepare(&spec);
             let img = spec.render()?;
             let dir = name
                 .as_ref()

@@ -60,7 +60,8 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
             background,
         };
     }
-    let data = data::load(&spec, &device).context("loading the real images")?;
+    let data = data::load(&spec, &device, Some(crate::spec::data_sketch))
+        .context("loading the real images")?;
     let n = args.count.clamp(16, 8192).min(data.len());
     let reference = data.reference(n, args.seed)?;
     let fake = samples(&loaded.g, n, loaded.classes.len(), args.seed ^ 0xE7A1)?;

@@ -26,6 +26,7 @@ pub(crate) fn run(args: GalleryArgs) -> Result<()> {
     }
     for path in sketches {
         match spec::load(&path).and_then(|s| {
+            super::prepare(&s.spec);
             s.spec
                 .render()
                 .map_err(|e| e.or_file(&s.path))

@@ -120,3 +120,31 @@ pub fn main() -> ExitCode {
 fn size_arg(text: &str) -> Result<(u32, u32), String> {
     crate::recipe::parse_size(text)
 }
+
+/// Does the slow work `spec` needs before it renders (a CPPN's fit), with a progress bar
+/// on a terminal and a line on stderr saying how it went. A failure is kept with the
+/// spec's outcome, so the render that follows reports it where it always has.
+fn prepare(spec: &crate::spec::Spec) {
+    let Some(prep) = spec.preparation() else {
+        return;
+    };
+    let bar = indicatif::ProgressBar::new(prep.steps)
+        .with_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} {bar:30} {pos}/{len} steps  {msg}  eta {eta}",
+            )
+            .expect("template"),
+        )
+        .with_prefix(prep.verb.1);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let done = spec.prepare(&mut |p| {
+        bar.set_position(p.done);
+        bar.set_message(p.detail.clone());
+    });
+    bar.finish_and_clear();
+    if let Ok(Some(line)) = done {
+        eprintln!("{line}");
+    }
+}

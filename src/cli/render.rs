@@ -99,6 +99,7 @@ pub(crate) fn run(args: RenderArgs) -> Result<()> {
         recipe::StillFormat::of(out)?;
     }
     let started = Instant::now();
+    super::prepare(&sketch.spec_for(class.as_deref(), seed, size)?);
     let (img, recipe) = sketch.render(class.as_deref(), seed, size)?;
     let took = started.elapsed();
 

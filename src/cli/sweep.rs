@@ -103,6 +103,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e} (with {label})"))?;
             let mut spec = sketch.spec.clone();
             spec.set_size(cell_w, cell_h);
+            super::prepare(&spec);
             Ok(spec.render()?.to_rgb8())
         })
         .collect::<Result<Vec<_>>>()?;

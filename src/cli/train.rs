@@ -74,6 +74,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         device,
         interrupt: Arc::default(),
+        open_sketch: Some(spec::data_sketch),
     };
     // Ctrl-C or SIGTERM: finish the step in flight, checkpoint, say "stopped", exit
     // 130/143. A second signal while that happens exits at once (the last checkpoint

@@ -14,9 +14,6 @@ use image::RgbImage;
 use super::net::{Activation, Dense, Network};
 use super::{CppnSpec, OutputMode};
 
-/// Hides the fitting progress bar (the studio owns the terminal).
-pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// `fit: #{ image: "…", steps: …, lr: …, size: … }` in a CPPN sketch.
 #[derive(Debug, Clone)]
 pub struct FitSpec {
@@ -41,6 +38,22 @@ pub struct FitReport {
     pub psnr: f64,
     /// With `hold_out`: PSNR over the pixels it did not train on.
     pub psnr_held_out: Option<f64>,
+}
+
+impl FitReport {
+    /// One line for people: "fitted t.png in 600 steps: PSNR 31.2 dB (…)".
+    pub fn summary(&self, fit: &FitSpec) -> String {
+        let held = self
+            .psnr_held_out
+            .map(|p| format!(" ({p:.1} dB on the 3/4 of pixels it did not train on)"))
+            .unwrap_or_default();
+        format!(
+            "fitted {} in {} steps: PSNR {:.1} dB{held}",
+            fit.image_path.display(),
+            fit.steps,
+            self.psnr
+        )
+    }
 }
 
 pub fn psnr(mse: f64) -> f64 {
@@ -232,48 +245,37 @@ pub fn is_fitted(spec: &CppnSpec, target: &FitSpec) -> bool {
     lock().contains_key(&key(spec, target))
 }
 
-/// The fitted network for a sketch with `fit`, training (with a progress bar on a
-/// terminal) on first use.
+/// The fitted network for a sketch with `fit`, training on first use. It reports
+/// nothing: a caller that shows progress fits first with [`fitted`].
 pub fn fitted_network(spec: &CppnSpec, target: &FitSpec) -> Result<Network> {
+    fitted(spec, target, &mut |_, _| {}).map(|(net, _)| net)
+}
+
+/// The fitted network, training on first use with `progress(step, loss)` after every
+/// step; the report comes back when this call trained it. A fit this process has done
+/// (or tried and failed) returns at once.
+pub fn fitted(
+    spec: &CppnSpec,
+    target: &FitSpec,
+    progress: &mut dyn FnMut(usize, f32),
+) -> Result<(Network, Option<FitReport>)> {
     let k = key(spec, target);
     if let Some(done) = lock().get(&k) {
-        return done.clone().map_err(anyhow::Error::msg);
+        return done
+            .clone()
+            .map(|net| (net, None))
+            .map_err(anyhow::Error::msg);
     }
-    let bar = indicatif::ProgressBar::new(target.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "fitting {bar:30} {pos}/{len} steps  loss {msg}  eta {eta}",
-        )
-        .expect("template"),
-    );
-    if QUIET.load(std::sync::atomic::Ordering::Relaxed)
-        || !std::io::IsTerminal::is_terminal(&std::io::stderr())
-    {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let result = fit(spec, target, &mut |step, loss| {
-        if step % 10 == 0 {
-            bar.set_position(step as u64);
-            bar.set_message(format!("{loss:.5}  PSNR {:.1} dB", psnr(loss as f64)));
-        }
-    });
-    bar.finish_and_clear();
-    let result = result
-        .map(|(net, report)| {
-            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
-                let held = report
-                    .psnr_held_out
-                    .map(|p| format!(" ({p:.1} dB on the 3/4 of pixels it did not train on)"))
-                    .unwrap_or_default();
-                eprintln!(
-                    "fitted {} in {} steps: PSNR {:.1} dB{held}",
-                    target.image_path.display(),
-                    target.steps,
-                    report.psnr
-                );
-            }
-            net
-        })
-        .map_err(|e| format!("fitting to {} failed: {e:#}", target.image_path.display()));
-    lock().insert(k, result.clone());
-    result.map_err(anyhow::Error::msg)
+    let (cached, report) = match fit(spec, target, progress) {
+        Ok((net, report)) => (Ok(net), Some(report)),
+        Err(e) => (
+            Err(format!(
+                "fitting to {} failed: {e:#}",
+                target.image_path.display()
+            )),
+            None,
+        ),
+    };
+    lock().insert(k, cached.clone());
+    cached.map(|net| (net, report)).map_err(anyhow::Error::msg)
 }

@@ -268,6 +268,14 @@ impl CppnSpec {
         }
     }
 
+    /// The fit [`render_network`](Self::render_network) would train before it returns:
+    /// a `fit:` without explicit weights that this process has not fitted (or tried to).
+    pub fn pending_fit(&self) -> Option<&fit::FitSpec> {
+        self.fit
+            .as_ref()
+            .filter(|f| self.weights.is_none() && !fit::is_fitted(self, f))
+    }
+
     /// The activations of the hidden layers and the output, in layer order.
     pub fn layer_activations(&self) -> Vec<Activation> {
         let mut acts = self.activations.clone();

@@ -532,6 +532,9 @@ pub struct TrainOptions {
     /// Set (to the signal's number) by a SIGINT/SIGTERM handler: the run checkpoints
     /// after the step in flight and returns [`Outcome::Interrupted`].
     pub interrupt: Arc<AtomicUsize>,
+    /// Loads a data sketch (`easel::spec::data_sketch`): needed when the data is
+    /// rendered by one (`data: #{ from: "x.rhai" }`), not for a folder.
+    pub open_sketch: Option<data::OpenSketch>,
 }
 
 impl Default for TrainOptions {
@@ -541,6 +544,7 @@ impl Default for TrainOptions {
             resume: false,
             device: Device::Cpu,
             interrupt: Arc::default(),
+            open_sketch: None,
         }
     }
 }
@@ -597,7 +601,7 @@ fn train_inner(
     status: &mut Status,
 ) -> Result<Outcome> {
     let total = status.total_steps;
-    let data = data::load_for_run(spec, run, &opts.device, progress)?;
+    let data = data::load_for_run(spec, run, &opts.device, progress, opts.open_sketch)?;
     let mut t = Trainer::new(spec, data.class_names.clone(), &opts.device)?;
     if opts.resume && run.latest_checkpoint().exists() {
         t.load_checkpoint(&run.latest_checkpoint())?;

@@ -188,8 +188,6 @@ fn run_studio(mode: Mode, places: Places, graphics: Graphics) -> Result<()> {
              or `easel train`."
         );
     }
-    // The terminal is ours now: progress bars on stderr would scribble over it.
-    crate::cppn::fit::QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
     // ratatui::init restores the terminal on panic too.
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let result = event_loop(&mut terminal, mode, places, graphics);

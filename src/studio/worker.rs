@@ -188,10 +188,10 @@ struct Renderer {
     /// How long each sketch's last full render took: a coarse pass only pays off before
     /// a slow one.
     full_times: HashMap<PathBuf, Duration>,
-    /// Sketches whose network is being fitted on a thread of its own (seconds), so the
+    /// Sketches being prepared (a CPPN's fit) on a thread of their own (seconds), so the
     /// renderer stays free for other sketches meanwhile.
-    fitting: Arc<Mutex<HashSet<PathBuf>>>,
-    /// Where a finished fit asks for its render again.
+    preparing: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Where a finished preparation asks for its render again.
     requeue: Option<Sender<RenderRequest>>,
     /// The id of the newest still request sent: a render of an older one is superseded.
     newest_still: Arc<AtomicU64>,
@@ -305,6 +305,33 @@ impl Renderer {
                 knobs: sketch.knobs.clone(),
             })
         };
+        if let (Some(prep), Some(requeue)) = (sketch.spec.preparation(), &self.requeue) {
+            // Preparing (a CPPN's fit) takes seconds to minutes of CPU: only when asked
+            // for (enter, or a save), never just for moving past the sketch.
+            if req.reason == Reason::Selected {
+                return Some(Msg::Busy {
+                    id: req.id,
+                    path: req.path.clone(),
+                    note: format!("press enter to {}", prep.task()),
+                });
+            }
+            let mut preparing = self.preparing.lock().expect("preparing set");
+            if preparing.insert(req.path.clone()) {
+                let (spec, req, requeue) = (sketch.spec.clone(), req.clone(), requeue.clone());
+                let set = self.preparing.clone();
+                std::thread::spawn(move || {
+                    // The outcome is kept for the process; errors show on the re-render.
+                    let _ = spec.prepare(&mut |_| {});
+                    set.lock().expect("preparing set").remove(&req.path);
+                    let _ = requeue.send(req);
+                });
+            }
+            return Some(Msg::Busy {
+                id: req.id,
+                path: req.path.clone(),
+                note: format!("{}…", prep.doing()),
+            });
+        }
         match &sketch.spec {
             Spec::Gan(g) => Some(Msg::GanLoaded {
                 id: req.id,
@@ -322,44 +349,6 @@ impl Renderer {
                 }
             }
             Spec::Cppn(c) => {
-                if let (Some(fit), Some(requeue)) = (&c.fit, &self.requeue) {
-                    if !crate::cppn::fit::is_fitted(c, fit) {
-                        // Fitting takes seconds to minutes of CPU: only when asked for
-                        // (enter, or a save), never just for moving past the sketch.
-                        if req.reason == Reason::Selected {
-                            return Some(Msg::Busy {
-                                id: req.id,
-                                path: req.path.clone(),
-                                note: format!(
-                                    "press enter to fit the network to {} ({} steps)",
-                                    fit.image_path.display(),
-                                    fit.steps
-                                ),
-                            });
-                        }
-                        let note = format!(
-                            "fitting the network to {} ({} steps)…",
-                            fit.image_path.display(),
-                            fit.steps
-                        );
-                        let mut fitting = self.fitting.lock().expect("fitting set");
-                        if fitting.insert(req.path.clone()) {
-                            let (c, req, requeue) = (c.clone(), req.clone(), requeue.clone());
-                            let set = self.fitting.clone();
-                            std::thread::spawn(move || {
-                                // Fills the process's fit cache; errors show on the re-render.
-                                let _ = c.render_network();
-                                set.lock().expect("fitting set").remove(&req.path);
-                                let _ = requeue.send(req);
-                            });
-                        }
-                        return Some(Msg::Busy {
-                            id: req.id,
-                            path: req.path.clone(),
-                            note,
-                        });
-                    }
-                }
                 let started = Instant::now();
                 let net = match c.render_network() {
                     Ok(n) => n,
@@ -508,10 +497,8 @@ pub fn render_variations(req: &VariationRequest, side: u32) -> Result<Vec<Varian
                 generation,
             },
         ) => {
-            if let Some(fit) = c.fit.as_ref().filter(|_| c.weights.is_none()) {
-                if !crate::cppn::fit::is_fitted(c, fit) {
-                    return Err("fit the network first (enter), then breed from it".into());
-                }
+            if sketch.spec.preparation().is_some() {
+                return Err("fit the network first (enter), then breed from it".into());
             }
             let parent = c
                 .render_network()

@@ -22,8 +22,22 @@ use serde::{Deserialize, Serialize};
 use super::train::Progress;
 use super::{DataSource, GanSpec};
 use crate::run::RunDir;
-use crate::spec;
 use folder::Fit;
+
+/// A loaded data sketch (`data: #{ from: "x.rhai" }`): its classes, and any picture of
+/// them. Loading sketches is the work of `spec`, the layer above the GAN's, so the caller
+/// hands in an [`OpenSketch`] (`easel::spec::data_sketch`) and this layer never calls up.
+pub trait DataSketch: Sync {
+    /// Class names in order; empty when the sketch lists none (its pictures are one
+    /// unnamed class).
+    fn class_names(&self) -> Vec<String>;
+    /// Picture `k` of class `class` (0 when there are no classes) at `side`×`side`: the
+    /// class's spec with its seed plus `k`.
+    fn picture(&self, class: usize, k: u64, side: u32) -> Result<image::DynamicImage>;
+}
+
+/// Loads the data sketch at a path.
+pub type OpenSketch = fn(&Path) -> Result<Box<dyn DataSketch>>;
 
 /// A file that was not trained on, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,10 +268,11 @@ impl Dataset {
     }
 }
 
-/// Loads the training images into memory (no files written).
-pub fn load(spec: &GanSpec, device: &Device) -> Result<Dataset> {
+/// Loads the training images into memory (no files written). Sketch-made data needs
+/// `open_sketch`; folder data does not use it.
+pub fn load(spec: &GanSpec, device: &Device, open_sketch: Option<OpenSketch>) -> Result<Dataset> {
     match &spec.data {
-        DataSource::Sketch { path, count } => from_sketch(spec, path, *count, device),
+        DataSource::Sketch { path, count } => from_sketch(spec, path, *count, device, open_sketch),
         DataSource::Folder {
             path,
             crop,
@@ -292,9 +307,10 @@ pub fn load_for_run(
     run: &RunDir,
     device: &Device,
     progress: &mut dyn Progress,
+    open_sketch: Option<OpenSketch>,
 ) -> Result<Dataset> {
     let data = match &spec.data {
-        DataSource::Sketch { .. } => load(spec, device)?,
+        DataSource::Sketch { .. } => load(spec, device, open_sketch)?,
         DataSource::Folder {
             path,
             crop,
@@ -558,13 +574,23 @@ fn read_folder(
     })
 }
 
-fn from_sketch(spec: &GanSpec, path: &Path, count: usize, device: &Device) -> Result<Dataset> {
-    let sketch = spec::load(path)?;
-    let variants: Vec<(String, spec::Spec)> = if sketch.classes.is_empty() {
-        vec![(String::new(), sketch.spec.clone())]
-    } else {
-        sketch.classes.clone()
+fn from_sketch(
+    spec: &GanSpec,
+    path: &Path,
+    count: usize,
+    device: &Device,
+    open_sketch: Option<OpenSketch>,
+) -> Result<Dataset> {
+    let Some(open) = open_sketch else {
+        bail!(
+            "the data of this GAN is rendered by {}, and this caller cannot load sketches \
+             (it passes no OpenSketch)",
+            path.display()
+        );
     };
+    let sketch = open(path)?;
+    let names = sketch.class_names();
+    let variants = names.len().max(1);
     let s = spec.image_size as u32;
     let fit = fit_of(spec, false, [255, 255, 255]);
     let per = spec.channels * (s * s) as usize;
@@ -573,27 +599,26 @@ fn from_sketch(spec: &GanSpec, path: &Path, count: usize, device: &Device) -> Re
         .par_chunks_mut(per)
         .enumerate()
         .try_for_each(|(k, out)| -> Result<()> {
-            let mut v = variants[k % variants.len()].1.clone();
-            v.set_seed(v.seed().wrapping_add(k as u64));
-            v.set_size(s, s);
             let mut img = Vec::with_capacity(per);
-            fit.apply(v.render().map_err(|e| e.or_file(path))?, &mut img);
+            fit.apply(sketch.picture(k % variants, k as u64, s)?, &mut img);
             out.copy_from_slice(&img);
             Ok(())
         })?;
-    let labels: Vec<usize> = (0..count).map(|k| k % variants.len()).collect();
+    let labels: Vec<usize> = (0..count).map(|k| k % variants).collect();
+    // Without classes, all pictures count under "".
+    let counted = if names.is_empty() {
+        vec![String::new()]
+    } else {
+        names.clone()
+    };
     let mut classes = BTreeMap::new();
-    for (name, _) in &variants {
-        classes.insert(name.clone(), count / variants.len());
+    for name in &counted {
+        classes.insert(name.clone(), count / variants);
     }
-    for (name, _) in variants.iter().take(count % variants.len()) {
+    for name in counted.iter().take(count % variants) {
         *classes.entry(name.clone()).or_default() += 1;
     }
-    let class_names = if sketch.classes.is_empty() {
-        vec![]
-    } else {
-        variants.into_iter().map(|(n, _)| n).collect()
-    };
+    let class_names = names;
     let mut data = Dataset::from_pixels(
         pixels,
         labels,
