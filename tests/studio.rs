@@ -13,8 +13,8 @@ use easel::run::{Control, Metric, RunDir, State, Status, Wanted};
 use easel::sketch::{Knobs, Params};
 use easel::spec::{self, Spec};
 use easel::studio::app::{
-    App, Confirm, Effect, Favourite, Level, Mode, Msg, Reason, RenderRequest, Rendered, RunInfo,
-    RunTail,
+    App, Confirm, Effect, Favourite, GanNoise, GanSampleRequest, Level, Mode, Msg, Reason,
+    RenderRequest, Rendered, RunInfo, RunTail, GAN_PREVIEW_SAMPLES,
 };
 use easel::studio::{save_favourite, view, worker, write_control};
 use image::{DynamicImage, RgbImage};
@@ -692,16 +692,192 @@ fn n_and_shift_n_step_the_seed_without_the_file_and_the_title_shows_it() {
     assert!(!app.tweaks.contains_key(&path("a")));
 }
 
+/// The one GAN sample request among `effects`.
+fn sample_request(effects: &[Effect]) -> GanSampleRequest {
+    match effects {
+        [Effect::SampleGan(r)] => r.clone(),
+        other => panic!("expected one SampleGan, got {other:?}"),
+    }
+}
+
 #[test]
-fn n_on_a_gan_sketch_says_why_not() {
-    let (mut app, _) = gan_studio(State::Running, true);
+fn n_and_the_knob_keys_draw_a_gan_preview_from_other_noise_and_truncation() {
+    let (mut app, run) = gan_studio(State::Running, true);
+    let first = sample_request(&app.update(key('n')));
+    assert_eq!(
+        (first.run.clone(), first.sketch.clone(), first.count),
+        (run.clone(), path("gan_truchet"), GAN_PREVIEW_SAMPLES)
+    );
+    assert_eq!((first.noise.seed, first.noise.truncation), (1, 1.0));
+    // Fine and coarse truncation steps, kept in range.
+    let finer = sample_request(&app.update(key('-')));
+    assert_eq!((finer.noise.seed, finer.noise.truncation), (1, 0.95));
+    for _ in 0..10 {
+        app.update(key('_'));
+    }
+    assert_eq!(app.gan_noise[&path("gan_truchet")].truncation, 0.05);
+    assert!(app.update(key('_')).is_empty(), "nothing past the end");
+    let newest = sample_request(&app.update(key('+')));
+    assert_eq!(newest.noise.truncation, 0.3);
+    // An older grid arriving late is dropped; the newest is shown with its noise.
+    let grid = gradient(40, 40);
+    let sampled = |r: &GanSampleRequest| Msg::GanSampled {
+        id: r.id,
+        sketch: r.sketch.clone(),
+        noise: r.noise,
+        result: Ok((
+            grid.clone(),
+            "checkpoints/latest.safetensors (EMA weights, step 120)".into(),
+        )),
+    };
+    app.update(sampled(&first));
+    assert!(app
+        .picture
+        .as_ref()
+        .unwrap()
+        .caption
+        .starts_with("samples · step 100"));
+    app.update(sampled(&newest));
+    let caption = &app.picture.as_ref().unwrap().caption;
+    assert!(
+        caption.starts_with("seed 1 · truncation 0.30 · checkpoints/latest"),
+        "{caption}"
+    );
+    // The run writes newer weights: the same noise is drawn again, not the run's grid.
+    let again = sample_request(&app.update(Msg::RunTail(Box::new(RunTail {
+        path: run.clone(),
+        status: Some(status(State::Running, 140, Some(140))),
+        alive: true,
+        metrics: vec![],
+        reset: false,
+        spec: None,
+        sample: Some((run.join("samples/step_000140.png"), gradient(96, 96))),
+    }))));
+    assert_eq!(again.noise, newest.noise);
+    // A failed draw keeps the picture and says why.
+    app.update(Msg::GanSampled {
+        id: again.id,
+        sketch: again.sketch.clone(),
+        noise: again.noise,
+        result: Err("no weights yet".into()),
+    });
+    assert!(app.picture.is_some());
+    assert!(app.log.back().unwrap().text.contains("no weights yet"));
+}
+
+#[test]
+fn n_on_a_gan_sketch_without_a_run_says_to_train_it() {
+    let (mut app, effects) = studio(&["gan_truchet"]);
+    let req = render_request(&effects);
+    app.update(gan_loaded(&req, gan_spec(), Reason::Selected));
     assert!(app.update(key('n')).is_empty());
+    assert!(
+        app.log
+            .back()
+            .unwrap()
+            .text
+            .contains("has no run yet: t trains it"),
+        "{:?}",
+        app.log.back()
+    );
+    // v still says what it works on, and how to get other GAN samples.
+    assert!(app.update(key('v')).is_empty());
     assert!(app
         .log
         .back()
         .unwrap()
         .text
         .contains("easel sample RUN --seed N"));
+}
+
+#[test]
+fn the_sampler_draws_what_easel_sample_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketches = dir.path().join("sketches");
+    std::fs::create_dir(&sketches).unwrap();
+    std::fs::write(
+        sketches.join("tiles.rhai"),
+        r#"#{ kind: "truchet", family: "triangles", size: 28, tile: 7, channels: 1, seed: 2 }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        sketches.join("g.rhai"),
+        r#"#{ kind: "gan", model: "dcgan", image_size: 28, channels: 1, latent: 8,
+              g_widths: [16, 8], d_widths: [8, 16], kernel: 4, batch: 8, lr: 2e-3,
+              steps: 4, sample_every: 4, checkpoint_every: 4, eval_every: 0, seed: 5,
+              data: #{ from: "tiles.rhai", count: 16 } }"#,
+    )
+    .unwrap();
+    let easel = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    easel(&["train", "sketches/g.rhai"]);
+    let run = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (tx, rx) = mpsc::channel();
+    let sampler = worker::spawn_sampler(tx);
+    let noise = GanNoise {
+        seed: 3,
+        truncation: 0.7,
+    };
+    sampler
+        .send(GanSampleRequest {
+            id: 9,
+            sketch: sketches.join("g.rhai"),
+            run: run.clone(),
+            noise,
+            count: GAN_PREVIEW_SAMPLES,
+        })
+        .unwrap();
+    let (image, from) = wait_for(&rx, |m| match m {
+        Msg::GanSampled { id: 9, result, .. } => Some(result.unwrap()),
+        _ => None,
+    });
+    assert!(from.contains("generator.safetensors"), "{from}");
+    easel(&[
+        "sample",
+        run.to_str().unwrap(),
+        "-n",
+        "16",
+        "--seed",
+        "3",
+        "--truncation",
+        "0.7",
+        "-o",
+        "same.png",
+    ]);
+    let same = image::open(dir.path().join("same.png")).unwrap();
+    assert_eq!(image.to_rgb8().as_raw(), same.to_rgb8().as_raw());
+    // A run without weights yet: an error, not a panic.
+    let empty = dir.path().join("runs/empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    sampler
+        .send(GanSampleRequest {
+            id: 10,
+            sketch: sketches.join("g.rhai"),
+            run: empty,
+            noise,
+            count: 4,
+        })
+        .unwrap();
+    let error = wait_for(&rx, |m| match m {
+        Msg::GanSampled { id: 10, result, .. } => Some(result.unwrap_err()),
+        _ => None,
+    });
+    assert!(error.contains("no weights yet"), "{error}");
 }
 
 #[test]

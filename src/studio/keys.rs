@@ -169,7 +169,7 @@ pub const KEYS: &[Binding] = &[
         NextSeed,
         &[Char('n')],
         "n  N",
-        "next / previous seed (the file keeps its own)",
+        "next / previous seed (GAN: other noise)",
     )
     .hint("n", "seed", 8)
     .studio_only()
@@ -179,7 +179,7 @@ pub const KEYS: &[Binding] = &[
         NextKnob,
         &[Char(']')],
         "[] -= _+",
-        "pick a knob; turn it a little / a lot",
+        "pick a knob; turn it (GAN: truncation)",
     )
     .hint("[]", "knob", 7)
     .studio_only()

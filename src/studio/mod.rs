@@ -208,6 +208,7 @@ fn event_loop(
     spawn_input(tx.clone());
     let renderer = worker::spawn_renderer(tx.clone());
     let breeder = worker::spawn_breeder(tx.clone());
+    let sampler = worker::spawn_sampler(tx.clone());
     let (focus_tx, focus_rx) = mpsc::channel();
     worker::spawn_tailer(places.runs.clone(), focus_rx, tx.clone());
     let (_watcher, sketches) = match &mode {
@@ -221,6 +222,7 @@ fn event_loop(
         tx: tx.clone(),
         renderer,
         breeder,
+        sampler,
         focus: focus_tx,
         places,
     };
@@ -342,6 +344,7 @@ struct Runtime {
     tx: Sender<Msg>,
     renderer: worker::RenderSender,
     breeder: Sender<variations::VariationRequest>,
+    sampler: Sender<app::GanSampleRequest>,
     focus: Sender<Option<PathBuf>>,
     places: Places,
 }
@@ -355,6 +358,9 @@ impl Runtime {
                 }
                 Effect::RenderVariations(req) => {
                     let _ = self.breeder.send(req);
+                }
+                Effect::SampleGan(req) => {
+                    let _ = self.sampler.send(req);
                 }
                 Effect::SaveMutant(job) => {
                     let (tx, dir) = (self.tx.clone(), self.places.favourites.clone());

@@ -23,7 +23,10 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, Recom
 
 use rayon::prelude::*;
 
-use super::app::{Msg, Mutant, Reason, RenderRequest, Rendered, RunInfo, RunTail, Tweak, Tweaks};
+use super::app::{
+    GanSampleRequest, GanSampled, Msg, Mutant, Reason, RenderRequest, Rendered, RunInfo, RunTail,
+    Tweak, Tweaks,
+};
 use super::variations::{Breed, Variant, VariationRequest};
 use crate::cppn::{animate, CppnSpec};
 use crate::run::{Metric, RunDir, Status};
@@ -539,6 +542,70 @@ pub fn render_variations(req: &VariationRequest, side: u32) -> Result<Vec<Varian
 }
 
 /// Drains the queue and keeps its newest item (`first` when it is empty).
+/// The thread that draws GAN previews from the studio's noise: the newest request wins;
+/// the generator stays loaded until its run writes newer weights.
+pub fn spawn_sampler(out: Sender<Msg>) -> Sender<GanSampleRequest> {
+    let (tx, rx) = std::sync::mpsc::channel::<GanSampleRequest>();
+    std::thread::Builder::new()
+        .name("easel-sample".into())
+        .spawn(move || {
+            let mut loaded: Option<(PathBuf, WeightsStamp, crate::gan::saved::LoadedGenerator)> =
+                None;
+            while let Ok(req) = rx.recv() {
+                let req = last_queued(req, &rx);
+                let result = sample_gan(&req, &mut loaded);
+                let msg = Msg::GanSampled {
+                    id: req.id,
+                    sketch: req.sketch.clone(),
+                    noise: req.noise,
+                    result,
+                };
+                if out.send(msg).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawning the sampler thread");
+    tx
+}
+
+/// When a run's weights files were last written: a change means newer weights.
+type WeightsStamp = [Option<std::time::SystemTime>; 2];
+
+fn weights_stamp(run: &Path) -> WeightsStamp {
+    let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    [
+        modified(run.join("generator.safetensors")),
+        modified(run.join("checkpoints/latest.safetensors")),
+    ]
+}
+
+fn sample_gan(
+    req: &GanSampleRequest,
+    loaded: &mut Option<(PathBuf, WeightsStamp, crate::gan::saved::LoadedGenerator)>,
+) -> GanSampled {
+    use crate::gan::saved;
+    let stamp = weights_stamp(&req.run);
+    if stamp == [None, None] {
+        return Err(format!(
+            "{} has no weights yet (its first checkpoint comes after checkpoint_every steps)",
+            req.run.display()
+        ));
+    }
+    if !loaded
+        .as_ref()
+        .is_some_and(|(run, s, _)| *run == req.run && *s == stamp)
+    {
+        let g = saved::load_generator(&req.run, None, false, &candle_core::Device::Cpu)
+            .map_err(|e| format!("{e:#}"))?;
+        *loaded = Some((req.run.clone(), stamp, g));
+    }
+    let (_, _, g) = loaded.as_ref().expect("loaded above");
+    let image = saved::sample_grid(g, req.count, req.noise.seed, req.noise.truncation)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok((Arc::new(image), g.from.clone()))
+}
+
 fn last_queued<T>(first: T, rx: &Receiver<T>) -> T {
     rx.try_iter().last().unwrap_or(first)
 }

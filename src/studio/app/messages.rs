@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crossterm::event::KeyEvent;
 use image::DynamicImage;
 
-use super::{Export, Favourite, RunInfo, RunTail, SaveMutant, Tweaks};
+use super::{
+    Export, Favourite, GanNoise, GanSampleRequest, GanSampled, RunInfo, RunTail, SaveMutant, Tweaks,
+};
 use crate::gan::GanSpec;
 use crate::run::{Control, Wanted};
 use crate::sketch::{Knobs, Params};
@@ -91,6 +93,13 @@ pub enum Msg {
     /// Newest run per sketch name.
     Runs(HashMap<String, RunInfo>),
     RunTail(Box<RunTail>),
+    /// A GAN preview grid drawn from the studio's noise (or why not).
+    GanSampled {
+        id: u64,
+        sketch: PathBuf,
+        noise: GanNoise,
+        result: GanSampled,
+    },
     FavouriteSaved(Result<PathBuf, String>),
     /// The breeder's pictures for a grid (a coarse pass may come first).
     VariationsRendered {
@@ -133,6 +142,8 @@ pub enum Effect {
     SaveMutant(SaveMutant),
     /// Render the picture at another size (or as a GIF) in the background.
     Export(Export),
+    /// Draw a GAN run's samples from this noise (in the sampler thread).
+    SampleGan(GanSampleRequest),
     /// Tail this run directory (or none).
     Follow(Option<PathBuf>),
     SaveFavourite(Favourite),

@@ -8,10 +8,11 @@
 //! The parts of the state and what each does with it live in the submodules: `messages`
 //! (what comes in and goes out), `sketches` (the list and the selection), `preview` (the
 //! picture and the CPPN loop), `tweaks` (seeds and knobs), `breeding` (the variations
-//! grid), `saving` (favourites and exports) and `runs` (the run panels and training
-//! control). This file holds the [`App`] itself and the dispatch of messages and keys.
+//! grid), `saving` (favourites and exports), `runs` (the run panels and training
+//! control) and `gan_noise` (other noise and truncation for a GAN's preview). This file holds the [`App`] itself and the dispatch of messages and keys.
 
 mod breeding;
+mod gan_noise;
 mod messages;
 mod preview;
 mod runs;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+pub use gan_noise::{GanNoise, GanSampleRequest, GanSampled, GAN_PREVIEW_SAMPLES, TRUNCATION};
 pub use messages::{Effect, Msg, Reason, RenderRequest, Rendered};
 pub use preview::{Animation, Picture};
 pub use runs::{state_word, Confirm, RunInfo, RunTail, RunView};
@@ -110,6 +112,11 @@ pub struct App {
     pub clock: fn() -> String,
     /// The newest GAN spec loaded from each GAN sketch.
     gan_specs: HashMap<PathBuf, GanSpec>,
+    /// GAN sketches whose preview is drawn from the studio's noise (`n`, truncation keys)
+    /// instead of the run's own sample grid.
+    pub gan_noise: HashMap<PathBuf, GanNoise>,
+    /// The GAN sample request whose grid the preview waits for.
+    gan_sample_id: u64,
     next_id: u64,
     /// The request whose result the preview waits for.
     current_id: u64,
@@ -150,6 +157,8 @@ impl App {
             quit: false,
             clock: local_time,
             gan_specs: HashMap::new(),
+            gan_noise: HashMap::new(),
+            gan_sample_id: 0,
             next_id: 0,
             current_id: 0,
             followed: None,
@@ -229,6 +238,12 @@ impl App {
                 self.refollow()
             }
             Msg::RunTail(tail) => self.on_run_tail(*tail),
+            Msg::GanSampled {
+                id,
+                sketch,
+                noise,
+                result,
+            } => self.on_gan_sampled(id, sketch, noise, result),
             Msg::FavouriteSaved(Ok(path)) => {
                 self.info(format!("saved favourite {}", path.display()));
                 vec![]
@@ -379,14 +394,24 @@ impl App {
                 self.chart.swd = !self.chart.swd;
                 vec![]
             }
-            Action::NextSeed => self.step_seed(1),
-            Action::PreviousSeed => self.step_seed(-1),
+            Action::NextSeed | Action::PreviousSeed => {
+                let delta = if action == Action::NextSeed { 1 } else { -1 };
+                match self.selected_gan() {
+                    Some(gan) => self.step_gan_seed(gan, delta),
+                    None => self.step_seed(delta),
+                }
+            }
             Action::NextKnob => self.select_knob(1),
             Action::PreviousKnob => self.select_knob(-1),
-            Action::KnobUp => self.turn_knob(1, false),
-            Action::KnobDown => self.turn_knob(-1, false),
-            Action::KnobUpCoarse => self.turn_knob(1, true),
-            Action::KnobDownCoarse => self.turn_knob(-1, true),
+            Action::KnobUp | Action::KnobDown | Action::KnobUpCoarse | Action::KnobDownCoarse => {
+                let up = matches!(action, Action::KnobUp | Action::KnobUpCoarse);
+                let coarse = matches!(action, Action::KnobUpCoarse | Action::KnobDownCoarse);
+                let direction = if up { 1 } else { -1 };
+                match self.selected_gan() {
+                    Some(gan) => self.turn_truncation(gan, direction, coarse),
+                    None => self.turn_knob(direction, coarse),
+                }
+            }
             Action::WriteKnobs => self.write_knobs(),
             Action::Fullscreen => {
                 self.fullscreen = !self.fullscreen;

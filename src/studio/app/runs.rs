@@ -101,9 +101,15 @@ impl App {
                 self.info(format!("{}: fixed", Self::sketch_name(&path)));
             }
             self.animation = None;
-            // The picture of a GAN sketch is its run's newest sample grid.
+            // The picture of a GAN sketch is its run's newest sample grid, or the
+            // studio's own noise drawn by the run's generator.
             self.picture = None;
-            if let Some((sample_path, img)) = self
+            if self.has_gan_noise(&path) {
+                let resample = self.sample_gan(&path);
+                if reason != Reason::Saved {
+                    return resample;
+                }
+            } else if let Some((sample_path, img)) = self
                 .run
                 .as_ref()
                 .filter(|r| self.run_of(&path).is_some_and(|i| i.path == r.path))
@@ -285,6 +291,10 @@ impl App {
                     .selected_path()
                     .cloned()
                     .unwrap_or_else(|| run_path.clone());
+                if self.has_gan_noise(&owner) {
+                    // Newer weights: the same noise, drawn again.
+                    return self.sample_gan(&owner);
+                }
                 self.show_sample(&owner, sample_path, img);
             }
         }

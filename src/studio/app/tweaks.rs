@@ -98,11 +98,10 @@ impl App {
         let path = self.selected_path().cloned()?;
         match self.kinds.get(&path) {
             Some(&"gan") => {
-                // A GAN's preview is its run's sample grid, drawn by the training
-                // process from its own fixed noise: the studio has no generator to draw
-                // other noise with.
+                // A GAN's preview is drawn from its run's generator: it has no seed of
+                // its own to vary or knobs to write.
                 self.info(format!(
-                    "{what} Truchet and CPPN sketches; for other samples of a GAN use `easel sample RUN --seed N`"
+                    "{what} Truchet and CPPN sketches; on a GAN sketch n draws other noise and - = turn the truncation (easel sample RUN --seed N --truncation T)"
                 ));
                 None
             }
