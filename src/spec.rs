@@ -16,8 +16,32 @@ use crate::gan::data::DataSketch;
 use crate::gan::GanSpec;
 use crate::truchet::TruchetSpec;
 
-/// The kinds a sketch can be. Each has its own spec and renderer.
-pub const KINDS: &[&str] = &["truchet", "cppn", "gan"];
+/// The kinds a sketch can be (`kind: "…"`). Each has its own spec and renderer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Truchet,
+    Cppn,
+    Gan,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Truchet, Kind::Cppn, Kind::Gan];
+
+    /// The name a sketch writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Truchet => "truchet",
+            Kind::Cppn => "cppn",
+            Kind::Gan => "gan",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Slow work a spec needs before it renders, said for people. Today that is a CPPN's
 /// `fit:` that this process has not done yet (seconds to minutes of training).
@@ -62,11 +86,11 @@ pub enum Spec {
 }
 
 impl Spec {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            Spec::Truchet(_) => "truchet",
-            Spec::Cppn(_) => "cppn",
-            Spec::Gan(_) => "gan",
+            Spec::Truchet(_) => Kind::Truchet,
+            Spec::Cppn(_) => Kind::Cppn,
+            Spec::Gan(_) => Kind::Gan,
         }
     }
 
@@ -421,10 +445,14 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
     if !map.contains("kind") {
         return Err(SketchError::whole_file(
             map.file(),
-            format!("missing key \"kind\"; expected one of {}", KINDS.join(", ")),
+            format!(
+                "missing key \"kind\"; expected one of {}",
+                Kind::ALL.map(Kind::name).join(", ")
+            ),
         ));
     }
-    let kind = map.choice("kind", "sketch kind", KINDS, "")?;
+    let names = Kind::ALL.map(Kind::name);
+    let kind = map.choice("kind", "sketch kind", &names, "")?;
     // The knobs' declaration, already read from the script (see `sketch::params`).
     map.raw("params");
     // Paths inside a sketch (textures, fit images, data) are relative to its folder.
@@ -433,11 +461,14 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let spec = match kind.as_str() {
-        "truchet" => Spec::Truchet(TruchetSpec::parse(&mut map, script)?),
-        "cppn" => Spec::Cppn(CppnSpec::parse(&mut map, &dir)?),
-        "gan" => Spec::Gan(GanSpec::parse(&mut map, &dir)?),
-        _ => unreachable!("choice() only returns listed kinds"),
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .expect("choice() returns a listed name");
+    let spec = match kind {
+        Kind::Truchet => Spec::Truchet(TruchetSpec::parse(&mut map, script)?),
+        Kind::Cppn => Spec::Cppn(CppnSpec::parse(&mut map, &dir)?),
+        Kind::Gan => Spec::Gan(GanSpec::parse(&mut map, &dir)?),
     };
     map.finish()?;
     Ok(spec)

@@ -11,7 +11,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use easel::gan::GanSpec;
 use easel::run::{Control, Metric, RunDir, State, Status, Wanted};
 use easel::sketch::{Knobs, Params};
-use easel::spec::{self, Spec};
+use easel::spec::{self, Kind, Spec};
 use easel::studio::app::{
     App, Confirm, Effect, Favourite, GanNoise, GanSampleRequest, Level, Mode, Msg, Reason,
     RenderRequest, Rendered, RunInfo, RunTail, GAN_PREVIEW_SAMPLES,
@@ -63,7 +63,7 @@ fn gradient(w: u32, h: u32) -> Arc<DynamicImage> {
     })))
 }
 
-fn rendered(req: &RenderRequest, kind: &'static str, coarse: bool) -> Msg {
+fn rendered(req: &RenderRequest, kind: Kind, coarse: bool) -> Msg {
     Msg::Rendered(Rendered {
         id: req.id,
         path: req.path.clone(),
@@ -74,7 +74,7 @@ fn rendered(req: &RenderRequest, kind: &'static str, coarse: bool) -> Msg {
         saved_at: None,
         source: Arc::new(format!("// source of {}", req.path.display())),
         kind,
-        loop_frames: if kind == "cppn" { 48 } else { 0 },
+        loop_frames: if kind == Kind::Cppn { 48 } else { 0 },
         fps: 12.0,
         frame: None,
         seed: req.tweaks.seed_for(7),
@@ -164,7 +164,7 @@ fn opening_renders_the_first_sketch_and_a_save_rerenders_it() {
     let first = render_request(&effects);
     assert_eq!(first.path, path("a"));
     assert_eq!(first.reason, Reason::Selected);
-    app.update(rendered(&first, "truchet", false));
+    app.update(rendered(&first, Kind::Truchet, false));
     assert_eq!(app.picture.as_ref().unwrap().path, path("a"));
     assert!(app.picture.as_ref().unwrap().caption.contains("14 ms"));
 
@@ -175,7 +175,7 @@ fn opening_renders_the_first_sketch_and_a_save_rerenders_it() {
     assert_eq!(app.selected, 1);
     // The old picture stays until the new one arrives.
     assert_eq!(app.picture.as_ref().unwrap().path, path("a"));
-    let Msg::Rendered(mut done) = rendered(&save, "truchet", false) else {
+    let Msg::Rendered(mut done) = rendered(&save, Kind::Truchet, false) else {
         unreachable!()
     };
     done.saved_at = Some(std::time::SystemTime::now() - Duration::from_millis(30));
@@ -197,11 +197,11 @@ fn the_latest_request_wins_and_coarse_comes_before_full() {
     let newer = render_request(&app.update(Msg::FilesChanged(vec![path("a")])));
     assert!(newer.id > older.id);
     // The older render finishing late must not replace the newer one.
-    app.update(rendered(&older, "cppn", false));
+    app.update(rendered(&older, Kind::Cppn, false));
     assert!(app.picture.is_none());
-    app.update(rendered(&newer, "cppn", true));
+    app.update(rendered(&newer, Kind::Cppn, true));
     assert!(app.picture.as_ref().unwrap().caption.contains("coarse"));
-    app.update(rendered(&newer, "cppn", false));
+    app.update(rendered(&newer, Kind::Cppn, false));
     let caption = &app.picture.as_ref().unwrap().caption;
     assert!(
         caption.contains("512x512") && caption.contains("render 14 ms"),
@@ -213,7 +213,7 @@ fn the_latest_request_wins_and_coarse_comes_before_full() {
 fn an_error_keeps_the_last_good_image_and_a_fix_clears_it() {
     let (mut app, effects) = studio(&["a"]);
     let first = render_request(&effects);
-    app.update(rendered(&first, "truchet", false));
+    app.update(rendered(&first, Kind::Truchet, false));
     let good = app.picture.as_ref().unwrap().serial;
 
     let broken = render_request(&app.update(Msg::FilesChanged(vec![path("a")])));
@@ -234,7 +234,7 @@ fn an_error_keeps_the_last_good_image_and_a_fix_clears_it() {
     assert!(last.text.contains("a.rhai:4:9"));
 
     let fixed = render_request(&app.update(Msg::FilesChanged(vec![path("a")])));
-    app.update(rendered(&fixed, "truchet", false));
+    app.update(rendered(&fixed, Kind::Truchet, false));
     assert!(app.error.is_none());
     assert!(app.log.back().unwrap().text.contains("a: fixed"));
 }
@@ -264,7 +264,7 @@ fn the_list_follows_files_appearing_and_vanishing() {
 fn s_saves_the_shown_source_as_a_favourite() {
     let (mut app, effects) = studio(&["a"]);
     assert!(app.update(key('s')).is_empty(), "nothing shown yet");
-    app.update(rendered(&render_request(&effects), "truchet", false));
+    app.update(rendered(&render_request(&effects), Kind::Truchet, false));
     let effects = app.update(key('s'));
     assert_eq!(
         effects,
@@ -322,7 +322,7 @@ fn a_favourite_file_carries_a_recipe_that_renders_the_same_bytes() {
 #[test]
 fn t_trains_gan_sketches_only_and_never_twice() {
     let (mut app, effects) = studio(&["cppn_a", "gan_truchet"]);
-    app.update(rendered(&render_request(&effects), "cppn", false));
+    app.update(rendered(&render_request(&effects), Kind::Cppn, false));
     assert!(app.update(key('t')).is_empty());
     assert!(app
         .log
@@ -491,7 +491,7 @@ fn saving_a_new_step_count_while_training_asks_too() {
 #[test]
 fn space_plays_the_latent_loop_one_frame_at_a_time() {
     let (mut app, effects) = studio(&["cppn_a"]);
-    app.update(rendered(&render_request(&effects), "cppn", false));
+    app.update(rendered(&render_request(&effects), Kind::Cppn, false));
     let t0 = Instant::now();
     assert!(app.update(Msg::Tick(t0)).is_empty(), "paused until space");
     app.update(key(' '));
@@ -503,7 +503,7 @@ fn space_plays_the_latent_loop_one_frame_at_a_time() {
         .is_empty());
     app.update(Msg::Rendered(Rendered {
         frame: Some(1),
-        ..match rendered(&frame, "cppn", false) {
+        ..match rendered(&frame, Kind::Cppn, false) {
             Msg::Rendered(r) => r,
             _ => unreachable!(),
         }
@@ -626,7 +626,7 @@ fn knob_params() -> Params {
 
 /// What the renderer would send for `req` of a sketch declaring `params`: the seed and
 /// knob values the request asked for, on top of the file's seed 7 and defaults.
-fn rendered_with(req: &RenderRequest, kind: &'static str, params: &Params) -> Msg {
+fn rendered_with(req: &RenderRequest, kind: Kind, params: &Params) -> Msg {
     let Msg::Rendered(mut r) = rendered(req, kind, false) else {
         unreachable!()
     };
@@ -642,27 +642,27 @@ fn caption(app: &App) -> String {
 #[test]
 fn n_and_shift_n_step_the_seed_without_the_file_and_the_title_shows_it() {
     let (mut app, effects) = studio(&["a", "b"]);
-    app.update(rendered(&render_request(&effects), "truchet", false));
+    app.update(rendered(&render_request(&effects), Kind::Truchet, false));
     assert!(caption(&app).starts_with("seed 7 · "), "{}", caption(&app));
 
     let next = render_request(&app.update(key('n')));
     assert_eq!(next.path, path("a"));
     assert_eq!(next.reason, Reason::Asked, "rendered at once, fit or not");
     assert_eq!(next.tweaks.seed_for(7), 8);
-    app.update(rendered(&next, "truchet", true));
+    app.update(rendered(&next, Kind::Truchet, true));
     assert!(
         caption(&app).starts_with("seed 8 · 512x512 · coarse"),
         "{}",
         caption(&app)
     );
-    app.update(rendered(&next, "truchet", false));
+    app.update(rendered(&next, Kind::Truchet, false));
     let back = render_request(&app.update(key('N')));
     let back = render_request(&{
-        app.update(rendered(&back, "truchet", false));
+        app.update(rendered(&back, Kind::Truchet, false));
         app.update(key('N'))
     });
     assert_eq!(back.tweaks.seed_for(7), 6);
-    app.update(rendered(&back, "truchet", false));
+    app.update(rendered(&back, Kind::Truchet, false));
     assert!(caption(&app).starts_with("seed 6 · "), "{}", caption(&app));
 
     // The favourite records the seed on screen.
@@ -683,7 +683,7 @@ fn n_and_shift_n_step_the_seed_without_the_file_and_the_title_shows_it() {
     assert_eq!(a.tweaks.seed_for(7), 6);
 
     // The file changing its seed wins: the studio's seed is dropped.
-    let Msg::Rendered(mut r) = rendered(&a, "truchet", false) else {
+    let Msg::Rendered(mut r) = rendered(&a, Kind::Truchet, false) else {
         unreachable!()
     };
     (r.file_seed, r.seed) = (9, a.tweaks.seed_for(9));
@@ -885,7 +885,11 @@ fn knobs_select_turn_in_fine_and_coarse_steps_and_stay_in_range() {
     let params = knob_params();
     let (mut app, effects) = studio(&["k"]);
     assert!(app.knob_values().is_none(), "not rendered yet");
-    app.update(rendered_with(&render_request(&effects), "truchet", &params));
+    app.update(rendered_with(
+        &render_request(&effects),
+        Kind::Truchet,
+        &params,
+    ));
     let values = |app: &App| app.knob_values().unwrap().1;
     assert_eq!(
         values(&app),
@@ -896,7 +900,7 @@ fn knobs_select_turn_in_fine_and_coarse_steps_and_stay_in_range() {
     // An int knob steps by whole numbers: 1, and a tenth of 56 rounded: 6.
     let req = render_request(&app.update(key('=')));
     assert_eq!(req.tweaks.knobs_for(&params)["tile"], 33.0);
-    app.update(rendered_with(&req, "truchet", &params));
+    app.update(rendered_with(&req, Kind::Truchet, &params));
     app.update(key('+'));
     assert_eq!(values(&app)["tile"], 39.0);
     for _ in 0..20 {
@@ -930,7 +934,7 @@ fn knobs_select_turn_in_fine_and_coarse_steps_and_stay_in_range() {
 
     // The favourite records the values on screen.
     let req = render_request(&app.update(key('n')));
-    app.update(rendered_with(&req, "truchet", &params));
+    app.update(rendered_with(&req, Kind::Truchet, &params));
     let Effect::SaveFavourite(Favourite::Sketch { knobs, seed, .. }) = &app.update(key('s'))[0]
     else {
         panic!("a sketch favourite")
@@ -942,7 +946,7 @@ fn knobs_select_turn_in_fine_and_coarse_steps_and_stay_in_range() {
 #[test]
 fn knob_keys_on_a_sketch_without_knobs_say_how_to_declare_them() {
     let (mut app, effects) = studio(&["a"]);
-    app.update(rendered(&render_request(&effects), "truchet", false));
+    app.update(rendered(&render_request(&effects), Kind::Truchet, false));
     for k in ['=', '-', '+', '_', '[', ']', 'w'] {
         assert!(app.update(key(k)).is_empty(), "{k}");
     }
@@ -958,7 +962,11 @@ fn knob_keys_on_a_sketch_without_knobs_say_how_to_declare_them() {
 fn a_changed_default_in_the_file_wins_over_the_knob() {
     let params = knob_params();
     let (mut app, effects) = studio(&["k"]);
-    app.update(rendered_with(&render_request(&effects), "truchet", &params));
+    app.update(rendered_with(
+        &render_request(&effects),
+        Kind::Truchet,
+        &params,
+    ));
     app.update(key('='));
     assert_eq!(app.knob_values().unwrap().1["tile"], 33.0);
     // The file now says tile defaults to 40: its value, not the studio's 33.
@@ -966,7 +974,7 @@ fn a_changed_default_in_the_file_wins_over_the_knob() {
     let edited = spec::declared_params(Path::new("k.rhai"), &edited).unwrap();
     let save = render_request(&app.update(Msg::FilesChanged(vec![path("k")])));
     assert_eq!(save.tweaks.knobs_for(&edited)["tile"], 40.0);
-    app.update(rendered_with(&save, "truchet", &edited));
+    app.update(rendered_with(&save, Kind::Truchet, &edited));
     assert_eq!(app.knob_values().unwrap().1["tile"], 40.0);
     assert!(!app.tweaks.contains_key(&path("k")));
 }
@@ -975,7 +983,11 @@ fn a_changed_default_in_the_file_wins_over_the_knob() {
 fn w_writes_only_the_default_numbers_into_the_file() {
     let params = knob_params();
     let (mut app, effects) = studio(&["k"]);
-    app.update(rendered_with(&render_request(&effects), "truchet", &params));
+    app.update(rendered_with(
+        &render_request(&effects),
+        Kind::Truchet,
+        &params,
+    ));
     app.update(key('+'));
     app.update(key(']'));
     app.update(key('='));
@@ -1078,7 +1090,7 @@ fn a_favourite_with_seed_and_knobs_renders_the_same_bytes_from_its_recipe() {
 #[test]
 fn run_panels_show_for_gan_sketches_only_and_f_fills_the_screen() {
     let (mut app, effects) = studio(&["cppn_silk"]);
-    app.update(rendered(&render_request(&effects), "cppn", false));
+    app.update(rendered(&render_request(&effects), Kind::Cppn, false));
     let text = screen(&app, 80, 24);
     assert!(
         !text.contains(" Run ") && !text.contains("Losses"),
@@ -1169,7 +1181,7 @@ fn snapshot_160x48() {
 fn snapshot_error_and_help() {
     let (mut app, effects) = studio(&["truchet_arcs"]);
     let req = render_request(&effects);
-    app.update(rendered(&req, "truchet", false));
+    app.update(rendered(&req, Kind::Truchet, false));
     let broken = render_request(&app.update(Msg::FilesChanged(vec![path("truchet_arcs")])));
     app.update(Msg::RenderFailed {
         id: broken.id,
@@ -1187,12 +1199,12 @@ fn knob_studio() -> App {
     let (mut app, _) = studio(&["cppn_silk", "truchet_knobs", "truchet_maze"]);
     let mut req = render_request(&app.update(key('j')));
     for k in ['=', ']', '+'] {
-        app.update(rendered_with(&req, "truchet", &params));
+        app.update(rendered_with(&req, Kind::Truchet, &params));
         if let Some(Effect::Render(next)) = app.update(key(k)).into_iter().next() {
             req = next;
         }
     }
-    app.update(rendered_with(&req, "truchet", &params));
+    app.update(rendered_with(&req, Kind::Truchet, &params));
     app
 }
 
@@ -1243,7 +1255,11 @@ fn many_knobs_scroll_to_keep_the_selected_one_in_view() {
     );
     let params = spec::declared_params(Path::new("many.rhai"), &source).unwrap();
     let (mut app, effects) = studio(&["many"]);
-    app.update(rendered_with(&render_request(&effects), "truchet", &params));
+    app.update(rendered_with(
+        &render_request(&effects),
+        Kind::Truchet,
+        &params,
+    ));
     let text = screen(&app, 80, 24);
     assert!(text.contains("▸ k00"), "{text}");
     for _ in 0..29 {
@@ -1413,7 +1429,7 @@ fn a_fitting_cppn_says_so_and_renders_when_fitted() {
     });
     assert!(app.busy.is_some());
     assert!(app.log.back().unwrap().text.starts_with("f: fitting"));
-    app.update(rendered(&req, "cppn", false));
+    app.update(rendered(&req, Kind::Cppn, false));
     assert!(app.busy.is_none());
 }
 
@@ -1935,7 +1951,7 @@ fn e_exports_in_the_background_with_a_recipe() {
 fn grid_studio() -> App {
     let (mut app, effects) = studio(&["cppn_silk", "truchet_arcs"]);
     let req = render_request(&effects);
-    app.update(rendered(&req, "cppn", false));
+    app.update(rendered(&req, Kind::Cppn, false));
     let grid = variation_request(&app.update(key('v')));
     let children = (0..9)
         .map(|k| Variant {

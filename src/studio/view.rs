@@ -41,6 +41,7 @@ use super::app::{state_word, App, Confirm, Level, Mode};
 use super::keys;
 use super::worker::{self, FitKey, FitRequest, FittedSlot};
 use crate::run::{Metric, State};
+use crate::spec::Kind;
 
 /// Below this the layout cannot hold its panels; the studio says so instead.
 pub const MIN_WIDTH: u16 = 60;
@@ -272,7 +273,7 @@ pub fn shows_run_panels(app: &App) -> bool {
             app.run.is_some()
                 || app
                     .selected_path()
-                    .is_some_and(|p| app.kinds.get(p) == Some(&"gan"))
+                    .is_some_and(|p| app.kinds.get(p) == Some(&Kind::Gan))
         }
     }
 }
@@ -541,7 +542,7 @@ fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect)
         None => {
             let gan = app
                 .selected_path()
-                .is_some_and(|p| app.kinds.get(p) == Some(&"gan"))
+                .is_some_and(|p| app.kinds.get(p) == Some(&Kind::Gan))
                 || matches!(app.mode, Mode::Watch { .. });
             let text = if gan {
                 if app.run.is_some() {
@@ -675,7 +676,7 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
     let block = block(" Run ".into());
     let Some(run) = &app.run else {
         let hint = match app.selected_path().and_then(|p| app.kinds.get(p)) {
-            Some(&"gan") => "No run yet.\nt starts training.",
+            Some(&Kind::Gan) => "No run yet.\nt starts training.",
             _ => "Runs show here for GAN sketches.",
         };
         frame.render_widget(

@@ -31,6 +31,7 @@ use super::variations::{Breed, Variant, VariationRequest};
 use crate::cppn::{animate, CppnSpec};
 use crate::run::{Metric, RunDir, Status};
 use crate::sketch;
+use crate::spec::Kind;
 use crate::spec::{self, Spec};
 
 /// Longest side of a CPPN preview (a CPPN renders at any size; the sketch's own size is
@@ -249,7 +250,7 @@ impl Renderer {
             render_time: started.elapsed(),
             saved_at: None,
             source: Arc::new(String::new()),
-            kind: "cppn",
+            kind: Kind::Cppn,
             loop_frames: frames,
             fps: looping.spec.animation.fps,
             frame: Some(k),

@@ -3,6 +3,7 @@
 //! (Backspace), and the mutation strength (`<` `>`).
 
 use super::{App, Effect, Reason};
+use crate::spec::Kind;
 use crate::studio::variations::{self, Breed, Grid, VariationRequest};
 
 impl App {
@@ -22,7 +23,7 @@ impl App {
         };
         let parent = self.tweaks.get(&path).cloned().unwrap_or_default();
         let breed = match self.kinds.get(&path) {
-            Some(&"cppn") => Breed::Mutations {
+            Some(&Kind::Cppn) => Breed::Mutations {
                 seeds: variations::mutation_seeds(round),
                 strength: variations::STRENGTHS[self.strength],
                 generation: parent.mutant.as_ref().map_or(0, |m| m.generation) + 1,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use image::DynamicImage;
 
 use super::{App, Effect, Level};
+use crate::spec::Kind;
 
 /// Samples in the preview grid.
 pub const GAN_PREVIEW_SAMPLES: usize = 16;
@@ -52,7 +53,7 @@ impl App {
     /// The selected sketch, when it is a GAN sketch.
     pub(super) fn selected_gan(&self) -> Option<PathBuf> {
         self.selected_path()
-            .filter(|p| self.kinds.get(*p) == Some(&"gan"))
+            .filter(|p| self.kinds.get(*p) == Some(&Kind::Gan))
             .cloned()
     }
 

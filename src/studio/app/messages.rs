@@ -16,6 +16,7 @@ use super::{
 use crate::gan::GanSpec;
 use crate::run::{Control, Wanted};
 use crate::sketch::{Knobs, Params};
+use crate::spec::Kind;
 use crate::studio::variations::{Variant, VariationRequest};
 
 /// Why a render was asked for. Only saves show the save → screen latency.
@@ -55,7 +56,7 @@ pub struct Rendered {
     pub saved_at: Option<SystemTime>,
     /// The source that made it (a favourite re-renders exactly this).
     pub source: Arc<String>,
-    pub kind: &'static str,
+    pub kind: Kind,
     /// Frames in the latent loop, for CPPN sketches (0: not animated).
     pub loop_frames: u32,
     pub fps: f64,

@@ -36,6 +36,7 @@ use super::keys::{self, Action};
 use super::variations::{self, Grid};
 use crate::gan::GanSpec;
 use crate::sketch::Params;
+use crate::spec::Kind;
 
 /// How many log lines are kept.
 const LOG_LINES: usize = 200;
@@ -73,7 +74,7 @@ pub struct App {
     pub mode: Mode,
     pub sketches: Vec<PathBuf>,
     pub selected: usize,
-    pub kinds: HashMap<PathBuf, &'static str>,
+    pub kinds: HashMap<PathBuf, Kind>,
     pub picture: Option<Picture>,
     /// The selected sketch's current error; the last good picture stays.
     pub error: Option<String>,

@@ -10,6 +10,7 @@ use image::DynamicImage;
 use super::{App, Effect, Level, Mode, Reason};
 use crate::gan::GanSpec;
 use crate::run::{Control, Metric, State, Status, Wanted};
+use crate::spec::Kind;
 
 /// The newest run of one sketch, as found in the runs folder.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +95,7 @@ impl App {
         spec: GanSpec,
         reason: Reason,
     ) -> Vec<Effect> {
-        self.kinds.insert(path.clone(), "gan");
+        self.kinds.insert(path.clone(), Kind::Gan);
         let previous = self.gan_specs.insert(path.clone(), spec.clone());
         if id == self.current_id {
             if self.error.take().is_some() {
@@ -284,7 +285,7 @@ impl App {
                 Mode::Watch { .. } => true,
                 Mode::Studio { .. } => self
                     .selected_path()
-                    .is_some_and(|p| self.kinds.get(p) == Some(&"gan")),
+                    .is_some_and(|p| self.kinds.get(p) == Some(&Kind::Gan)),
             };
             if showing_this_run {
                 let owner = self
@@ -330,7 +331,7 @@ impl App {
         };
         let name = Self::sketch_name(&path);
         match self.kinds.get(&path) {
-            Some(&"gan") => {}
+            Some(&Kind::Gan) => {}
             Some(kind) => {
                 self.info(format!("{name} is a {kind} sketch: t trains GAN sketches"));
                 return vec![];

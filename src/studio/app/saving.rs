@@ -10,6 +10,7 @@ use image::DynamicImage;
 
 use super::{App, Effect, Level, Mode, Mutant};
 use crate::sketch::Knobs;
+use crate::spec::Kind;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Favourite {
@@ -129,7 +130,7 @@ impl App {
             })];
         }
         let effect = match (&picture.source, self.kinds.get(&picture.path)) {
-            (Some(source), Some(kind)) if *kind != "gan" => Favourite::Sketch {
+            (Some(source), Some(kind)) if *kind != Kind::Gan => Favourite::Sketch {
                 path: picture.path.clone(),
                 source: source.clone(),
                 seed: picture.seed,

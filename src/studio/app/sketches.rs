@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::{App, Effect, Mode, Reason, RenderRequest};
+use crate::spec::Kind;
 
 impl App {
     pub(super) fn move_selection(&mut self, delta: i64) -> Vec<Effect> {
@@ -35,7 +36,7 @@ impl App {
         if self.picture.as_ref().is_some_and(|p| p.path != path) {
             // Keep the old picture on screen until the new one arrives, unless the new
             // sketch is a GAN (its picture is its run's samples).
-            if self.kinds.get(&path) == Some(&"gan") {
+            if self.kinds.get(&path) == Some(&Kind::Gan) {
                 self.picture = None;
             }
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{App, Effect, Level, Reason};
 use crate::cppn::net::Network;
 use crate::sketch::{Knobs, Params};
+use crate::spec::Kind;
 
 /// A value the studio sets on top of the file's, remembering what the file said when it
 /// was set: when the file itself changes that value (an edit, or `w`), the file wins.
@@ -97,7 +98,7 @@ impl App {
     pub(super) fn tweakable(&mut self, what: &str) -> Option<PathBuf> {
         let path = self.selected_path().cloned()?;
         match self.kinds.get(&path) {
-            Some(&"gan") => {
+            Some(&Kind::Gan) => {
                 // A GAN's preview is drawn from its run's generator: it has no seed of
                 // its own to vary or knobs to write.
                 self.info(format!(
