@@ -763,6 +763,10 @@ fn n_and_the_knob_keys_draw_a_gan_preview_from_other_noise_and_truncation() {
     });
     assert!(app.picture.is_some());
     assert!(app.log.back().unwrap().text.contains("no weights yet"));
+    // A save of the sketch keeps drawing from the studio's noise.
+    let req = render_request(&app.update(Msg::FilesChanged(vec![path("gan_truchet")])));
+    let saved = sample_request(&app.update(gan_loaded(&req, gan_spec(), Reason::Saved)));
+    assert_eq!(saved.noise, newest.noise);
 }
 
 #[test]

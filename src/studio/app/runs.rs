@@ -97,6 +97,7 @@ impl App {
     ) -> Vec<Effect> {
         self.kinds.insert(path.clone(), Kind::Gan);
         let previous = self.gan_specs.insert(path.clone(), spec.clone());
+        let mut effects = vec![];
         if id == self.current_id {
             if self.error.take().is_some() {
                 self.info(format!("{}: fixed", Self::sketch_name(&path)));
@@ -106,10 +107,7 @@ impl App {
             // studio's own noise drawn by the run's generator.
             self.picture = None;
             if self.has_gan_noise(&path) {
-                let resample = self.sample_gan(&path);
-                if reason != Reason::Saved {
-                    return resample;
-                }
+                effects = self.sample_gan(&path);
             } else if let Some((sample_path, img)) = self
                 .run
                 .as_ref()
@@ -119,10 +117,20 @@ impl App {
                 self.show_sample(&path, sample_path, img);
             }
         }
-        if reason != Reason::Saved {
-            return vec![];
+        if reason == Reason::Saved {
+            effects.extend(self.push_to_run(path, spec, previous));
         }
-        // Saved while its run trains: push what can change live, ask about the rest.
+        effects
+    }
+
+    /// A GAN sketch saved while its run trains: push what can change live (learning
+    /// rates, sample_every) to the run, and ask before restarting for anything else.
+    fn push_to_run(
+        &mut self,
+        path: PathBuf,
+        spec: GanSpec,
+        previous: Option<GanSpec>,
+    ) -> Vec<Effect> {
         let Some(run) = self.run_of(&path).filter(|r| r.is_active()).cloned() else {
             return vec![];
         };
