@@ -13,7 +13,7 @@
 //! Deterministic: pixels are cut into fixed chunks of [`CHUNK`] whatever the thread
 //! count, every chunk sums in a fixed order into its own gradient buffer, and the
 //! buffers are added up in chunk order — the same bits on every run and any number of
-//! threads (on one machine: the AVX2+FMA kernel rounds differently from the plain one).
+//! threads on one machine (the AVX-512, AVX2+FMA and plain kernels round differently).
 //!
 //! Candle remains the trainer on a GPU (`fit_candle.rs`); both compute the same loss
 //! and the same Adam step (Candle's `AdamW` with weight decay 0).
@@ -27,14 +27,23 @@ use super::net::{Activation, Dense, Network};
 use super::{CppnSpec, OutputMode};
 
 /// Pixels per chunk: the unit of work, of parallelism and of the summation order.
-const CHUNK: usize = 128;
-/// Forward kernel blocking (as the renderer's): outputs × pixels held in registers.
-const PIXEL_BLOCK: usize = 16;
-const OUT_BLOCK: usize = 4;
-/// Weight-gradient kernel blocking: inputs × outputs dot products, 8 lanes each.
-const LANES: usize = 8;
-const IN_BLOCK: usize = 4;
-const GRAD_OUT_BLOCK: usize = 2;
+const CHUNK: usize = 256;
+
+/// Register blocking of the kernels, per instruction set (const generic parameters
+/// `<FMA, PB, OB, LN, KB, GB>` below): the forward kernel holds `OB` outputs × `PB`
+/// pixels in registers, the weight-gradient kernel `KB` inputs × `GB` outputs dot
+/// products of `LN` lanes. AVX-512 has twice AVX2's lanes and registers.
+macro_rules! with_blocking {
+    ($f:ident, plain) => {
+        $f::<false, 16, 4, 8, 4, 2>
+    };
+    ($f:ident, avx2) => {
+        $f::<true, 16, 4, 8, 4, 2>
+    };
+    ($f:ident, avx512) => {
+        $f::<true, 32, 8, 16, 4, 4>
+    };
+}
 
 /// Adam's constants: candle_nn's `ParamsAdamW` defaults (fits set weight decay 0).
 const BETA1: f64 = 0.9;
@@ -130,7 +139,7 @@ pub fn fit_fused(
     lr: f64,
     progress: &mut dyn FnMut(usize, f32),
 ) -> Result<(Network, FitReport)> {
-    let model = Model::new(start, data)?;
+    let model = Model::new(start, data, Kernel::best())?;
     let mut theta = model.parameters(start);
     let train = chunks(data, &data.train_rows);
     let count = (data.train_rows.len() * data.channels) as f64;
@@ -162,9 +171,10 @@ pub fn fit_fused(
 
 /// The training loss (MSE over every row of `data`, after the output mapping, before
 /// clamping) and its gradient, shaped as a network: `w` and `b` of each layer hold
-/// d loss / d w and d loss / d b. For tests against Candle's autograd.
-pub fn loss_and_gradients(net: &Network, data: &FitData) -> Result<(f32, Network)> {
-    let model = Model::new(net, data)?;
+/// d loss / d w and d loss / d b, computed with `kernel`. For tests against Candle's
+/// autograd.
+pub fn loss_and_gradients(net: &Network, data: &FitData, kernel: Kernel) -> Result<(f32, Network)> {
+    let model = Model::new(net, data, kernel)?;
     let theta = model.parameters(net);
     let rows: Vec<u32> = (0..data.rows() as u32).collect();
     let train = chunks(data, &rows);
@@ -187,6 +197,7 @@ struct Layer {
 }
 
 struct Model {
+    kernel: Kernel,
     layers: Vec<Layer>,
     n_params: usize,
     max_width: usize,
@@ -196,7 +207,10 @@ struct Model {
 }
 
 impl Model {
-    fn new(net: &Network, data: &FitData) -> Result<Model> {
+    fn new(net: &Network, data: &FitData, kernel: Kernel) -> Result<Model> {
+        if !Kernel::available().contains(&kernel) {
+            bail!("this CPU cannot run the {kernel:?} kernel");
+        }
         if net.inputs() != data.n_in || net.outputs() != data.channels {
             bail!(
                 "network of {} inputs and {} outputs for data of {} and {}",
@@ -222,6 +236,7 @@ impl Model {
             offset += (l.inputs + 1) * l.outputs;
         }
         Ok(Model {
+            kernel,
             layers,
             n_params: offset,
             max_width: net.max_width(),
@@ -382,6 +397,39 @@ impl Scratch {
     }
 }
 
+/// The kernels this CPU can run, best first: AVX-512, AVX2+FMA, plain. They round
+/// differently, so each is deterministic on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Plain,
+    Avx2,
+    Avx512,
+}
+
+impl Kernel {
+    pub fn available() -> Vec<Kernel> {
+        let mut all = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Kernel::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                all.push(Kernel::Avx2);
+            }
+        }
+        all.push(Kernel::Plain);
+        all
+    }
+
+    pub fn best() -> Kernel {
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| Kernel::available()[0])
+    }
+}
+
 /// Forward and backward pass of one chunk: adds its gradient to `grad` and returns its
 /// squared error (unclamped, as trained).
 fn train_chunk(
@@ -393,15 +441,20 @@ fn train_chunk(
     grad: &mut [f32],
     scale: f32,
 ) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { train_chunk_avx2(model, theta, wt, chunk, scratch, grad, scale) };
+    match model.kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Model::new checked that the CPU has the function's features.
+        Kernel::Avx512 => unsafe {
+            train_chunk_avx512(model, theta, wt, chunk, scratch, grad, scale)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx2 => unsafe { train_chunk_avx2(model, theta, wt, chunk, scratch, grad, scale) },
+        _ => {
+            let kernel = with_blocking!(train_chunk_generic, plain);
+            kernel(model, theta, wt, chunk, scratch, grad, scale)
         }
     }
-    train_chunk_generic::<false>(model, theta, wt, chunk, scratch, grad, scale)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -415,20 +468,39 @@ unsafe fn train_chunk_avx2(
     grad: &mut [f32],
     scale: f32,
 ) -> f64 {
-    train_chunk_generic::<true>(model, theta, wt, chunk, scratch, grad, scale)
+    let kernel = with_blocking!(train_chunk_generic, avx2);
+    kernel(model, theta, wt, chunk, scratch, grad, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn train_chunk_avx512(
+    model: &Model,
+    theta: &[f32],
+    wt: &[Vec<f32>],
+    chunk: &Chunk,
+    scratch: &mut Scratch,
+    grad: &mut [f32],
+    scale: f32,
+) -> f64 {
+    let kernel = with_blocking!(train_chunk_generic, avx512);
+    kernel(model, theta, wt, chunk, scratch, grad, scale)
 }
 
 /// Squared error of one chunk's clamped outputs (for the final PSNR).
 fn eval_chunk(model: &Model, theta: &[f32], chunk: &Chunk, scratch: &mut Scratch) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { eval_chunk_avx2(model, theta, chunk, scratch) };
+    match model.kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Model::new checked that the CPU has the function's features.
+        Kernel::Avx512 => unsafe { eval_chunk_avx512(model, theta, chunk, scratch) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx2 => unsafe { eval_chunk_avx2(model, theta, chunk, scratch) },
+        _ => {
+            let kernel = with_blocking!(eval_chunk_generic, plain);
+            kernel(model, theta, chunk, scratch)
         }
     }
-    eval_chunk_generic::<false>(model, theta, chunk, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -439,17 +511,37 @@ unsafe fn eval_chunk_avx2(
     chunk: &Chunk,
     scratch: &mut Scratch,
 ) -> f64 {
-    eval_chunk_generic::<true>(model, theta, chunk, scratch)
+    let kernel = with_blocking!(eval_chunk_generic, avx2);
+    kernel(model, theta, chunk, scratch)
 }
 
-#[inline(always)]
-fn eval_chunk_generic<const FMA: bool>(
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn eval_chunk_avx512(
     model: &Model,
     theta: &[f32],
     chunk: &Chunk,
     scratch: &mut Scratch,
 ) -> f64 {
-    forward::<FMA>(model, theta, chunk, scratch, false);
+    let kernel = with_blocking!(eval_chunk_generic, avx512);
+    kernel(model, theta, chunk, scratch)
+}
+
+#[inline(always)]
+fn eval_chunk_generic<
+    const FMA: bool,
+    const PB: usize,
+    const OB: usize,
+    const LN: usize,
+    const KB: usize,
+    const GB: usize,
+>(
+    model: &Model,
+    theta: &[f32],
+    chunk: &Chunk,
+    scratch: &mut Scratch,
+) -> f64 {
+    forward::<FMA, PB, OB>(model, theta, chunk, scratch, false);
     let out = scratch.h.last().expect("layers");
     let mut sum = 0f64;
     for (c, y) in chunk.y.chunks_exact(CHUNK).enumerate() {
@@ -474,7 +566,7 @@ fn unit(v: f32, half_range: bool) -> f32 {
 
 /// Every layer forward, keeping outputs (and with `slopes`, activation derivatives).
 #[inline(always)]
-fn forward<const FMA: bool>(
+fn forward<const FMA: bool, const PB: usize, const OB: usize>(
     model: &Model,
     theta: &[f32],
     chunk: &Chunk,
@@ -485,7 +577,7 @@ fn forward<const FMA: bool>(
         let (done, rest) = scratch.h.split_at_mut(i);
         let input = if i == 0 { &chunk.x } else { &done[i - 1] };
         let out = &mut rest[0];
-        matmul::<FMA>(
+        matmul::<FMA, PB, OB>(
             &theta[l.w..l.b],
             Some(&theta[l.b..l.b + l.outputs]),
             l.inputs,
@@ -502,7 +594,14 @@ fn forward<const FMA: bool>(
 }
 
 #[inline(always)]
-fn train_chunk_generic<const FMA: bool>(
+fn train_chunk_generic<
+    const FMA: bool,
+    const PB: usize,
+    const OB: usize,
+    const LN: usize,
+    const KB: usize,
+    const GB: usize,
+>(
     model: &Model,
     theta: &[f32],
     wt: &[Vec<f32>],
@@ -511,7 +610,7 @@ fn train_chunk_generic<const FMA: bool>(
     grad: &mut [f32],
     scale: f32,
 ) -> f64 {
-    forward::<FMA>(model, theta, chunk, scratch, true);
+    forward::<FMA, PB, OB>(model, theta, chunk, scratch, true);
     let last = model.layers.len() - 1;
     let out = &scratch.h[last];
     let channels = model.layers[last].outputs;
@@ -536,17 +635,17 @@ fn train_chunk_generic<const FMA: bool>(
             *g *= s;
         }
         let input = if i == 0 { &chunk.x } else { &scratch.h[i - 1] };
-        weight_gradient::<FMA>(
+        weight_gradient::<FMA, LN, KB, GB>(
             input,
             &scratch.g[..n],
             l.inputs,
             l.outputs,
             &mut grad[l.w..l.b],
         );
-        bias_gradient(&scratch.g[..n], &mut grad[l.b..l.b + l.outputs]);
+        bias_gradient::<LN>(&scratch.g[..n], &mut grad[l.b..l.b + l.outputs]);
         if i > 0 {
             // d loss / d input = Wᵀ-weighted sum, the forward kernel on the transpose.
-            matmul::<FMA>(
+            matmul::<FMA, PB, OB>(
                 &wt[i],
                 None,
                 l.outputs,
@@ -603,7 +702,7 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// `out[o][p] = bias[o] + Σ_k w[k][o] · inp[k][p]` over a chunk, feature-major; `w` is
 /// `[ni][no]` row-major.
 #[inline(always)]
-fn matmul<const FMA: bool>(
+fn matmul<const FMA: bool, const PB: usize, const OB: usize>(
     w: &[f32],
     bias: Option<&[f32]>,
     ni: usize,
@@ -611,18 +710,18 @@ fn matmul<const FMA: bool>(
     inp: &[f32],
     out: &mut [f32],
 ) {
-    let full = no / OUT_BLOCK * OUT_BLOCK;
-    for o in (0..full).step_by(OUT_BLOCK) {
-        output_block::<FMA, OUT_BLOCK>(w, bias, ni, no, inp, out, o);
+    let full = no / OB * OB;
+    for o in (0..full).step_by(OB) {
+        output_block::<FMA, OB, PB>(w, bias, ni, no, inp, out, o);
     }
     for o in full..no {
-        output_block::<FMA, 1>(w, bias, ni, no, inp, out, o);
+        output_block::<FMA, 1, PB>(w, bias, ni, no, inp, out, o);
     }
 }
 
 /// Outputs `o..o+B` for every pixel of the chunk, B×16 accumulators in registers.
 #[inline(always)]
-fn output_block<const FMA: bool, const B: usize>(
+fn output_block<const FMA: bool, const B: usize, const PB: usize>(
     w: &[f32],
     bias: Option<&[f32]>,
     ni: usize,
@@ -631,28 +730,35 @@ fn output_block<const FMA: bool, const B: usize>(
     out: &mut [f32],
     o: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if PB == avx512::PIXELS {
+        // SAFETY: only the AVX-512 blocking has PB == avx512::PIXELS, and it runs only
+        // where the CPU has AVX-512F (`train_chunk` and `eval_chunk` check).
+        unsafe { avx512::output_block::<B>(w, bias, ni, no, inp, out, o) };
+        return;
+    }
     let bias: [f32; B] = match bias {
         Some(b) => b[o..o + B].try_into().expect("bias block"),
         None => [0.0; B],
     };
-    for p in (0..CHUNK).step_by(PIXEL_BLOCK) {
-        let mut acc = [[0f32; PIXEL_BLOCK]; B];
+    for p in (0..CHUNK).step_by(PB) {
+        let mut acc = [[0f32; PB]; B];
         for j in 0..B {
-            acc[j] = [bias[j]; PIXEL_BLOCK];
+            acc[j] = [bias[j]; PB];
         }
         for k in 0..ni {
-            let x: [f32; PIXEL_BLOCK] = inp[k * CHUNK + p..k * CHUNK + p + PIXEL_BLOCK]
+            let x: [f32; PB] = inp[k * CHUNK + p..k * CHUNK + p + PB]
                 .try_into()
                 .expect("pixels");
             let wk: [f32; B] = w[k * no + o..k * no + o + B].try_into().expect("weights");
             for j in 0..B {
-                for lane in 0..PIXEL_BLOCK {
+                for lane in 0..PB {
                     acc[j][lane] = madd::<FMA>(wk[j], x[lane], acc[j][lane]);
                 }
             }
         }
         for j in 0..B {
-            out[(o + j) * CHUNK + p..(o + j) * CHUNK + p + PIXEL_BLOCK].copy_from_slice(&acc[j]);
+            out[(o + j) * CHUNK + p..(o + j) * CHUNK + p + PB].copy_from_slice(&acc[j]);
         }
     }
 }
@@ -660,29 +766,35 @@ fn output_block<const FMA: bool, const B: usize>(
 /// `gw[k][o] += Σ_p inp[k][p] · dz[o][p]`: one dot product over the chunk's pixels per
 /// weight, in blocks of inputs × outputs with 8-lane accumulators.
 #[inline(always)]
-fn weight_gradient<const FMA: bool>(inp: &[f32], dz: &[f32], ni: usize, no: usize, gw: &mut [f32]) {
-    let k_full = ni / IN_BLOCK * IN_BLOCK;
-    let o_full = no / GRAD_OUT_BLOCK * GRAD_OUT_BLOCK;
-    for k in (0..k_full).step_by(IN_BLOCK) {
-        for o in (0..o_full).step_by(GRAD_OUT_BLOCK) {
-            dot_block::<FMA, IN_BLOCK, GRAD_OUT_BLOCK>(inp, dz, no, k, o, gw);
+fn weight_gradient<const FMA: bool, const LN: usize, const KB: usize, const GB: usize>(
+    inp: &[f32],
+    dz: &[f32],
+    ni: usize,
+    no: usize,
+    gw: &mut [f32],
+) {
+    let k_full = ni / KB * KB;
+    let o_full = no / GB * GB;
+    for k in (0..k_full).step_by(KB) {
+        for o in (0..o_full).step_by(GB) {
+            dot_block::<FMA, LN, KB, GB>(inp, dz, no, k, o, gw);
         }
         for o in o_full..no {
-            dot_block::<FMA, IN_BLOCK, 1>(inp, dz, no, k, o, gw);
+            dot_block::<FMA, LN, KB, 1>(inp, dz, no, k, o, gw);
         }
     }
     for k in k_full..ni {
-        for o in (0..o_full).step_by(GRAD_OUT_BLOCK) {
-            dot_block::<FMA, 1, GRAD_OUT_BLOCK>(inp, dz, no, k, o, gw);
+        for o in (0..o_full).step_by(GB) {
+            dot_block::<FMA, LN, 1, GB>(inp, dz, no, k, o, gw);
         }
         for o in o_full..no {
-            dot_block::<FMA, 1, 1>(inp, dz, no, k, o, gw);
+            dot_block::<FMA, LN, 1, 1>(inp, dz, no, k, o, gw);
         }
     }
 }
 
 #[inline(always)]
-fn dot_block<const FMA: bool, const KB: usize, const OB: usize>(
+fn dot_block<const FMA: bool, const LN: usize, const KB: usize, const OB: usize>(
     inp: &[f32],
     dz: &[f32],
     no: usize,
@@ -690,21 +802,28 @@ fn dot_block<const FMA: bool, const KB: usize, const OB: usize>(
     o: usize,
     gw: &mut [f32],
 ) {
-    let mut acc = [[[0f32; LANES]; OB]; KB];
-    for p in (0..CHUNK).step_by(LANES) {
-        let x: [[f32; LANES]; KB] = std::array::from_fn(|i| {
-            inp[(k + i) * CHUNK + p..(k + i) * CHUNK + p + LANES]
+    #[cfg(target_arch = "x86_64")]
+    if LN == avx512::LANES {
+        // SAFETY: only the AVX-512 blocking has LN == avx512::LANES, and it runs only
+        // where the CPU has AVX-512F (`train_chunk` checks).
+        unsafe { avx512::dot_block::<KB, OB>(inp, dz, no, k, o, gw) };
+        return;
+    }
+    let mut acc = [[[0f32; LN]; OB]; KB];
+    for p in (0..CHUNK).step_by(LN) {
+        let x: [[f32; LN]; KB] = std::array::from_fn(|i| {
+            inp[(k + i) * CHUNK + p..(k + i) * CHUNK + p + LN]
                 .try_into()
                 .expect("lanes")
         });
-        let y: [[f32; LANES]; OB] = std::array::from_fn(|j| {
-            dz[(o + j) * CHUNK + p..(o + j) * CHUNK + p + LANES]
+        let y: [[f32; LN]; OB] = std::array::from_fn(|j| {
+            dz[(o + j) * CHUNK + p..(o + j) * CHUNK + p + LN]
                 .try_into()
                 .expect("lanes")
         });
         for i in 0..KB {
             for j in 0..OB {
-                for lane in 0..LANES {
+                for lane in 0..LN {
                     acc[i][j][lane] = madd::<FMA>(x[i][lane], y[j][lane], acc[i][j][lane]);
                 }
             }
@@ -719,11 +838,11 @@ fn dot_block<const FMA: bool, const KB: usize, const OB: usize>(
 
 /// `gb[o] += Σ_p dz[o][p]`.
 #[inline(always)]
-fn bias_gradient(dz: &[f32], gb: &mut [f32]) {
+fn bias_gradient<const LN: usize>(dz: &[f32], gb: &mut [f32]) {
     for (row, b) in dz.chunks_exact(CHUNK).zip(gb.iter_mut()) {
-        let mut acc = [0f32; LANES];
-        for lanes in row.chunks_exact(LANES) {
-            for lane in 0..LANES {
+        let mut acc = [0f32; LN];
+        for lanes in row.chunks_exact(LN) {
+            for lane in 0..LN {
                 acc[lane] += lanes[lane];
             }
         }
@@ -733,8 +852,16 @@ fn bias_gradient(dz: &[f32], gb: &mut [f32]) {
 
 /// The lanes' sum, pairwise in a fixed order.
 #[inline(always)]
-fn lane_sum(a: &[f32; LANES]) -> f32 {
-    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+fn lane_sum<const LN: usize>(a: &[f32; LN]) -> f32 {
+    let mut a = *a;
+    let mut n = LN;
+    while n > 1 {
+        n /= 2;
+        for i in 0..n {
+            a[i] += a[i + n];
+        }
+    }
+    a[0]
 }
 
 /// Adam as candle_nn's `AdamW` computes it, with weight decay 0.
@@ -767,6 +894,112 @@ impl Adam {
             *v = *v * b2 + g * g * c2;
             let (m_hat, v_hat) = (*m * scale_m, *v * scale_v);
             *w -= m_hat / (v_hat.sqrt() + eps) * self.lr;
+        }
+    }
+}
+
+/// The two hot kernels in AVX-512 intrinsics: written out by hand because LLVM
+/// vectorises the portable code at 256 bits, where AVX-512's register blocking
+/// (16 accumulators of 16 lanes) spills.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::CHUNK;
+
+    /// Pixels per block of [`output_block`] (two registers).
+    pub(super) const PIXELS: usize = 32;
+    /// Lanes of [`dot_block`]'s accumulators.
+    pub(super) const LANES: usize = 16;
+
+    /// [`super::output_block`]: outputs `o..o+B` of every pixel of the chunk, B × 32
+    /// accumulators.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn output_block<const B: usize>(
+        w: &[f32],
+        bias: Option<&[f32]>,
+        ni: usize,
+        no: usize,
+        inp: &[f32],
+        out: &mut [f32],
+        o: usize,
+    ) {
+        assert!(o + B <= no && w.len() >= ni * no && inp.len() >= ni * CHUNK);
+        assert!(out.len() >= (o + B) * CHUNK && CHUNK.is_multiple_of(PIXELS));
+        let bias: [f32; B] = match bias {
+            Some(b) => b[o..o + B].try_into().expect("bias block"),
+            None => [0.0; B],
+        };
+        let (w, inp, out) = (w.as_ptr(), inp.as_ptr(), out.as_mut_ptr());
+        for p in (0..CHUNK).step_by(PIXELS) {
+            let mut acc = [[_mm512_setzero_ps(); 2]; B];
+            for j in 0..B {
+                acc[j] = [_mm512_set1_ps(bias[j]); 2];
+            }
+            for k in 0..ni {
+                // SAFETY: k < ni and p + 32 <= CHUNK, so the reads stay in inp's
+                // ni × CHUNK floats (asserted above); k·no + o + j < ni·no <= w.len().
+                let (x0, x1, wk) = unsafe {
+                    let x = inp.add(k * CHUNK + p);
+                    (
+                        _mm512_loadu_ps(x),
+                        _mm512_loadu_ps(x.add(16)),
+                        w.add(k * no + o),
+                    )
+                };
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    let wj = _mm512_set1_ps(unsafe { *wk.add(j) });
+                    acc[0] = _mm512_fmadd_ps(wj, x0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(wj, x1, acc[1]);
+                }
+            }
+            for (j, acc) in acc.iter().enumerate() {
+                // SAFETY: o + j < o + B and p + 32 <= CHUNK: inside out's (o + B) × CHUNK.
+                unsafe {
+                    let y = out.add((o + j) * CHUNK + p);
+                    _mm512_storeu_ps(y, acc[0]);
+                    _mm512_storeu_ps(y.add(16), acc[1]);
+                }
+            }
+        }
+    }
+
+    /// [`super::dot_block`]: `gw[k+i][o+j] += Σ_p inp[k+i][p] · dz[o+j][p]`, KB × OB dot
+    /// products of 16 lanes, each reduced once per chunk.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn dot_block<const KB: usize, const OB: usize>(
+        inp: &[f32],
+        dz: &[f32],
+        no: usize,
+        k: usize,
+        o: usize,
+        gw: &mut [f32],
+    ) {
+        assert!(inp.len() >= (k + KB) * CHUNK && dz.len() >= (o + OB) * CHUNK);
+        assert!(gw.len() >= (k + KB - 1) * no + o + OB && o + OB <= no);
+        let (inp, dz) = (inp.as_ptr(), dz.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); OB]; KB];
+        for p in (0..CHUNK).step_by(LANES) {
+            // SAFETY: rows k..k+KB of inp and o..o+OB of dz, lanes p..p+16 <= CHUNK:
+            // inside the lengths asserted above.
+            let x: [__m512; KB] =
+                std::array::from_fn(|i| unsafe { _mm512_loadu_ps(inp.add((k + i) * CHUNK + p)) });
+            // SAFETY: as above.
+            let y: [__m512; OB] =
+                std::array::from_fn(|j| unsafe { _mm512_loadu_ps(dz.add((o + j) * CHUNK + p)) });
+            for i in 0..KB {
+                for j in 0..OB {
+                    acc[i][j] = _mm512_fmadd_ps(x[i], y[j], acc[i][j]);
+                }
+            }
+        }
+        for i in 0..KB {
+            for j in 0..OB {
+                gw[(k + i) * no + o + j] += _mm512_reduce_add_ps(acc[i][j]);
+            }
         }
     }
 }
