@@ -11,7 +11,9 @@
 # with 1 step measures what the process spends besides fitting. PyTorch: the training
 # loop's own time in-process (scripts/bench_fit_torch.py), no start-up or import.
 # Threads: THREADS (default: all cores) for both — RAYON_NUM_THREADS for easel,
-# torch.set_num_threads for PyTorch. Prints each run, then the best of each side.
+# torch.set_num_threads for PyTorch, with OMP_WAIT_POLICY=PASSIVE unless set (on a shared
+# machine OpenMP's default spin-waiting made PyTorch's 2-thread fit ~9x slower here).
+# Prints each run, then the best of each side.
 # A single fit's PSNR moves by a few dB with the initial weights (and even with float
 # rounding), so PSNR is also compared over the seeds in SEEDS (default 1-5; each side
 # draws its own initial weights from N(0, 0.3²) per seed): mean and range.
@@ -31,6 +33,7 @@ if [[ ! -x $easel ]]; then
     echo "bench_fit.sh: no $easel; run cargo build --release first" >&2
     exit 1
 fi
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The same sketch with one step (the image by absolute path): start-up and render cost.
@@ -48,7 +51,7 @@ easel_run() { # sketch → "seconds psnr"
     echo "$(echo "$t1 - $t0" | bc -l) ${psnr:-?}"
 }
 
-echo "threads: $threads (easel: RAYON_NUM_THREADS=$threads; PyTorch: torch.set_num_threads($threads))"
+echo "threads: $threads (easel: RAYON_NUM_THREADS=$threads; PyTorch: torch.set_num_threads($threads), OMP_WAIT_POLICY=$OMP_WAIT_POLICY)"
 best_e=999 best_t=999 best_o=999 psnr_e=? psnr_t=?
 for run in $(seq "$runs"); do
     read -r te pe < <(easel_run sketches/cppn_fit.rhai)
