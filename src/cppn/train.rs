@@ -239,7 +239,12 @@ impl Model {
             kernel,
             layers,
             n_params: offset,
-            max_width: net.max_width(),
+            max_width: net
+                .layers
+                .iter()
+                .map(|l| l.inputs.max(l.outputs))
+                .max()
+                .unwrap_or(1),
             half_range: net
                 .layers
                 .last()
