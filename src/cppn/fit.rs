@@ -1,5 +1,5 @@
-//! Fitting ("super-sampling"): train the CPPN with Candle (autograd, Adam) to reproduce
-//! an image from its pixel coordinates, then render the fitted network at any size.
+//! Fitting ("super-sampling"): train the CPPN (Adam; `train.rs` on the CPU, Candle on a
+//! GPU) to reproduce an image from its pixel coordinates, then render it at any size.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -7,12 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use image::RgbImage;
 
-use super::net::{Activation, Dense, Network};
-use super::{CppnSpec, OutputMode};
+use super::net::{Activation, Network};
+use super::CppnSpec;
 
 /// `fit: #{ image: "…", steps: …, lr: …, size: … }` in a CPPN sketch.
 #[derive(Debug, Clone)]
@@ -74,132 +72,15 @@ pub fn fit(
             bail!("sign has no gradient, so a network using it cannot be fitted; use tanh instead");
         }
     }
-    let (tw, th) = fit.target.dimensions();
     // Train at the target's resolution with the renderer's own coordinates, so the fitted
     // network renders the image at any size.
-    let mut probe = spec.clone();
-    (probe.width, probe.height) = (tw, th);
-    let coords = super::render::input_coordinates(&probe);
-    let z = spec.z();
-    let n = (tw * th) as usize;
-    let n_in = start.inputs();
-    let mut inputs = Vec::with_capacity(n * n_in);
-    for c in coords.chunks_exact(spec.inputs.coordinate_count()) {
-        inputs.extend_from_slice(c);
-        inputs.extend_from_slice(&z);
-    }
-    let x = Tensor::from_vec(inputs, (n, n_in), &dev)?;
-    let channels = spec.output.outputs();
-    let target: Vec<f32> = fit
-        .target
-        .pixels()
-        .flat_map(|p| {
-            let [r, g, b] = p.0.map(|v| v as f32 / 255.0);
-            match channels {
-                1 => vec![0.299 * r + 0.587 * g + 0.114 * b],
-                _ => vec![r, g, b],
-            }
-        })
-        .collect();
-    if !matches!(spec.output, OutputMode::Rgb | OutputMode::Gray) {
-        bail!("fitting works with output \"rgb\" or \"gray\"");
-    }
-    let y = Tensor::from_vec(target, (n, channels), &dev)?;
-    // The rows trained on, and (with hold_out) the rest.
-    let (train_rows, held_rows): (Vec<u32>, Vec<u32>) = (0..n as u32).partition(|&i| {
-        let (px, py) = (i % tw, i / tw);
-        !fit.hold_out || (px % 2 == 0 && py % 2 == 0)
-    });
-    let rows = |r: &[u32]| Tensor::from_slice(r, r.len(), &dev);
-    let (x_train, y_train) = if fit.hold_out {
-        let idx = rows(&train_rows)?;
-        (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?)
+    let data = super::train::FitData::new(spec, fit)?;
+    if dev.is_cpu() {
+        // The fused trainer: Candle's per-op overhead dominates on matrices this small.
+        super::train::fit_fused(&start, &data, fit.steps, fit.lr, progress)
     } else {
-        (x.clone(), y.clone())
-    };
-
-    let mut vars = Vec::new();
-    for l in &start.layers {
-        vars.push(Var::from_tensor(&Tensor::from_slice(
-            &l.w,
-            (l.inputs, l.outputs),
-            &dev,
-        )?)?);
-        vars.push(Var::from_tensor(&Tensor::from_slice(
-            &l.b, l.outputs, &dev,
-        )?)?);
+        super::fit_candle::fit_candle(&start, &data, fit.steps, fit.lr, &dev, progress)
     }
-    let params = ParamsAdamW {
-        lr: fit.lr,
-        weight_decay: 0.0,
-        ..Default::default()
-    };
-    let mut opt = AdamW::new(vars.clone(), params)?;
-    let forward = |vars: &[Var], x: &Tensor| -> Result<Tensor> {
-        let mut h = x.clone();
-        for (k, l) in start.layers.iter().enumerate() {
-            h = h
-                .matmul(vars[2 * k].as_tensor())?
-                .broadcast_add(vars[2 * k + 1].as_tensor())?;
-            h = l.activation.tensor(&h)?;
-        }
-        // The renderer maps [−1, 1]-ranged outputs to [0, 1]; train in the same units.
-        match start.layers.last().map(|l| l.activation) {
-            Some(a) if a.ranges_over_minus_one_to_one() => Ok(h.affine(0.5, 0.5)?),
-            _ => Ok(h),
-        }
-    };
-    let mut losses = Vec::with_capacity(fit.steps);
-    for step in 0..fit.steps {
-        let loss = forward(&vars, &x_train)?.sub(&y_train)?.sqr()?.mean_all()?;
-        opt.backward_step(&loss)?;
-        let l = loss.to_scalar::<f32>()?;
-        if !l.is_finite() {
-            bail!("fitting diverged at step {step} (loss {l}); lower fit.lr");
-        }
-        losses.push(l);
-        progress(step, l);
-    }
-    let mse = |x: &Tensor, y: &Tensor| -> Result<f64> {
-        Ok(forward(&vars, x)?
-            .clamp(0f32, 1f32)?
-            .sub(y)?
-            .sqr()?
-            .mean_all()?
-            .to_scalar::<f32>()? as f64)
-    };
-    let final_mse = mse(&x, &y)?;
-    let psnr_held_out = if fit.hold_out && !held_rows.is_empty() {
-        let idx = rows(&held_rows)?;
-        let (x, y) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
-        Some(psnr(mse(&x, &y)?))
-    } else {
-        None
-    };
-    let layers = start
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(k, l)| -> Result<Dense> {
-            Ok(Dense {
-                w: vars[2 * k]
-                    .as_tensor()
-                    .flatten_all()?
-                    .to_dtype(DType::F32)?
-                    .to_vec1()?,
-                b: vars[2 * k + 1].as_tensor().to_vec1()?,
-                ..l.clone()
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((
-        Network { layers },
-        FitReport {
-            losses,
-            psnr: psnr(final_mse),
-            psnr_held_out,
-        },
-    ))
 }
 
 /// Fits of this process, by sketch content, so re-rendering a fitted sketch (another

@@ -4,8 +4,10 @@
 pub mod animate;
 pub mod fastmath;
 pub mod fit;
+pub mod fit_candle;
 pub mod net;
 pub mod render;
+pub mod train;
 
 use std::path::Path;
 use std::sync::Arc;
