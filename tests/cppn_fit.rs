@@ -110,9 +110,6 @@ fn the_fused_fit_reaches_the_candle_fits_psnr() {
         let fit = spec.fit.clone().unwrap();
         let data = FitData::new(&spec, &fit).unwrap();
         let start = spec.network();
-        let (_, fused) =
-            easel::cppn::train::fit_fused(&start, &data, fit.steps, fit.lr, &mut |_, _| {})
-                .unwrap();
         let (_, candle) = easel::cppn::fit_candle::fit_candle(
             &start,
             &data,
@@ -122,27 +119,41 @@ fn the_fused_fit_reaches_the_candle_fits_psnr() {
             &mut |_, _| {},
         )
         .unwrap();
-        // The same loss and steps, rounded differently: the curves stay together.
-        for (step, (a, b)) in fused.losses.iter().zip(&candle.losses).enumerate() {
+        // Every kernel this CPU has, so a machine without AVX-512 is covered too.
+        for kernel in Kernel::available() {
+            let (_, fused) = easel::cppn::train::fit_fused_with(
+                kernel,
+                &start,
+                &data,
+                fit.steps,
+                fit.lr,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            // The same loss and steps, rounded differently: the curves stay together.
+            for (step, (a, b)) in fused.losses.iter().zip(&candle.losses).enumerate() {
+                assert!(
+                    (a - b).abs() <= 0.05 * b,
+                    "{kernel:?}, step {step}: loss {a} (fused) vs {b} (Candle)"
+                );
+            }
             assert!(
-                (a - b).abs() <= 0.05 * b,
-                "step {step}: loss {a} (fused) vs {b} (Candle)"
+                fused.psnr >= candle.psnr - 0.05,
+                "{kernel:?}: fused {fused:?}\nCandle {candle:?}"
             );
+            assert_eq!(fused.psnr_held_out.is_some(), hold_out);
+            if let (Some(a), Some(b)) = (fused.psnr_held_out, candle.psnr_held_out) {
+                assert!(
+                    (a - b).abs() < 0.5,
+                    "{kernel:?}, held out: fused {a:.2} dB, Candle {b:.2} dB"
+                );
+            }
+            if kernel == Kernel::best() {
+                // `fit` on the CPU is the fused trainer with the best kernel.
+                let (_, report) = easel::cppn::fit::fit(&spec, &fit, &mut |_, _| {}).unwrap();
+                assert_eq!(report.losses, fused.losses);
+            }
         }
-        assert!(
-            fused.psnr >= candle.psnr - 0.05,
-            "fused {fused:?}\nCandle {candle:?}"
-        );
-        assert_eq!(fused.psnr_held_out.is_some(), hold_out);
-        if let (Some(a), Some(b)) = (fused.psnr_held_out, candle.psnr_held_out) {
-            assert!(
-                (a - b).abs() < 0.5,
-                "held out: fused {a:.2} dB, Candle {b:.2} dB"
-            );
-        }
-        // `fit` on the CPU is the fused trainer.
-        let (_, report) = easel::cppn::fit::fit(&spec, &fit, &mut |_, _| {}).unwrap();
-        assert_eq!(report.losses, fused.losses);
     }
 }
 

@@ -139,7 +139,20 @@ pub fn fit_fused(
     lr: f64,
     progress: &mut dyn FnMut(usize, f32),
 ) -> Result<(Network, FitReport)> {
-    let model = Model::new(start, data, Kernel::best())?;
+    fit_fused_with(Kernel::best(), start, data, steps, lr, progress)
+}
+
+/// [`fit_fused`] with a chosen kernel (tests run every kernel this CPU has, so a machine
+/// with fewer features is covered too).
+pub fn fit_fused_with(
+    kernel: Kernel,
+    start: &Network,
+    data: &FitData,
+    steps: usize,
+    lr: f64,
+    progress: &mut dyn FnMut(usize, f32),
+) -> Result<(Network, FitReport)> {
+    let model = Model::new(start, data, kernel)?;
     let mut theta = model.parameters(start);
     let train = chunks(data, &data.train_rows);
     let count = (data.train_rows.len() * data.channels) as f64;
@@ -429,9 +442,27 @@ impl Kernel {
         all
     }
 
+    /// The best kernel this CPU runs, unless `EASEL_FIT_KERNEL` (avx512, avx2 or plain)
+    /// names another it can run: to check what a machine with fewer features computes.
     pub fn best() -> Kernel {
         static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *BEST.get_or_init(|| Kernel::available()[0])
+        *BEST.get_or_init(|| {
+            let available = Kernel::available();
+            let wanted = std::env::var("EASEL_FIT_KERNEL").ok();
+            available
+                .iter()
+                .copied()
+                .find(|k| wanted.as_deref() == Some(k.name()))
+                .unwrap_or(available[0])
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Plain => "plain",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
+        }
     }
 }
 
