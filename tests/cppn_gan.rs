@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use common::{gan_spec, weights};
+use common::{easel_in, gan_spec, weights};
 use easel::gan::layers::Ctx;
 use easel::gan::model::Generator;
 use easel::gan::train::Trainer;
@@ -17,20 +16,6 @@ const TINY: &str = r#"model: "cppn", image_size: 32, channels: 1, latent: 5,
     cppn: #{ layers: [12, 10], activation: ["tanh", "sin"], fourier: #{ count: 4, scale: 1.5 },
              mapping: [7], scale: 1.5 },
     d_widths: [8, 16], batch: 4, lr: 2e-3, ema: 0.9, seed: 3, d_norm: "none","#;
-
-fn easel(args: &[&str], dir: &Path) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_easel"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "easel {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 #[test]
 fn the_generator_draws_what_the_cppn_renderer_draws_from_its_weights() {
@@ -122,30 +107,14 @@ fn a_cppn_gan_trains_and_resumes_exactly() {
 #[test]
 fn samples_render_at_any_size_and_export_as_a_sketch_that_draws_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let sketches = dir.path().join("sketches");
-    std::fs::create_dir(&sketches).unwrap();
-    std::fs::write(
-        sketches.join("tiles.rhai"),
-        r#"#{ kind: "truchet", family: "triangles", size: 32, tile: 8, channels: 1, seed: 2 }"#,
-    )
-    .unwrap();
-    std::fs::write(
-        sketches.join("cg.rhai"),
-        format!(
-            r#"#{{ kind: "gan", {TINY} steps: 3, sample_every: 3, checkpoint_every: 3,
-                  eval_every: 0, data: #{{ from: "tiles.rhai", count: 8 }} }}"#
-        ),
-    )
-    .unwrap();
-    easel(&["train", "sketches/cg.rhai", "--runs", "runs"], dir.path());
-    let run = std::fs::read_dir(dir.path().join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = common::trained_run(
+        dir.path(),
+        32,
+        &format!("{TINY} steps: 3, sample_every: 3, checkpoint_every: 3, eval_every: 0,"),
+    );
     let run = run.to_str().unwrap();
-    easel(
+    easel_in(
+        dir.path(),
         &[
             "sample",
             run,
@@ -158,7 +127,6 @@ fn samples_render_at_any_size_and_export_as_a_sketch_that_draws_the_same() {
             "--export-sketch",
             "one.rhai",
         ],
-        dir.path(),
     );
     let grid = image::open(dir.path().join("big.png")).unwrap().to_rgb8();
     // Two 96x64 samples side by side, 2-pixel gaps.
@@ -166,9 +134,9 @@ fn samples_render_at_any_size_and_export_as_a_sketch_that_draws_the_same() {
     // The exported sketch is sample 0: rendered at that size, the same pixels.
     let source = std::fs::read_to_string(dir.path().join("one.rhai")).unwrap();
     assert!(source.contains("kind: \"cppn\"") && source.contains("weights:"));
-    easel(
-        &["render", "one.rhai", "-o", "one.png", "--size", "96x64"],
+    easel_in(
         dir.path(),
+        &["render", "one.rhai", "-o", "one.png", "--size", "96x64"],
     );
     let one = image::open(dir.path().join("one.png")).unwrap().to_luma8();
     assert_eq!(one.dimensions(), (96, 64));

@@ -1,6 +1,8 @@
 //! The studio without a terminal: update logic (reload, errors, favourites, runs),
 //! layout snapshots with ratatui's TestBackend, and the real worker threads.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -797,40 +799,14 @@ fn n_on_a_gan_sketch_without_a_run_says_to_train_it() {
 #[test]
 fn the_sampler_draws_what_easel_sample_draws() {
     let dir = tempfile::tempdir().unwrap();
+    let run = common::trained_run(
+        dir.path(),
+        28,
+        r#"model: "dcgan", image_size: 28, channels: 1, latent: 8, g_widths: [16, 8],
+           d_widths: [8, 16], kernel: 4, batch: 8, lr: 2e-3, steps: 4, sample_every: 4,
+           checkpoint_every: 4, eval_every: 0, seed: 5,"#,
+    );
     let sketches = dir.path().join("sketches");
-    std::fs::create_dir(&sketches).unwrap();
-    std::fs::write(
-        sketches.join("tiles.rhai"),
-        r#"#{ kind: "truchet", family: "triangles", size: 28, tile: 7, channels: 1, seed: 2 }"#,
-    )
-    .unwrap();
-    std::fs::write(
-        sketches.join("g.rhai"),
-        r#"#{ kind: "gan", model: "dcgan", image_size: 28, channels: 1, latent: 8,
-              g_widths: [16, 8], d_widths: [8, 16], kernel: 4, batch: 8, lr: 2e-3,
-              steps: 4, sample_every: 4, checkpoint_every: 4, eval_every: 0, seed: 5,
-              data: #{ from: "tiles.rhai", count: 16 } }"#,
-    )
-    .unwrap();
-    let easel = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    easel(&["train", "sketches/g.rhai"]);
-    let run = std::fs::read_dir(dir.path().join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
     let (tx, rx) = mpsc::channel();
     let sampler = worker::spawn_sampler(tx);
     let noise = GanNoise {
@@ -851,18 +827,21 @@ fn the_sampler_draws_what_easel_sample_draws() {
         _ => None,
     });
     assert!(from.contains("generator.safetensors"), "{from}");
-    easel(&[
-        "sample",
-        run.to_str().unwrap(),
-        "-n",
-        "16",
-        "--seed",
-        "3",
-        "--truncation",
-        "0.7",
-        "-o",
-        "same.png",
-    ]);
+    common::easel_in(
+        dir.path(),
+        &[
+            "sample",
+            run.to_str().unwrap(),
+            "-n",
+            "16",
+            "--seed",
+            "3",
+            "--truncation",
+            "0.7",
+            "-o",
+            "same.png",
+        ],
+    );
     let same = image::open(dir.path().join("same.png")).unwrap();
     assert_eq!(image.to_rgb8().as_raw(), same.to_rgb8().as_raw());
     // A run without weights yet: an error, not a panic.

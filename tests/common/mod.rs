@@ -36,3 +36,47 @@ pub(crate) fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
+
+/// Runs the easel binary in `dir`; panics with its stderr if it fails.
+pub(crate) fn easel_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "easel {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Trains a tiny GAN with `easel train` in `dir`: `sketches/tiles.rhai` (a `side`-pixel
+/// Truchet triangle set, tiles of `side / 4`) is its data and `sketches/g.rhai` holds
+/// `#{ kind: "gan", BODY, data: #{ from: "tiles.rhai", count: 16 } }`. Returns the run
+/// directory.
+pub(crate) fn trained_run(dir: &Path, side: u32, body: &str) -> std::path::PathBuf {
+    let sketches = dir.join("sketches");
+    std::fs::create_dir_all(&sketches).unwrap();
+    std::fs::write(
+        sketches.join("tiles.rhai"),
+        format!(
+            r#"#{{ kind: "truchet", family: "triangles", size: {side}, tile: {}, channels: 1, seed: 2 }}"#,
+            side / 4
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        sketches.join("g.rhai"),
+        format!(r#"#{{ kind: "gan", {body} data: #{{ from: "tiles.rhai", count: 16 }} }}"#),
+    )
+    .unwrap();
+    easel_in(dir, &["train", "sketches/g.rhai", "--runs", "runs"]);
+    std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .next()
+        .expect("a run directory")
+        .unwrap()
+        .path()
+}
