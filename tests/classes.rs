@@ -109,7 +109,7 @@ fn every_conditioning_option_trains_and_resumes_exactly() {
     let spec = cdcgan(
         dir.path(),
         r#"d_condition: "projection", minibatch_std: true, spectral_norm: true, r1: 10.0,
-           g_condition: "norm","#,
+           g_condition: "norm", mode_seeking: 1.0,"#,
     );
     assert_eq!(spec.d_condition, Condition::Projection);
     let mut a = Trainer::new(&spec, data.class_names.clone(), &Device::Cpu).unwrap();
@@ -156,6 +156,25 @@ fn r1_penalises_a_steep_discriminator() {
     let mut b = Trainer::new(&with_r1, data.class_names.clone(), &Device::Cpu).unwrap();
     let (ma, mb) = (a.train_step(&data).unwrap(), b.train_step(&data).unwrap());
     assert!(mb.d_loss > ma.d_loss, "{} vs {}", mb.d_loss, ma.d_loss);
+}
+
+#[test]
+fn the_mode_seeking_term_is_large_for_a_generator_that_ignores_its_noise() {
+    use candle_core::Tensor;
+    let dev = Device::Cpu;
+    let z = Tensor::randn(0f32, 1.0, (8, 4), &dev).unwrap();
+    let one = Tensor::randn(0f32, 1.0, (1, 1, 6, 6), &dev).unwrap();
+    let copies = one.repeat((8, 1, 1, 1)).unwrap();
+    let varied = Tensor::randn(0f32, 1.0, (8, 1, 6, 6), &dev).unwrap();
+    let term = |images: &Tensor| -> f32 {
+        easel::gan::train::mode_seeking(images, &z)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let (collapsed, alive) = (term(&copies), term(&varied));
+    assert!(collapsed > 1e4, "copies: {collapsed}");
+    assert!(alive < 10.0, "varied: {alive}");
 }
 
 #[test]

@@ -121,6 +121,11 @@ pub struct GanSpec {
     /// How a conditional G is given the label (cdcgan only).
     #[serde(default)]
     pub g_condition: GCondition,
+    /// Weight λ of a mode-seeking term in G's loss (Mao et al. 2019): λ / (|G(z1) − G(z2)|
+    /// / |z1 − z2|) over the two halves of each batch, so that different noise must draw
+    /// different pictures; 0: off.
+    #[serde(default)]
+    pub mode_seeking: f64,
     /// The CPPN generator's shape (`model: "cppn"` only).
     #[serde(default)]
     pub cppn: Option<cppn_generator::CppnShape>,
@@ -314,6 +319,7 @@ impl GanSpec {
                 "g_condition \"norm\" makes G's norm layers depend on the label: it needs model \"cdcgan\" and a g_norm (batch or layer)",
             ));
         }
+        let mode_seeking = map.float("mode_seeking", 0.0, 0.0..=100.0)?;
         let minibatch_std = map.bool("minibatch_std", false)?;
         let spectral_norm = map.bool("spectral_norm", false)?;
         let r1 = map.float("r1", 0.0, 0.0..=1000.0)?;
@@ -372,6 +378,7 @@ impl GanSpec {
             spectral_norm,
             r1,
             g_condition,
+            mode_seeking,
             cppn,
         })
     }

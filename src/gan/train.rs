@@ -227,6 +227,9 @@ impl Trainer {
             .mean_all()?;
             g_loss = (g_loss + uniform)?;
         }
+        if self.spec.mode_seeking > 0.0 && n >= 2 {
+            g_loss = (g_loss + mode_seeking(&fake, &z)? * self.spec.mode_seeking)?;
+        }
         let g_value = finite(&g_loss, "generator", step)?;
         let g_grads = g_loss.backward()?;
         self.opt_g.step(&self.g.params, &g_grads)?;
@@ -422,6 +425,20 @@ pub fn seeded_noise(seed: u64, n: usize, latent: usize, device: &Device) -> Resu
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let v: Vec<f32> = (0..n * latent).map(|_| normal(&mut rng)).collect();
     Ok(Tensor::from_vec(v, (n, latent), device)?)
+}
+
+/// MSGAN's term (Mao et al. 2019): 1 / (|G(z1) − G(z2)| / |z1 − z2|) over the batch's two
+/// halves, mean absolute differences. Small when different noise draws different pictures,
+/// large when G ignores its noise (a collapsed generator).
+pub fn mode_seeking(fake: &Tensor, z: &Tensor) -> Result<Tensor> {
+    let half = fake.dim(0)? / 2;
+    let apart = |t: &Tensor| -> Result<Tensor> {
+        Ok((t.narrow(0, 0, half)? - t.narrow(0, half, half)?)?
+            .abs()?
+            .mean_all()?)
+    };
+    let ratio = (apart(fake)? / apart(z)?)?;
+    Ok((ratio + 1e-5)?.recip()?)
 }
 
 fn finite(loss: &Tensor, which: &str, step: u64) -> Result<f64> {
