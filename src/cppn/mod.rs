@@ -2,6 +2,7 @@
 //! free, so a favourite renders again at any size.
 
 pub mod animate;
+mod blocks;
 pub mod fastmath;
 pub mod fit;
 pub mod fit_candle;

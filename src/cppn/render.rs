@@ -10,6 +10,7 @@
 use image::{DynamicImage, GrayImage, RgbImage};
 use rayon::prelude::*;
 
+use super::blocks::output_block;
 use super::net::{Activation, Dense, Network};
 use super::{CppnSpec, OutputMode, Symmetry};
 
@@ -298,60 +299,18 @@ fn render_row_generic<const FMA: bool>(
     }
 }
 
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
 /// `out = act(W·inp + b)` for one chunk, feature-major.
 #[inline(always)]
 fn dense<const FMA: bool>(l: &Dense, inp: &[f32], out: &mut [f32]) {
-    let no = l.outputs;
+    let (ni, no) = (l.inputs, l.outputs);
     let full = no / OUT_BLOCK * OUT_BLOCK;
     for o in (0..full).step_by(OUT_BLOCK) {
-        output_block::<FMA, OUT_BLOCK>(l, inp, out, o);
+        output_block::<FMA, OUT_BLOCK, PIXEL_BLOCK, CHUNK>(&l.w, Some(&l.b), ni, no, inp, out, o);
     }
     for o in full..no {
-        output_block::<FMA, 1>(l, inp, out, o);
+        output_block::<FMA, 1, PIXEL_BLOCK, CHUNK>(&l.w, Some(&l.b), ni, no, inp, out, o);
     }
     l.activation.apply(&mut out[..no * CHUNK]);
-}
-
-/// Outputs `o..o+B` for every pixel of the chunk. Fixed sizes let the accumulators live
-/// in registers: B×16 floats, one input row load shared by B multiply-adds.
-#[inline(always)]
-fn output_block<const FMA: bool, const B: usize>(
-    l: &Dense,
-    inp: &[f32],
-    out: &mut [f32],
-    o: usize,
-) {
-    let (ni, no) = (l.inputs, l.outputs);
-    let bias: [f32; B] = l.b[o..o + B].try_into().expect("bias block");
-    for p in (0..CHUNK).step_by(PIXEL_BLOCK) {
-        let mut acc = [[0f32; PIXEL_BLOCK]; B];
-        for j in 0..B {
-            acc[j] = [bias[j]; PIXEL_BLOCK];
-        }
-        for k in 0..ni {
-            let x: [f32; PIXEL_BLOCK] = inp[k * CHUNK + p..k * CHUNK + p + PIXEL_BLOCK]
-                .try_into()
-                .expect("pixels");
-            let w: [f32; B] = l.w[k * no + o..k * no + o + B].try_into().expect("weights");
-            for j in 0..B {
-                for lane in 0..PIXEL_BLOCK {
-                    acc[j][lane] = madd::<FMA>(w[j], x[lane], acc[j][lane]);
-                }
-            }
-        }
-        for j in 0..B {
-            out[(o + j) * CHUNK + p..(o + j) * CHUNK + p + PIXEL_BLOCK].copy_from_slice(&acc[j]);
-        }
-    }
 }
 
 /// Maps an output value to [0, 1]: activations with range [−1, 1] are shifted.

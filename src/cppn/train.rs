@@ -21,6 +21,7 @@
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
+use super::blocks::{self, madd};
 use super::fastmath;
 use super::fit::{psnr, FitReport, FitSpec};
 use super::net::{Activation, Dense, Network};
@@ -726,15 +727,6 @@ fn activate_with_slope(act: Activation, h: &mut [f32], slope: &mut [f32]) {
     }
 }
 
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
 /// `out[o][p] = bias[o] + Σ_k w[k][o] · inp[k][p]` over a chunk, feature-major; `w` is
 /// `[ni][no]` row-major.
 #[inline(always)]
@@ -755,7 +747,8 @@ fn matmul<const FMA: bool, const PB: usize, const OB: usize>(
     }
 }
 
-/// Outputs `o..o+B` for every pixel of the chunk, B×16 accumulators in registers.
+/// Outputs `o..o+B` for every pixel of the chunk: the AVX-512 kernel, or the shared
+/// portable one.
 #[inline(always)]
 fn output_block<const FMA: bool, const B: usize, const PB: usize>(
     w: &[f32],
@@ -773,30 +766,7 @@ fn output_block<const FMA: bool, const B: usize, const PB: usize>(
         unsafe { avx512::output_block::<B>(w, bias, ni, no, inp, out, o) };
         return;
     }
-    let bias: [f32; B] = match bias {
-        Some(b) => b[o..o + B].try_into().expect("bias block"),
-        None => [0.0; B],
-    };
-    for p in (0..CHUNK).step_by(PB) {
-        let mut acc = [[0f32; PB]; B];
-        for j in 0..B {
-            acc[j] = [bias[j]; PB];
-        }
-        for k in 0..ni {
-            let x: [f32; PB] = inp[k * CHUNK + p..k * CHUNK + p + PB]
-                .try_into()
-                .expect("pixels");
-            let wk: [f32; B] = w[k * no + o..k * no + o + B].try_into().expect("weights");
-            for j in 0..B {
-                for lane in 0..PB {
-                    acc[j][lane] = madd::<FMA>(wk[j], x[lane], acc[j][lane]);
-                }
-            }
-        }
-        for j in 0..B {
-            out[(o + j) * CHUNK + p..(o + j) * CHUNK + p + PB].copy_from_slice(&acc[j]);
-        }
-    }
+    blocks::output_block::<FMA, B, PB, CHUNK>(w, bias, ni, no, inp, out, o);
 }
 
 /// `gw[k][o] += Σ_p inp[k][p] · dz[o][p]`: one dot product over the chunk's pixels per
