@@ -10,7 +10,7 @@ use crate::device::DeviceArg;
 use crate::gan::cppn_generator;
 use crate::gan::layers::{normal, Ctx};
 use crate::gan::saved::{load_generator, truncated_noise, LoadedGenerator, Pick};
-use crate::gan::train::grid;
+use crate::gan::train::{grid, labels_in_turn};
 use crate::recipe;
 
 #[derive(Args, Debug)]
@@ -106,7 +106,7 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
                 })?;
             vec![k; n]
         }
-        None => (0..n).map(|i| i % loaded.classes.len().max(1)).collect(),
+        None => labels_in_turn(n, loaded.classes.len()),
     };
     let mut rng = Pcg64Mcg::seed_from_u64(args.seed);
     let mut draw = |count: usize| -> Vec<f32> {

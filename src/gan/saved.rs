@@ -153,12 +153,7 @@ pub fn truncated_noise(
     truncation: f64,
     device: &Device,
 ) -> Result<candle_core::Tensor> {
-    use rand::SeedableRng;
-    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
-    let z: Vec<f32> = (0..n * latent)
-        .map(|_| super::layers::normal(&mut rng) * truncation as f32)
-        .collect();
-    Ok(candle_core::Tensor::from_vec(z, (n, latent), device)?)
+    Ok((super::train::seeded_noise(seed, n, latent, device)? * truncation)?)
 }
 
 /// `n` samples, the classes in turn, as one grid picture: the same picture as
@@ -171,7 +166,7 @@ pub fn sample_grid(
 ) -> Result<image::DynamicImage> {
     let g = &loaded.g;
     let z = truncated_noise(seed, n, g.spec.latent, truncation, &g.params.device)?;
-    let labels: Vec<usize> = (0..n).map(|i| i % loaded.classes.len().max(1)).collect();
+    let labels = super::train::labels_in_turn(n, loaded.classes.len());
     let images = super::train::generate(g, &z, &labels)?;
     super::train::grid(&images, None)
 }

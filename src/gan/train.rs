@@ -400,8 +400,12 @@ impl Trainer {
 /// when 0).
 pub fn samples(g: &Generator, n: usize, classes: usize, seed: u64) -> Result<Tensor> {
     let z = seeded_noise(seed, n, g.spec.latent, &g.params.device)?;
-    let labels: Vec<usize> = (0..n).map(|i| i % classes.max(1)).collect();
-    generate(g, &z, &labels)
+    generate(g, &z, &labels_in_turn(n, classes))
+}
+
+/// Labels for `n` samples, the `classes` in turn (all 0 when there are none).
+pub fn labels_in_turn(n: usize, classes: usize) -> Vec<usize> {
+    (0..n).map(|i| i % classes.max(1)).collect()
 }
 
 /// The generator's images for noise `z` and `labels`, in evaluation mode, in chunks: a
