@@ -269,12 +269,7 @@ pub fn draw(frame: &mut Frame, app: &App, state: &mut ViewState) {
 pub fn shows_run_panels(app: &App) -> bool {
     match app.mode {
         Mode::Watch { .. } => true,
-        Mode::Studio { .. } => {
-            app.run.is_some()
-                || app
-                    .selected_path()
-                    .is_some_and(|p| app.kinds.get(p) == Some(&Kind::Gan))
-        }
+        Mode::Studio { .. } => app.run.is_some() || app.selected_kind() == Some(Kind::Gan),
     }
 }
 
@@ -540,10 +535,8 @@ fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect)
             draw_centred(frame, area, proto);
         }
         None => {
-            let gan = app
-                .selected_path()
-                .is_some_and(|p| app.kinds.get(p) == Some(&Kind::Gan))
-                || matches!(app.mode, Mode::Watch { .. });
+            let gan =
+                app.selected_kind() == Some(Kind::Gan) || matches!(app.mode, Mode::Watch { .. });
             let text = if gan {
                 if app.run.is_some() {
                     "No sample grid yet: the first one comes after `sample_every` steps."
@@ -675,8 +668,8 @@ pub fn format_duration(seconds: f64) -> String {
 fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
     let block = block(" Run ".into());
     let Some(run) = &app.run else {
-        let hint = match app.selected_path().and_then(|p| app.kinds.get(p)) {
-            Some(&Kind::Gan) => "No run yet.\nt starts training.",
+        let hint = match app.selected_kind() {
+            Some(Kind::Gan) => "No run yet.\nt starts training.",
             _ => "Runs show here for GAN sketches.",
         };
         frame.render_widget(

@@ -550,8 +550,7 @@ pub fn spawn_sampler(out: Sender<Msg>) -> Sender<GanSampleRequest> {
     std::thread::Builder::new()
         .name("easel-sample".into())
         .spawn(move || {
-            let mut loaded: Option<(PathBuf, WeightsStamp, crate::gan::saved::LoadedGenerator)> =
-                None;
+            let mut loaded: Option<LoadedRun> = None;
             while let Ok(req) = rx.recv() {
                 let req = last_queued(req, &rx);
                 let result = sample_gan(&req, &mut loaded);
@@ -573,6 +572,9 @@ pub fn spawn_sampler(out: Sender<Msg>) -> Sender<GanSampleRequest> {
 /// When a run's weights files were last written: a change means newer weights.
 type WeightsStamp = [Option<std::time::SystemTime>; 2];
 
+/// The generator the sampler has loaded: its run, and the weights' stamp when loaded.
+type LoadedRun = (PathBuf, WeightsStamp, crate::gan::saved::LoadedGenerator);
+
 fn weights_stamp(run: &Path) -> WeightsStamp {
     let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     [
@@ -581,10 +583,7 @@ fn weights_stamp(run: &Path) -> WeightsStamp {
     ]
 }
 
-fn sample_gan(
-    req: &GanSampleRequest,
-    loaded: &mut Option<(PathBuf, WeightsStamp, crate::gan::saved::LoadedGenerator)>,
-) -> GanSampled {
+fn sample_gan(req: &GanSampleRequest, loaded: &mut Option<LoadedRun>) -> GanSampled {
     use crate::gan::saved;
     let stamp = weights_stamp(&req.run);
     if stamp == [None, None] {

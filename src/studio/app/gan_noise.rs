@@ -52,9 +52,9 @@ pub type GanSampled = Result<(Arc<DynamicImage>, String), String>;
 impl App {
     /// The selected sketch, when it is a GAN sketch.
     pub(super) fn selected_gan(&self) -> Option<PathBuf> {
-        self.selected_path()
-            .filter(|p| self.kinds.get(*p) == Some(&Kind::Gan))
-            .cloned()
+        (self.selected_kind() == Some(Kind::Gan))
+            .then(|| self.selected_path().cloned())
+            .flatten()
     }
 
     /// `n`/`N` on a GAN sketch: the next or previous noise seed for its preview.

@@ -190,6 +190,13 @@ impl App {
         }
     }
 
+    /// The kind of the selected sketch, once it has loaded.
+    pub fn selected_kind(&self) -> Option<Kind> {
+        self.selected_path()
+            .and_then(|p| self.kinds.get(p))
+            .copied()
+    }
+
     pub fn sketch_name(path: &Path) -> String {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())

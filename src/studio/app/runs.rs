@@ -291,9 +291,7 @@ impl App {
         if let Some((sample_path, img)) = tail.sample {
             let showing_this_run = match &self.mode {
                 Mode::Watch { .. } => true,
-                Mode::Studio { .. } => self
-                    .selected_path()
-                    .is_some_and(|p| self.kinds.get(p) == Some(&Kind::Gan)),
+                Mode::Studio { .. } => self.selected_kind() == Some(Kind::Gan),
             };
             if showing_this_run {
                 let owner = self
