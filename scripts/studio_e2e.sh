@@ -62,6 +62,22 @@ expect_count() {
     exit 1
 }
 
+# expect_gone TEXT [SECONDS]: waits until TEXT is no longer on screen.
+expect_gone() {
+    local text=$1 limit=${2:-20}
+    local deadline=$((SECONDS + limit))
+    while ((SECONDS < deadline)); do
+        if ! screen | grep -qF -- "$text"; then
+            echo "ok: \"$text\" gone"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "FAILED: \"$text\" still on screen after ${limit}s. The screen:" >&2
+    screen >&2
+    exit 1
+}
+
 mkdir -p "$WORK/sketches"
 cat >"$WORK/sketches/a.rhai" <<'EOF'
 #{
@@ -189,15 +205,7 @@ title_before=$(screen | grep -oE "Preview · b · seed [0-9]+" | head -1)
 tmux send-keys -t "$SESSION" v
 expect "Variations · b · seeds"
 expect " 9 seed "
-deadline=$((SECONDS + 30))
-while screen | grep -qF "breeding…"; do
-    if ((SECONDS > deadline)); then
-        echo "FAILED: the variations did not all arrive" >&2
-        screen >&2
-        exit 1
-    fi
-    sleep 0.2
-done
+expect_gone "breeding…" 30
 pick=$(screen | grep -oE " 3 seed [0-9]+" | head -1 | grep -oE "[0-9]+$")
 echo "ok: nine variations; cell 3 is seed $pick"
 tmux send-keys -t "$SESSION" 3
