@@ -1,27 +1,17 @@
 //! CPPN sketches: the fast renderer against the f64 reference, determinism, symmetry,
 //! looping animation, resolution independence and located errors.
 
+mod common;
+
 use std::path::Path;
 
+use common::{cppn_at, only_cppn, soft_disc};
 use easel::cppn::net::Activation;
 use easel::cppn::{animate, render, CppnSpec};
 use easel::spec::{self, Spec};
 
 fn cppn(src: &str) -> CppnSpec {
     only_cppn(spec::load_source(Path::new("test.rhai"), src.to_string()))
-}
-
-/// Writes `src` to `path` (beside the images it names) and loads it.
-fn cppn_at(path: &Path, src: &str) -> CppnSpec {
-    std::fs::write(path, src).unwrap();
-    only_cppn(spec::load(path))
-}
-
-fn only_cppn(loaded: Result<spec::Sketch, easel::sketch::SketchError>) -> CppnSpec {
-    match loaded.unwrap_or_else(|e| panic!("{e}")).spec {
-        Spec::Cppn(c) => c,
-        other => panic!("not a cppn: {other:?}"),
-    }
 }
 
 /// The fast path's outputs against the f64 reference: (max error, share of values
@@ -217,15 +207,7 @@ fn fitting_learns_an_image() {
     // (RMS error < 5.6% of the range), while the best constant image (the mean colour)
     // scores ~10 dB here.
     let dir = tempfile::tempdir().unwrap();
-    let target = image::RgbImage::from_fn(32, 32, |x, y| {
-        let (u, v) = (x as f32 / 31.0, y as f32 / 31.0);
-        let disc = (-(((u - 0.5).powi(2) + (v - 0.45).powi(2)) / 0.04)).exp();
-        image::Rgb([
-            (255.0 * u) as u8,
-            (255.0 * disc) as u8,
-            (255.0 * (1.0 - v)) as u8,
-        ])
-    });
+    let target = soft_disc();
     target.save(dir.path().join("target.png")).unwrap();
     let spec = cppn_at(
         &dir.path().join("fit.rhai"),

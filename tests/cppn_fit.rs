@@ -2,21 +2,15 @@
 //! determinism: gradients for every trainable activation and kernel, the PSNR a fit
 //! reaches, and bit-identical results across runs and thread counts.
 
+mod common;
+
 use std::path::Path;
+
+use common::{cppn_at, soft_disc};
 
 use easel::cppn::net::{Activation, Init, Network};
 use easel::cppn::train::{FitData, Kernel};
 use easel::cppn::CppnSpec;
-use easel::spec::{self, Spec};
-
-/// Writes `src` to `path` (beside the images it names) and loads it.
-fn cppn_at(path: &Path, src: &str) -> CppnSpec {
-    std::fs::write(path, src).unwrap();
-    match spec::load(path).unwrap_or_else(|e| panic!("{e}")).spec {
-        Spec::Cppn(c) => c,
-        other => panic!("not a cppn: {other:?}"),
-    }
-}
 
 /// Random pixel-major inputs in [−1, 1] and targets in [0, 1] for `n` rows.
 fn random_rows(n: usize, n_in: usize, channels: usize, seed: u64) -> FitData {
@@ -81,17 +75,7 @@ fn fused_gradients_match_candle_autograd_for_every_trainable_activation() {
 
 /// A 32x32 smooth target (a soft disc on a gradient) and a sketch fitting it.
 fn disc_fit(dir: &Path, steps: usize, hold_out: bool) -> CppnSpec {
-    image::RgbImage::from_fn(32, 32, |x, y| {
-        let (u, v) = (x as f32 / 31.0, y as f32 / 31.0);
-        let disc = (-(((u - 0.5).powi(2) + (v - 0.45).powi(2)) / 0.04)).exp();
-        image::Rgb([
-            (255.0 * u) as u8,
-            (255.0 * disc) as u8,
-            (255.0 * (1.0 - v)) as u8,
-        ])
-    })
-    .save(dir.join("disc.png"))
-    .unwrap();
+    soft_disc().save(dir.join("disc.png")).unwrap();
     cppn_at(
         &dir.join("disc.rhai"),
         &format!(
