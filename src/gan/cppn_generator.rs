@@ -36,6 +36,12 @@ pub struct CppnShape {
     /// grid's coordinates drown it out and every sample comes out alike.
     #[serde(default)]
     pub z_every_layer: bool,
+    /// z′ also scales every layer's inputs, one factor per input (StyleGAN's modulation,
+    /// as CIPS does for a per-pixel generator): the code multiplies what a layer sees
+    /// instead of only shifting it, so one network draws quite different pictures. Folded
+    /// into each sample's weights on export.
+    #[serde(default)]
+    pub modulate: bool,
 }
 
 impl Default for CppnShape {
@@ -48,6 +54,7 @@ impl Default for CppnShape {
             fourier: None,
             mapping: vec![32],
             z_every_layer: true,
+            modulate: false,
         }
     }
 }
@@ -115,6 +122,7 @@ impl CppnShape {
             None => d.mapping,
         };
         let z_every_layer = c.bool("z_every_layer", d.z_every_layer)?;
+        let modulate = c.bool("modulate", d.modulate)?;
         c.finish()?;
         Ok(CppnShape {
             layers,
@@ -124,6 +132,7 @@ impl CppnShape {
             fourier,
             mapping,
             z_every_layer,
+            modulate,
         })
     }
 
@@ -202,6 +211,9 @@ pub struct CppnBody {
     /// Hidden layers after the first, then the output layer, each with its share of z′
     /// when `z_every_layer`.
     rest: Vec<(Linear, Option<Linear>)>,
+    /// With `modulate`: per layer (the first, then `rest`'s), z′ → one factor − 1 per
+    /// input of that layer.
+    styles: Vec<Linear>,
 }
 
 /// Name prefix of the coordinate MLP's layers (`g.cppn0.xy`, `g.cppn0.z`, `g.cppn1`, …).
@@ -227,8 +239,16 @@ impl CppnBody {
         let first_xy = Linear::new(p, &format!("{LAYER}0.xy"), inputs, h0, true)?;
         let first_z = Linear::new(p, &format!("{LAYER}0.z"), width, h0, false)?;
         let mut rest = vec![];
+        let mut styles = vec![];
+        if shape.modulate {
+            let name = format!("{LAYER}0.style");
+            styles.push(Linear::new(p, &name, width, inputs, true)?);
+        }
         for (k, (inp, out, _)) in shape.later_layers(spec.channels).into_iter().enumerate() {
             let name = format!("{LAYER}{}", k + 1);
+            if shape.modulate {
+                styles.push(Linear::new(p, &format!("{name}.style"), width, inp, true)?);
+            }
             let z = shape
                 .z_every_layer
                 .then(|| Linear::new(p, &format!("{name}.z"), width, out, false))
@@ -244,6 +264,7 @@ impl CppnBody {
             first_xy,
             first_z,
             rest,
+            styles,
         })
     }
 
@@ -255,8 +276,11 @@ impl CppnBody {
         let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0xC7_9A_11);
         // "g.cppn1.z.w" → "g.cppn1": a layer's weights, whatever their inputs.
         let layer_of = |name: &str| name.splitn(3, '.').take(2).collect::<Vec<_>>().join(".");
+        let style = |name: &str| name.ends_with(".style.w");
         let ours = |name: &str| {
-            (name.starts_with(LAYER) || name.starts_with("g.map")) && name.ends_with(".w")
+            (name.starts_with(LAYER) || name.starts_with("g.map"))
+                && name.ends_with(".w")
+                && !style(name)
         };
         let mut fan_in = std::collections::HashMap::<String, usize>::new();
         for (name, var) in p.vars.iter().filter(|(n, _)| ours(n)) {
@@ -269,7 +293,33 @@ impl CppnBody {
                 .collect();
             var.set(&Tensor::from_vec(values, var.shape(), &p.device)?)?;
         }
+        // Modulation starts moderate: factors 1 ± ~0.5 for unit-scale codes.
+        for (_, var) in p.vars.iter().filter(|(n, _)| style(n)) {
+            let std = 0.5 / (var.dims()[0] as f32).sqrt();
+            let values: Vec<f32> = (0..var.elem_count())
+                .map(|_| std * normal(&mut rng))
+                .collect();
+            var.set(&Tensor::from_vec(values, var.shape(), &p.device)?)?;
+        }
         Ok(())
+    }
+
+    /// `x` `[N·P, F]` with each sample's rows scaled by its factors `[N, F]`.
+    fn scale_rows(x: &Tensor, factors: &Tensor) -> Result<Tensor> {
+        let (n, f) = factors.dims2()?;
+        let rows = x.dim(0)? / n;
+        x.reshape((n, rows, f))?
+            .broadcast_mul(&factors.unsqueeze(1)?)?
+            .reshape((n * rows, f))
+    }
+
+    /// Each layer's input factors `[N, inputs]` for codes `[N, code]` (none without
+    /// `modulate`).
+    fn factors(&self, p: &Params, codes: &Tensor) -> Result<Vec<Tensor>> {
+        self.styles
+            .iter()
+            .map(|s| s.forward(p, codes)? + 1.0)
+            .collect()
     }
 
     /// The codes z′ `[N, code size]` of noise `[N, latent]`.
@@ -291,8 +341,22 @@ impl CppnBody {
         let n = z.dim(0)?;
         let codes = self.codes(p, z)?;
         let pixels = self.side * self.side;
-        // First layer: coordinates' part [P, H] plus each sample's part [N, H].
-        let xy = self.first_xy.forward(p, &self.coords)?.unsqueeze(0)?;
+        let factors = self.factors(p, &codes)?;
+        // First layer: coordinates' part [P, H] (or [N, P, H] when each sample scales the
+        // coordinates) plus each sample's part [N, H].
+        let xy = match factors.first() {
+            Some(f) => {
+                let coords = self
+                    .coords
+                    .unsqueeze(0)?
+                    .broadcast_as((n, pixels, self.coords.dim(1)?))?
+                    .reshape((n * pixels, self.coords.dim(1)?))?;
+                self.first_xy
+                    .forward(p, &Self::scale_rows(&coords, f)?)?
+                    .reshape((n, pixels, self.shape.layers[0]))?
+            }
+            None => self.first_xy.forward(p, &self.coords)?.unsqueeze(0)?,
+        };
         let zs = self.first_z.forward(p, &codes)?.unsqueeze(1)?;
         let h = xy.broadcast_add(&zs)?;
         let width = self.shape.layers[0];
@@ -300,7 +364,10 @@ impl CppnBody {
             .tensor(&h)?
             .reshape((n * pixels, width))?;
         let later = self.shape.later_layers(self.channels);
-        for ((layer, z), (_, _, act)) in self.rest.iter().zip(later) {
+        for (k, ((layer, z), (_, _, act))) in self.rest.iter().zip(later).enumerate() {
+            if let Some(f) = factors.get(k + 1) {
+                h = Self::scale_rows(&h, f)?;
+            }
             let mut pre = layer.forward(p, &h)?;
             if let Some(z) = z {
                 let out = pre.dim(1)?;
@@ -331,8 +398,24 @@ impl CppnBody {
         };
         let inputs = self.coords.dim(1)? + self.shape.code_size();
         let h0 = self.shape.layers[0];
+        let code_t = Tensor::from_slice(code, (1, code.len()), &p.device)?;
+        let factors: Vec<Vec<f32>> = self
+            .factors(p, &code_t)?
+            .iter()
+            .map(|f| f.squeeze(0)?.to_vec1())
+            .collect::<Result<_>>()?;
+        // A sample's input factors are constants: fold them into the rows of its weights
+        // (`[inputs, outputs]`, row-major).
+        let fold = |w: &mut [f32], layer: usize, outputs: usize| {
+            if let Some(f) = factors.get(layer) {
+                for (row, &factor) in w.chunks_mut(outputs).zip(f) {
+                    row.iter_mut().for_each(|v| *v *= factor);
+                }
+            }
+        };
         // Rows are inputs: the coordinates' rows, then z′'s.
         let mut w = read(&format!("{LAYER}0.xy.w"))?;
+        fold(&mut w, 0, h0);
         w.extend(read(&format!("{LAYER}0.z.w"))?);
         let mut layers = vec![Dense {
             inputs,
@@ -357,10 +440,12 @@ impl CppnBody {
                     *bias = (*bias as f64 + shift) as f32;
                 }
             }
+            let mut w = read(&format!("{name}.w"))?;
+            fold(&mut w, k + 1, out);
             layers.push(Dense {
                 inputs: inp,
                 outputs: out,
-                w: read(&format!("{name}.w"))?,
+                w,
                 b,
                 activation: act,
             });

@@ -129,6 +129,49 @@ pub struct GanSpec {
     /// The CPPN generator's shape (`model: "cppn"` only).
     #[serde(default)]
     pub cppn: Option<cppn_generator::CppnShape>,
+    /// An encoder trained beside G (`vae: #{ … }`): G must also redraw real images from
+    /// their codes.
+    #[serde(default)]
+    pub vae: Option<VaeSpec>,
+}
+
+/// VAE-GAN (Larsen et al. 2016; the recipe of hardmaru's cppn-gan-vae): an encoder maps
+/// each real image to a Gaussian over the noise, and G is also trained to redraw the image
+/// from a draw of it. The adversarial loss alone lets G answer every noise with the one
+/// picture D currently believes; the reconstruction makes every training image need its
+/// own code, so G cannot ignore z, and the KL term keeps those codes where sampling's
+/// N(0, I) noise lands.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VaeSpec {
+    /// Weight of (reconstruction + β·KL) in G's loss; the reconstruction is the mean
+    /// squared error per pixel value in [−1, 1].
+    pub weight: f64,
+    /// β: the KL divergence to N(0, I) (in nats per image, divided by the pixel values
+    /// per image so that it is on the reconstruction's per-value scale).
+    pub beta: f64,
+    /// Steps over which G's adversarial loss is faded in (0 → 1, linearly): G first
+    /// learns to draw the data from codes, as a VAE, before D's verdict can pull every
+    /// code to one picture. 0: from the start.
+    #[serde(default)]
+    pub warmup: u64,
+}
+
+impl VaeSpec {
+    fn parse(map: &mut MapReader) -> Result<Option<Self>, SketchError> {
+        let Some(m) = map.map("vae")? else {
+            return Ok(None);
+        };
+        let mut v = MapReader::new(map.file(), map.locator(), m);
+        let weight = v.float("weight", 1.0, 0.0..=1e4)?;
+        let beta = v.float("beta", 1.0, 0.0..=1e4)?;
+        let warmup = v.int("warmup", 0, 0..=10_000_000)? as u64;
+        v.finish()?;
+        Ok(Some(VaeSpec {
+            weight,
+            beta,
+            warmup,
+        }))
+    }
 }
 
 /// How a conditional discriminator is given the label.
@@ -323,6 +366,7 @@ impl GanSpec {
         let minibatch_std = map.bool("minibatch_std", false)?;
         let spectral_norm = map.bool("spectral_norm", false)?;
         let r1 = map.float("r1", 0.0, 0.0..=1000.0)?;
+        let vae = VaeSpec::parse(map)?;
         let cppn = match (model, map.raw("cppn")) {
             (ModelKind::Cppn, _) => Some(cppn_generator::CppnShape::parse(map)?),
             (_, Some(_)) => {
@@ -380,6 +424,7 @@ impl GanSpec {
             g_condition,
             mode_seeking,
             cppn,
+            vae,
         })
     }
 }

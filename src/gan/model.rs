@@ -217,25 +217,8 @@ impl Discriminator {
         p.spectral = s.spectral_norm;
         let conditional = takes_labels(s, classes);
         let label_planes = conditional && s.d_condition == Condition::Concat;
-        let mut channels = s.channels + if label_planes { classes } else { 0 };
-        let mut side = s.image_size;
-        let mut stages = vec![];
-        for (k, &width) in s.d_widths.iter().enumerate() {
-            let name = format!("d.down{k}");
-            // DCGAN: no normalisation on the first layer.
-            let norm = if k == 0 { layers::Norm::None } else { s.d_norm };
-            let bias = norm == layers::Norm::None;
-            let conv = Conv::new(&mut p, &name, (channels, width), s.kernel, 2, bias)?;
-            side = conv.out_side(side).ok_or_else(|| {
-                candle_core::Error::Msg(format!(
-                    "{name}: a {side}-pixel feature map is smaller than the kernel {}",
-                    s.kernel
-                ))
-            })?;
-            let norm = NormLayer::new(&mut p, &format!("{name}.norm"), width, norm)?;
-            stages.push(DownStage { name, conv, norm });
-            channels = width;
-        }
+        let channels = s.channels + if label_planes { classes } else { 0 };
+        let (stages, channels, side) = down_stages(&mut p, s, "d", channels)?;
         let features = (channels + usize::from(s.minibatch_std)) * side * side;
         let real = Linear::new(&mut p, "d.real", features, 1, true)?;
         let style = (s.model == ModelKind::Can && classes > 0)
@@ -297,6 +280,105 @@ impl Discriminator {
             None => None,
         };
         Ok(Judgement { logits, style })
+    }
+}
+
+/// The stride-2 convolution stack of `d_widths` (D's, and the VAE encoder's), layers
+/// named `{prefix}.down{k}`: returns the stages, the channels and side they end at.
+fn down_stages(
+    p: &mut Params,
+    s: &GanSpec,
+    prefix: &str,
+    mut channels: usize,
+) -> Result<(Vec<DownStage>, usize, usize)> {
+    let mut side = s.image_size;
+    let mut stages = vec![];
+    for (k, &width) in s.d_widths.iter().enumerate() {
+        let name = format!("{prefix}.down{k}");
+        // DCGAN: no normalisation on the first layer.
+        let norm = if k == 0 { layers::Norm::None } else { s.d_norm };
+        let bias = norm == layers::Norm::None;
+        let conv = Conv::new(p, &name, (channels, width), s.kernel, 2, bias)?;
+        side = conv.out_side(side).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "{name}: a {side}-pixel feature map is smaller than the kernel {}",
+                s.kernel
+            ))
+        })?;
+        let norm = NormLayer::new(p, &format!("{name}.norm"), width, norm)?;
+        stages.push(DownStage { name, conv, norm });
+        channels = width;
+    }
+    Ok((stages, channels, side))
+}
+
+/// The VAE-GAN encoder (`vae: #{ … }`): D's convolution stack, then a linear head to the
+/// mean and log-variance of a Gaussian over G's noise.
+pub struct Encoder {
+    pub params: Params,
+    stages: Vec<DownStage>,
+    head: Linear,
+    latent: usize,
+    activation: layers::Act,
+}
+
+/// The encoder's answer for a batch: `[N, latent]` each.
+pub struct Posterior {
+    pub mean: Tensor,
+    pub log_var: Tensor,
+}
+
+impl Encoder {
+    pub fn new(spec: &GanSpec, device: &Device, seed: u64) -> Result<Self> {
+        let mut p = Params::new(device);
+        let (stages, channels, side) = down_stages(&mut p, spec, "e", spec.channels)?;
+        let head = Linear::new(
+            &mut p,
+            "e.head",
+            channels * side * side,
+            2 * spec.latent,
+            true,
+        )?;
+        p.initialise(seed)?;
+        Ok(Encoder {
+            params: p,
+            stages,
+            head,
+            latent: spec.latent,
+            activation: spec.d_activation,
+        })
+    }
+
+    pub fn forward(&self, images: &Tensor, ctx: &Ctx) -> Result<Posterior> {
+        let p = &self.params;
+        let mut x = images.clone();
+        for stage in &self.stages {
+            x = stage.conv.forward(p, &x)?;
+            x = stage.norm.forward(p, &x, ctx)?;
+            x = self.activation.apply(&x)?;
+        }
+        let out = self.head.forward(p, &x.flatten_from(1)?)?;
+        Ok(Posterior {
+            mean: out.narrow(1, 0, self.latent)?,
+            // Bounded: an exp of a runaway log-variance would overflow the sample.
+            log_var: out
+                .narrow(1, self.latent, self.latent)?
+                .clamp(-12f32, 6f32)?,
+        })
+    }
+}
+
+impl Posterior {
+    /// A draw mean + σ·ε for standard normal `eps` (the reparameterisation trick: the
+    /// gradient reaches the encoder through mean and σ).
+    pub fn sample(&self, eps: &Tensor) -> Result<Tensor> {
+        &self.mean + (eps * (&self.log_var * 0.5)?.exp()?)?
+    }
+
+    /// KL(q ‖ N(0, I)) in nats, summed over the latent and averaged over the batch.
+    pub fn kl(&self) -> Result<Tensor> {
+        let per = (((self.mean.sqr()? + self.log_var.exp()?)? - 1.0)? - &self.log_var)?;
+        (per.sum(1)? * 0.5)?.mean_all()
     }
 }
 

@@ -19,7 +19,7 @@ use super::augment::{self, AdaptiveP};
 use super::classifier::Classifier;
 use super::data::{self, Dataset};
 use super::layers::{normal, Ctx};
-use super::model::{Discriminator, Generator};
+use super::model::{Discriminator, Encoder, Generator};
 use super::swd;
 use super::{GanSpec, Loss, ModelKind};
 use crate::recipe;
@@ -66,6 +66,8 @@ pub struct Trainer {
     pub class_names: Vec<String>,
     /// ADA's controller of the augmentation probability (`augment: #{ p: "auto" }`).
     pub ada: Option<AdaptiveP>,
+    /// The VAE-GAN encoder and its optimiser (`vae: #{ … }`).
+    pub encoder: Option<(Encoder, Adam)>,
 }
 
 /// SWD ×10³ of the two generators' samples against the data (lower is better).
@@ -112,8 +114,17 @@ impl Trainer {
             .as_ref()
             .filter(|a| a.adaptive)
             .map(|_| AdaptiveP::new(spec.batch));
+        let encoder = match spec.vae {
+            Some(_) => {
+                let e = Encoder::new(spec, device, spec.seed ^ 0xE4C0)?;
+                let opt = Adam::new(&e.params, spec.lr_g, spec.betas_g)?;
+                Some((e, opt))
+            }
+            None => None,
+        };
         Ok(Trainer {
             ada,
+            encoder,
             spec: spec.clone(),
             g,
             d,
@@ -230,9 +241,36 @@ impl Trainer {
         if self.spec.mode_seeking > 0.0 && n >= 2 {
             g_loss = (g_loss + mode_seeking(&fake, &z)? * self.spec.mode_seeking)?;
         }
+        let mut reconstruction = None;
+        if let (Some(vae), Some((encoder, _))) = (self.spec.vae, &self.encoder) {
+            if vae.warmup > 0 {
+                let fade = (step as f64 / vae.warmup as f64).min(1.0);
+                g_loss = (g_loss * fade)?;
+            }
+            // G redraws the real batch from the encoder's codes (un-augmented: the codes
+            // are of the pictures, not of D's view of them).
+            let posterior = encoder.forward(&real, &ctx(5))?;
+            let eps = seeded_noise(
+                self.spec.seed ^ 0xE75 ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                n,
+                self.spec.latent,
+                &dev,
+            )?;
+            let redrawn = self.g.forward(&posterior.sample(&eps)?, &labels, &ctx(6))?;
+            let rec = (&redrawn - &real)?.sqr()?.mean_all()?;
+            let values = (real.elem_count() / n) as f64;
+            let kl = (posterior.kl()? / values)?;
+            reconstruction = Some(finite(&rec, "reconstruction", step)?);
+            g_loss = (g_loss + ((rec + (kl * vae.beta)?)? * vae.weight)?)?;
+        }
         let g_value = finite(&g_loss, "generator", step)?;
         let g_grads = g_loss.backward()?;
         self.opt_g.step(&self.g.params, &g_grads)?;
+        if let Some((encoder, opt)) = self.encoder.as_mut() {
+            // The encoder learns at G's rate, live changes included.
+            opt.lr = self.opt_g.lr;
+            opt.step(&encoder.params, &g_grads)?;
+        }
 
         self.update_ema()?;
         let aug_p = self.spec.augment.as_ref().map(|_| self.aug_p());
@@ -256,6 +294,7 @@ impl Trainer {
             imgs_per_s: n as f64 / secs,
             time: run::now(),
             aug_p,
+            reconstruction,
             ..Metric::default()
         })
     }
@@ -307,10 +346,17 @@ impl Trainer {
         tensors.extend(self.ema.params.named_tensors("ema."));
         tensors.extend(self.opt_g.state("adam_g."));
         tensors.extend(self.opt_d.state("adam_d."));
+        if let Some((encoder, opt)) = &self.encoder {
+            tensors.extend(encoder.params.named_tensors("e."));
+            tensors.extend(opt.state("adam_e."));
+        }
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
         meta.insert("adam_g_t".to_string(), self.opt_g.t.to_string());
         meta.insert("adam_d_t".to_string(), self.opt_d.t.to_string());
+        if let Some((_, opt)) = &self.encoder {
+            meta.insert("adam_e_t".to_string(), opt.t.to_string());
+        }
         meta.insert("lr_g".to_string(), self.opt_g.lr.to_string());
         meta.insert("lr_d".to_string(), self.opt_d.lr.to_string());
         meta.insert(
@@ -339,6 +385,10 @@ impl Trainer {
             .load("adam_d.", &tensors, get("adam_d_t")?.parse()?)?;
         self.opt_g.lr = get("lr_g")?.parse()?;
         self.opt_d.lr = get("lr_d")?.parse()?;
+        if let Some((encoder, opt)) = self.encoder.as_mut() {
+            encoder.params.load("e.", &tensors)?;
+            opt.load("adam_e.", &tensors, get("adam_e_t")?.parse()?)?;
+        }
         self.step = get("step")?.parse()?;
         if let (Some(ada), Some(saved)) = (self.ada.as_mut(), meta.get("ada")) {
             *ada = serde_json::from_str(saved)

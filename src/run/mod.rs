@@ -79,6 +79,9 @@ pub struct Metric {
     /// its prediction over ln K, 0–1; higher is further from any one style).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub style_ambiguity: Option<f64>,
+    /// VAE-GAN: G's mean squared error redrawing the real batch from its codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconstruction: Option<f64>,
 }
 
 /// One class's figures in an evaluation of a conditional generator.
