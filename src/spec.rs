@@ -82,7 +82,8 @@ pub struct Progress {
 pub enum Spec {
     Truchet(TruchetSpec),
     Cppn(CppnSpec),
-    Gan(GanSpec),
+    // Boxed: a GAN spec is much the largest, and specs are passed around by value.
+    Gan(Box<GanSpec>),
 }
 
 impl Spec {
@@ -468,7 +469,7 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
     let spec = match kind {
         Kind::Truchet => Spec::Truchet(TruchetSpec::parse(&mut map, script)?),
         Kind::Cppn => Spec::Cppn(CppnSpec::parse(&mut map, &dir)?),
-        Kind::Gan => Spec::Gan(GanSpec::parse(&mut map, &dir)?),
+        Kind::Gan => Spec::Gan(Box::new(GanSpec::parse(&mut map, &dir)?)),
     };
     map.finish()?;
     Ok(spec)

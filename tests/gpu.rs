@@ -32,7 +32,7 @@ fn spec(dir: &Path, body: &str) -> GanSpec {
     )
     .unwrap();
     match spec::load(&path).unwrap().spec {
-        Spec::Gan(g) => g,
+        Spec::Gan(g) => *g,
         other => panic!("not a gan: {other:?}"),
     }
 }

@@ -27,7 +27,7 @@ fn tiny(dir: &Path, extra: &str) -> (GanSpec, String, PathBuf) {
     let path = dir.join("gan.rhai");
     std::fs::write(&path, &src).unwrap();
     match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
-        Spec::Gan(g) => (g, src, path),
+        Spec::Gan(g) => (*g, src, path),
         other => panic!("not a gan: {other:?}"),
     }
 }

@@ -1,12 +1,15 @@
-//! The generator shipped in models/truchet32 (trained by sketches/gan_truchet.rhai, the
-//! py-truchet-gan setup) works from a fresh clone, and its samples look like the
-//! Truchet tilings it learned: 8x8 tiles, each one of the four half-square triangles,
-//! crisp rather than blurred, all four orientations in use.
+//! The Truchet generators shipped in models/ work from a fresh clone, and their samples
+//! look like the tilings they learned (the py-truchet-gan data): 8x8 tiles, each one of
+//! the four half-square triangles, crisp rather than blurred, all four orientations in
+//! use. models/truchet32 is a DCGAN (sketches/gan_truchet.rhai); models/cppn_truchet32 a
+//! CPPN-GAN (sketches/gan_cppn.rhai), whose samples must stay tilings with sharp edges
+//! when rendered 8x larger than it trained.
 
 use std::path::Path;
 use std::process::Command;
 
 const MODEL: &str = "models/truchet32";
+const CPPN_MODEL: &str = "models/cppn_truchet32";
 
 /// Agreement of an 8x8 tile (values 0..=255, dark = foreground) with the best of the four
 /// half-square triangles, ignoring the diagonal pixels; and which triangle that is.
@@ -128,5 +131,67 @@ fn the_shipped_generator_draws_crisp_truchet_tiles() {
     assert!(
         orientations.iter().all(|&n| n as f64 >= tiles * 0.1),
         "not all four orientations: {orientations:?}"
+    );
+}
+
+#[test]
+fn the_shipped_cppn_generator_draws_sharp_tilings_at_eight_times_its_size() {
+    assert!(
+        Path::new(CPPN_MODEL).join("generator.safetensors").exists(),
+        "{CPPN_MODEL}/generator.safetensors is missing"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("grid.png");
+    let count = 32u32;
+    let status = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(["sample", CPPN_MODEL, "--size", "256", "--seed", "5", "-o"])
+        .arg(&out)
+        .args(["--count", &count.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let grid = image::open(&out).unwrap().to_luma8();
+    // 8 columns of 256x256 samples with 2-pixel gaps.
+    let rows = count.div_ceil(8);
+    assert_eq!(grid.dimensions(), (8 * 258 + 2, rows * 258 + 2));
+    let (mut scores, mut orientations, mut grey) = (vec![], [0usize; 4], 0usize);
+    let mut layouts = std::collections::HashSet::new();
+    for i in 0..count {
+        let (ox, oy) = (2 + (i % 8) * 258, 2 + (i / 8) * 258);
+        let big = image::imageops::crop_imm(&grid, ox, oy, 256, 256).to_image();
+        // Sharp at 256: an edge is a line of grey pixels, not a ramp.
+        grey += big.pixels().filter(|p| (48..208).contains(&p.0[0])).count();
+        // Seen at the training size, every tile is a half-square triangle.
+        let small = image::imageops::resize(&big, 32, 32, image::imageops::FilterType::Triangle);
+        let tiles = tile_scores(&small, 0, 0);
+        layouts.insert(tiles.iter().map(|&(_, k)| k).collect::<Vec<_>>());
+        for (score, k) in tiles {
+            scores.push(score);
+            orientations[k] += 1;
+        }
+    }
+    let tiles = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / tiles;
+    let good = scores.iter().filter(|&&s| s >= 0.9).count() as f64 / tiles;
+    let grey = grey as f64 / (count as f64 * 256.0 * 256.0);
+    eprintln!(
+        "mean agreement {mean:.3}, tiles ≥ 0.9: {good:.3}, grey pixels at 256: {grey:.3}, orientations {orientations:?}, {} layouts in {count} samples",
+        layouts.len()
+    );
+    assert!(
+        mean >= 0.9,
+        "tiles match a triangle on {mean:.3} of their pixels"
+    );
+    assert!(good >= 0.8, "only {good:.3} of tiles are clean triangles");
+    assert!(grey <= 0.1, "{grey:.3} of pixels are grey at 256: blurred");
+    assert!(
+        orientations.iter().all(|&n| n as f64 >= tiles * 0.1),
+        "not all four orientations: {orientations:?}"
+    );
+    // Not one tiling for every noise (the collapse a CPPN-GAN falls into).
+    assert!(
+        layouts.len() as u32 >= count * 3 / 4,
+        "only {} different layouts in {count} samples",
+        layouts.len()
     );
 }

@@ -15,8 +15,8 @@ use easel::run::{Control, Metric, RunDir, State, Status, Wanted};
 use easel::sketch::{Knobs, Params};
 use easel::spec::{self, Kind, Spec};
 use easel::studio::app::{
-    App, Confirm, Effect, Favourite, GanNoise, GanSampleRequest, Level, Mode, Msg, Reason,
-    RenderRequest, Rendered, RunInfo, RunTail, GAN_PREVIEW_SAMPLES,
+    App, Confirm, Effect, Favourite, GanNoise, GanPreview, GanSampleRequest, Level, Mode, Msg,
+    Reason, RenderRequest, Rendered, RunInfo, RunTail, FAVOURITE_SIDE, GAN_PREVIEW_SAMPLES,
 };
 use easel::studio::{save_favourite, view, worker, write_control};
 use image::{DynamicImage, RgbImage};
@@ -98,7 +98,7 @@ fn gan_loaded(req: &RenderRequest, spec: GanSpec, reason: Reason) -> Msg {
 fn gan_spec() -> GanSpec {
     let s = spec::load(Path::new("sketches/gan_truchet.rhai")).unwrap();
     match s.spec {
-        Spec::Gan(g) => g,
+        Spec::Gan(g) => *g,
         _ => unreachable!(),
     }
 }
@@ -727,10 +727,11 @@ fn n_and_the_knob_keys_draw_a_gan_preview_from_other_noise_and_truncation() {
         id: r.id,
         sketch: r.sketch.clone(),
         noise: r.noise,
-        result: Ok((
-            grid.clone(),
-            "checkpoints/latest.safetensors (EMA weights, step 120)".into(),
-        )),
+        result: Ok(GanPreview {
+            grid: grid.clone(),
+            from: "checkpoints/latest.safetensors (EMA weights, step 120)".into(),
+            first_sample: None,
+        }),
     };
     app.update(sampled(&first));
     assert!(app
@@ -822,11 +823,16 @@ fn the_sampler_draws_what_easel_sample_draws() {
             count: GAN_PREVIEW_SAMPLES,
         })
         .unwrap();
-    let (image, from) = wait_for(&rx, |m| match m {
+    let preview = wait_for(&rx, |m| match m {
         Msg::GanSampled { id: 9, result, .. } => Some(result.unwrap()),
         _ => None,
     });
+    let (image, from) = (preview.grid, preview.from);
     assert!(from.contains("generator.safetensors"), "{from}");
+    assert!(
+        preview.first_sample.is_none(),
+        "a DCGAN sample is no sketch"
+    );
     common::easel_in(
         dir.path(),
         &[
@@ -861,6 +867,73 @@ fn the_sampler_draws_what_easel_sample_draws() {
         _ => None,
     });
     assert!(error.contains("no weights yet"), "{error}");
+}
+
+#[test]
+fn s_on_a_cppn_gan_preview_saves_its_first_sample_with_a_recipe_that_renders_it_larger() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::trained_run(
+        dir.path(),
+        32,
+        r#"model: "cppn", image_size: 32, channels: 1, latent: 5,
+           cppn: #{ layers: [12, 10], mapping: [7], modulate: true },
+           d_widths: [8, 16], batch: 4, lr: 2e-3, steps: 3, sample_every: 3,
+           checkpoint_every: 3, eval_every: 0, seed: 3,"#,
+    );
+    // The studio asks for other noise; the real sampler draws it from the trained run.
+    let (mut app, _) = gan_studio(State::Done, false);
+    let mut request = sample_request(&app.update(key('n')));
+    request.run = run.clone();
+    let (tx, rx) = mpsc::channel();
+    worker::spawn_sampler(tx).send(request.clone()).unwrap();
+    let sampled = wait_for(&rx, |m| matches!(m, Msg::GanSampled { .. }).then_some(m));
+    app.update(sampled);
+    let effects = app.update(key('s'));
+    let [Effect::SaveFavourite(fav @ Favourite::Sketch { .. })] = &effects[..] else {
+        panic!("expected a sketch favourite, got {effects:?}");
+    };
+    let saved = save_favourite(&dir.path().join("favourites"), fav).unwrap();
+    let img = image::open(&saved).unwrap().to_luma8();
+    assert_eq!(img.dimensions(), (FAVOURITE_SIDE, FAVOURITE_SIDE));
+    // Its recipe renders it at another size: the first sample of that noise, as
+    // `easel sample --size` draws it.
+    let saved = saved.to_str().unwrap();
+    common::easel_in(
+        dir.path(),
+        &["render", "--from", saved, "--size", "96", "-o", "again.png"],
+    );
+    let (seed, truncation) = (
+        request.noise.seed.to_string(),
+        request.noise.truncation.to_string(),
+    );
+    common::easel_in(
+        dir.path(),
+        &[
+            "sample",
+            run.to_str().unwrap(),
+            "-n",
+            "1",
+            "--size",
+            "96",
+            "--seed",
+            &seed,
+            "--truncation",
+            &truncation,
+            "-o",
+            "sample.png",
+        ],
+    );
+    let again = image::open(dir.path().join("again.png"))
+        .unwrap()
+        .to_luma8();
+    let sample = image::open(dir.path().join("sample.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(again.dimensions(), (96, 96));
+    for (x, y, p) in again.enumerate_pixels() {
+        let q = sample.get_pixel(x + 2, y + 2).0[0];
+        assert!(p.0[0].abs_diff(q) <= 1, "({x}, {y}): {} vs {q}", p.0[0]);
+    }
 }
 
 #[test]

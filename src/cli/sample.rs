@@ -7,9 +7,8 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 
 use crate::device::DeviceArg;
-use crate::gan::cppn_generator;
 use crate::gan::layers::{normal, Ctx};
-use crate::gan::saved::{load_generator, truncated_noise, LoadedGenerator, Pick};
+use crate::gan::saved::{load_generator, sample_sketch, truncated_noise, LoadedGenerator, Pick};
 use crate::gan::train::{grid, labels_in_turn};
 use crate::recipe;
 
@@ -176,12 +175,8 @@ fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) 
     let (w, h) = args.size.unwrap_or((side, side));
     let spec = body.shape().render_spec(&g.spec, w, h);
     if let Some(path) = &args.export_sketch {
-        let note = format!(
-            "Sample 0 of {} (seed {}, truncation {}).",
-            loaded.from, args.seed, args.truncation
-        );
-        let net = body.network(&g.params, &codes[0])?;
-        let source = cppn_generator::sketch_source(&spec, &net, &codes[0], &note);
+        let source = sample_sketch(loaded, args.seed, args.truncation, 0, (w, h))?
+            .context("a CPPN generator")?;
         recipe::write_atomically(path, |f| {
             Ok(std::io::Write::write_all(f, source.as_bytes())?)
         })?;

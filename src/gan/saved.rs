@@ -156,6 +156,36 @@ pub fn truncated_noise(
     Ok((super::train::seeded_noise(seed, n, latent, device)? * truncation)?)
 }
 
+/// Sample `index` of the noise `seed` and `truncation` draw, as a CPPN sketch of
+/// `width`×`height` with the generator's weights and the sample's code written out (see
+/// [`super::cppn_generator::sketch_source`]); `None` for a convolutional generator.
+pub fn sample_sketch(
+    loaded: &LoadedGenerator,
+    seed: u64,
+    truncation: f64,
+    index: usize,
+    (width, height): (u32, u32),
+) -> Result<Option<String>> {
+    let g = &loaded.g;
+    let Some(body) = g.cppn() else {
+        return Ok(None);
+    };
+    let z = truncated_noise(seed, index + 1, g.spec.latent, truncation, &g.params.device)?;
+    let code: Vec<f32> = body
+        .codes(&g.params, &z.get(index)?.unsqueeze(0)?)?
+        .get(0)?
+        .to_vec1()?;
+    let spec = body.shape().render_spec(&g.spec, width, height);
+    let net = body.network(&g.params, &code)?;
+    let note = format!(
+        "Sample {index} of {} (seed {seed}, truncation {truncation}).",
+        loaded.from
+    );
+    Ok(Some(super::cppn_generator::sketch_source(
+        &spec, &net, &code, &note,
+    )))
+}
+
 /// `n` samples, the classes in turn, as one grid picture: the same picture as
 /// `easel sample SOURCE -n N --seed S --truncation T`.
 pub fn sample_grid(

@@ -24,8 +24,8 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, Recom
 use rayon::prelude::*;
 
 use super::app::{
-    GanSampleRequest, GanSampled, Msg, Mutant, Reason, RenderRequest, Rendered, RunInfo, RunTail,
-    Tweak, Tweaks,
+    GanPreview, GanSampleRequest, GanSampled, Msg, Mutant, Reason, RenderRequest, Rendered,
+    RunInfo, RunTail, Tweak, Tweaks,
 };
 use super::variations::{Breed, Variant, VariationRequest};
 use crate::cppn::{animate, CppnSpec};
@@ -340,7 +340,7 @@ impl Renderer {
             Spec::Gan(g) => Some(Msg::GanLoaded {
                 id: req.id,
                 path: req.path.clone(),
-                spec: Box::new(g.clone()),
+                spec: g.clone(),
                 reason: req.reason,
             }),
             Spec::Truchet(t) => {
@@ -601,9 +601,16 @@ fn sample_gan(req: &GanSampleRequest, loaded: &mut Option<LoadedRun>) -> GanSamp
         *loaded = Some((req.run.clone(), stamp, g));
     }
     let (_, _, g) = loaded.as_ref().expect("loaded above");
-    let image = saved::sample_grid(g, req.count, req.noise.seed, req.noise.truncation)
-        .map_err(|e| format!("{e:#}"))?;
-    Ok((Arc::new(image), g.from.clone()))
+    let (seed, truncation) = (req.noise.seed, req.noise.truncation);
+    let fail = |e: anyhow::Error| format!("{e:#}");
+    let grid = saved::sample_grid(g, req.count, seed, truncation).map_err(fail)?;
+    let side = super::app::FAVOURITE_SIDE;
+    let first_sample = saved::sample_sketch(g, seed, truncation, 0, (side, side)).map_err(fail)?;
+    Ok(GanPreview {
+        grid: Arc::new(grid),
+        from: g.from.clone(),
+        first_sample: first_sample.map(Arc::new),
+    })
 }
 
 fn last_queued<T>(first: T, rx: &Receiver<T>) -> T {

@@ -15,7 +15,7 @@ pub(crate) fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
     let path = dir.join("gan.rhai");
     std::fs::write(&path, &src).unwrap();
     match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
-        Spec::Gan(g) => (g, src),
+        Spec::Gan(g) => (*g, src),
         other => panic!("not a gan: {other:?}"),
     }
 }

@@ -45,9 +45,23 @@ pub struct GanSampleRequest {
     pub count: usize,
 }
 
-/// The sampler's answer: the grid and which weights drew it, e.g.
-/// "checkpoints/latest.safetensors (EMA weights, step 1200)".
-pub type GanSampled = Result<(Arc<DynamicImage>, String), String>;
+/// The sampler's answer, or why there is none.
+pub type GanSampled = Result<GanPreview, String>;
+
+/// A GAN preview grid as the sampler drew it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GanPreview {
+    pub grid: Arc<DynamicImage>,
+    /// Which weights drew it, e.g. "checkpoints/latest.safetensors (EMA weights, step 1200)".
+    pub from: String,
+    /// A CPPN generator's first sample as a CPPN sketch of [`FAVOURITE_SIDE`]² (weights
+    /// and code written out): what `s` saves, with that sketch as its recipe.
+    pub first_sample: Option<Arc<String>>,
+}
+
+/// The size a CPPN-GAN sample is saved at as a favourite (`render --from` makes it at
+/// any other).
+pub const FAVOURITE_SIDE: u32 = 1024;
 
 impl App {
     /// The selected sketch, when it is a GAN sketch.
@@ -126,13 +140,16 @@ impl App {
             return vec![];
         }
         match result {
-            Ok((image, from)) => {
+            Ok(preview) => {
                 if self.selected_path() == Some(&sketch) {
                     let caption = format!(
-                        "seed {} · truncation {:.2} · {from}",
-                        noise.seed, noise.truncation
+                        "seed {} · truncation {:.2} · {}",
+                        noise.seed, noise.truncation, preview.from
                     );
-                    self.show(sketch, image, caption, None);
+                    self.show(sketch, preview.grid, caption, None);
+                    if let Some(p) = self.picture.as_mut() {
+                        p.cppn_sample = preview.first_sample;
+                    }
                 }
             }
             Err(e) => self.log_line(Level::Error, format!("samples: {e}")),

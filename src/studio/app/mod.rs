@@ -25,7 +25,10 @@ use std::path::{Path, PathBuf};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-pub use gan_noise::{GanNoise, GanSampleRequest, GanSampled, GAN_PREVIEW_SAMPLES, TRUNCATION};
+pub use gan_noise::{
+    GanNoise, GanPreview, GanSampleRequest, GanSampled, FAVOURITE_SIDE, GAN_PREVIEW_SAMPLES,
+    TRUNCATION,
+};
 pub use messages::{Effect, Msg, Reason, RenderRequest, Rendered};
 pub use preview::{Animation, Picture};
 pub use runs::{state_word, Confirm, RunInfo, RunTail, RunView};

@@ -23,6 +23,8 @@ pub struct Picture {
     /// The seed and knob values it was made with (for the favourite's recipe).
     pub seed: Option<u64>,
     pub knobs: Knobs,
+    /// On a CPPN-GAN's preview grid: its first sample as a CPPN sketch.
+    pub cppn_sample: Option<Arc<String>>,
 }
 
 /// The CPPN latent loop playing in the preview.
@@ -163,6 +165,7 @@ impl App {
             source,
             seed: None,
             knobs: Knobs::new(),
+            cppn_sample: None,
         });
     }
 

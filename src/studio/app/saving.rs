@@ -22,7 +22,7 @@ pub enum Favourite {
         seed: Option<u64>,
         knobs: Knobs,
     },
-    /// Save this picture (a GAN sample grid) as it is.
+    /// Save this picture (a convolutional GAN's sample grid) as it is.
     Picture {
         name: String,
         image: Arc<DynamicImage>,
@@ -135,6 +135,14 @@ impl App {
                 source: source.clone(),
                 seed: picture.seed,
                 knobs: picture.knobs.clone(),
+            },
+            // A CPPN-GAN's preview: its first sample, as the CPPN sketch it is, saved
+            // at FAVOURITE_SIDE with that sketch as its recipe.
+            _ if picture.cppn_sample.is_some() => Favourite::Sketch {
+                path: picture.path.clone(),
+                source: picture.cppn_sample.clone().expect("checked"),
+                seed: None,
+                knobs: Knobs::new(),
             },
             _ => Favourite::Picture {
                 name: match &self.mode {
