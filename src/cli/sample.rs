@@ -170,7 +170,7 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
 fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) -> Result<()> {
     let g = &loaded.g;
     let body = g.cppn().context("a CPPN generator")?;
-    let codes: Vec<Vec<f32>> = body.codes(&g.params, z)?.to_vec2()?;
+    let codes: Vec<Vec<f32>> = body.codes(&g.params, &g.prior(z)?)?.to_vec2()?;
     let side = g.spec.image_size as u32;
     let (w, h) = args.size.unwrap_or((side, side));
     let spec = body.shape().render_spec(&g.spec, w, h);

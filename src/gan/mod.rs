@@ -154,6 +154,24 @@ pub struct VaeSpec {
     /// code to one picture. 0: from the start.
     #[serde(default)]
     pub warmup: u64,
+    /// What D is shown as fakes, and G's adversarial loss is about.
+    #[serde(default)]
+    pub fakes: VaeFakes,
+}
+
+/// The fakes of a VAE-GAN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VaeFakes {
+    /// G's redrawings of the real batch (as VQGAN trains its decoder): the adversarial
+    /// loss only ever sharpens pictures that must also match a real one, so it cannot
+    /// pull every code to one picture; the KL term keeps the codes where N(0, I) noise
+    /// lands, so samples drawn from noise look like the redrawings.
+    #[default]
+    Reconstructions,
+    /// Samples from N(0, I) noise (Larsen et al.'s VAE-GAN without its reconstruction
+    /// fakes): D judges what sampling draws, but can pull it to one picture.
+    Samples,
 }
 
 impl VaeSpec {
@@ -165,11 +183,24 @@ impl VaeSpec {
         let weight = v.float("weight", 1.0, 0.0..=1e4)?;
         let beta = v.float("beta", 1.0, 0.0..=1e4)?;
         let warmup = v.int("warmup", 0, 0..=10_000_000)? as u64;
+        let fakes = match v
+            .choice(
+                "fakes",
+                "what D sees as fake",
+                &["reconstructions", "samples"],
+                "reconstructions",
+            )?
+            .as_str()
+        {
+            "samples" => VaeFakes::Samples,
+            _ => VaeFakes::Reconstructions,
+        };
         v.finish()?;
         Ok(Some(VaeSpec {
             weight,
             beta,
             warmup,
+            fakes,
         }))
     }
 }

@@ -69,6 +69,10 @@ pub struct Discriminator {
     embed: Option<Tensor>,
 }
 
+/// Buffer names of the fitted latent prior (see [`Generator::prior`]).
+pub const PRIOR_SHIFT: &str = "prior.shift";
+pub const PRIOR_MIX: &str = "prior.mix";
+
 /// Whether a model of `spec` with `classes` labels is given the label (cdcgan only).
 fn takes_labels(spec: &GanSpec, classes: usize) -> bool {
     spec.model == ModelKind::Cdcgan && classes > 0
@@ -163,8 +167,31 @@ impl Generator {
         takes_labels(&self.spec, self.classes)
     }
 
-    /// Noise `[N, latent]` (and labels, for cdcgan) to images `[N, C, S, S]` in [−1, 1].
+    /// Noise `[N, latent]` (and labels, for cdcgan) to images `[N, C, S, S]` in [−1, 1]:
+    /// the noise through the fitted prior (see [`Generator::prior`]), then G.
     pub fn forward(&self, z: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Tensor> {
+        self.draw(&self.prior(z)?, labels, ctx)
+    }
+
+    /// A VAE-GAN's noise N(0, I) mapped to where its encoder puts the data: the Gaussian
+    /// fitted to the encoder's codes of the training images (`shift + z · mix`, stored as
+    /// the buffers `prior.shift` and `prior.mix`, so generator files carry it). The KL
+    /// term alone leaves the codes only roughly N(0, I), and noise that lands between
+    /// them draws blurs (Ghosh et al. 2020's ex-post density estimation). Without a
+    /// fitted prior, the noise itself.
+    pub fn prior(&self, z: &Tensor) -> Result<Tensor> {
+        match (
+            self.params.buffer(PRIOR_SHIFT),
+            self.params.buffer(PRIOR_MIX),
+        ) {
+            (Some(shift), Some(mix)) => z.matmul(&mix)?.broadcast_add(&shift),
+            _ => Ok(z.clone()),
+        }
+    }
+
+    /// Codes in G's own latent space (the noise after [`Generator::prior`], or an
+    /// encoder's draw) to images.
+    pub fn draw(&self, z: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Tensor> {
         let (s, p) = (&self.spec, &self.params);
         let (project, project_norm, stages) = match &self.body {
             Body::Cppn(c) => return c.forward(p, z),

@@ -172,7 +172,7 @@ pub fn sample_sketch(
     };
     let z = truncated_noise(seed, index + 1, g.spec.latent, truncation, &g.params.device)?;
     let code: Vec<f32> = body
-        .codes(&g.params, &z.get(index)?.unsqueeze(0)?)?
+        .codes(&g.params, &g.prior(&z.get(index)?.unsqueeze(0)?)?)?
         .get(0)?
         .to_vec1()?;
     let spec = body.shape().render_spec(&g.spec, width, height);

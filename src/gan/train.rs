@@ -19,9 +19,9 @@ use super::augment::{self, AdaptiveP};
 use super::classifier::Classifier;
 use super::data::{self, Dataset};
 use super::layers::{normal, Ctx};
-use super::model::{Discriminator, Encoder, Generator};
+use super::model::{Discriminator, Encoder, Generator, PRIOR_MIX, PRIOR_SHIFT};
 use super::swd;
-use super::{GanSpec, Loss, ModelKind};
+use super::{GanSpec, Loss, ModelKind, VaeFakes};
 use crate::recipe;
 use crate::run::{self, Control, Metric, RunDir, State, Status, Wanted};
 
@@ -182,15 +182,42 @@ impl Trainer {
         } else {
             real
         };
-        let z = self.noise(step, n, &dev)?;
         let run_seed = self.spec.seed;
         let ctx = |salt: u64| Ctx {
             train: true,
             dropout_seed: run_seed ^ step.wrapping_mul(31) ^ salt,
         };
+        // VAE-GAN: a draw from the encoder's Gaussian for each real image (un-augmented:
+        // the codes are of the pictures, not of D's view of them).
+        let codes = match (&self.spec.vae, &self.encoder) {
+            (Some(vae), Some((encoder, _))) => {
+                let posterior = encoder.forward(&real, &ctx(5))?;
+                let eps = seeded_noise(
+                    run_seed ^ 0xE75 ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    n,
+                    self.spec.latent,
+                    &dev,
+                )?;
+                let z = posterior.sample(&eps)?;
+                Some((*vae, posterior, z))
+            }
+            _ => None,
+        };
+        let redrawing = codes
+            .as_ref()
+            .is_some_and(|(vae, _, _)| vae.fakes == VaeFakes::Reconstructions);
+        let z = match &codes {
+            Some((_, _, z)) if redrawing => z.clone(),
+            _ => self.noise(step, n, &dev)?,
+        };
 
         // Discriminator.
-        let fake = self.g.forward(&z, &labels, &ctx(1))?;
+        let fake = if redrawing {
+            // Already codes in G's latent space: not through the fitted prior.
+            self.g.draw(&z, &labels, &ctx(1))?
+        } else {
+            self.g.forward(&z, &labels, &ctx(1))?
+        };
         // DiffAugment: D only ever sees augmented images, real and fake alike, and G's
         // gradient flows back through the augmentation of its own.
         let real_seen = self.augmented(&real, step, 0xA1)?;
@@ -241,26 +268,22 @@ impl Trainer {
         if self.spec.mode_seeking > 0.0 && n >= 2 {
             g_loss = (g_loss + mode_seeking(&fake, &z)? * self.spec.mode_seeking)?;
         }
-        let mut reconstruction = None;
-        if let (Some(vae), Some((encoder, _))) = (self.spec.vae, &self.encoder) {
+        let (mut reconstruction, mut kl_nats) = (None, None);
+        if let Some((vae, posterior, z_real)) = &codes {
             if vae.warmup > 0 {
                 let fade = (step as f64 / vae.warmup as f64).min(1.0);
                 g_loss = (g_loss * fade)?;
             }
-            // G redraws the real batch from the encoder's codes (un-augmented: the codes
-            // are of the pictures, not of D's view of them).
-            let posterior = encoder.forward(&real, &ctx(5))?;
-            let eps = seeded_noise(
-                self.spec.seed ^ 0xE75 ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                n,
-                self.spec.latent,
-                &dev,
-            )?;
-            let redrawn = self.g.forward(&posterior.sample(&eps)?, &labels, &ctx(6))?;
+            let redrawn = match vae.fakes {
+                VaeFakes::Reconstructions => fake.clone(),
+                VaeFakes::Samples => self.g.draw(z_real, &labels, &ctx(6))?,
+            };
             let rec = (&redrawn - &real)?.sqr()?.mean_all()?;
             let values = (real.elem_count() / n) as f64;
-            let kl = (posterior.kl()? / values)?;
+            let kl = posterior.kl()?;
             reconstruction = Some(finite(&rec, "reconstruction", step)?);
+            kl_nats = Some(finite(&kl, "KL", step)?);
+            let kl = (kl / values)?;
             g_loss = (g_loss + ((rec + (kl * vae.beta)?)? * vae.weight)?)?;
         }
         let g_value = finite(&g_loss, "generator", step)?;
@@ -295,6 +318,7 @@ impl Trainer {
             time: run::now(),
             aug_p,
             reconstruction,
+            kl: kl_nats,
             ..Metric::default()
         })
     }
@@ -316,6 +340,55 @@ impl Trainer {
         let eps = Tensor::from_vec(eps, real.shape(), real.device())?;
         let nudged = self.d.forward(&(real + (eps * H)?)?, labels, ctx)?;
         Ok(((nudged.logits - logits)? / H)?)
+    }
+
+    /// VAE-GAN: fits the Gaussian of the encoder's codes of (up to) 1024 training images,
+    /// mean m and covariance C = Cov(means) + mean posterior variance, and stores it as
+    /// G's and the EMA's prior (z ↦ m + z·Lᵀ, L the Cholesky factor of C; see
+    /// [`Generator::prior`]). Deterministic for a given state, so resume stays exact.
+    pub fn fit_prior(&mut self, data: &Dataset) -> Result<()> {
+        let Some((encoder, _)) = &self.encoder else {
+            return Ok(());
+        };
+        let ctx = Ctx {
+            train: false,
+            dropout_seed: 0,
+        };
+        let reference = data.reference(1024, self.spec.seed ^ 0x9A1)?;
+        let (mut means, mut vars) = (vec![], vec![]);
+        for start in (0..reference.dim(0)?).step_by(256) {
+            let len = 256.min(reference.dim(0)? - start);
+            let q = encoder.forward(&reference.narrow(0, start, len)?, &ctx)?;
+            means.extend(q.mean.to_dtype(DType::F64)?.to_vec2::<f64>()?);
+            vars.extend(q.log_var.exp()?.to_dtype(DType::F64)?.to_vec2::<f64>()?);
+        }
+        let (n, d) = (means.len() as f64, self.spec.latent);
+        let m: Vec<f64> = (0..d)
+            .map(|j| means.iter().map(|r| r[j]).sum::<f64>() / n)
+            .collect();
+        let mut cov = vec![0.0; d * d];
+        for r in &means {
+            for i in 0..d {
+                for j in 0..=i {
+                    cov[i * d + j] += (r[i] - m[i]) * (r[j] - m[j]) / n;
+                }
+            }
+        }
+        for j in 0..d {
+            cov[j * d + j] += vars.iter().map(|v| v[j]).sum::<f64>() / n + 1e-6;
+        }
+        let l = cholesky(&cov, d).context("the encoder's codes have no spread")?;
+        // z·mix with mix = Lᵀ: mix[i][j] = L[j][i].
+        let mix: Vec<f32> = (0..d * d).map(|k| l[(k % d) * d + k / d] as f32).collect();
+        let shift: Vec<f32> = m.iter().map(|&v| v as f32).collect();
+        let dev = self.g.params.device.clone();
+        for g in [&self.g, &self.ema] {
+            g.params
+                .set_buffer(PRIOR_SHIFT, Tensor::from_vec(shift.clone(), d, &dev)?);
+            g.params
+                .set_buffer(PRIOR_MIX, Tensor::from_vec(mix.clone(), (d, d), &dev)?);
+        }
+        Ok(())
     }
 
     fn update_ema(&mut self) -> Result<()> {
@@ -444,6 +517,27 @@ impl Trainer {
         let images = samples(&self.ema, count, k, self.spec.seed ^ 0xF1_7ED)?;
         grid(&images, None)
     }
+}
+
+/// The lower-triangular L with L·Lᵀ = `a` (`d`×`d`, row-major, lower triangle read), or
+/// `None` when `a` is not positive definite.
+fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let sum: f64 = (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum();
+            if i == j {
+                let v = a[i * d + i] - sum;
+                if v <= 0.0 || !v.is_finite() {
+                    return None;
+                }
+                l[i * d + i] = v.sqrt();
+            } else {
+                l[i * d + j] = (a[i * d + j] - sum) / l[j * d + j];
+            }
+        }
+    }
+    Some(l)
 }
 
 /// `n` images of `g` from noise drawn from `seed`, the `classes` labels in turn (none
@@ -770,6 +864,12 @@ fn train_inner(
             }
         }
         let mut metric = t.train_step(&data)?;
+        let evaluating =
+            reference.is_some() && (t.step % spec.eval_every as u64 == 0 || t.step == total);
+        if evaluating || t.step % sample_every == 0 || t.step == total {
+            // Samples, scores and generator files draw through the prior of this step.
+            t.fit_prior(&data)?;
+        }
         if let Some(reference) = reference
             .as_ref()
             .filter(|_| t.step % spec.eval_every as u64 == 0 || t.step == total)
@@ -1002,4 +1102,37 @@ pub fn write_timelapse(run: &RunDir) -> Result<()> {
         .filter(|f| f.dimensions() == size)
         .collect();
     recipe::write_gif(&run.timelapse(), &frames, 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cholesky;
+
+    #[test]
+    fn cholesky_factors_a_covariance_and_refuses_one_without_spread() {
+        // A = B·Bᵀ + I for a fixed B: symmetric positive definite.
+        let d = 4;
+        let b: Vec<f64> = (0..d * d)
+            .map(|k| ((k * 7 % 5) as f64 - 2.0) * 0.5)
+            .collect();
+        let mut a = vec![0.0; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                a[i * d + j] = (0..d).map(|k| b[i * d + k] * b[j * d + k]).sum::<f64>()
+                    + if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        let l = cholesky(&a, d).expect("positive definite");
+        for i in 0..d {
+            for j in 0..d {
+                let llt: f64 = (0..d).map(|k| l[i * d + k] * l[j * d + k]).sum();
+                assert!((llt - a[i * d + j]).abs() < 1e-9, "({i}, {j})");
+                if j > i {
+                    assert_eq!(l[i * d + j], 0.0, "lower triangular");
+                }
+            }
+        }
+        // All codes at one point: no Gaussian to fit.
+        assert!(cholesky(&[0.0; 4], 2).is_none());
+    }
 }

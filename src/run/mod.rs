@@ -82,6 +82,9 @@ pub struct Metric {
     /// VAE-GAN: G's mean squared error redrawing the real batch from its codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconstruction: Option<f64>,
+    /// VAE-GAN: KL divergence of the encoder's codes from N(0, I), nats per image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<f64>,
 }
 
 /// One class's figures in an evaluation of a conditional generator.
