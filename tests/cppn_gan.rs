@@ -185,6 +185,21 @@ fn a_vae_gan_learns_to_redraw_each_image_from_its_code_and_resumes_exactly() {
         );
     }
 
+    // The fitted prior: sampling noise is moved to where the encoder put the images
+    // (their codes' mean and spread), so noise 0 draws what the codes' mean draws.
+    t.fit_prior(&data).unwrap();
+    let shift = t.g.params.buffer("prior.shift").unwrap();
+    let means: Vec<Vec<f32>> = codes.to_vec2().unwrap();
+    for (j, s) in shift.to_vec1::<f32>().unwrap().iter().enumerate() {
+        let m = (means[0][j] + means[1][j]) / 2.0;
+        assert!((s - m).abs() < 1e-4, "prior mean {s}, codes' mean {m}");
+    }
+    let zero = Tensor::zeros((1, spec.latent), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let sampled = t.g.forward(&zero, &[], &ctx).unwrap();
+    let at_mean = t.g.draw(&shift.unsqueeze(0).unwrap(), &[], &ctx).unwrap();
+    assert!(mse(&sampled, &at_mean) < 1e-10, "sampling skips the prior");
+    assert!(mse(&sampled, &t.g.draw(&zero, &[], &ctx).unwrap()) > 1e-6);
+
     // The encoder and its optimiser are in the checkpoint: resume is exact.
     let path = dir.path().join("ckpt.safetensors");
     t.save_checkpoint(&path).unwrap();
