@@ -300,4 +300,11 @@ fn cppn_keys_are_checked_where_they_are_written() {
     assert!(err.contains("1 (grayscale) or 3"), "{err}");
     let err = load(r#"model: "cppn", cppn: #{ mapping: [] },"#);
     assert!(err.contains("size of z′"), "{err}");
+    let err = load(r#"model: "cppn", vae: #{ fakes: "all" },"#);
+    assert!(
+        err.contains("reconstructions") && err.contains("both"),
+        "{err}"
+    );
+    let err = load(r#"model: "cppn", vae: #{ weight: -1.0 },"#);
+    assert!(err.contains("weight"), "{err}");
 }

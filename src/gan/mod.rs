@@ -172,6 +172,9 @@ pub enum VaeFakes {
     /// Samples from N(0, I) noise (Larsen et al.'s VAE-GAN without its reconstruction
     /// fakes): D judges what sampling draws, but can pull it to one picture.
     Samples,
+    /// Half of each: the redrawings keep every code in use while D also judges the
+    /// samples themselves.
+    Both,
 }
 
 impl VaeSpec {
@@ -187,12 +190,13 @@ impl VaeSpec {
             .choice(
                 "fakes",
                 "what D sees as fake",
-                &["reconstructions", "samples"],
+                &["reconstructions", "samples", "both"],
                 "reconstructions",
             )?
             .as_str()
         {
             "samples" => VaeFakes::Samples,
+            "both" => VaeFakes::Both,
             _ => VaeFakes::Reconstructions,
         };
         v.finish()?;

@@ -203,21 +203,25 @@ impl Trainer {
             }
             _ => None,
         };
-        let redrawing = codes
-            .as_ref()
-            .is_some_and(|(vae, _, _)| vae.fakes == VaeFakes::Reconstructions);
-        let z = match &codes {
-            Some((_, _, z)) if redrawing => z.clone(),
-            _ => self.noise(step, n, &dev)?,
+        // The fakes' codes in G's latent space: noise through the fitted prior, and with
+        // a VAE, the first `redrawn` of them the real images' codes.
+        let sampled = self.g.prior(&self.noise(step, n, &dev)?)?;
+        let (z, redrawn) = match &codes {
+            None => (sampled, 0),
+            Some((vae, _, real_z)) => match vae.fakes {
+                VaeFakes::Reconstructions => (real_z.clone(), n),
+                VaeFakes::Samples => (sampled, 0),
+                VaeFakes::Both => {
+                    let h = n / 2;
+                    let z =
+                        Tensor::cat(&[real_z.narrow(0, 0, h)?, sampled.narrow(0, h, n - h)?], 0)?;
+                    (z, h)
+                }
+            },
         };
 
         // Discriminator.
-        let fake = if redrawing {
-            // Already codes in G's latent space: not through the fitted prior.
-            self.g.draw(&z, &labels, &ctx(1))?
-        } else {
-            self.g.forward(&z, &labels, &ctx(1))?
-        };
+        let fake = self.g.draw(&z, &labels, &ctx(1))?;
         // DiffAugment: D only ever sees augmented images, real and fake alike, and G's
         // gradient flows back through the augmentation of its own.
         let real_seen = self.augmented(&real, step, 0xA1)?;
@@ -274,11 +278,11 @@ impl Trainer {
                 let fade = (step as f64 / vae.warmup as f64).min(1.0);
                 g_loss = (g_loss * fade)?;
             }
-            let redrawn = match vae.fakes {
-                VaeFakes::Reconstructions => fake.clone(),
-                VaeFakes::Samples => self.g.draw(z_real, &labels, &ctx(6))?,
+            let (drawn, target) = match redrawn {
+                0 => (self.g.draw(z_real, &labels, &ctx(6))?, real.clone()),
+                k => (fake.narrow(0, 0, k)?, real.narrow(0, 0, k)?),
             };
-            let rec = (&redrawn - &real)?.sqr()?.mean_all()?;
+            let rec = (&drawn - &target)?.sqr()?.mean_all()?;
             let values = (real.elem_count() / n) as f64;
             let kl = posterior.kl()?;
             reconstruction = Some(finite(&rec, "reconstruction", step)?);
