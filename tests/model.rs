@@ -141,7 +141,7 @@ fn assert_crisp_tiles(scores: &[f64], orientations: [usize; 4], grey: f64) {
 }
 
 #[test]
-#[ignore = "no CPPN-GAN model is shipped yet: the bundled recipe scores 69% clean tiles of the 80% asked (README, CPPN-GAN)"]
+#[ignore = "no CPPN-GAN model is shipped yet: the bundled recipe scores 69% clean tiles at 2000 steps, 78.5% at 4000, of the 80% asked (README, CPPN-GAN)"]
 fn the_shipped_cppn_generator_draws_sharp_tilings_at_eight_times_its_size() {
     assert!(
         Path::new(CPPN_MODEL).join("generator.safetensors").exists(),
