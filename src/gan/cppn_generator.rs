@@ -286,20 +286,18 @@ impl CppnBody {
         for (name, var) in p.vars.iter().filter(|(n, _)| ours(n)) {
             *fan_in.entry(layer_of(name)).or_default() += var.dims()[0];
         }
-        for (name, var) in p.vars.iter().filter(|(n, _)| ours(n)) {
-            let std = 1.0 / (fan_in[&layer_of(name)] as f32).sqrt();
+        let mut fill = |var: &candle_core::Var, std: f32| -> Result<()> {
             let values: Vec<f32> = (0..var.elem_count())
                 .map(|_| std * normal(&mut rng))
                 .collect();
-            var.set(&Tensor::from_vec(values, var.shape(), &p.device)?)?;
+            var.set(&Tensor::from_vec(values, var.shape(), &p.device)?)
+        };
+        for (name, var) in p.vars.iter().filter(|(n, _)| ours(n)) {
+            fill(var, 1.0 / (fan_in[&layer_of(name)] as f32).sqrt())?;
         }
         // Modulation starts moderate: factors 1 ± ~0.5 for unit-scale codes.
         for (_, var) in p.vars.iter().filter(|(n, _)| style(n)) {
-            let std = 0.5 / (var.dims()[0] as f32).sqrt();
-            let values: Vec<f32> = (0..var.elem_count())
-                .map(|_| std * normal(&mut rng))
-                .collect();
-            var.set(&Tensor::from_vec(values, var.shape(), &p.device)?)?;
+            fill(var, 0.5 / (var.dims()[0] as f32).sqrt())?;
         }
         Ok(())
     }

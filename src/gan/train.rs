@@ -874,10 +874,7 @@ fn train_inner(
             // Samples, scores and generator files draw through the prior of this step.
             t.fit_prior(&data)?;
         }
-        if let Some(reference) = reference
-            .as_ref()
-            .filter(|_| t.step % spec.eval_every as u64 == 0 || t.step == total)
-        {
+        if let Some(reference) = reference.as_ref().filter(|_| evaluating) {
             let scores = t.evaluate(reference)?;
             (metric.swd, metric.swd_raw) = (Some(scores.ema), Some(scores.raw));
             let judged = t.g.conditional() || spec.model == ModelKind::Can;
