@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
+use serde::{Deserialize, Serialize};
 
 /// A device as the command line names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,6 +85,47 @@ pub fn describe(device: &Device) -> String {
     }
 }
 
+/// A GPU as the run panel shows it: its name and the memory in use on it (by every
+/// process, as the driver counts it: what decides whether another run still fits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub name: String,
+    pub memory_used: u64,
+    pub memory_total: u64,
+}
+
+impl fmt::Display for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const GIB: f64 = (1u64 << 30) as f64;
+        write!(
+            f,
+            "{} · {:.1}/{:.0} GiB",
+            self.name,
+            self.memory_used as f64 / GIB,
+            self.memory_total as f64 / GIB
+        )
+    }
+}
+
+/// The GPU behind `device`, asked of the driver now; `None` on the CPU (or when the
+/// driver does not answer: the panel then shows the device alone).
+pub fn gpu(device: &Device) -> Option<Gpu> {
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = device.as_cuda_device() {
+        let stream = cuda.cuda_stream();
+        let context = stream.context();
+        let name = context.name().ok()?;
+        let (free, total) = context.mem_get_info().ok()?;
+        return Some(Gpu {
+            name,
+            memory_used: (total - free) as u64,
+            memory_total: total as u64,
+        });
+    }
+    let _ = device;
+    None
+}
+
 fn ordinal(device: &Device) -> usize {
     match device.location() {
         candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id,
@@ -93,7 +135,7 @@ fn ordinal(device: &Device) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::DeviceArg;
+    use super::{DeviceArg, Gpu};
 
     #[test]
     fn devices_parse_as_the_command_line_names_them() {
@@ -107,6 +149,17 @@ mod tests {
             DeviceArg::Cuda(1).to_string().parse(),
             Ok(DeviceArg::Cuda(1))
         );
+    }
+
+    #[test]
+    fn a_gpu_reads_as_its_name_and_memory_in_gib() {
+        let gpu = Gpu {
+            name: "NVIDIA H200".into(),
+            memory_used: 13 << 29,
+            memory_total: 140 << 30,
+        };
+        assert_eq!(gpu.to_string(), "NVIDIA H200 · 6.5/140 GiB");
+        assert_eq!(super::gpu(&candle_core::Device::Cpu), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The portable path: what a CUDA device runs (Candle's own ops instead of easel's CPU
 //! kernels), forced onto the CPU with `kernels::force_portable`, so the GPU code path is
-//! exercised on machines without a GPU. The switch is process-wide, so this file holds
-//! one test that takes its steps in order.
+//! exercised on machines without a GPU (every model kind, the VAE-GAN encoder included).
+//! The switch is process-wide, so this file holds one test that takes its steps in order.
 
 mod common;
 
@@ -64,6 +64,12 @@ fn the_portable_path_trains_as_the_cpu_kernels_do() {
         (
             "can",
             r#"g_norm: "layer", d_norm: "batch", upsample: "nearest""#,
+        ),
+        // The CPPN generator with its encoder (VAE-GAN; D judges redrawings and samples).
+        (
+            "cppn",
+            r#"d_norm: "batch", vae: #{ weight: 10.0, warmup: 1, fakes: "both" },
+               cppn: #{ layers: [12, 10], fourier: #{ count: 4, scale: 1.5 }, modulate: true }"#,
         ),
     ] {
         let (spec, _) = spec(dir.path(), &format!(r#"model: "{model}", {extra}"#));

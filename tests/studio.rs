@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use easel::device::DeviceArg;
 use easel::gan::GanSpec;
 use easel::run::{Control, Metric, RunDir, State, Status, Wanted};
 use easel::sketch::{Knobs, Params};
@@ -112,6 +113,7 @@ fn status(state: State, step: u64, checkpoint: Option<u64>) -> Status {
         total_steps: 3000,
         checkpoint_step: checkpoint,
         device: "cpu".into(),
+        gpu: None,
         updated: 0.0,
     }
 }
@@ -1367,7 +1369,7 @@ fn the_renderer_sends_a_coarse_then_a_full_cppn_and_reports_errors() {
     )
     .unwrap();
     let (tx, rx) = mpsc::channel();
-    let renderer = worker::spawn_renderer(tx);
+    let renderer = worker::spawn_renderer(tx, DeviceArg::Cpu);
     ask(&renderer, 1, &cppn, Reason::Saved, None);
     let pick = |m| match m {
         Msg::Rendered(r) => Some(r),
@@ -1449,7 +1451,7 @@ fn a_fitting_cppn_says_so_and_renders_when_fitted() {
     )
     .unwrap();
     let (tx, rx) = mpsc::channel();
-    let renderer = worker::spawn_renderer(tx);
+    let renderer = worker::spawn_renderer(tx, DeviceArg::Cpu);
     // Moving onto it costs nothing: it waits to be asked.
     ask(&renderer, 6, &sketch, Reason::Selected, None);
     let note = wait_for(&rx, |m| match m {
@@ -1501,7 +1503,7 @@ fn a_picked_mutation_of_a_fitted_cppn_renders_its_own_weights_without_fitting() 
     )
     .unwrap();
     let (tx, rx) = mpsc::channel();
-    let renderer = worker::spawn_renderer(tx);
+    let renderer = worker::spawn_renderer(tx, DeviceArg::Cpu);
     ask(&renderer, 1, &sketch, Reason::Asked, None);
     wait_for(&rx, |m| match m {
         Msg::Rendered(r) if r.id == 1 && !r.coarse => Some(()),
@@ -1544,7 +1546,7 @@ fn a_fit_that_fails_shows_its_error_instead_of_fitting_forever() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy("sketches/images/arcs64.png", dir.path().join("t.png")).unwrap();
     let (tx, rx) = mpsc::channel();
-    let renderer = worker::spawn_renderer(tx);
+    let renderer = worker::spawn_renderer(tx, DeviceArg::Cpu);
     for (k, (body, expected)) in [
         (r#"activation: "sign""#, "sign has no gradient"),
         (r#"output: "hsv""#, "fitting works with output"),
@@ -1671,6 +1673,23 @@ fn the_run_panel_shows_the_newest_swd_the_least_varied_class_and_every_class() {
     assert!(s.contains("least recognised: tri 0.40"), "{s}");
 }
 
+#[test]
+fn a_run_on_a_gpu_shows_the_device_its_name_and_the_memory_in_use() {
+    let mut app = busy_studio();
+    let s = screen(&app, 160, 48);
+    assert!(!s.contains("GiB") && !s.contains("cuda"), "a CPU run: {s}");
+    let status = app.run.as_mut().unwrap().status.as_mut().unwrap();
+    status.device = "cuda:0".into();
+    status.gpu = Some(easel::device::Gpu {
+        name: "NVIDIA H200".into(),
+        memory_used: 12 << 30,
+        memory_total: 140 << 30,
+    });
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("· cuda:0"), "{s}");
+    assert!(s.contains("NVIDIA H200 · 12.0/140 GiB"), "{s}");
+}
+
 // ---- variations and export -----------------------------------------------------------
 
 use easel::studio::app::{parse_export, ExportTarget};
@@ -1705,7 +1724,7 @@ fn variation_studio() -> (
     );
     app.clock = || "12:00:00".to_string();
     let (tx, rx) = mpsc::channel();
-    let renderer = worker::spawn_renderer(tx);
+    let renderer = worker::spawn_renderer(tx, DeviceArg::Cpu);
     renderer.send(render_request(&effects)).unwrap();
     finish_render(&mut app, &rx);
     (dir, app, rx, renderer)
@@ -2326,7 +2345,7 @@ fn a_newer_request_stops_the_running_render_and_is_the_one_shown() {
         started.elapsed()
     };
     let (tx, rx) = mpsc::channel();
-    let renderer = worker::spawn_renderer(tx);
+    let renderer = worker::spawn_renderer(tx, DeviceArg::Cpu);
     ask(&renderer, 1, &big, Reason::Saved, None);
     std::thread::sleep(full_time / 10);
     ask(&renderer, 2, &small, Reason::Saved, None);

@@ -745,6 +745,7 @@ pub fn train(
         total_steps: total,
         checkpoint_step: None,
         device: crate::device::describe(&opts.device),
+        gpu: crate::device::gpu(&opts.device),
         updated: run::now(),
     };
     run.write_status(&status)?;
@@ -958,6 +959,7 @@ fn train_inner(
             }
         }
         if last_status_write.elapsed() > Duration::from_millis(500) || t.step == total {
+            status.gpu = crate::device::gpu(&opts.device);
             status.updated = run::now();
             run.write_status(status)?;
             last_status_write = Instant::now();

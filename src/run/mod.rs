@@ -43,6 +43,9 @@ pub struct Status {
     /// Where it trains: "cpu", "cuda:0", …
     #[serde(default)]
     pub device: String,
+    /// The GPU's name and memory in use, refreshed with every status write (CUDA only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::device::Gpu>,
     /// Seconds since the Unix epoch.
     pub updated: f64,
 }

@@ -206,7 +206,7 @@ fn event_loop(
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut view_state = view::ViewState::with_fitter(picker, worker::spawn_fitter(tx.clone()));
     spawn_input(tx.clone());
-    let renderer = worker::spawn_renderer(tx.clone());
+    let renderer = worker::spawn_renderer(tx.clone(), places.device);
     let breeder = worker::spawn_breeder(tx.clone());
     let sampler = worker::spawn_sampler(tx.clone());
     let (focus_tx, focus_rx) = mpsc::channel();

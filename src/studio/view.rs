@@ -727,6 +727,9 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
             if !speed.is_empty() {
                 lines.push(Line::from(speed));
             }
+            if let Some(gpu) = &s.gpu {
+                lines.push(Line::from(gpu.to_string()));
+            }
             lines.push(Line::from(match s.checkpoint_step {
                 Some(c) => format!("checkpoint {c} ✓"),
                 None => "no checkpoint yet".into(),

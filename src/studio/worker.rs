@@ -29,6 +29,7 @@ use super::app::{
 };
 use super::variations::{Breed, Variant, VariationRequest};
 use crate::cppn::{animate, CppnSpec};
+use crate::device::DeviceArg;
 use crate::run::{Metric, RunDir, Status};
 use crate::sketch;
 use crate::spec::Kind;
@@ -160,13 +161,15 @@ impl RenderSender {
 }
 
 /// Starts the render thread; send it requests, results come back as [`Msg`]s. A render
-/// superseded by a newer still request stops early and sends nothing.
-pub fn spawn_renderer(out: Sender<Msg>) -> RenderSender {
+/// superseded by a newer still request stops early and sends nothing. `fit:` CPPNs train
+/// on `fit_device` (the studio's `--device`); rendering is CPU code.
+pub fn spawn_renderer(out: Sender<Msg>, fit_device: DeviceArg) -> RenderSender {
     let (tx, rx) = std::sync::mpsc::channel::<RenderRequest>();
     let newest_still = Arc::new(AtomicU64::new(0));
     let mut renderer = Renderer {
         requeue: Some(tx.clone()),
         newest_still: newest_still.clone(),
+        fit_device,
         ..Renderer::default()
     };
     std::thread::Builder::new()
@@ -199,6 +202,8 @@ struct Renderer {
     requeue: Option<Sender<RenderRequest>>,
     /// The id of the newest still request sent: a render of an older one is superseded.
     newest_still: Arc<AtomicU64>,
+    /// Where `fit:` CPPNs train.
+    fit_device: DeviceArg,
 }
 
 /// A full render faster than this is shown directly, without a coarse pass first.
@@ -285,7 +290,8 @@ impl Renderer {
             Ok(s) => s,
             Err(e) => return Some(failed(e.to_string())),
         };
-        let (sketch, file_seed) = sketch;
+        let (mut sketch, file_seed) = sketch;
+        sketch.set_fit_device(self.fit_device);
         let seed = sketch.spec.seed();
         let source = Arc::new(sketch.source.clone());
         let size = sketch.spec.size();
