@@ -374,3 +374,31 @@ fn a_fit_is_a_preparation_that_reports_progress_and_then_is_done() {
         .spec;
     assert_eq!(truchet.preparation(), None);
 }
+
+#[test]
+fn siren_init_draws_every_layer_uniformly_up_to_its_own_bound() {
+    let spec = cppn(
+        r#"#{ kind: "cppn", size: 8, z: 0, depth: 3, width: 64, activation: "sin",
+              init: "siren", seed: 2 }"#,
+    );
+    let net = spec.network();
+    let last = net.layers.len() - 1;
+    for (k, layer) in net.layers.iter().enumerate() {
+        let fan_in = layer.inputs as f64;
+        // ω0 = 30 folded into the weights: the first layer's frequencies, hidden layers'
+        // √(6/n), and an output layer small enough not to saturate.
+        let bound = match k {
+            0 => 30.0 / fan_in,
+            k if k == last => (6.0 / fan_in).sqrt() / 30.0,
+            _ => (6.0 / fan_in).sqrt(),
+        };
+        let widest = layer.w.iter().map(|w| w.abs() as f64).fold(0.0, f64::max);
+        assert!(
+            widest <= bound && widest > 0.9 * bound,
+            "layer {k}: weights reach {widest}, bound {bound}"
+        );
+    }
+    // The default init is unchanged by the new choice.
+    let plain = cppn(r#"#{ kind: "cppn", size: 8, z: 0, depth: 3, width: 64, seed: 2 }"#);
+    assert_ne!(plain.network(), net);
+}

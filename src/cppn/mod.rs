@@ -179,10 +179,16 @@ impl CppnSpec {
             _ => OutputMode::Rgb,
         };
         let init = match map
-            .choice("init", "weight init", &["normal", "uniform"], "normal")?
+            .choice(
+                "init",
+                "weight init",
+                &["normal", "uniform", "siren"],
+                "normal",
+            )?
             .as_str()
         {
             "uniform" => Init::Uniform,
+            "siren" => Init::Siren,
             _ => Init::Normal,
         };
         let init_std = map.float("init_std", 1.0, 0.0..=100.0)?;

@@ -155,7 +155,15 @@ fn sign(x: f64) -> f64 {
 pub enum Init {
     Normal,
     Uniform,
+    /// SIREN's (Sitzmann et al. 2020) for sin networks, with ω0 = 30 folded into the
+    /// weights (easel's `sin` has no frequency factor): first layer U(±ω0/fan_in), hidden
+    /// U(±√(6/fan_in)), the output layer U(±√(6/fan_in)/ω0); biases as PyTorch's Linear
+    /// draws them, times ω0 except the output's. Every bound is scaled by `init_std`.
+    Siren,
 }
+
+/// SIREN's ω0: the first layer's frequency.
+const SIREN_OMEGA: f64 = 30.0;
 
 /// One dense layer; `w` is row-major `[input][output]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,8 +181,8 @@ pub struct Network {
 }
 
 impl Network {
-    /// Random weights: N(0, std²) or U(−std·√3, std·√3) (same variance), biases likewise
-    /// or zero.
+    /// Random weights: N(0, std²), U(−std·√3, std·√3) (same variance) or SIREN's
+    /// ([`Init::Siren`]); biases likewise or zero.
     pub fn random(
         sizes: &[usize],
         activations: &[Activation],
@@ -184,20 +192,40 @@ impl Network {
         seed: u64,
     ) -> Self {
         let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0xC0FF_EE00_D15E_A5E5);
-        let mut draw = move || -> f32 {
-            match init {
-                Init::Normal => (std * normal(&mut rng)) as f32,
-                Init::Uniform => (std * 3f64.sqrt() * (2.0 * rng.random::<f64>() - 1.0)) as f32,
-            }
+        let depth = sizes.len().saturating_sub(1);
+        // (weight bound, bias bound) of a uniform init for layer `k`: SIREN's.
+        let siren = |k: usize, fan_in: f64| {
+            let (w, b) = if k == 0 {
+                (SIREN_OMEGA / fan_in, SIREN_OMEGA / fan_in.sqrt())
+            } else if k + 1 < depth {
+                ((6.0 / fan_in).sqrt(), SIREN_OMEGA / fan_in.sqrt())
+            } else {
+                ((6.0 / fan_in).sqrt() / SIREN_OMEGA, 1.0 / fan_in.sqrt())
+            };
+            (std * w, std * b)
+        };
+        let mut draw = move |k: usize, fan_in: usize, bias: bool| -> f32 {
+            let mut uniform = |bound: f64| bound * (2.0 * rng.random::<f64>() - 1.0);
+            (match init {
+                Init::Normal => std * normal(&mut rng),
+                Init::Uniform => uniform(std * 3f64.sqrt()),
+                Init::Siren => {
+                    let (w, b) = siren(k, fan_in as f64);
+                    uniform(if bias { b } else { w })
+                }
+            }) as f32
         };
         let layers = sizes
             .windows(2)
             .zip(activations)
-            .map(|(io, &activation)| {
+            .enumerate()
+            .map(|(k, (io, &activation))| {
                 let (inputs, outputs) = (io[0], io[1]);
-                let w = (0..inputs * outputs).map(|_| draw()).collect();
+                let w = (0..inputs * outputs)
+                    .map(|_| draw(k, inputs, false))
+                    .collect();
                 let b = (0..outputs)
-                    .map(|_| if biases { draw() } else { 0.0 })
+                    .map(|_| if biases { draw(k, inputs, true) } else { 0.0 })
                     .collect();
                 Dense {
                     inputs,
