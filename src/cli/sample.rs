@@ -137,7 +137,7 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
         }
         let images = loaded.g.forward(&z, &labels, &ctx)?;
         recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
-        eprintln!("wrote {} ({n} samples)", args.output.display());
+        eprintln!("wrote {} ({})", args.output.display(), samples(n));
         return Ok(());
     }
     // A closed loop: z(θ) = a·cos θ + b·sin θ keeps each sample's noise norm steady.
@@ -211,9 +211,18 @@ fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) 
     )?;
     recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
     eprintln!(
-        "wrote {} ({} samples at {w}x{h})",
+        "wrote {} ({} at {w}x{h})",
         args.output.display(),
-        codes.len()
+        samples(codes.len())
     );
     Ok(())
+}
+
+/// "1 sample", "16 samples".
+fn samples(n: usize) -> String {
+    if n == 1 {
+        "1 sample".into()
+    } else {
+        format!("{n} samples")
+    }
 }
