@@ -548,7 +548,6 @@ pub fn render_variations(req: &VariationRequest, side: u32) -> Result<Vec<Varian
     }
 }
 
-/// Drains the queue and keeps its newest item (`first` when it is empty).
 /// The thread that draws GAN previews from the studio's noise: the newest request wins;
 /// the generator stays loaded until its run writes newer weights.
 pub fn spawn_sampler(out: Sender<Msg>) -> Sender<GanSampleRequest> {
@@ -619,6 +618,7 @@ fn sample_gan(req: &GanSampleRequest, loaded: &mut Option<LoadedRun>) -> GanSamp
     })
 }
 
+/// Drains the queue and keeps its newest item (`first` when it is empty).
 fn last_queued<T>(first: T, rx: &Receiver<T>) -> T {
     rx.try_iter().last().unwrap_or(first)
 }
