@@ -222,6 +222,16 @@ fn samples_render_at_any_size_and_export_as_a_sketch_that_draws_the_same() {
         32,
         &format!("{TINY} steps: 3, sample_every: 3, checkpoint_every: 3, eval_every: 0,"),
     );
+    // A CPPN-GAN without `vae` collapses (README): training says so and names the recipe.
+    let again = easel_in(
+        dir.path(),
+        &["train", "sketches/g.rhai", "--runs", "runs", "--resume"],
+    );
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        log.contains("without `vae`") && log.contains("sketches/gan_cppn.rhai"),
+        "{log}"
+    );
     let run = run.to_str().unwrap();
     easel_in(
         dir.path(),

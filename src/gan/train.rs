@@ -810,6 +810,12 @@ fn train_inner(
             ..spec.clone()
         },
     )?;
+    if spec.model == ModelKind::Cppn && spec.vae.is_none() {
+        progress.note(
+            "a CPPN-GAN without `vae` has drawn one picture for every noise in every run measured \
+             (README, CPPN-GAN); sketches/gan_cppn.rhai is a recipe that learns varied samples",
+        );
+    }
     // The real images every evaluation compares with: fixed for the run.
     let reference = match spec.eval_every {
         0 => None,
