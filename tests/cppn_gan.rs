@@ -318,3 +318,43 @@ fn cppn_keys_are_checked_where_they_are_written() {
     let err = load(r#"model: "cppn", vae: #{ weight: -1.0 },"#);
     assert!(err.contains("weight"), "{err}");
 }
+
+#[test]
+fn g_clip_scales_only_gradients_above_it_and_logs_their_norm() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let data = checkers(4);
+    let run = |clip: &str| {
+        let (spec, _) = gan_spec(
+            dir.path(),
+            &format!(
+                r#"{TINY} {clip} vae: #{{ weight: 10.0, warmup: 10 }}, data: #{{ folder: "data" }}"#
+            ),
+        );
+        let mut t = Trainer::new(&spec, vec![], &Device::Cpu).unwrap();
+        let norms: Vec<Option<f64>> = (0..3)
+            .map(|_| t.train_step(&data).unwrap().g_grad_norm)
+            .collect();
+        (weights(&t), norms)
+    };
+    let (plain, none) = run("");
+    assert!(none.iter().all(Option::is_none), "no clip, no norm logged");
+    // A bound no gradient reaches changes nothing, to the bit; the norms are logged.
+    let (loose, norms) = run("g_clip: 1e9,");
+    assert!(
+        loose == plain,
+        "a clip that never bites changed the weights"
+    );
+    let norms: Vec<f64> = norms.into_iter().map(Option::unwrap).collect();
+    assert!(norms.iter().all(|&n| n > 0.0 && n.is_finite()), "{norms:?}");
+    // A bound below every step's norm scales each step's gradient by a different factor:
+    // Adam's moments then differ, and so do the weights.
+    let smallest = norms.iter().cloned().fold(f64::INFINITY, f64::min);
+    let (tight, tight_norms) = run(&format!("g_clip: {},", smallest / 10.0));
+    assert!(tight != plain, "clipping changed nothing");
+    assert_eq!(
+        tight_norms[0],
+        Some(norms[0]),
+        "the norm logged is before clipping"
+    );
+}

@@ -118,6 +118,10 @@ pub struct GanSpec {
     /// R1 penalty weight γ on D's gradient at real images (Mescheder et al. 2018); 0: off.
     #[serde(default)]
     pub r1: f64,
+    /// Largest global L2 norm of G's (and the encoder's) gradient in a step: a larger one
+    /// is scaled down to it before Adam sees it; 0: off.
+    #[serde(default)]
+    pub g_clip: f64,
     /// How a conditional G is given the label (cdcgan only).
     #[serde(default)]
     pub g_condition: GCondition,
@@ -401,6 +405,7 @@ impl GanSpec {
         let minibatch_std = map.bool("minibatch_std", false)?;
         let spectral_norm = map.bool("spectral_norm", false)?;
         let r1 = map.float("r1", 0.0, 0.0..=1000.0)?;
+        let g_clip = map.float("g_clip", 0.0, 0.0..=1e9)?;
         let vae = VaeSpec::parse(map)?;
         let cppn = match (model, map.raw("cppn")) {
             (ModelKind::Cppn, _) => Some(cppn_generator::CppnShape::parse(map)?),
@@ -456,6 +461,7 @@ impl GanSpec {
             minibatch_std,
             spectral_norm,
             r1,
+            g_clip,
             g_condition,
             mode_seeking,
             cppn,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, D};
 use image::DynamicImage;
 use rand::SeedableRng;
@@ -18,7 +19,7 @@ use super::adam::Adam;
 use super::augment::{self, AdaptiveP};
 use super::classifier::Classifier;
 use super::data::{self, Dataset};
-use super::layers::{normal, Ctx};
+use super::layers::{normal, Ctx, Params};
 use super::model::{Discriminator, Encoder, Generator, PRIOR_MIX, PRIOR_SHIFT};
 use super::swd;
 use super::{GanSpec, Loss, ModelKind, VaeFakes};
@@ -291,7 +292,15 @@ impl Trainer {
             g_loss = (g_loss + ((rec + (kl * vae.beta)?)? * vae.weight)?)?;
         }
         let g_value = finite(&g_loss, "generator", step)?;
-        let g_grads = g_loss.backward()?;
+        let mut g_grads = g_loss.backward()?;
+        let g_grad_norm = match self.spec.g_clip {
+            0.0 => None,
+            max => {
+                let mut trained = vec![&self.g.params];
+                trained.extend(self.encoder.as_ref().map(|(e, _)| &e.params));
+                Some(clip_grads(&mut g_grads, &trained, max)?)
+            }
+        };
         self.opt_g.step(&self.g.params, &g_grads)?;
         if let Some((encoder, opt)) = self.encoder.as_mut() {
             // The encoder learns at G's rate, live changes included.
@@ -322,6 +331,7 @@ impl Trainer {
             time: run::now(),
             aug_p,
             reconstruction,
+            g_grad_norm,
             kl: kl_nats,
             ..Metric::default()
         })
@@ -615,6 +625,32 @@ fn cross_entropy(logits: &Tensor, labels: &[usize]) -> candle_core::Result<Tenso
     let targets: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
     let targets = Tensor::from_vec(targets, labels.len(), logits.device())?;
     candle_nn::loss::cross_entropy(logits, &targets)
+}
+
+/// Scales the gradients of `params` in `grads` down so that their global L2 norm is at
+/// most `max` (gradient clipping, as torch's clip_grad_norm_); returns the norm before.
+fn clip_grads(grads: &mut GradStore, params: &[&Params], max: f64) -> Result<f64> {
+    let mut squares = vec![];
+    for v in params.iter().flat_map(|p| p.vars.values()) {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            squares.push(g.detach().sqr()?.sum_all()?.to_dtype(DType::F32)?);
+        }
+    }
+    if squares.is_empty() {
+        return Ok(0.0);
+    }
+    // One read back from the device per step.
+    let norm = (Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f32>()? as f64).sqrt();
+    if norm > max {
+        let scale = max / norm;
+        for v in params.iter().flat_map(|p| p.vars.values()) {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let scaled = (g.detach() * scale)?;
+                grads.insert(v.as_tensor(), scaled);
+            }
+        }
+    }
+    Ok(norm)
 }
 
 /// Tiles `[N, C, S, S]` images in [−1, 1] into a square-ish grid with 2 px gaps.

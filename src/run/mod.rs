@@ -85,6 +85,10 @@ pub struct Metric {
     /// VAE-GAN: G's mean squared error redrawing the real batch from its codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconstruction: Option<f64>,
+    /// With `g_clip`: the global L2 norm of G's (and the encoder's) gradient before
+    /// clipping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub g_grad_norm: Option<f64>,
     /// VAE-GAN: KL divergence of the encoder's codes from N(0, I), nats per image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl: Option<f64>,
