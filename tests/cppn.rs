@@ -398,7 +398,40 @@ fn siren_init_draws_every_layer_uniformly_up_to_its_own_bound() {
             "layer {k}: weights reach {widest}, bound {bound}"
         );
     }
-    // The default init is unchanged by the new choice.
-    let plain = cppn(r#"#{ kind: "cppn", size: 8, z: 0, depth: 3, width: 64, seed: 2 }"#);
-    assert_ne!(plain.network(), net);
+    // Biases: SIREN's first and hidden layers ±ω0/√n, the output ±1/√n.
+    let first = &net.layers[0];
+    let b_bound = 30.0 / (first.inputs as f64).sqrt();
+    assert!(first.b.iter().all(|b| (b.abs() as f64) <= b_bound));
+    let out = &net.layers[last];
+    let b_bound = 1.0 / (out.inputs as f64).sqrt();
+    assert!(out.b.iter().all(|b| (b.abs() as f64) <= b_bound));
+    // A network without hidden layers: its one layer is the output layer.
+    let single = cppn(
+        r#"#{ kind: "cppn", size: 8, z: 0, depth: 0, activation: "sin", init: "siren", seed: 2 }"#,
+    )
+    .network();
+    let bound = (6.0 / single.layers[0].inputs as f64).sqrt() / 30.0;
+    assert!(single.layers[0].w.iter().all(|w| (w.abs() as f64) <= bound));
 }
+
+#[test]
+fn the_normal_and_uniform_inits_draw_what_they_always_drew() {
+    // Pinned values (from before `siren` was added): sketches must keep rendering the
+    // same pictures for the same seed.
+    for (init, pinned) in [("normal", PINNED_NORMAL), ("uniform", PINNED_UNIFORM)] {
+        let net = cppn(&format!(
+            r#"#{{ kind: "cppn", size: 8, z: 0, depth: 2, width: 4, init: "{init}", seed: 9 }}"#
+        ))
+        .network();
+        let first: Vec<f32> = net.layers[0].w.iter().take(3).copied().collect();
+        let bias = net.layers[1].b[0];
+        assert_eq!(
+            (first.as_slice(), bias),
+            (&pinned.0[..], pinned.1),
+            "{init}"
+        );
+    }
+}
+
+const PINNED_NORMAL: ([f32; 3], f32) = ([0.082134895, 1.593501, 0.96836203], -0.09609168);
+const PINNED_UNIFORM: ([f32; 3], f32) = ([0.4893781, -0.9141243, -1.3686126], -0.6388666);

@@ -195,12 +195,13 @@ impl Network {
         let depth = sizes.len().saturating_sub(1);
         // (weight bound, bias bound) of a uniform init for layer `k`: SIREN's.
         let siren = |k: usize, fan_in: f64| {
-            let (w, b) = if k == 0 {
-                (SIREN_OMEGA / fan_in, SIREN_OMEGA / fan_in.sqrt())
-            } else if k + 1 < depth {
-                ((6.0 / fan_in).sqrt(), SIREN_OMEGA / fan_in.sqrt())
-            } else {
+            // The output layer first: in a network without hidden layers it is also the first.
+            let (w, b) = if k + 1 == depth {
                 ((6.0 / fan_in).sqrt() / SIREN_OMEGA, 1.0 / fan_in.sqrt())
+            } else if k == 0 {
+                (SIREN_OMEGA / fan_in, SIREN_OMEGA / fan_in.sqrt())
+            } else {
+                ((6.0 / fan_in).sqrt(), SIREN_OMEGA / fan_in.sqrt())
             };
             (std * w, std * b)
         };

@@ -20,14 +20,20 @@ pub(crate) fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
     }
 }
 
-/// Every weight of a trainer's G, D and EMA generator, by name (sorted), on the CPU.
+/// Every weight of a trainer's G, D, EMA generator and (VAE-GAN) encoder, by name
+/// (sorted), on the CPU.
 pub(crate) fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
+    let encoder = t
+        .encoder
+        .iter()
+        .flat_map(|(e, _)| e.params.named_tensors("e."));
     let mut v: Vec<(String, Vec<f32>)> =
         t.g.params
             .named_tensors("g.")
             .into_iter()
             .chain(t.d.params.named_tensors("d."))
             .chain(t.ema.params.named_tensors("ema."))
+            .chain(encoder)
             .map(|(n, v)| {
                 let v = v.to_device(&Device::Cpu).unwrap();
                 (n, v.flatten_all().unwrap().to_vec1().unwrap())
