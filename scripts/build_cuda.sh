@@ -43,16 +43,25 @@ wheels=(
 [ "$features" = cudnn ] && wheels+=(nvidia-cudnn-cu13)
 
 cu=$toolkit/nvidia/cu13
+# Whether the NVIDIA driver (libcuda) is installed. ldconfig's whole output is read first:
+# `ldconfig -p | grep -q` can fail under pipefail (SIGPIPE) and read as "no driver".
+has_driver() {
+    local cache
+    cache=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)
+    grep -q 'libcuda\.so\b' <<<"$cache"
+}
 if [ -n "$print_env" ]; then
     [ -x "$cu/bin/nvcc" ] || { echo "no toolkit in $toolkit yet: run scripts/build_cuda.sh first" >&2; exit 1; }
     # The link stub only where no driver is: it must never shadow a real libcuda.
     libs=$cu/lib
-    if ! ldconfig -p | grep -q 'libcuda\.so\b' && [ -e "$toolkit/stub/libcuda.so" ]; then
+    if ! has_driver && [ -e "$toolkit/stub/libcuda.so" ]; then
         libs=$toolkit/stub:$libs
     fi
-    echo "export PATH=$cu/bin:\$PATH CUDA_HOME=$cu CUDA_ROOT=$cu CUDA_PATH=$cu"
-    echo "export CUDA_TOOLKIT_ROOT_DIR=$cu CUDA_COMPUTE_CAP=$cap"
-    echo "export LIBRARY_PATH=$libs LD_LIBRARY_PATH=$libs"
+    printf 'export PATH=%q:"$PATH"\n' "$cu/bin"
+    printf 'export CUDA_HOME=%q CUDA_ROOT=%q CUDA_PATH=%q CUDA_TOOLKIT_ROOT_DIR=%q\n' "$cu" "$cu" "$cu" "$cu"
+    printf 'export CUDA_COMPUTE_CAP=%q\n' "$cap"
+    printf 'export LIBRARY_PATH=%q"${LIBRARY_PATH:+:$LIBRARY_PATH}"\n' "$libs"
+    printf 'export LD_LIBRARY_PATH=%q"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"\n' "$libs"
     exit 0
 fi
 if [ ! -x "$cu/bin/nvcc" ]; then
@@ -84,9 +93,8 @@ export LD_LIBRARY_PATH=$cu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvcc --version | tail -1
 
 # libcuda.so is the driver: present only where a GPU is. Elsewhere link against a stub
-# with the driver API's symbols (it is never loaded: the binary finds the real driver
-# at run time on a GPU machine).
-if ! ldconfig -p | grep -q 'libcuda\.so\b' && [ ! -e "$cu/lib/libcuda.so" ]; then
+# with the driver API's symbols (on a GPU machine the binary loads the real driver).
+if ! has_driver && [ ! -e "$cu/lib/libcuda.so" ]; then
     stub_dir=$toolkit/stub
     mkdir -p "$stub_dir"
     echo "no NVIDIA driver here: building the libraries first, then a link stub"
@@ -95,7 +103,9 @@ if ! ldconfig -p | grep -q 'libcuda\.so\b' && [ ! -e "$cu/lib/libcuda.so" ]; the
     nm -u --format=just-symbols "${CARGO_TARGET_DIR:-target}"/release/deps/*.rlib 2>/dev/null \
         | grep -E '^cu[A-Z]' | sort -u >"$stub_dir/symbols.txt" || true
     [ -s "$stub_dir/symbols.txt" ] || { echo "found no cu* symbols to stub" >&2; exit 1; }
-    sed 's/.*/void &(void) {}/' "$stub_dir/symbols.txt" >"$stub_dir/libcuda_stub.c"
+    # Every driver call returns CUDA_ERROR_NO_DEVICE (100), so a binary that loads the
+    # stub (tests here, with it on LD_LIBRARY_PATH) hears "no GPU", not garbage.
+    sed 's/.*/int &(void) { return 100; }/' "$stub_dir/symbols.txt" >"$stub_dir/libcuda_stub.c"
     cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub_dir/libcuda.so" "$stub_dir/libcuda_stub.c"
     ln -sf libcuda.so "$stub_dir/libcuda.so.1"
     export LIBRARY_PATH=$stub_dir:$LIBRARY_PATH
