@@ -50,6 +50,15 @@ has_driver() {
     cache=$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)
     grep -q 'libcuda\.so\b' <<<"$cache"
 }
+# The toolkit's environment, as `export` lines, with `$1` first on the library paths:
+# eval'd for the build below, printed by --print-env.
+env_lines() {
+    printf 'export PATH=%q:"$PATH"\n' "$cu/bin"
+    printf 'export CUDA_HOME=%q CUDA_ROOT=%q CUDA_PATH=%q CUDA_TOOLKIT_ROOT_DIR=%q\n' "$cu" "$cu" "$cu" "$cu"
+    printf 'export CUDA_COMPUTE_CAP=%q\n' "$cap"
+    printf 'export LIBRARY_PATH=%q"${LIBRARY_PATH:+:$LIBRARY_PATH}"\n' "$1"
+    printf 'export LD_LIBRARY_PATH=%q"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"\n' "$1"
+}
 if [ -n "$print_env" ]; then
     [ -x "$cu/bin/nvcc" ] || { echo "no toolkit in $toolkit yet: run scripts/build_cuda.sh first" >&2; exit 1; }
     # The link stub only where no driver is: it must never shadow a real libcuda.
@@ -57,11 +66,7 @@ if [ -n "$print_env" ]; then
     if ! has_driver && [ -e "$toolkit/stub/libcuda.so" ]; then
         libs=$toolkit/stub:$libs
     fi
-    printf 'export PATH=%q:"$PATH"\n' "$cu/bin"
-    printf 'export CUDA_HOME=%q CUDA_ROOT=%q CUDA_PATH=%q CUDA_TOOLKIT_ROOT_DIR=%q\n' "$cu" "$cu" "$cu" "$cu"
-    printf 'export CUDA_COMPUTE_CAP=%q\n' "$cap"
-    printf 'export LIBRARY_PATH=%q"${LIBRARY_PATH:+:$LIBRARY_PATH}"\n' "$libs"
-    printf 'export LD_LIBRARY_PATH=%q"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"\n' "$libs"
+    env_lines "$libs"
     exit 0
 fi
 if [ ! -x "$cu/bin/nvcc" ]; then
@@ -85,11 +90,7 @@ for so in "$cu"/lib/lib*.so.*; do
     [ -e "$base" ] || ln -s "$(basename "$so")" "$base"
 done
 
-export PATH=$cu/bin:$PATH
-export CUDA_HOME=$cu CUDA_ROOT=$cu CUDA_PATH=$cu CUDA_TOOLKIT_ROOT_DIR=$cu
-export CUDA_COMPUTE_CAP=$cap
-export LIBRARY_PATH=$cu/lib${LIBRARY_PATH:+:$LIBRARY_PATH}
-export LD_LIBRARY_PATH=$cu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+eval "$(env_lines "$cu/lib")"
 nvcc --version | tail -1
 
 # libcuda.so is the driver: present only where a GPU is. Elsewhere link against a stub
