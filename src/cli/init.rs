@@ -36,17 +36,10 @@ pub(crate) fn run(args: InitArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let files = |n: usize| {
-        if n == 1 {
-            "1 file".to_string()
-        } else {
-            format!("{n} files")
-        }
-    };
     if !report.written.is_empty() {
         eprintln!(
             "wrote {} into {}: {}",
-            files(report.written.len()),
+            super::count(report.written.len(), "file"),
             into.display(),
             names(&report.written)
         );
@@ -54,7 +47,7 @@ pub(crate) fn run(args: InitArgs) -> Result<()> {
     if !report.skipped.is_empty() {
         eprintln!(
             "skipped {} already there (left as they are): {}",
-            files(report.skipped.len()),
+            super::count(report.skipped.len(), "file"),
             names(&report.skipped)
         );
     }

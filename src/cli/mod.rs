@@ -116,6 +116,14 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// "1 file", "3 files": a count with its noun, for the commands' reports.
+fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 /// clap value parser for `N` or `WxH`.
 fn size_arg(text: &str) -> Result<(u32, u32), String> {
     crate::recipe::parse_size(text)

@@ -137,7 +137,11 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
         }
         let images = loaded.g.forward(&z, &labels, &ctx)?;
         recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
-        eprintln!("wrote {} ({})", args.output.display(), samples(n));
+        eprintln!(
+            "wrote {} ({})",
+            args.output.display(),
+            super::count(n, "sample")
+        );
         return Ok(());
     }
     // A closed loop: z(θ) = a·cos θ + b·sin θ keeps each sample's noise norm steady.
@@ -213,16 +217,7 @@ fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) 
     eprintln!(
         "wrote {} ({} at {w}x{h})",
         args.output.display(),
-        samples(codes.len())
+        super::count(codes.len(), "sample")
     );
     Ok(())
-}
-
-/// "1 sample", "16 samples".
-fn samples(n: usize) -> String {
-    if n == 1 {
-        "1 sample".into()
-    } else {
-        format!("{n} samples")
-    }
 }
