@@ -15,3 +15,4 @@ pub mod sketch;
 pub mod spec;
 pub mod studio;
 pub mod truchet;
+pub mod upscale;

@@ -15,6 +15,8 @@ const KEY_SEED: &str = "easel:seed";
 const KEY_SIZE: &str = "easel:size";
 const KEY_CLASS: &str = "easel:class";
 const KEY_KNOBS: &str = "easel:knobs";
+/// An upscaled picture's making: model, input file, tiling (JSON).
+pub const KEY_UPSCALE: &str = "easel:upscale";
 
 /// Everything needed to render an image again.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +38,16 @@ pub struct Recipe {
 const FAST_PNG_PIXELS: u64 = 512 * 512;
 
 pub fn write_png(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Result<()> {
+    write_png_tagged(path, img, recipe, &[])
+}
+
+/// [`write_png`] with more text chunks (`key`, text), e.g. [`KEY_UPSCALE`].
+pub fn write_png_tagged(
+    path: &Path,
+    img: &DynamicImage,
+    recipe: Option<&Recipe>,
+    tags: &[(&str, String)],
+) -> Result<()> {
     let (color, bytes): (png::ColorType, &[u8]) = match img {
         DynamicImage::ImageLuma8(g) => (png::ColorType::Grayscale, g.as_raw()),
         DynamicImage::ImageRgb8(c) => (png::ColorType::Rgb, c.as_raw()),
@@ -66,6 +78,9 @@ pub fn write_png(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Re
             if !r.knobs.is_empty() {
                 enc.add_itxt_chunk(KEY_KNOBS.into(), serde_json::to_string(&r.knobs)?)?;
             }
+        }
+        for (key, text) in tags {
+            enc.add_itxt_chunk(key.to_string(), text.clone())?;
         }
         let mut writer = enc.write_header()?;
         writer.write_image_data(bytes)?;
@@ -116,7 +131,18 @@ impl StillFormat {
 /// text chunks, or JPEG (quality 92), lossless WebP or a one-frame GIF, which cannot
 /// carry a recipe.
 pub fn write_image(path: &Path, img: &DynamicImage, recipe: Option<&Recipe>) -> Result<()> {
+    write_image_tagged(path, img, recipe, &[])
+}
+
+/// [`write_image`] with more text chunks for a PNG (other formats carry none).
+pub fn write_image_tagged(
+    path: &Path,
+    img: &DynamicImage,
+    recipe: Option<&Recipe>,
+    tags: &[(&str, String)],
+) -> Result<()> {
     let format = match StillFormat::of(path)? {
+        StillFormat::Png if !tags.is_empty() => return write_png_tagged(path, img, recipe, tags),
         StillFormat::Png => return write_png(path, img, recipe),
         StillFormat::Jpeg => image::ImageFormat::Jpeg,
         StillFormat::Webp => image::ImageFormat::WebP,
@@ -238,8 +264,15 @@ pub fn write_gif(path: &Path, frames: &[image::RgbImage], delay_centiseconds: u1
     .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Reads the recipe from a PNG written by easel.
-pub fn read_recipe(path: &Path) -> Result<Recipe> {
+/// The text of chunk `key` in a PNG, if it has one.
+pub fn read_tag(path: &Path, key: &str) -> Result<Option<String>> {
+    Ok(png_texts(path)?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v))
+}
+
+fn png_texts(path: &Path) -> Result<Vec<(String, String)>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let decoder = png::Decoder::new(BufReader::new(file));
     let reader = decoder
@@ -256,6 +289,12 @@ pub fn read_recipe(path: &Path) -> Result<Recipe> {
     for t in &info.utf8_text {
         texts.push((t.keyword.clone(), t.get_text().unwrap_or_default()));
     }
+    Ok(texts)
+}
+
+/// Reads the recipe from a PNG written by easel.
+pub fn read_recipe(path: &Path) -> Result<Recipe> {
+    let texts = png_texts(path)?;
     let get = |k: &str| {
         texts
             .iter()

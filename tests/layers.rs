@@ -13,6 +13,8 @@ const LAYERS: &[&[&str]] = &[
     &["truchet", "cppn"],
     // A CPPN-GAN's generator is a CPPN: gan builds on cppn's coordinates and renderer.
     &["gan"],
+    // The upscaler runs its convolutions on gan's CPU kernels.
+    &["upscale"],
     &["spec"],
     &["studio"],
     &["cli"],

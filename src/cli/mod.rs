@@ -11,6 +11,7 @@ mod render;
 mod sample;
 mod sweep;
 mod train;
+mod upscale;
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Sample a trained generator: a grid, one class, or a looping latent walk.
     Sample(sample::SampleArgs),
+    /// Upscale pictures with an ESRGAN / Real-ESRGAN network (x2-x4).
+    Upscale(upscale::UpscaleArgs),
     /// Score a run's generator against real images (sliced Wasserstein distance).
     Eval(eval::EvalArgs),
     /// Write a folder of images from a sketch, one subfolder per class.
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Some(Command::Sweep(a)) => sweep::run(a),
         Some(Command::Train(a)) => train::run(a),
         Some(Command::Sample(a)) => sample::run(a),
+        Some(Command::Upscale(a)) => upscale::run(a),
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Check(a)) => check::run(a),
         Some(Command::Gallery(a)) => gallery::run(a),
@@ -122,6 +126,22 @@ fn count(n: usize, noun: &str) -> String {
         1 => format!("1 {noun}"),
         _ => format!("{n} {noun}s"),
     }
+}
+
+/// A progress bar for `len` units of long work, drawn only on a terminal.
+fn progress_bar(len: u64, prefix: &'static str, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len)
+        .with_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{prefix}} {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  eta {{eta}}"
+            ))
+            .expect("template"),
+        )
+        .with_prefix(prefix);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
 }
 
 /// clap value parser for `N` or `WxH`.

@@ -440,7 +440,7 @@ fn col2im(g: &Geom, cols: &[f32], x: &mut [f32]) {
 /// All three matrices must be valid for their shapes and strides; `dst` must not overlap
 /// the others.
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm(
+pub(super) unsafe fn sgemm(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     (dst_rs, dst_cs): (usize, usize),
@@ -570,12 +570,12 @@ const WEIGHT_GRAD_CHUNK: usize = 1 << 21;
 
 /// A pointer that rayon tasks may share; each task writes a disjoint part.
 #[derive(Clone, Copy)]
-struct SharedPtr(*mut f32);
+pub(super) struct SharedPtr(pub(super) *mut f32);
 // SAFETY: only used for writes to disjoint regions, joined before the buffer is read.
 unsafe impl Send for SharedPtr {}
 unsafe impl Sync for SharedPtr {}
 impl SharedPtr {
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -2,13 +2,15 @@
 //! ([`enabled`]); other devices, or `EASEL_KERNELS=portable`, take Candle's own ops.
 //!
 //! - [`conv`]: convolutions (im2col / col2im around GEMMs), forward and backward;
-//! - [`batch_norm`]: training-mode batch norm, fused into one op forward and one backward.
+//! - [`batch_norm`]: training-mode batch norm, fused into one op forward and one backward;
+//! - [`infer`]: forward-only convolutions with the bias and activation fused (upscaling).
 //!
 //! Work is spread with rayon; every sum is taken in a fixed order, so results do not
 //! depend on scheduling (exact resume relies on that).
 
 mod batch_norm;
 mod conv;
+mod infer;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -19,6 +21,7 @@ use candle_core::{bail, CpuStorage, Layout, Result};
 pub use batch_norm::batch_norm_train;
 pub(crate) use conv::out_size;
 pub use conv::{conv2d, conv2d_weight_grad, conv_transpose2d, conv_transpose2d_hw};
+pub use infer::PackedConv;
 
 /// 0: not yet read from the environment; 1: easel's kernels on CPU; 2: portable.
 static MODE: AtomicU8 = AtomicU8::new(0);

@@ -1,0 +1,140 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::device::DeviceArg;
+use crate::recipe;
+use crate::upscale::{Tiling, Upscaler, SHIPPED};
+
+#[derive(Args, Debug)]
+#[command(after_help = after_help())]
+pub struct UpscaleArgs {
+    /// Pictures to upscale (PNG, JPEG, GIF, BMP, WebP).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Output file (one input), or a folder (several inputs: each keeps its name, as .png).
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub output: PathBuf,
+    /// A shipped model's name, an ncnn .param (its .bin beside it), a PyTorch .pth or a
+    /// .safetensors of RRDBNet (ESRGAN, Real-ESRGAN) or SRVGGNetCompact. The scale comes
+    /// from the model.
+    #[arg(
+        short,
+        long,
+        value_name = "MODEL",
+        default_value = "realesr-animevideov3-x4"
+    )]
+    pub model: String,
+    /// Tile side in input pixels (0: the whole picture at once); smaller tiles use less
+    /// memory, the picture is the same.
+    #[arg(long, default_value_t = Tiling::default().tile, value_name = "N")]
+    pub tile: u32,
+    /// Pixels of context around each tile (mirrored at the picture's edges).
+    #[arg(long, default_value_t = Tiling::default().pad, value_name = "N")]
+    pub tile_pad: u32,
+    /// cpu, cuda, cuda:N or auto (see `easel train --help`).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceArg,
+}
+
+fn after_help() -> String {
+    let mut s = String::from("Shipped models (models/esrgan, BSD-3-Clause, from Real-ESRGAN):\n");
+    for (name, what) in SHIPPED {
+        s.push_str(&format!("  {name:<26} {what}\n"));
+    }
+    s.push_str(
+        "\nEach output PNG carries a recipe naming the model and the input it was made from.",
+    );
+    s
+}
+
+pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
+    let device = args.device.open()?;
+    let up = Upscaler::load(&args.model, &device)?;
+    eprintln!(
+        "{} ({}) from {}",
+        args.model,
+        up.summary(),
+        up.file.display()
+    );
+    let tiling = Tiling {
+        tile: args.tile,
+        pad: args.tile_pad,
+    };
+    let many = args.inputs.len() > 1;
+    if many {
+        if args.output.exists() && !args.output.is_dir() {
+            bail!(
+                "{} is a file; several inputs need a folder for -o",
+                args.output.display()
+            );
+        }
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("cannot create {}", args.output.display()))?;
+    }
+    // Read and check every input first, so a bad file fails before hours of work.
+    let mut jobs = vec![];
+    for input in &args.inputs {
+        let img = read_picture(input)?;
+        up.check_size(img.width(), img.height())
+            .with_context(|| input.display().to_string())?;
+        let out = if many {
+            let stem = input.file_stem().context("an input without a file name")?;
+            args.output.join(Path::new(stem).with_extension("png"))
+        } else {
+            args.output.clone()
+        };
+        recipe::StillFormat::of(&out)?;
+        jobs.push((input, img, out));
+    }
+    let total: usize = jobs
+        .iter()
+        .map(|(_, img, _)| up.tiles(img.width(), img.height(), tiling))
+        .sum();
+    let bar = super::progress_bar(total as u64, "upscaling", "tiles");
+    let mut before = 0;
+    for (input, img, out) in jobs {
+        bar.set_message(input.display().to_string());
+        let big = up.upscale(&img, tiling, &mut |done, _| {
+            bar.set_position((before + done) as u64)
+        })?;
+        before += up.tiles(img.width(), img.height(), tiling);
+        let tags = [(
+            recipe::KEY_UPSCALE,
+            serde_json::json!({
+                "model": args.model,
+                "file": up.file.display().to_string(),
+                "input": input.display().to_string(),
+                "scale": up.scale(),
+                "tile": args.tile,
+                "tile_pad": args.tile_pad,
+            })
+            .to_string(),
+        )];
+        recipe::write_image_tagged(&out, &big, None, &tags)?;
+        bar.suspend(|| {
+            eprintln!(
+                "wrote {} ({}x{} from {}x{})",
+                out.display(),
+                big.width(),
+                big.height(),
+                img.width(),
+                img.height()
+            )
+        });
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Reads a picture, naming the file in every error.
+pub(crate) fn read_picture(path: &Path) -> Result<image::DynamicImage> {
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    reader
+        .decode()
+        .with_context(|| format!("{} is not a picture easel can read", path.display()))
+}

@@ -1,0 +1,512 @@
+//! Inference convolutions for networks that only run forward (the ESRGAN upscaler):
+//! `act(W * concat(inputs) + b)` in one call, weights packed once.
+//!
+//! No im2col: a stride-1 convolution is the sum over its k² taps of products with a
+//! shifted view of the zero-padded input, so the input is copied once (into the padded
+//! buffer, which is also where a dense block's concatenation happens) and no column
+//! buffer grows with the picture (an 880² tile of 64 channels would need 1.8 GB
+//! unfolded). Two kernels, chosen at run time ([`Kernel::best`]):
+//!
+//! - AVX-512: a direct convolution, 32 pixels × 12 output channels in 24 registers;
+//! - any CPU: one `gemm` call per tap (the crate training's convolutions use), pixels as
+//!   the long dimension.
+//!
+//! The bias and the (leaky or parametric) ReLU are applied in the pass that drops the
+//! padding columns.
+
+use std::cell::RefCell;
+
+use candle_core::{bail, CpuStorage, Device, Result, Storage, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::conv::{sgemm, SharedPtr};
+
+/// A convolution ready to run: `act(conv2d(concat(inputs), W, padding) + b)`, stride 1,
+/// where `act(v) = v` for `v ≥ 0` and `slopes[c]·v` below (none when `slopes` is `None`:
+/// a leaky ReLU is every slope equal, a PReLU one slope per output channel). The inputs
+/// are concatenated along the channels as they are copied into the padded buffer, so a
+/// dense block's concatenation costs nothing.
+#[derive(Debug)]
+pub struct PackedConv {
+    cout: usize,
+    cin: usize,
+    k: usize,
+    padding: usize,
+    /// `[cout, cin, k, k]`, for the GEMM kernel.
+    weight: Vec<f32>,
+    /// For the AVX-512 kernel: per block of output channels ([`out_blocks`]),
+    /// `[cin, k, k, block]`, so the kernel reads its weights front to back.
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+    slopes: Option<Vec<f32>>,
+}
+
+impl PackedConv {
+    /// `weight [Cout, Cin, K, K]`, `bias [Cout]`, `slopes` of length Cout if any.
+    pub fn new(
+        weight: &Tensor,
+        bias: &Tensor,
+        padding: usize,
+        slopes: Option<&[f32]>,
+    ) -> Result<Self> {
+        let (cout, cin, k, k2) = weight.dims4()?;
+        if k != k2 || bias.dims1()? != cout || slopes.is_some_and(|s| s.len() != cout) {
+            bail!(
+                "a convolution of {:?} with a bias of {:?} and {:?} slopes does not fit",
+                weight.dims(),
+                bias.dims(),
+                slopes.map(|s| s.len())
+            );
+        }
+        let weight: Vec<f32> = weight.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
+        let mut weight_t = Vec::with_capacity(weight.len());
+        for (o, size) in out_blocks(cout) {
+            for i in 0..cin * k * k {
+                weight_t.extend((o..o + size).map(|co| weight[co * cin * k * k + i]));
+            }
+        }
+        Ok(PackedConv {
+            cout,
+            cin,
+            k,
+            padding,
+            weight,
+            weight_t,
+            bias: bias.to_device(&Device::Cpu)?.to_vec1()?,
+            slopes: slopes.map(|s| s.to_vec()),
+        })
+    }
+
+    /// Runs on CPU tensors `[N, Cᵢ, H, W]` whose channels add up to the weights' `Cin`.
+    pub fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        self.forward_with(inputs, Kernel::best())
+    }
+
+    fn forward_with(&self, inputs: &[&Tensor], kernel: Kernel) -> Result<Tensor> {
+        let Some(first) = inputs.first() else {
+            bail!("a convolution without input");
+        };
+        let (n, _, h, w) = first.dims4()?;
+        let mut cin = 0;
+        for t in inputs {
+            let (n2, c, h2, w2) = t.dims4()?;
+            if (n2, h2, w2) != (n, h, w) || !t.device().is_cpu() {
+                bail!(
+                    "convolution inputs of shapes {:?} and {:?} (CPU only)",
+                    first.dims(),
+                    t.dims()
+                );
+            }
+            cin += c;
+        }
+        let (k, p, cout) = (self.k, self.padding, self.cout);
+        if cin != self.cin || h + 2 * p < k || w + 2 * p < k {
+            bail!(
+                "a convolution of {} input channels, {k}x{k}, padding {p}, given {cin} channels of {w}x{h}",
+                self.cin
+            );
+        }
+        let (ho, wo) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
+        let wp = w + 2 * p;
+        // Output pixels are computed in rows of the padded width (the extra columns are
+        // dropped at the end), in whole blocks of the AVX-512 kernel.
+        let accw = (ho * wp).next_multiple_of(PIXELS);
+        // The padded picture, plus spare zeros: the last block's last tap reads past it.
+        let plane = (h + 2 * p) * wp + PIXELS + k;
+        let g = Taps {
+            cin,
+            cout,
+            k,
+            wp,
+            plane,
+            accw,
+        };
+        let mut y: Vec<f32> = Vec::with_capacity(n * cout * ho * wo);
+        SCRATCH.with_borrow_mut(|s| -> Result<()> {
+            let (padded, acc) = s.get(&g, (h, p));
+            for i in 0..n {
+                // Copy every input's planes into the padded buffer, channel after channel.
+                let mut c0 = 0;
+                for t in inputs {
+                    let c = t.dim(1)?;
+                    let t = t.contiguous()?;
+                    let (storage, layout) = t.storage_and_layout();
+                    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+                        bail!("convolution inputs must be f32 on the CPU");
+                    };
+                    let start = layout.start_offset() + i * c * h * w;
+                    let src = &data[start..start + c * h * w];
+                    padded[c0 * plane..(c0 + c) * plane]
+                        .par_chunks_mut(plane)
+                        .zip(src.par_chunks(h * w))
+                        .for_each(|(dst, src)| {
+                            for (r, row) in src.chunks_exact(w).enumerate() {
+                                dst[(r + p) * wp + p..][..w].copy_from_slice(row);
+                            }
+                        });
+                    c0 += c;
+                }
+                match kernel {
+                    Kernel::Avx512 => g.direct(padded, &self.weight_t, acc),
+                    Kernel::Gemm => g.gemm(padded, &self.weight, acc),
+                }
+                // Drop the padding columns, add the bias, apply the activation.
+                let out = &mut y.spare_capacity_mut()[i * cout * ho * wo..(i + 1) * cout * ho * wo];
+                out.par_chunks_mut(ho * wo)
+                    .zip(acc.par_chunks(accw))
+                    .enumerate()
+                    .for_each(|(c, (dst, src))| {
+                        let (b, a) = (self.bias[c], self.slopes.as_ref().map(|s| s[c]));
+                        let rows = dst
+                            .chunks_exact_mut(wo)
+                            .zip(src[..ho * wp].chunks_exact(wp));
+                        for (d, s) in rows {
+                            for (o, v) in d.iter_mut().zip(s) {
+                                let v = v + b;
+                                o.write(match a {
+                                    Some(a) if v < 0.0 => v * a,
+                                    _ => v,
+                                });
+                            }
+                        }
+                    });
+            }
+            Ok(())
+        })?;
+        // SAFETY: the loop above wrote every one of the n·cout·ho·wo values.
+        unsafe { y.set_len(n * cout * ho * wo) };
+        Tensor::from_vec(y, (n, cout, ho, wo), &Device::Cpu)
+    }
+}
+
+/// Buffers kept between calls: fresh pages cost more than the copies (page faults and
+/// zeroing were a third of an upscale's time).
+#[derive(Default)]
+struct Scratch {
+    padded: Vec<f32>,
+    acc: Vec<f32>,
+    /// The geometry (plane, padded width, height, padding) whose zero borders the first
+    /// `zeroed` planes of `padded` hold.
+    geometry: (usize, usize, usize, usize),
+    zeroed: usize,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl Scratch {
+    /// The padded input buffer (zero borders, interiors to be overwritten) and the
+    /// accumulator for `g`.
+    fn get(&mut self, g: &Taps, (h, p): (usize, usize)) -> (&mut [f32], &mut [f32]) {
+        let geometry = (g.plane, g.wp, h, p);
+        if geometry != self.geometry {
+            self.geometry = geometry;
+            self.zeroed = 0;
+        }
+        if self.padded.len() < g.cin * g.plane {
+            self.padded.resize(g.cin * g.plane, 0.0);
+        }
+        if self.zeroed < g.cin {
+            self.padded[self.zeroed * g.plane..g.cin * g.plane].fill(0.0);
+            self.zeroed = g.cin;
+        }
+        if self.acc.len() < g.cout * g.accw {
+            self.acc.resize(g.cout * g.accw, 0.0);
+        }
+        (
+            &mut self.padded[..g.cin * g.plane],
+            &mut self.acc[..g.cout * g.accw],
+        )
+    }
+}
+
+/// Pixels per block of the AVX-512 kernel: two registers of 16 lanes.
+const PIXELS: usize = 32;
+
+/// The kernels of [`conv2d_bias_act`], best first; `EASEL_CONV_KERNEL=gemm` picks the
+/// lesser one on a CPU with AVX-512 (to test what other machines compute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// Direct convolution in AVX-512 registers.
+    Avx512,
+    /// One `gemm` call per tap (any CPU).
+    Gemm,
+}
+
+impl Kernel {
+    pub(crate) fn best() -> Kernel {
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            let forced = std::env::var("EASEL_CONV_KERNEL").is_ok_and(|v| v == "gemm");
+            #[cfg(target_arch = "x86_64")]
+            if !forced && std::arch::is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
+            let _ = forced;
+            Kernel::Gemm
+        })
+    }
+}
+
+/// A stride-1 convolution over a zero-padded input, in padded-width pixel coordinates:
+/// output pixel `j` of tap `(kh, kw)` reads padded pixel `j + kh·wp + kw`.
+struct Taps {
+    cin: usize,
+    cout: usize,
+    k: usize,
+    /// Padded width.
+    wp: usize,
+    /// Values per padded input channel (with spare zeros at the end).
+    plane: usize,
+    /// Values per output channel of `acc` (a whole number of blocks).
+    accw: usize,
+}
+
+impl Taps {
+    /// `acc[co][j] = Σ_{ci, tap} W[co, ci, tap] · padded[ci][j + offset(tap)]`, one GEMM
+    /// per tap over a shifted view (pixels as rows, input channels inner).
+    fn gemm(&self, padded: &[f32], wt: &[f32], acc: &mut [f32]) {
+        let (k, cin, cout) = (self.k, self.cin, self.cout);
+        let par = match rayon::current_num_threads() {
+            0 | 1 => Parallelism::None,
+            t => Parallelism::Rayon(t),
+        };
+        for kh in 0..k {
+            for kw in 0..k {
+                let first = kh == 0 && kw == 0;
+                // SAFETY: every view stays inside `padded` (its spare values cover the
+                // last tap's overrun), `wt` ([cout, cin, k, k]) and `acc` ([cout, accw]).
+                unsafe {
+                    sgemm(
+                        (self.accw, cout, cin),
+                        acc.as_mut_ptr(),
+                        (1, self.accw),
+                        !first,
+                        padded.as_ptr().add(kh * self.wp + kw),
+                        (1, self.plane),
+                        wt.as_ptr().add(kh * k + kw),
+                        (k * k, cin * k * k),
+                        par,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The same sums with the AVX-512 kernel, blocks of pixels spread over threads.
+    fn direct(&self, padded: &[f32], wr: &[f32], acc: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let blocks = self.accw / PIXELS;
+            let per_task = 4;
+            assert!(acc.len() >= self.cout * self.accw);
+            assert!(padded.len() >= self.cin * self.plane);
+            assert!(wr.len() >= self.cin * self.k * self.k * self.cout);
+            let out = SharedPtr(acc.as_mut_ptr());
+            (0..blocks.div_ceil(per_task))
+                .into_par_iter()
+                .for_each(|t| {
+                    for b in t * per_task..((t + 1) * per_task).min(blocks) {
+                        // SAFETY: the CPU has AVX-512 (Kernel::best); the sizes are
+                        // asserted above; each block writes only its own pixels.
+                        unsafe { avx512::block(self, padded, wr, out.get(), b * PIXELS) };
+                    }
+                });
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (padded, wr, acc);
+            unreachable!("the AVX-512 kernel is chosen only on x86-64");
+        }
+    }
+}
+
+/// Output channels per register block of the AVX-512 kernel (2 × 12 accumulators, 2
+/// input loads and 12 weight broadcasts per input channel and tap).
+const OUTS: usize = 12;
+
+/// The blocks of output channels the AVX-512 kernel computes at once: (first, count).
+fn out_blocks(cout: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut o = 0;
+    std::iter::from_fn(move || {
+        let size = match cout - o {
+            0 => return None,
+            OUTS.. => OUTS,
+            8..=11 => 8,
+            4..=7 => 4,
+            l => l,
+        };
+        o += size;
+        Some((o - size, size))
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{out_blocks, Taps, OUTS};
+
+    /// Input channels per pass, so a pass's input (64 channels × k rows × 32 + k pixels)
+    /// stays in L2 while every block of output channels reads it (measured on x4plus at
+    /// 128²: 16 → 7.0 s, 32 → 6.2 s, 64 → 6.2 s, all → 6.5 s).
+    const CHANNELS: usize = 64;
+
+    /// Output pixels `[j, j + 32)` of every output channel.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `padded`, `wr` and `acc` must hold what [`Taps`] says
+    /// and `j + 32 <= accw`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block(t: &Taps, padded: &[f32], wr: &[f32], acc: *mut f32, j: usize) {
+        let taps = t.k * t.k;
+        for c0 in (0..t.cin).step_by(CHANNELS) {
+            let c1 = (c0 + CHANNELS).min(t.cin);
+            for (o, size) in out_blocks(t.cout) {
+                let w = &wr[o * t.cin * taps..(o + size) * t.cin * taps];
+                // SAFETY: as the caller vouches; o + size <= cout.
+                unsafe {
+                    match size {
+                        OUTS => outs::<OUTS>(t, padded, w, acc, j, o, c0..c1),
+                        8 => outs::<8>(t, padded, w, acc, j, o, c0..c1),
+                        4 => outs::<4>(t, padded, w, acc, j, o, c0..c1),
+                        3 => outs::<3>(t, padded, w, acc, j, o, c0..c1),
+                        2 => outs::<2>(t, padded, w, acc, j, o, c0..c1),
+                        _ => outs::<1>(t, padded, w, acc, j, o, c0..c1),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds input channels `cs` of every tap to output channels `[o, o + B)` of pixels
+    /// `[j, j + 32)` (starting from zero on the first pass). `w` is the block's
+    /// `[cin, k, k, B]` weights.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn outs<const B: usize>(
+        t: &Taps,
+        padded: &[f32],
+        w: &[f32],
+        acc: *mut f32,
+        j: usize,
+        o: usize,
+        cs: std::ops::Range<usize>,
+    ) {
+        let taps = t.k * t.k;
+        let first = cs.start == 0;
+        let x = padded.as_ptr();
+        let mut a = [[_mm512_setzero_ps(); 2]; B];
+        if !first {
+            for (b, a) in a.iter_mut().enumerate() {
+                // SAFETY: o + b < cout and j + 32 <= accw.
+                unsafe {
+                    let src = acc.add((o + b) * t.accw + j);
+                    *a = [_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16))];
+                }
+            }
+        }
+        let mut wk = w[cs.start * taps * B..].as_ptr();
+        for ci in cs {
+            for kh in 0..t.k {
+                for kw in 0..t.k {
+                    // SAFETY: j + 32 + (k−1)·wp + k−1 <= plane (Taps::plane's spare
+                    // zeros), ci < cin; `wk` walks `w`'s cin·k·k·B values once.
+                    unsafe {
+                        let src = x.add(ci * t.plane + j + kh * t.wp + kw);
+                        let (x0, x1) = (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)));
+                        for (b, a) in a.iter_mut().enumerate() {
+                            let wb = _mm512_set1_ps(*wk.add(b));
+                            a[0] = _mm512_fmadd_ps(wb, x0, a[0]);
+                            a[1] = _mm512_fmadd_ps(wb, x1, a[1]);
+                        }
+                        wk = wk.add(B);
+                    }
+                }
+            }
+        }
+        for (b, a) in a.iter().enumerate() {
+            // SAFETY: o + b < cout and j + 32 <= accw.
+            unsafe {
+                let dst = acc.add((o + b) * t.accw + j);
+                _mm512_storeu_ps(dst, a[0]);
+                _mm512_storeu_ps(dst.add(16), a[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Both kernels equal Candle's conv2d of the concatenated inputs followed by the bias
+    /// and activation, for channel counts around the AVX-512 kernel's blocks and sizes
+    /// whose last pixel block is partial.
+    #[test]
+    fn matches_candle_conv_bias_and_activation() {
+        let dev = Device::Cpu;
+        let mut kernels = vec![Kernel::Gemm];
+        if Kernel::best() == Kernel::Avx512 {
+            kernels.push(Kernel::Avx512);
+        }
+        for (c1, c2, cout, h, w, k, p) in [
+            (3, 0, 5, 7, 9, 3, 1),
+            (40, 30, 27, 20, 33, 3, 1),
+            (2, 1, 3, 6, 5, 1, 0),
+            (4, 4, 13, 5, 4, 5, 2),
+        ] {
+            let mut parts = vec![Tensor::randn(0f32, 1.0, (2, c1, h, w), &dev).unwrap()];
+            if c2 > 0 {
+                parts.push(Tensor::randn(0f32, 1.0, (2, c2, h, w), &dev).unwrap());
+            }
+            let x = Tensor::cat(&parts, 1).unwrap();
+            let wt = Tensor::randn(0f32, 0.3, (cout, c1 + c2, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+            let slopes: Vec<f32> = (0..cout).map(|c| 0.1 * c as f32).collect();
+            let lin = x
+                .conv2d(&wt, p, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap();
+            let a = Tensor::new(slopes.as_slice(), &dev)
+                .unwrap()
+                .reshape((1, cout, 1, 1))
+                .unwrap();
+            let want = (lin.relu().unwrap()
+                + lin.minimum(0f32).unwrap().broadcast_mul(&a).unwrap())
+            .unwrap();
+            let conv = PackedConv::new(&wt, &b, p, Some(&slopes)).unwrap();
+            let plain = PackedConv::new(&wt, &b, p, None).unwrap();
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            for &kernel in &kernels {
+                let got = conv.forward_with(&refs, kernel).unwrap();
+                let d = max_diff(&got, &want);
+                assert!(
+                    d < 1e-4,
+                    "{kernel:?} {c1}+{c2}→{cout} {w}x{h} k{k}: max difference {d}"
+                );
+                let d = max_diff(&plain.forward_with(&refs, kernel).unwrap(), &lin);
+                assert!(
+                    d < 1e-4,
+                    "{kernel:?} without activation: max difference {d}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The upscaler's network as a small graph of layers, whatever file it came from: ncnn's
+//! `.param` + `.bin` are read into it layer by layer, PyTorch and safetensors weights are
+//! laid out into it by the architecture their keys name. One interpreter runs them all.
+
+use std::sync::Arc;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{Device, Tensor};
+
+use crate::gan::kernels;
+
+/// One layer. Every layer makes one value from the values it names.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// `act(W * x + b)`, stride 1, `k`×`k` kernel, symmetric zero padding; `slopes` is the
+    /// negative-side slope per output channel (a fused LeakyReLU or PReLU), if any.
+    /// Reads the channels of all its inputs, in order (a concatenation fused in).
+    Conv {
+        weight: Tensor,
+        bias: Tensor,
+        padding: usize,
+        slopes: Option<Arc<[f32]>>,
+        /// The weights packed for easel's CPU kernels (when the graph runs on them).
+        packed: Option<Arc<kernels::PackedConv>>,
+    },
+    /// Parametric ReLU, one slope per channel.
+    Prelu(Arc<[f32]>),
+    /// Channels of every input, in order.
+    Concat,
+    /// `Σ coeffs[i] · input[i]`.
+    Sum(Vec<f32>),
+    /// Nearest-neighbour upsampling by a whole factor.
+    Nearest(usize),
+    /// Bicubic resampling (a = −0.75, half-pixel centres, edges clamped) by a factor.
+    Bicubic(f32),
+    /// `[C·r², H, W] → [C, H·r, W·r]` (PyTorch's pixel_shuffle).
+    PixelShuffle(usize),
+    /// `[C, H·r, W·r] → [C·r², H, W]` (PyTorch's pixel_unshuffle).
+    PixelUnshuffle(usize),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    /// The layer's name in the file, for errors.
+    pub name: String,
+    pub op: Op,
+    /// Values read: 0 is the input picture, `i + 1` is node `i`'s output.
+    pub inputs: Vec<usize>,
+}
+
+/// A checked network: every shape fits, and the output is `scale`× the input.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    /// The value that is the picture out.
+    output: usize,
+    /// Input channels (3: RGB).
+    in_channels: usize,
+    /// Whole-number upscaling factor from input to output.
+    scale: usize,
+    /// Parameters, for the summary.
+    params: usize,
+    /// Input sides must be multiples of this (the product of pixel-unshuffle factors).
+    multiple: usize,
+    /// For each value, the last node that reads it (values are freed after it).
+    last_use: Vec<usize>,
+}
+
+/// What a value looks like during the shape check: channels and size relative to the input.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    channels: usize,
+    scale: f64,
+    /// Smallest input side (pixels) for which this value is at least one pixel.
+    min_side: usize,
+}
+
+impl Graph {
+    /// Checks the shapes of `nodes` (whose inputs must come before them) for an input of
+    /// `in_channels`, and finds the overall scale. `what` names the file for errors.
+    pub(crate) fn new(
+        nodes: Vec<Node>,
+        output: usize,
+        in_channels: usize,
+        what: &str,
+    ) -> Result<Self> {
+        let mut metas = vec![Meta {
+            channels: in_channels,
+            scale: 1.0,
+            min_side: 1,
+        }];
+        let mut params = 0;
+        let mut multiple = 1;
+        for (i, node) in nodes.iter().enumerate() {
+            let at = || format!("{what}: layer {} ({})", node.name, i + 1);
+            ensure!(!node.inputs.is_empty(), "{}: has no input", at());
+            for &v in &node.inputs {
+                ensure!(v <= i, "{}: reads a value made later", at());
+            }
+            let ins: Vec<Meta> = node.inputs.iter().map(|&v| metas[v]).collect();
+            let first = ins[0];
+            let same_size = || -> Result<()> {
+                for m in &ins[1..] {
+                    ensure!(
+                        (m.scale - first.scale).abs() < 1e-9,
+                        "{}: joins values of different sizes ({}x and {}x the input)",
+                        at(),
+                        first.scale,
+                        m.scale
+                    );
+                }
+                Ok(())
+            };
+            let out = match &node.op {
+                Op::Conv {
+                    weight,
+                    bias,
+                    padding,
+                    slopes,
+                    ..
+                } => {
+                    same_size()?;
+                    let channels: usize = ins.iter().map(|m| m.channels).sum();
+                    let (cout, cin, kh, kw) = weight.dims4().with_context(at)?;
+                    ensure!(
+                        kh == kw && kh % 2 == 1 && *padding == kh / 2,
+                        "{}: only odd square kernels padded to keep the size are supported (kernel {kh}x{kw}, padding {padding})",
+                        at()
+                    );
+                    ensure!(
+                        cin == channels,
+                        "{}: the weights expect {cin} input channels, the layer gets {channels}",
+                        at()
+                    );
+                    ensure!(
+                        bias.dims1().with_context(at)? == cout,
+                        "{}: {cout} filters but a bias of {}",
+                        at(),
+                        bias.elem_count()
+                    );
+                    if let Some(s) = slopes {
+                        ensure!(
+                            s.len() == cout,
+                            "{}: {cout} filters but {} slopes",
+                            at(),
+                            s.len()
+                        );
+                    }
+                    params += weight.elem_count() + cout;
+                    Meta {
+                        channels: cout,
+                        ..first
+                    }
+                }
+                Op::Prelu(slopes) => {
+                    ensure!(
+                        slopes.len() == first.channels || slopes.len() == 1,
+                        "{}: {} slopes for {} channels",
+                        at(),
+                        slopes.len(),
+                        first.channels
+                    );
+                    params += slopes.len();
+                    first
+                }
+                Op::Concat => {
+                    same_size()?;
+                    Meta {
+                        channels: ins.iter().map(|m| m.channels).sum(),
+                        ..first
+                    }
+                }
+                Op::Sum(coeffs) => {
+                    same_size()?;
+                    ensure!(
+                        coeffs.len() == ins.len(),
+                        "{}: {} coefficients for {} inputs",
+                        at(),
+                        coeffs.len(),
+                        ins.len()
+                    );
+                    for m in &ins[1..] {
+                        ensure!(
+                            m.channels == first.channels,
+                            "{}: adds {} channels to {}",
+                            at(),
+                            m.channels,
+                            first.channels
+                        );
+                    }
+                    first
+                }
+                Op::Nearest(r) => {
+                    ensure!(*r >= 1, "{}: upsampling by {r}", at());
+                    Meta {
+                        scale: first.scale * *r as f64,
+                        ..first
+                    }
+                }
+                Op::Bicubic(s) => {
+                    ensure!(*s > 0.0 && s.is_finite(), "{}: resampling by {s}", at());
+                    let scale = first.scale * f64::from(*s);
+                    let min_side = ((1.0 / scale).ceil() as usize).max(first.min_side);
+                    Meta {
+                        scale,
+                        min_side,
+                        ..first
+                    }
+                }
+                Op::PixelShuffle(r) => {
+                    ensure!(
+                        *r >= 1 && first.channels % (r * r) == 0,
+                        "{}: pixel shuffle by {r} of {} channels",
+                        at(),
+                        first.channels
+                    );
+                    Meta {
+                        channels: first.channels / (r * r),
+                        scale: first.scale * *r as f64,
+                        ..first
+                    }
+                }
+                Op::PixelUnshuffle(r) => {
+                    ensure!(*r >= 1, "{}: pixel unshuffle by {r}", at());
+                    multiple *= r;
+                    Meta {
+                        channels: first.channels * r * r,
+                        scale: first.scale / *r as f64,
+                        min_side: first.min_side.max(*r),
+                    }
+                }
+            };
+            metas.push(out);
+        }
+        ensure!(
+            output < metas.len(),
+            "{what}: the output value does not exist"
+        );
+        let out = metas[output];
+        ensure!(
+            out.channels == in_channels,
+            "{what}: the network makes {} channels from {in_channels}; an upscaler keeps them",
+            out.channels
+        );
+        let scale = out.scale.round();
+        ensure!(
+            (out.scale - scale).abs() < 1e-6 && scale >= 1.0,
+            "{what}: the network scales by {}, not a whole factor",
+            out.scale
+        );
+        let mut last_use = vec![0; metas.len()];
+        for (i, node) in nodes.iter().enumerate() {
+            for &v in &node.inputs {
+                last_use[v] = i;
+            }
+        }
+        last_use[output] = usize::MAX;
+        Ok(Graph {
+            nodes,
+            output,
+            in_channels,
+            scale: scale as usize,
+            params,
+            multiple,
+            last_use,
+        })
+    }
+
+    pub fn scale(&self) -> usize {
+        self.scale
+    }
+
+    pub fn parameters(&self) -> usize {
+        self.params
+    }
+
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    /// Input sides must be multiples of this.
+    pub fn multiple(&self) -> usize {
+        self.multiple
+    }
+
+    /// Moves the weights to `device` (packing them for easel's kernels on the CPU).
+    pub(crate) fn to_device(&self, device: &Device) -> Result<Self> {
+        let mut g = self.clone();
+        for node in &mut g.nodes {
+            if let Op::Conv {
+                weight,
+                bias,
+                padding,
+                slopes,
+                packed,
+            } = &mut node.op
+            {
+                *weight = weight.to_device(device)?;
+                *bias = bias.to_device(device)?;
+                *packed = if kernels::enabled(device) {
+                    Some(Arc::new(kernels::PackedConv::new(
+                        weight,
+                        bias,
+                        *padding,
+                        slopes.as_deref(),
+                    )?))
+                } else {
+                    None
+                };
+            }
+        }
+        Ok(g)
+    }
+
+    /// Runs the network on `x` (`[1, C, H, W]`, values in [0, 1]).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut values: Vec<Option<Tensor>> = vec![None; self.nodes.len() + 1];
+        values[0] = Some(x.clone());
+        for (i, node) in self.nodes.iter().enumerate() {
+            let ins: Vec<&Tensor> = node
+                .inputs
+                .iter()
+                .map(|&v| {
+                    values[v]
+                        .as_ref()
+                        .expect("a value is kept until its last use")
+                })
+                .collect();
+            let y = run(&node.op, &ins).with_context(|| format!("layer {}", node.name))?;
+            values[i + 1] = Some(y);
+            for &v in &node.inputs {
+                if self.last_use[v] == i {
+                    values[v] = None;
+                }
+            }
+        }
+        Ok(values[self.output].take().expect("the output is kept"))
+    }
+}
+
+fn run(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
+    let x = ins[0];
+    Ok(match op {
+        Op::Conv {
+            weight,
+            bias,
+            padding,
+            slopes,
+            packed,
+        } => {
+            if let Some(conv) = packed {
+                conv.forward(ins)?
+            } else {
+                let cout = bias.elem_count();
+                let cat;
+                let x = if ins.len() > 1 {
+                    cat = Tensor::cat(ins, 1)?;
+                    &cat
+                } else {
+                    x
+                };
+                let y = x
+                    .conv2d(weight, *padding, 1, 1, 1)?
+                    .broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
+                match slopes {
+                    Some(s) => prelu(&y, s)?,
+                    None => y,
+                }
+            }
+        }
+        Op::Prelu(s) => prelu(x, s)?,
+        Op::Concat => Tensor::cat(ins, 1)?,
+        Op::Sum(coeffs) => {
+            let mut acc = scaled(x, coeffs[0])?;
+            for (t, &c) in ins[1..].iter().zip(&coeffs[1..]) {
+                acc = (acc + scaled(t, c)?)?;
+            }
+            acc
+        }
+        Op::Nearest(r) => {
+            let (_, _, h, w) = x.dims4()?;
+            x.upsample_nearest2d(h * r, w * r)?
+        }
+        Op::Bicubic(s) => super::resize::bicubic_tensor(x, *s)?,
+        Op::PixelShuffle(r) => {
+            let (n, c, h, w) = x.dims4()?;
+            let c2 = c / (r * r);
+            x.reshape((n, c2, *r, *r, h, w))?
+                .permute((0, 1, 4, 2, 5, 3))?
+                .reshape((n, c2, h * r, w * r))?
+        }
+        Op::PixelUnshuffle(r) => {
+            let (n, c, h, w) = x.dims4()?;
+            if h % r != 0 || w % r != 0 {
+                bail!("pixel unshuffle by {r} of a {w}x{h} picture");
+            }
+            x.reshape((n, c, h / r, *r, w / r, *r))?
+                .permute((0, 1, 3, 5, 2, 4))?
+                .reshape((n, c * r * r, h / r, w / r))?
+        }
+    })
+}
+
+fn scaled(t: &Tensor, c: f32) -> candle_core::Result<Tensor> {
+    if c == 1.0 {
+        Ok(t.clone())
+    } else {
+        t.affine(f64::from(c), 0.0)
+    }
+}
+
+fn prelu(x: &Tensor, slopes: &[f32]) -> candle_core::Result<Tensor> {
+    let c = x.dim(1)?;
+    let a = if slopes.len() == 1 {
+        Tensor::full(slopes[0], (1, c, 1, 1), x.device())?
+    } else {
+        Tensor::new(slopes, x.device())?.reshape((1, c, 1, 1))?
+    };
+    x.relu()? + x.minimum(0f32)?.broadcast_mul(&a)?
+}
+
+/// Fuses layers into the convolutions around them: a concatenation read only by a
+/// convolution becomes that convolution's inputs (the CPU kernel copies them into its
+/// padded buffer side by side anyway), and a PReLU that alone reads a convolution's output
+/// becomes its slopes (applied while the output is in cache).
+pub(crate) fn fuse(nodes: Vec<Node>, output: &mut usize) -> Vec<Node> {
+    let mut readers = vec![0usize; nodes.len() + 1];
+    for n in &nodes {
+        for &v in &n.inputs {
+            readers[v] += 1;
+        }
+    }
+    readers[*output] += 1;
+    // new_id[v]: the value v became (a fused-away concatenation keeps its inputs' list).
+    let mut new_id: Vec<usize> = vec![0];
+    let mut concat_inputs: Vec<Option<Vec<usize>>> = vec![None];
+    let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let mut inputs: Vec<usize> = node.inputs.iter().map(|&v| new_id[v]).collect();
+        if let (Op::Conv { .. }, [src]) = (&node.op, node.inputs.as_slice()) {
+            if let Some(list) = concat_inputs.get(*src).and_then(|c| c.clone()) {
+                if readers[*src] == 1 {
+                    inputs = list;
+                }
+            }
+        }
+        if let (Op::Prelu(s), [src]) = (&node.op, node.inputs.as_slice()) {
+            if *src > 0 && readers[*src] == 1 {
+                if let Some(prev) = out.get_mut(new_id[*src] - 1) {
+                    if let Op::Conv {
+                        slopes: slot @ None,
+                        bias,
+                        ..
+                    } = &mut prev.op
+                    {
+                        let cout = bias.elem_count();
+                        *slot = Some(if s.len() == 1 {
+                            vec![s[0]; cout].into()
+                        } else {
+                            s.clone()
+                        });
+                        new_id.push(new_id[*src]);
+                        concat_inputs.push(None);
+                        continue;
+                    }
+                }
+            }
+        }
+        concat_inputs.push(matches!(node.op, Op::Concat).then(|| inputs.clone()));
+        out.push(Node { inputs, ..node });
+        new_id.push(out.len());
+    }
+    *output = new_id[*output];
+    prune(out, output)
+}
+
+/// Drops nodes nothing reads any more (concatenations fused into their convolution),
+/// renumbering the values.
+fn prune(nodes: Vec<Node>, output: &mut usize) -> Vec<Node> {
+    let mut used = vec![false; nodes.len() + 1];
+    used[*output] = true;
+    for (i, n) in nodes.iter().enumerate().rev() {
+        if used[i + 1] {
+            for &v in &n.inputs {
+                used[v] = true;
+            }
+        }
+    }
+    let mut new_id = vec![0usize; nodes.len() + 1];
+    let mut out = Vec::with_capacity(nodes.len());
+    for (i, n) in nodes.into_iter().enumerate() {
+        if used[i + 1] {
+            let inputs = n.inputs.iter().map(|&v| new_id[v]).collect();
+            out.push(Node { inputs, ..n });
+            new_id[i + 1] = out.len();
+        }
+    }
+    *output = new_id[*output];
+    out
+}
