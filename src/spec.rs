@@ -474,3 +474,81 @@ fn parse_spec(mut map: MapReader, script: &Arc<Script>) -> Result<Spec, SketchEr
     map.finish()?;
     Ok(spec)
 }
+
+/// The weights of a CPPN network (bred in the studio), as the spec layer hands them out.
+pub use crate::cppn::net::Network as CppnNetwork;
+
+/// An ESRGAN upscale applied to a picture: kept with a favourite (as the PNG text chunk
+/// [`crate::recipe::KEY_UPSCALE`], the same JSON `easel upscale` writes) so the picture
+/// can be made again. The studio and the commands reach the upscaler through this.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Upscaling {
+    /// A shipped model's name or a path.
+    pub model: String,
+    pub tile: u32,
+    pub tile_pad: u32,
+}
+
+impl Upscaling {
+    /// `model` with the default tiling.
+    pub fn new(model: &str) -> Self {
+        let t = crate::upscale::Tiling::default();
+        Upscaling {
+            model: model.to_string(),
+            tile: t.tile,
+            tile_pad: t.pad,
+        }
+    }
+
+    /// The upscale an easel PNG records, if any.
+    pub fn of_png(path: &Path) -> anyhow::Result<Option<Self>> {
+        match crate::recipe::read_tag(path, crate::recipe::KEY_UPSCALE)? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: its upscale recipe is not readable: {e}",
+                    path.display()
+                )
+            }),
+        }
+    }
+
+    /// The text chunk recording this upscale of `input` (what it was made from).
+    pub fn tag(&self, input: &str) -> (&'static str, String) {
+        let json = serde_json::json!({
+            "model": self.model,
+            "tile": self.tile,
+            "tile_pad": self.tile_pad,
+            "input": input,
+        });
+        (crate::recipe::KEY_UPSCALE, json.to_string())
+    }
+
+    /// Upscales `image` on the CPU, calling `progress(done, total)` per tile. The model
+    /// is loaded once per process and kept for the next call.
+    pub fn apply(
+        &self,
+        image: &DynamicImage,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> anyhow::Result<DynamicImage> {
+        use crate::upscale::{Tiling, Upscaler};
+        use std::sync::Mutex;
+        static LOADED: Mutex<Option<(String, Arc<Upscaler>)>> = Mutex::new(None);
+        let up = {
+            let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+            match &*loaded {
+                Some((model, up)) if *model == self.model => up.clone(),
+                _ => {
+                    let up = Arc::new(Upscaler::load(&self.model, &candle_core::Device::Cpu)?);
+                    *loaded = Some((self.model.clone(), up.clone()));
+                    up
+                }
+            }
+        };
+        let tiling = Tiling {
+            tile: self.tile,
+            pad: self.tile_pad,
+        };
+        up.upscale(image, tiling, progress)
+    }
+}

@@ -191,6 +191,26 @@ fn check_passes_bundled_sketches_and_fails_on_a_broken_one() {
         err.contains("broken.rhai:3:9: \"tile\" must be from 2 to 4096, got -3"),
         "{err}"
     );
+
+    // A broken file among good ones: every file is checked and reported, then exit 1.
+    std::fs::write(
+        dir.path().join("good.rhai"),
+        std::fs::read_to_string(bundled("truchet_arcs.rhai")).unwrap(),
+    )
+    .unwrap();
+    let out = easel(&["check", "broken.rhai", "good.rhai"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("err broken.rhai") && stdout.contains("ok  good.rhai"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 sketches failed"));
+    // A folder: its .rhai files.
+    let out = easel(&["check", "."], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
 }
 
 #[test]
@@ -511,6 +531,9 @@ fn the_studio_and_watch_explain_what_they_need() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere is not a folder of sketches"));
     let out = easel(&["watch", "runs/none"], dir.path());
     assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runs/none does not exist"));
+    std::fs::create_dir_all(dir.path().join("runs/empty")).unwrap();
+    let out = easel(&["watch", "runs/empty"], dir.path());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no status.json"));
 }
 
@@ -669,4 +692,44 @@ fn init_writes_the_bundled_sketches_and_keeps_files_already_there() {
         .join("elsewhere/sketches/truchet_knobs.rhai")
         .exists());
     assert!(String::from_utf8_lossy(&out.stderr).contains("easel studio elsewhere/sketches"));
+}
+
+#[test]
+fn sample_and_watch_say_what_their_source_must_be() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sketches")).unwrap();
+    let out = easel(&["sample", "sketches", "-o", "s.png"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sketches is neither a run directory") && err.contains("model folder"),
+        "{err}"
+    );
+    for args in [
+        &["sample", "missing", "-o", "s.png"][..],
+        &["watch", "missing"],
+    ] {
+        let out = easel(args, dir.path());
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("missing does not exist"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn render_of_a_name_in_sketches_suggests_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sketches")).unwrap();
+    std::fs::copy(
+        bundled("truchet_arcs.rhai"),
+        dir.path().join("sketches/truchet_arcs.rhai"),
+    )
+    .unwrap();
+    let out = easel(&["render", "truchet_arcs.rhai"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did you mean sketches/truchet_arcs.rhai?"),
+        "{err}"
+    );
 }

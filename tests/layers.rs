@@ -90,3 +90,32 @@ fn no_module_imports_a_layer_above_its_own() {
         "imports that point up or sideways: {upward:#?}"
     );
 }
+
+/// Model internals the studio reaches only through `spec` (`spec::Upscaling`,
+/// `spec::CppnNetwork`), so a model's modules can change without touching the studio.
+/// (Its render worker still calls the renderers `cppn::render`, `truchet` and the GAN
+/// sampler `gan::saved` directly.)
+const STUDIO_FORBIDDEN: &[&str] = &["crate::upscale", "crate::cppn::net"];
+
+#[test]
+fn the_studio_reaches_the_upscaler_and_cppn_weights_through_spec() {
+    let studio = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/studio");
+    let mut files = vec![];
+    visit(&studio, &mut files);
+    let mut found = vec![];
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for f in STUDIO_FORBIDDEN {
+                if code.contains(f) {
+                    found.push(format!("{}:{}: {f}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "model internals in the studio: {found:#?}"
+    );
+}

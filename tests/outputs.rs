@@ -189,6 +189,7 @@ fn two_favourites_in_one_second_get_two_files() {
     let fav = easel::studio::app::Favourite::Picture {
         name: "grid".into(),
         image: std::sync::Arc::new(img),
+        upscale: None,
     };
     let paths: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)

@@ -277,6 +277,7 @@ fn s_saves_the_shown_source_as_a_favourite() {
             source: Arc::new("// source of sketches/a.rhai".into()),
             seed: Some(7),
             knobs: Knobs::new(),
+            upscale: None,
         })]
     );
     app.update(Msg::FavouriteSaved(Ok(PathBuf::from("favourites/a-1.png"))));
@@ -295,6 +296,7 @@ fn a_favourite_file_carries_a_recipe_that_renders_the_same_bytes() {
             source: Arc::new(source.clone()),
             seed: None,
             knobs: Knobs::new(),
+            upscale: None,
         },
     )
     .unwrap();
@@ -317,6 +319,7 @@ fn a_favourite_file_carries_a_recipe_that_renders_the_same_bytes() {
             source: Arc::new(source),
             seed: None,
             knobs: Knobs::new(),
+            upscale: None,
         },
     )
     .unwrap();
@@ -677,6 +680,7 @@ fn n_and_shift_n_step_the_seed_without_the_file_and_the_title_shows_it() {
             source: Arc::new("// source of sketches/a.rhai".into()),
             seed: Some(6),
             knobs: Knobs::new(),
+            upscale: None,
         })]
     );
 
@@ -1114,6 +1118,7 @@ fn a_favourite_with_seed_and_knobs_renders_the_same_bytes_from_its_recipe() {
             source: Arc::new(source),
             seed: Some(12345),
             knobs: knobs.clone(),
+            upscale: None,
         },
     )
     .unwrap();
@@ -2365,4 +2370,85 @@ fn a_newer_request_stops_the_running_render_and_is_the_one_shown() {
             .all(|m| !matches!(m, Msg::Rendered(r) if r.id == 1)),
         "the superseded render was finished and sent"
     );
+}
+
+#[test]
+fn u_upscales_the_shown_picture_and_s_then_saves_the_upscale_in_its_recipe() {
+    let (mut app, effects) = studio(&["a"]);
+    assert!(app.update(key('u')).is_empty(), "nothing shown yet");
+    app.update(rendered(&render_request(&effects), Kind::Truchet, false));
+    let shown = app.picture.clone().unwrap();
+    let [Effect::Upscale(job)] = &app.update(key('u'))[..] else {
+        panic!("u asks for an upscale");
+    };
+    assert_eq!((&job.path, job.serial), (&shown.path, shown.serial));
+    let up = spec::Upscaling::new("realesr-animevideov3-x4");
+    let (w, h) = (shown.image.width() * 4, shown.image.height() * 4);
+    let big = Arc::new(DynamicImage::ImageRgb8(RgbImage::new(w, h)));
+    app.update(Msg::Upscaled(easel::studio::app::Upscaled {
+        path: job.path.clone(),
+        serial: job.serial,
+        result: Ok((big.clone(), up.clone())),
+    }));
+    let now = app.picture.clone().unwrap();
+    assert_eq!(now.image, big, "the upscaled picture is shown");
+    assert!(now.caption.contains("upscaled"), "{}", now.caption);
+    assert!(app.update(key('u')).is_empty(), "not twice");
+    let [Effect::SaveFavourite(Favourite::Sketch { upscale, .. })] = &app.update(key('s'))[..]
+    else {
+        panic!("s saves the sketch");
+    };
+    assert_eq!(upscale.as_ref(), Some(&up));
+    // An upscale that finishes after the preview moved on is not shown.
+    let job_serial = now.serial;
+    app.update(rendered(&render_request(&effects), Kind::Truchet, false));
+    app.update(Msg::Upscaled(easel::studio::app::Upscaled {
+        path: path("a"),
+        serial: job_serial,
+        result: Ok((big.clone(), up)),
+    }));
+    assert_ne!(app.picture.clone().unwrap().image, big);
+}
+
+#[test]
+fn an_upscaled_favourite_renders_again_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketch_path = Path::new("sketches/truchet_triangles.rhai");
+    let source = std::fs::read_to_string(sketch_path).unwrap();
+    // Small, so the test is quick: the sketch at 48x48, upscaled x2.
+    let source = source.replace("size: 512,", "size: 48,");
+    assert!(source.contains("size: 48,"));
+    let saved = save_favourite(
+        dir.path(),
+        &Favourite::Sketch {
+            path: sketch_path.into(),
+            source: Arc::new(source),
+            seed: Some(3),
+            knobs: Knobs::new(),
+            upscale: Some(spec::Upscaling::new("realesr-animevideov3-x2")),
+        },
+    )
+    .unwrap();
+    let recipe = easel::recipe::read_recipe(&saved).unwrap();
+    let saved_img = image::open(&saved).unwrap();
+    assert_eq!(
+        (saved_img.width(), saved_img.height()),
+        (recipe.width * 2, recipe.height * 2)
+    );
+    let again = dir.path().join("again.png");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(["render", "--from"])
+        .arg(&saved)
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(image::open(&again).unwrap(), saved_img);
+    let up = spec::Upscaling::of_png(&again).unwrap();
+    assert_eq!(up.map(|u| u.model), Some("realesr-animevideov3-x2".into()));
 }

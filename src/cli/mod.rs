@@ -53,7 +53,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Write a folder of images from a sketch, one subfolder per class.
     Dataset(dataset::DatasetArgs),
-    /// Check sketches for errors (loads and renders each); non-zero exit on the first problem.
+    /// Check sketches (files or folders) for errors: loads and renders each, reports every
+    /// one; non-zero exit if any failed.
     Check(check::CheckArgs),
     /// Print a preview of every sketch in a folder to the terminal.
     Gallery(gallery::GalleryArgs),
@@ -78,6 +79,9 @@ pub struct StudioArgs {
     /// Where `t` trains: cpu, cuda, cuda:N or auto (see `easel train --help`).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: crate::device::DeviceArg,
+    /// The ESRGAN model `u` upscales the preview with (see `easel upscale --help`).
+    #[arg(long, default_value = studio::DEFAULT_UPSCALER, value_name = "MODEL")]
+    pub upscale: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,12 +107,13 @@ pub fn main() -> ExitCode {
         Some(Command::Check(a)) => check::run(a),
         Some(Command::Gallery(a)) => gallery::run(a),
         Some(Command::Init(a)) => init::run(a),
-        Some(Command::Studio(a)) => studio::studio(&a.dir, a.graphics, a.device),
+        Some(Command::Studio(a)) => studio::studio(&a.dir, a.graphics, a.device, &a.upscale),
         Some(Command::Watch(a)) => studio::watch(&a.run_dir, a.graphics),
         None => studio::studio(
             Path::new("sketches"),
             Graphics::Halfblocks,
             crate::device::DeviceArg::Cpu,
+            studio::DEFAULT_UPSCALER,
         ),
     };
     match result {

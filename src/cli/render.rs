@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -59,6 +59,11 @@ pub(crate) fn run(args: RenderArgs) -> Result<()> {
         knobs.extend(args.set.iter().cloned());
         knobs
     };
+    // A favourite saved from an upscaled picture records the upscale: made again here.
+    let upscaling = match &args.from {
+        Some(png) => spec::Upscaling::of_png(png)?,
+        None => None,
+    };
     let (mut sketch, mut class, mut seed, mut size) = match (&args.sketch, &args.from) {
         (_, Some(png)) => {
             let r = recipe::read_recipe(png)?;
@@ -77,6 +82,14 @@ pub(crate) fn run(args: RenderArgs) -> Result<()> {
             )
         }
         (Some(path), None) => {
+            let beside = Path::new("sketches").join(path);
+            if !path.exists() && path.is_relative() && beside.is_file() {
+                bail!(
+                    "{} does not exist; did you mean {}?",
+                    path.display(),
+                    beside.display()
+                );
+            }
             let source = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read sketch {}", path.display()))?;
             let sketch = spec::load_knobs(path, source, &set_knobs(Knobs::new()))?;
@@ -100,7 +113,13 @@ pub(crate) fn run(args: RenderArgs) -> Result<()> {
     }
     let started = Instant::now();
     super::prepare(&sketch.spec_for(class.as_deref(), seed, size)?);
-    let (img, recipe) = sketch.render(class.as_deref(), seed, size)?;
+    let (mut img, recipe) = sketch.render(class.as_deref(), seed, size)?;
+    let mut tags = vec![];
+    if let Some(up) = &upscaling {
+        img = up.apply(&img, &mut |_, _| {})?;
+        tags.push(up.tag(&format!("{} as rendered", recipe.name)));
+        eprintln!("upscaled with {} (as the recipe records)", up.model);
+    }
     let took = started.elapsed();
 
     let output = match (&args.output, args.show) {
@@ -109,12 +128,12 @@ pub(crate) fn run(args: RenderArgs) -> Result<()> {
         (None, false) => Some(PathBuf::from(format!("{}.png", recipe.name))),
     };
     if let Some(out) = &output {
-        recipe::write_image(out, &img, Some(&recipe))?;
+        recipe::write_image_tagged(out, &img, Some(&recipe), &tags)?;
         eprintln!(
             "wrote {} ({}x{}, seed {}, {} ms)",
             out.display(),
-            recipe.width,
-            recipe.height,
+            img.width(),
+            img.height(),
             recipe.seed,
             took.as_millis()
         );

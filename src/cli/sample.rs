@@ -11,6 +11,7 @@ use crate::gan::layers::{normal, Ctx};
 use crate::gan::saved::{load_generator, sample_sketch, truncated_noise, LoadedGenerator, Pick};
 use crate::gan::train::{grid, labels_in_turn};
 use crate::recipe;
+use crate::upscale::{Tiling, Upscaler};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -58,6 +59,10 @@ pub struct SampleArgs {
     /// and code written out), to render at any size, animate or remix.
     #[arg(long, value_name = "FILE.rhai")]
     pub export_sketch: Option<PathBuf>,
+    /// Upscale every sample with an ESRGAN model before the grid is made: a shipped
+    /// model's name, an ncnn .param, a .pth or a .safetensors (see `easel upscale --help`).
+    #[arg(long, value_name = "MODEL")]
+    pub upscale: Option<String>,
     /// cpu, cuda, cuda:N or auto (see `easel train --help`).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceArg,
@@ -119,12 +124,29 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
     };
     if (args.size.is_some() || args.export_sketch.is_some()) && loaded.g.cppn().is_none() {
         bail!(
-            "--size and --export-sketch need a CPPN generator (model \"cppn\"); {} is a {:?} drawing {} px",
+            "--size and --export-sketch need a CPPN generator (model \"cppn\"); {} is a {} model drawing {} px",
             args.source.display(),
             loaded.g.spec.model,
             loaded.g.spec.image_size
         );
     }
+    if args.upscale.is_some() && (args.size.is_some() || args.export_sketch.is_some()) {
+        bail!("--upscale enlarges a generator's pixels; a CPPN generator renders at any --size directly");
+    }
+    let upscaler = match &args.upscale {
+        Some(model) => {
+            let up = Upscaler::load(model, &device)?;
+            eprintln!("upscaling each sample with {model} ({})", up.summary());
+            Some(up)
+        }
+        None => None,
+    };
+    let finish = |images: Tensor| -> Result<Tensor> {
+        match &upscaler {
+            Some(up) => upscale_samples(&images, up),
+            None => Ok(images),
+        }
+    };
     if args.size.is_some() && args.interpolate {
         bail!(
             "--size renders stills; for a large animation, --export-sketch and `easel animate` it"
@@ -135,7 +157,7 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
         if args.size.is_some() || args.export_sketch.is_some() {
             return render_cppn_samples(&args, &loaded, &z);
         }
-        let images = loaded.g.forward(&z, &labels, &ctx)?;
+        let images = finish(loaded.g.forward(&z, &labels, &ctx)?)?;
         recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
         eprintln!(
             "wrote {} ({})",
@@ -154,10 +176,11 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
             .zip(&b)
             .map(|(x, y)| x * theta.cos() + y * theta.sin())
             .collect();
-        let images =
-            loaded
-                .g
-                .forward(&Tensor::from_vec(z, (n, latent), &device)?, &labels, &ctx)?;
+        let images = finish(loaded.g.forward(
+            &Tensor::from_vec(z, (n, latent), &device)?,
+            &labels,
+            &ctx,
+        )?)?;
         frames.push(grid(&images, args.threshold)?.to_rgb8());
     }
     recipe::write_gif(&args.output, &frames, 6)?;
@@ -220,4 +243,60 @@ fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) 
         super::count(codes.len(), "sample")
     );
     Ok(())
+}
+
+/// Each sample of `images` (`[N, C, H, W]` in [−1, 1]) through the upscaler, back in the
+/// same form (grey samples stay grey: the mean of the upscaled channels; RGBA keeps its
+/// alpha).
+fn upscale_samples(images: &Tensor, up: &Upscaler) -> Result<Tensor> {
+    let (n, c, h, w) = images.dims4()?;
+    let values: Vec<f32> = images.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
+    let s = up.scale() as usize;
+    let (ho, wo) = (h * s, w * s);
+    let mut out = Vec::with_capacity(n * c * ho * wo);
+    let level = |v: f32| ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
+    for sample in values.chunks_exact(c * h * w) {
+        let plane = |k: usize| &sample[k * h * w..(k + 1) * h * w];
+        let img = match c {
+            1 => image::DynamicImage::ImageLuma8(
+                image::GrayImage::from_raw(
+                    w as u32,
+                    h as u32,
+                    plane(0).iter().map(|&v| level(v)).collect(),
+                )
+                .context("sample size")?,
+            ),
+            3 | 4 => {
+                let values: Vec<u8> = (0..h * w)
+                    .flat_map(|i| (0..c).map(move |k| level(sample[k * h * w + i])))
+                    .collect();
+                let (w, h) = (w as u32, h as u32);
+                if c == 3 {
+                    image::DynamicImage::ImageRgb8(
+                        image::RgbImage::from_raw(w, h, values).context("sample size")?,
+                    )
+                } else {
+                    image::DynamicImage::ImageRgba8(
+                        image::RgbaImage::from_raw(w, h, values).context("sample size")?,
+                    )
+                }
+            }
+            other => bail!("--upscale takes grey, RGB or RGBA samples, not {other} channels"),
+        };
+        // RGBA keeps its alpha (resized beside the network).
+        let big = up
+            .upscale(&img, Tiling::default(), &mut |_, _| {})?
+            .to_rgba8();
+        let to_unit = |v: u8| f32::from(v) / 127.5 - 1.0;
+        if c == 1 {
+            out.extend(big.pixels().map(|p| {
+                to_unit(((u16::from(p.0[0]) + u16::from(p.0[1]) + u16::from(p.0[2]) + 1) / 3) as u8)
+            }));
+        } else {
+            for k in 0..c {
+                out.extend(big.pixels().map(|p| to_unit(p.0[k])));
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, (n, c, ho, wo), images.device())?)
 }

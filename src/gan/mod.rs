@@ -34,6 +34,18 @@ pub enum ModelKind {
     Cppn,
 }
 
+impl std::fmt::Display for ModelKind {
+    /// The word a sketch writes (`model: "cdcgan"`), for messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelKind::Dcgan => "dcgan",
+            ModelKind::Cdcgan => "cdcgan",
+            ModelKind::Can => "can",
+            ModelKind::Cppn => "cppn",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Loss {

@@ -56,6 +56,18 @@ pub fn load_generator(
     device: &Device,
 ) -> Result<LoadedGenerator> {
     let checkpoint_prefix = if raw { "g." } else { "ema." };
+    if !source.exists() {
+        bail!("{} does not exist", source.display());
+    }
+    let looks_like_run = source.join("generator.safetensors").exists()
+        || source.join("checkpoints").is_dir()
+        || source.join("status.json").exists();
+    if source.is_dir() && !looks_like_run {
+        bail!(
+            "{} is neither a run directory (runs/NAME, written by `easel train`) nor a model folder (models/NAME): it has no generator.safetensors or checkpoints/",
+            source.display()
+        );
+    }
     let (file, prefix) = if source.is_dir() {
         let checkpoints = source.join("checkpoints");
         let generator = source.join("generator.safetensors");

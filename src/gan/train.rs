@@ -101,7 +101,7 @@ impl Trainer {
         let classes = class_names.len();
         if matches!(spec.model, ModelKind::Cdcgan | ModelKind::Can) && classes < 2 {
             bail!(
-                "{:?} needs labelled data with at least 2 classes (a sketch with `classes`, or a folder with subfolders); found {classes}",
+                "model \"{}\" needs labelled data with at least 2 classes (a sketch with `classes`, or a folder with subfolders); found {classes}",
                 spec.model
             );
         }

@@ -287,6 +287,9 @@ impl RunDir {
     }
 
     pub fn read_status(&self) -> Result<Status> {
+        if !self.path.exists() {
+            anyhow::bail!("{} does not exist", self.path.display());
+        }
         let text = std::fs::read_to_string(self.status_path()).with_context(|| {
             format!(
                 "{} has no status.json (not a run directory?)",

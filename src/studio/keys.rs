@@ -36,6 +36,7 @@ pub enum Action {
     Weaker,
     CloseVariations,
     Export,
+    Upscale,
     Help,
     Quit,
 }
@@ -243,12 +244,15 @@ pub const KEYS: &[Binding] = &[
     row(
         Export,
         &[Char('e')],
-        "e",
-        "export: type a size (4096, 3840x2160, gif)",
+        "e  u",
+        "export (4096, 3840x2160, gif) / upscale (ESRGAN)",
     )
     .hint("e", "export", 6)
     .studio_only()
     .shown(Shown::Pictures),
+    row(Upscale, &[Char('u')], "", "")
+        .hint("u", "upscale", 6)
+        .shown(Shown::Pictures),
     row(
         Fullscreen,
         &[Char('f')],

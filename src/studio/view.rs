@@ -453,7 +453,7 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
             let mut lines = vec![Line::from(name.bold())];
             if let Some(spec) = app.run.as_ref().and_then(|r| r.spec.as_ref()) {
                 lines.push(Line::from(format!(
-                    "{:?} {}px ×{}",
+                    "{} {}px ×{}",
                     spec.model, spec.image_size, spec.channels
                 )));
                 lines.push(Line::from(format!(
@@ -498,7 +498,8 @@ fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect)
         title.push_str(&format!(" · {n}"));
     }
     match (picture, &app.error) {
-        (_, Some(_)) => title.push_str(" · error (last good image kept) "),
+        (Some(_), Some(_)) => title.push_str(" · error (last good image kept) "),
+        (None, Some(_)) => title.push_str(" · error (no good image yet) "),
         (Some(p), None) => title.push_str(&format!(" · {} ", p.caption)),
         (None, None) => title.push(' '),
     }

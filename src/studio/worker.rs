@@ -186,7 +186,7 @@ pub fn spawn_renderer(out: Sender<Msg>, fit_device: DeviceArg) -> RenderSender {
 struct Looping {
     path: PathBuf,
     spec: CppnSpec,
-    net: crate::cppn::net::Network,
+    net: crate::spec::CppnNetwork,
 }
 
 #[derive(Default)]

@@ -209,7 +209,7 @@ impl Graph {
                 }
                 Op::PixelShuffle(r) => {
                     ensure!(
-                        *r >= 1 && first.channels % (r * r) == 0,
+                        *r >= 1 && first.channels.is_multiple_of(r * r),
                         "{}: pixel shuffle by {r} of {} channels",
                         at(),
                         first.channels
@@ -370,6 +370,8 @@ fn run(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
         }
         Op::Prelu(s) => prelu(x, s)?,
         Op::Concat => Tensor::cat(ins, 1)?,
+        Op::Sum(coeffs) if x.device().is_cpu() => cpu::sum(ins, coeffs)?,
+        Op::Nearest(r) if x.device().is_cpu() => cpu::nearest(x, *r)?,
         Op::Sum(coeffs) => {
             let mut acc = scaled(x, coeffs[0])?;
             for (t, &c) in ins[1..].iter().zip(&coeffs[1..]) {
@@ -497,4 +499,71 @@ fn prune(nodes: Vec<Node>, output: &mut usize) -> Vec<Node> {
     }
     *output = new_id[*output];
     out
+}
+
+/// The element-wise layers on the CPU in one rayon pass each, without Candle's own
+/// thread pool (whose spinning workers, beside rayon's, took a core's share on two cores).
+mod cpu {
+    use candle_core::{bail, CpuStorage, Device, Result, Storage, Tensor};
+    use rayon::prelude::*;
+
+    /// Values per parallel task.
+    const CHUNK: usize = 1 << 14;
+
+    /// Calls `f` with the tensor's values (made contiguous first).
+    fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+        let t = t.contiguous()?;
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+            bail!("expected f32 values on the CPU");
+        };
+        let start = layout.start_offset();
+        f(&data[start..start + t.elem_count()])
+    }
+
+    /// `Σ coeffs[i] · ins[i]`.
+    pub(super) fn sum(ins: &[&Tensor], coeffs: &[f32]) -> Result<Tensor> {
+        let n = ins[0].elem_count();
+        let mut out = vec![0f32; n];
+        for (k, (t, &c)) in ins.iter().zip(coeffs).enumerate() {
+            if t.elem_count() != n {
+                bail!("adding tensors of {:?} and {:?}", ins[0].dims(), t.dims());
+            }
+            with_values(t, |x| {
+                out.par_chunks_mut(CHUNK)
+                    .zip(x.par_chunks(CHUNK))
+                    .for_each(|(o, x)| {
+                        if k == 0 {
+                            o.iter_mut().zip(x).for_each(|(o, x)| *o = c * x);
+                        } else {
+                            o.iter_mut().zip(x).for_each(|(o, x)| *o += c * x);
+                        }
+                    });
+                Ok(())
+            })?;
+        }
+        Tensor::from_vec(out, ins[0].shape(), &Device::Cpu)
+    }
+
+    /// Nearest-neighbour upsampling by `r`.
+    pub(super) fn nearest(x: &Tensor, r: usize) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let wo = w * r;
+        let mut out = vec![0f32; n * c * h * r * wo];
+        with_values(x, |src| {
+            out.par_chunks_mut(wo * r)
+                .zip(src.par_chunks(w))
+                .for_each(|(rows, row)| {
+                    let (first, rest) = rows.split_at_mut(wo);
+                    for (o, v) in first.chunks_exact_mut(r).zip(row) {
+                        o.fill(*v);
+                    }
+                    for copy in rest.chunks_exact_mut(wo) {
+                        copy.copy_from_slice(first);
+                    }
+                });
+            Ok(())
+        })?;
+        Tensor::from_vec(out, (n, c, h * r, wo), &Device::Cpu)
+    }
 }

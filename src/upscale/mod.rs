@@ -42,18 +42,23 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Mirrored pixels around the whole picture, as the Real-ESRGAN ncnn app pads its input:
+/// the network's zero padding then falls outside the picture.
+pub const BORDER: u32 = 10;
+
 /// How a picture is cut into tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
     /// Side of a tile, in input pixels (0: the whole picture at once).
     pub tile: u32,
-    /// Pixels of context added around each tile and cropped away after.
+    /// Pixels of the neighbouring tiles each tile sees (cropped away after); at the
+    /// picture's edges the context is the [`BORDER`] instead.
     pub pad: u32,
 }
 
 impl Default for Tiling {
     fn default() -> Self {
-        Tiling { tile: 192, pad: 10 }
+        Tiling { tile: 160, pad: 48 }
     }
 }
 
@@ -215,26 +220,43 @@ impl Upscaler {
         } else {
             tiling.tile as usize
         };
-        let pad = tiling.pad as usize;
+        let context = tiling.pad as isize;
+        let border = BORDER as isize;
         let multiple = self.graph.multiple();
         let total = w.div_ceil(t) * h.div_ceil(t);
         let mut done = 0;
         for y0 in (0..h).step_by(t) {
             for x0 in (0..w).step_by(t) {
                 let (x1, y1) = ((x0 + t).min(w), (y0 + t).min(h));
-                // Extra mirrored pixels on the right and bottom make the padded tile a
-                // multiple of what the network's pixel-unshuffle needs.
-                let tw = (x1 - x0 + 2 * pad).next_multiple_of(multiple);
-                let th = (y1 - y0 + 2 * pad).next_multiple_of(multiple);
+                // A window of one size for every tile (so each tile's buffers are the
+                // same size as the last's and are reused): the tile with at least
+                // `context` pixels of its neighbours around it, shifted inwards rather than
+                // reaching past the picture's own mirrored border, so a tile at the edge
+                // sees exactly what the whole picture run at once sees there.
+                let window = |a0: usize, a1: usize, n: usize| -> (isize, usize) {
+                    let full = n + 2 * BORDER as usize;
+                    let size = (t + 2 * context as usize).min(full);
+                    let lo = (a0 as isize - context)
+                        .min(n as isize + border - size as isize)
+                        .max(-border);
+                    debug_assert!(lo <= a0 as isize && lo + size as isize >= a1 as isize);
+                    (lo, size)
+                };
+                let (lx, ww) = window(x0, x1, w);
+                let (ly, wh) = window(y0, y1, h);
+                // Extra mirrored pixels on the right and bottom make the tile a multiple
+                // of what the network's pixel-unshuffle needs.
+                let tw = ww.next_multiple_of(multiple);
+                let th = wh.next_multiple_of(multiple);
+                let (left, top) = ((x0 as isize - lx) as usize, (y0 as isize - ly) as usize);
                 let mut tile = vec![0f32; 3 * tw * th];
                 for c in 0..3 {
                     let plane = &planes[c * w * h..(c + 1) * w * h];
                     for ty in 0..th {
-                        let sy = reflect(y0 as isize + ty as isize - pad as isize, h);
+                        let sy = reflect(ly + ty as isize, h);
                         let row = &mut tile[(c * th + ty) * tw..(c * th + ty + 1) * tw];
                         for (tx, v) in row.iter_mut().enumerate() {
-                            let sx = reflect(x0 as isize + tx as isize - pad as isize, w);
-                            *v = plane[sy * w + sx];
+                            *v = plane[sy * w + reflect(lx + tx as isize, w)];
                         }
                     }
                 }
@@ -252,7 +274,7 @@ impl Upscaler {
                 );
                 for c in 0..3 {
                     for oy in 0..(y1 - y0) * s {
-                        let src = &y[(c * yh + pad * s + oy) * yw + pad * s..][..(x1 - x0) * s];
+                        let src = &y[(c * yh + top * s + oy) * yw + left * s..][..(x1 - x0) * s];
                         let dst_row = (y0 * s + oy) * wo + x0 * s;
                         for (i, v) in src.iter().enumerate() {
                             out[(dst_row + i) * 3 + c] = to_u8(*v);

@@ -238,7 +238,7 @@ fn parse(text: &str, bin: &[u8], param_file: &str, bin_file: &str) -> Result<Gra
                     "{}: only square kernels with the same padding on every side are supported",
                     at(name)
                 );
-                ensure!(cout > 0 && kw > 0 && size % (cout * kw * kh) == 0, "{}: weight size {size} does not fit {cout} filters of {kw}x{kh}", at(name));
+                ensure!(cout > 0 && kw > 0 && size.is_multiple_of(cout * kw * kh), "{}: weight size {size} does not fit {cout} filters of {kw}x{kh}", at(name));
                 let cin = size / (cout * kw * kh);
                 let w = weights.tagged(size, &format!("the weights of layer {name}"))?;
                 let b = if p.int(5, 0) != 0 {

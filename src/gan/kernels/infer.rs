@@ -21,6 +21,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::conv::{sgemm, SharedPtr};
+use super::winograd::{self, Winograd};
 
 /// A convolution ready to run: `act(conv2d(concat(inputs), W, padding) + b)`, stride 1,
 /// where `act(v) = v` for `v ≥ 0` and `slopes[c]·v` below (none when `slopes` is `None`:
@@ -33,18 +34,31 @@ pub struct PackedConv {
     cin: usize,
     k: usize,
     padding: usize,
-    /// `[cout, cin, k, k]`, for the GEMM kernel.
+    /// The kernel the weights are packed for.
+    kernel: Kernel,
+    /// GEMM kernel: `[cout, cin, k, k]`. AVX-512 kernel: per block of output channels
+    /// ([`out_blocks`]), `[cin, k, k, block]`, so the kernel reads its weights front to
+    /// back. (One layout only: x4plus's weights are 67 MB.)
     weight: Vec<f32>,
-    /// For the AVX-512 kernel: per block of output channels ([`out_blocks`]),
-    /// `[cin, k, k, block]`, so the kernel reads its weights front to back.
-    weight_t: Vec<f32>,
     bias: Vec<f32>,
     slopes: Option<Vec<f32>>,
+    /// F(2×2, 3×3) kernels, where Winograd runs this convolution (then `weight` is empty).
+    winograd: Option<Winograd>,
 }
 
 impl PackedConv {
     /// `weight [Cout, Cin, K, K]`, `bias [Cout]`, `slopes` of length Cout if any.
     pub fn new(
+        weight: &Tensor,
+        bias: &Tensor,
+        padding: usize,
+        slopes: Option<&[f32]>,
+    ) -> Result<Self> {
+        Self::for_kernel(Kernel::best(), weight, bias, padding, slopes)
+    }
+
+    fn for_kernel(
+        kernel: Kernel,
         weight: &Tensor,
         bias: &Tensor,
         padding: usize,
@@ -60,30 +74,36 @@ impl PackedConv {
             );
         }
         let weight: Vec<f32> = weight.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
-        let mut weight_t = Vec::with_capacity(weight.len());
-        for (o, size) in out_blocks(cout) {
-            for i in 0..cin * k * k {
-                weight_t.extend((o..o + size).map(|co| weight[co * cin * k * k + i]));
+        let winograd = (kernel == Kernel::Winograd && winograd::applies(k, padding, cin, cout))
+            .then(|| Winograd::new(&weight, cin, cout));
+        let weight = match kernel {
+            _ if winograd.is_some() => vec![],
+            Kernel::Gemm => weight,
+            Kernel::Avx512 | Kernel::Winograd => {
+                let mut blocked = Vec::with_capacity(weight.len());
+                for (o, size) in out_blocks(cout) {
+                    for i in 0..cin * k * k {
+                        blocked.extend((o..o + size).map(|co| weight[co * cin * k * k + i]));
+                    }
+                }
+                blocked
             }
-        }
+        };
         Ok(PackedConv {
             cout,
             cin,
             k,
             padding,
+            kernel,
             weight,
-            weight_t,
             bias: bias.to_device(&Device::Cpu)?.to_vec1()?,
             slopes: slopes.map(|s| s.to_vec()),
+            winograd,
         })
     }
 
     /// Runs on CPU tensors `[N, Cᵢ, H, W]` whose channels add up to the weights' `Cin`.
     pub fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
-        self.forward_with(inputs, Kernel::best())
-    }
-
-    fn forward_with(&self, inputs: &[&Tensor], kernel: Kernel) -> Result<Tensor> {
         let Some(first) = inputs.first() else {
             bail!("a convolution without input");
         };
@@ -106,6 +126,9 @@ impl PackedConv {
                 "a convolution of {} input channels, {k}x{k}, padding {p}, given {cin} channels of {w}x{h}",
                 self.cin
             );
+        }
+        if let Some(wg) = &self.winograd {
+            return self.forward_winograd(wg, inputs, (n, h, w));
         }
         let (ho, wo) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
         let wp = w + 2 * p;
@@ -147,8 +170,8 @@ impl PackedConv {
                         });
                     c0 += c;
                 }
-                match kernel {
-                    Kernel::Avx512 => g.direct(padded, &self.weight_t, acc),
+                match self.kernel {
+                    Kernel::Avx512 | Kernel::Winograd => g.direct(padded, &self.weight, acc),
                     Kernel::Gemm => g.gemm(padded, &self.weight, acc),
                 }
                 // Drop the padding columns, add the bias, apply the activation.
@@ -177,6 +200,40 @@ impl PackedConv {
         // SAFETY: the loop above wrote every one of the n·cout·ho·wo values.
         unsafe { y.set_len(n * cout * ho * wo) };
         Tensor::from_vec(y, (n, cout, ho, wo), &Device::Cpu)
+    }
+}
+
+impl PackedConv {
+    fn forward_winograd(
+        &self,
+        wg: &Winograd,
+        inputs: &[&Tensor],
+        (n, h, w): (usize, usize, usize),
+    ) -> Result<Tensor> {
+        let cout = self.cout;
+        let conts = inputs
+            .iter()
+            .map(|t| t.contiguous())
+            .collect::<Result<Vec<_>>>()?;
+        let guards: Vec<_> = conts.iter().map(|t| t.storage_and_layout()).collect();
+        let mut y: Vec<f32> = Vec::with_capacity(n * cout * h * w);
+        for i in 0..n {
+            let mut parts = vec![];
+            for ((storage, layout), t) in guards.iter().zip(&conts) {
+                let Storage::Cpu(CpuStorage::F32(data)) = &**storage else {
+                    bail!("convolution inputs must be f32 on the CPU");
+                };
+                let c = t.dim(1)?;
+                let start = layout.start_offset() + i * c * h * w;
+                parts.push((&data[start..start + c * h * w], c));
+            }
+            let out = &mut y.spare_capacity_mut()[i * cout * h * w..(i + 1) * cout * h * w];
+            // SAFETY: the kernel is Winograd only on CPUs with AVX-512F (Kernel::best).
+            unsafe { wg.run(&parts, (h, w), &self.bias, self.slopes.as_deref(), out) };
+        }
+        // SAFETY: `run` wrote every value of each item.
+        unsafe { y.set_len(n * cout * h * w) };
+        Tensor::from_vec(y, (n, cout, h, w), &Device::Cpu)
     }
 }
 
@@ -229,6 +286,8 @@ const PIXELS: usize = 32;
 /// lesser one on a CPU with AVX-512 (to test what other machines compute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernel {
+    /// F(2×2, 3×3) Winograd in AVX-512 registers where it applies, else [`Kernel::Avx512`].
+    Winograd,
     /// Direct convolution in AVX-512 registers.
     Avx512,
     /// One `gemm` call per tap (any CPU).
@@ -239,12 +298,15 @@ impl Kernel {
     pub(crate) fn best() -> Kernel {
         static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
-            let forced = std::env::var("EASEL_CONV_KERNEL").is_ok_and(|v| v == "gemm");
+            let wanted = std::env::var("EASEL_CONV_KERNEL").unwrap_or_default();
             #[cfg(target_arch = "x86_64")]
-            if !forced && std::arch::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
+            if wanted != "gemm" && std::arch::is_x86_feature_detected!("avx512f") {
+                return match wanted.as_str() {
+                    "direct" => Kernel::Avx512,
+                    _ => Kernel::Winograd,
+                };
             }
-            let _ = forced;
+            let _ = wanted;
             Kernel::Gemm
         })
     }
@@ -462,14 +524,17 @@ mod tests {
     fn matches_candle_conv_bias_and_activation() {
         let dev = Device::Cpu;
         let mut kernels = vec![Kernel::Gemm];
-        if Kernel::best() == Kernel::Avx512 {
-            kernels.push(Kernel::Avx512);
+        if Kernel::best() != Kernel::Gemm {
+            kernels.extend([Kernel::Avx512, Kernel::Winograd]);
         }
         for (c1, c2, cout, h, w, k, p) in [
             (3, 0, 5, 7, 9, 3, 1),
             (40, 30, 27, 20, 33, 3, 1),
             (2, 1, 3, 6, 5, 1, 0),
             (4, 4, 13, 5, 4, 5, 2),
+            // Winograd's shapes (whole vectors of channels), odd sides included.
+            (32, 16, 48, 9, 13, 3, 1),
+            (16, 0, 16, 8, 2, 3, 1),
         ] {
             let mut parts = vec![Tensor::randn(0f32, 1.0, (2, c1, h, w), &dev).unwrap()];
             if c2 > 0 {
@@ -491,17 +556,17 @@ mod tests {
             let want = (lin.relu().unwrap()
                 + lin.minimum(0f32).unwrap().broadcast_mul(&a).unwrap())
             .unwrap();
-            let conv = PackedConv::new(&wt, &b, p, Some(&slopes)).unwrap();
-            let plain = PackedConv::new(&wt, &b, p, None).unwrap();
             let refs: Vec<&Tensor> = parts.iter().collect();
             for &kernel in &kernels {
-                let got = conv.forward_with(&refs, kernel).unwrap();
+                let conv = PackedConv::for_kernel(kernel, &wt, &b, p, Some(&slopes)).unwrap();
+                let plain = PackedConv::for_kernel(kernel, &wt, &b, p, None).unwrap();
+                let got = conv.forward(&refs).unwrap();
                 let d = max_diff(&got, &want);
                 assert!(
                     d < 1e-4,
                     "{kernel:?} {c1}+{c2}→{cout} {w}x{h} k{k}: max difference {d}"
                 );
-                let d = max_diff(&plain.forward_with(&refs, kernel).unwrap(), &lin);
+                let d = max_diff(&plain.forward(&refs).unwrap(), &lin);
                 assert!(
                     d < 1e-4,
                     "{kernel:?} without activation: max difference {d}"

@@ -11,6 +11,7 @@
 mod batch_norm;
 mod conv;
 mod infer;
+mod winograd;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};

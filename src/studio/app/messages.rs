@@ -19,6 +19,22 @@ use crate::sketch::{Knobs, Params};
 use crate::spec::Kind;
 use crate::studio::variations::{Variant, VariationRequest};
 
+/// `u`: the picture to upscale, and which preview it is (a newer one wins).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpscaleJob {
+    pub path: PathBuf,
+    pub serial: u64,
+    pub image: Arc<DynamicImage>,
+}
+
+/// The upscaled picture and how it was made.
+#[derive(Debug, Clone)]
+pub struct Upscaled {
+    pub path: PathBuf,
+    pub serial: u64,
+    pub result: Result<(Arc<DynamicImage>, crate::spec::Upscaling), String>,
+}
+
 /// Why a render was asked for. Only saves show the save → screen latency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -114,6 +130,8 @@ pub enum Msg {
     },
     /// A picked mutation was saved as a sketch file (and a favourite made from it).
     MutantSaved(Result<(PathBuf, PathBuf), String>),
+    /// An upscale of the preview finished (or failed).
+    Upscaled(Upscaled),
     /// An export's progress, for the log.
     ExportProgress(String),
     Exported(Result<PathBuf, String>),
@@ -138,6 +156,8 @@ pub enum Effect {
     Render(RenderRequest),
     /// Render a grid of variations (in the breeder thread, in parallel).
     RenderVariations(VariationRequest),
+    /// Upscale the picture on screen (in a thread of its own).
+    Upscale(UpscaleJob),
     /// Save a picked CPPN mutation as a new sketch file next to its parent (and a
     /// favourite rendered from that file).
     SaveMutant(SaveMutant),

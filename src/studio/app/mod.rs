@@ -29,7 +29,7 @@ pub use gan_noise::{
     GanNoise, GanPreview, GanSampleRequest, GanSampled, FAVOURITE_SIDE, GAN_PREVIEW_SAMPLES,
     TRUNCATION,
 };
-pub use messages::{Effect, Msg, Reason, RenderRequest, Rendered};
+pub use messages::{Effect, Msg, Reason, RenderRequest, Rendered, UpscaleJob, Upscaled};
 pub use preview::{Animation, Picture};
 pub use runs::{state_word, Confirm, RunInfo, RunTail, RunView};
 pub use saving::{parse_export, Export, ExportTarget, Favourite, SaveMutant, EXPORT_SIDE};
@@ -305,6 +305,7 @@ impl App {
                 self.info(text);
                 vec![]
             }
+            Msg::Upscaled(done) => self.on_upscaled(done),
             Msg::Exported(Ok(path)) => {
                 self.info(format!("exported {}", path.display()));
                 vec![]
@@ -441,6 +442,7 @@ impl App {
                 vec![]
             }
             Action::Export => self.open_export(),
+            Action::Upscale => self.upscale(),
         }
     }
 

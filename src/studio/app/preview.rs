@@ -7,8 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use image::DynamicImage;
 
-use super::{App, Effect, Reason, Rendered};
+use super::{App, Effect, Level, Reason, Rendered, UpscaleJob, Upscaled};
 use crate::sketch::Knobs;
+use crate::spec::Upscaling;
 
 /// The preview: the last good picture of the selected sketch.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct Picture {
     pub knobs: Knobs,
     /// On a CPPN-GAN's preview grid: its first sample as a CPPN sketch.
     pub cppn_sample: Option<Arc<String>>,
+    /// `u` upscaled it (the favourite records the upscale).
+    pub upscaled: Option<Upscaling>,
 }
 
 /// The CPPN latent loop playing in the preview.
@@ -166,7 +169,65 @@ impl App {
             seed: None,
             knobs: Knobs::new(),
             cppn_sample: None,
+            upscaled: None,
         });
+    }
+
+    /// `u`: upscales the picture on screen in the background.
+    pub(super) fn upscale(&mut self) -> Vec<Effect> {
+        let Some(picture) = self.picture.clone() else {
+            self.info("nothing to upscale yet".into());
+            return vec![];
+        };
+        if picture.upscaled.is_some() {
+            self.info("already upscaled (enter renders it again at its own size)".into());
+            return vec![];
+        }
+        self.info(format!(
+            "upscaling {} ({}x{}) in the background…",
+            Self::sketch_name(&picture.path),
+            picture.image.width(),
+            picture.image.height()
+        ));
+        vec![Effect::Upscale(UpscaleJob {
+            path: picture.path,
+            serial: picture.serial,
+            image: picture.image,
+        })]
+    }
+
+    /// The upscaled picture replaces the one it was made from, if that is still shown.
+    pub(super) fn on_upscaled(&mut self, done: Upscaled) -> Vec<Effect> {
+        let (image, upscaling) = match done.result {
+            Ok(r) => r,
+            Err(e) => {
+                self.log_line(Level::Error, format!("upscale: {e}"));
+                return vec![];
+            }
+        };
+        let shown = self
+            .picture
+            .as_ref()
+            .is_some_and(|p| p.path == done.path && p.serial == done.serial);
+        if !shown {
+            self.info("upscaled, but the preview changed meanwhile: not shown".into());
+            return vec![];
+        }
+        self.serial += 1;
+        let serial = self.serial;
+        let p = self.picture.as_mut().expect("checked");
+        p.caption = format!(
+            "{}x{} · upscaled by {}",
+            image.width(),
+            image.height(),
+            upscaling.model
+        );
+        p.image = image;
+        p.serial = serial;
+        p.upscaled = Some(upscaling);
+        let line = format!("{} — s saves it", p.caption);
+        self.info(line);
+        vec![]
     }
 
     pub(super) fn toggle_animation(&mut self) -> Vec<Effect> {

@@ -10,7 +10,7 @@ use image::DynamicImage;
 
 use super::{App, Effect, Level, Mode, Mutant};
 use crate::sketch::Knobs;
-use crate::spec::Kind;
+use crate::spec::{Kind, Upscaling};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Favourite {
@@ -21,11 +21,15 @@ pub enum Favourite {
         source: Arc<String>,
         seed: Option<u64>,
         knobs: Knobs,
+        /// Upscaled after rendering, as the picture on screen was (`u`).
+        upscale: Option<Upscaling>,
     },
     /// Save this picture (a convolutional GAN's sample grid) as it is.
     Picture {
         name: String,
         image: Arc<DynamicImage>,
+        /// How it was upscaled, if it was (recorded in the PNG).
+        upscale: Option<Upscaling>,
     },
 }
 
@@ -135,14 +139,17 @@ impl App {
                 source: source.clone(),
                 seed: picture.seed,
                 knobs: picture.knobs.clone(),
+                upscale: picture.upscaled.clone(),
             },
             // A CPPN-GAN's preview: its first sample, as the CPPN sketch it is, saved
-            // at FAVOURITE_SIDE with that sketch as its recipe.
-            _ if picture.cppn_sample.is_some() => Favourite::Sketch {
+            // at FAVOURITE_SIDE with that sketch as its recipe (an upscaled grid is
+            // saved as shown).
+            _ if picture.cppn_sample.is_some() && picture.upscaled.is_none() => Favourite::Sketch {
                 path: picture.path.clone(),
                 source: picture.cppn_sample.clone().expect("checked"),
                 seed: None,
                 knobs: Knobs::new(),
+                upscale: None,
             },
             _ => Favourite::Picture {
                 name: match &self.mode {
@@ -153,6 +160,7 @@ impl App {
                     Mode::Studio { .. } => Self::sketch_name(&picture.path),
                 },
                 image: picture.image.clone(),
+                upscale: picture.upscaled.clone(),
             },
         };
         vec![Effect::SaveFavourite(effect)]

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{App, Effect, Level, Reason};
-use crate::cppn::net::Network;
 use crate::sketch::{Knobs, Params};
+use crate::spec::CppnNetwork as Network;
 use crate::spec::Kind;
 
 /// A value the studio sets on top of the file's, remembering what the file said when it

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# ESRGAN upscaling speed: the whole `easel upscale` process against PyTorch eager CPU
+# running the same network (the project's reference, scripts/esrgan_reference.py, forward
+# only, the same 10 px mirrored padding) on the same picture with the same threads, in one
+# run, best of REPEAT each. Run it on an idle machine: another build or training running
+# beside it makes both numbers meaningless.
+#
+#   scripts/bench_upscale.sh [MODEL] [SIZE] [REPEAT]
+#       MODEL   a shipped model's name (default realesrgan-x4plus, which
+#               scripts/fetch_realesrgan.sh fetches)
+#       SIZE    side of the input picture (default 128)
+#
+# Needs a release build (cargo build --release) and a Python with torch, numpy and pillow
+# (PYTHON, default python3; e.g. python3 -m venv /work/venv-torch &&
+# /work/venv-torch/bin/pip install torch numpy pillow).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:-realesrgan-x4plus}
+size=${2:-128}
+repeat=${3:-3}
+python=${PYTHON:-python3}
+easel=target/release/easel
+threads=$(nproc)
+param=models/esrgan/$model.param
+[ -x "$easel" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+if [ ! -f "$param" ]; then
+    if [ "$model" = realesrgan-x4plus ]; then
+        scripts/fetch_realesrgan.sh
+    else
+        echo "$param does not exist" >&2
+        exit 1
+    fi
+fi
+"$python" -c "import torch, numpy, PIL" 2>/dev/null || {
+    echo "$python lacks torch, numpy or pillow (set PYTHON)" >&2
+    exit 1
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$python" - "$tmp/in.png" "$size" <<'PY'
+import sys
+import numpy as np
+from PIL import Image
+rng = np.random.default_rng(0)
+size = int(sys.argv[2])
+# A smooth picture with edges (what a GAN sample looks like), not noise.
+y, x = np.mgrid[0:size, 0:size] / size
+img = np.stack([np.sin(7 * x + 3 * y), np.cos(5 * y - 2 * x), np.sin(9 * x * y)], -1)
+img = (img * 0.5 + 0.5 + rng.normal(0, 0.02, img.shape)).clip(0, 1)
+Image.fromarray((img * 255).astype(np.uint8)).save(sys.argv[1])
+PY
+best() { sort -n | head -1; }
+easel_times=()
+for _ in $(seq "$repeat"); do
+    start=$(date +%s.%N)
+    "$easel" upscale "$tmp/in.png" -o "$tmp/out.png" --model "$model" --tile 0 2>/dev/null
+    easel_times+=("$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')")
+done
+easel_best=$(printf '%s\n' "${easel_times[@]}" | best)
+torch_best=$("$python" scripts/esrgan_reference.py bench --param "$param" --size "$size" \
+    --threads "$threads" --repeat "$repeat")
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+printf '%s on a %dx%d picture, %d threads, best of %d (%s)\n' \
+    "$model" "$size" "$size" "$threads" "$repeat" "$cpu"
+printf '  easel upscale (whole process)   %6.2f s\n' "$easel_best"
+printf '  PyTorch eager CPU (forward)     %6.2f s\n' "$torch_best"
+printf '  easel / PyTorch                 %6.2f\n' "$(awk -v a="$easel_best" -v b="$torch_best" 'BEGIN { print a / b }')"
