@@ -2436,17 +2436,15 @@ fn an_upscaled_favourite_renders_again_to_the_same_bytes() {
         (recipe.width * 2, recipe.height * 2)
     );
     let again = dir.path().join("again.png");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
-        .args(["render", "--from"])
-        .arg(&saved)
-        .arg("-o")
-        .arg(&again)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::easel_in(
+        dir.path(),
+        &[
+            "render",
+            "--from",
+            saved.to_str().unwrap(),
+            "-o",
+            "again.png",
+        ],
     );
     assert_eq!(image::open(&again).unwrap(), saved_img);
     let up = spec::Upscaling::of_png(&again).unwrap();

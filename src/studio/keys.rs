@@ -250,7 +250,8 @@ pub const KEYS: &[Binding] = &[
     .hint("e", "export", 6)
     .studio_only()
     .shown(Shown::Pictures),
-    row(Upscale, &[Char('u')], "", "")
+    // Documented in the export row of the help.
+    row(Upscale, &[Char('u')], "u", "")
         .hint("u", "upscale", 6)
         .shown(Shown::Pictures),
     row(
