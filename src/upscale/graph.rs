@@ -22,6 +22,8 @@ pub(crate) enum Op {
         slopes: Option<Arc<[f32]>>,
         /// The weights packed for easel's CPU kernels (when the graph runs on them).
         packed: Option<Arc<kernels::PackedConv>>,
+        /// Nearest-neighbour upsampling of the inputs first (1: none; fused in).
+        upsample: usize,
     },
     /// Parametric ReLU, one slope per channel.
     Prelu(Arc<[f32]>),
@@ -117,10 +119,15 @@ impl Graph {
                     bias,
                     padding,
                     slopes,
+                    upsample,
                     ..
                 } => {
                     same_size()?;
                     let channels: usize = ins.iter().map(|m| m.channels).sum();
+                    let first = Meta {
+                        scale: first.scale * *upsample as f64,
+                        ..first
+                    };
                     let (cout, cin, kh, kw) = weight.dims4().with_context(at)?;
                     ensure!(
                         kh == kw && kh % 2 == 1 && *padding == kh / 2,
@@ -293,6 +300,7 @@ impl Graph {
                 padding,
                 slopes,
                 packed,
+                ..
             } = &mut node.op
             {
                 *weight = weight.to_device(device)?;
@@ -347,15 +355,24 @@ fn run(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
             padding,
             slopes,
             packed,
+            upsample,
         } => {
             if let Some(conv) = packed {
-                conv.forward(ins)?
+                conv.forward_upsampled(ins, *upsample)?
             } else {
                 let cout = bias.elem_count();
                 let cat;
                 let x = if ins.len() > 1 {
                     cat = Tensor::cat(ins, 1)?;
                     &cat
+                } else {
+                    x
+                };
+                let big;
+                let x = if *upsample > 1 {
+                    let (_, _, h, w) = x.dims4()?;
+                    big = x.upsample_nearest2d(h * upsample, w * upsample)?;
+                    &big
                 } else {
                     x
                 };
@@ -436,6 +453,8 @@ pub(crate) fn fuse(nodes: Vec<Node>, output: &mut usize) -> Vec<Node> {
     // new_id[v]: the value v became (a fused-away concatenation keeps its inputs' list).
     let mut new_id: Vec<usize> = vec![0];
     let mut concat_inputs: Vec<Option<Vec<usize>>> = vec![None];
+    // For each value made by a nearest upsampling: its factor and (new) input.
+    let mut nearest_of: Vec<Option<(usize, usize)>> = vec![None];
     let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
     for node in nodes {
         let mut inputs: Vec<usize> = node.inputs.iter().map(|&v| new_id[v]).collect();
@@ -443,6 +462,17 @@ pub(crate) fn fuse(nodes: Vec<Node>, output: &mut usize) -> Vec<Node> {
             if let Some(list) = concat_inputs.get(*src).and_then(|c| c.clone()) {
                 if readers[*src] == 1 {
                     inputs = list;
+                }
+            }
+        }
+        // A nearest upsampling read only by this convolution: the convolution upsamples
+        // as it copies its input (the upsampled tensor is never made).
+        let mut node = node;
+        if let (Op::Conv { upsample, .. }, [src]) = (&mut node.op, node.inputs.as_slice()) {
+            if let Some((r, from)) = nearest_of.get(*src).copied().flatten() {
+                if readers[*src] == 1 && *upsample == 1 {
+                    *upsample = r;
+                    inputs = vec![from];
                 }
             }
         }
@@ -463,12 +493,17 @@ pub(crate) fn fuse(nodes: Vec<Node>, output: &mut usize) -> Vec<Node> {
                         });
                         new_id.push(new_id[*src]);
                         concat_inputs.push(None);
+                        nearest_of.push(None);
                         continue;
                     }
                 }
             }
         }
         concat_inputs.push(matches!(node.op, Op::Concat).then(|| inputs.clone()));
+        nearest_of.push(match node.op {
+            Op::Nearest(r) => Some((r, inputs[0])),
+            _ => None,
+        });
         out.push(Node { inputs, ..node });
         new_id.push(out.len());
     }

@@ -261,6 +261,7 @@ fn parse(text: &str, bin: &[u8], param_file: &str, bin_file: &str) -> Result<Gra
                     padding: pad as usize,
                     slopes,
                     packed: None,
+                    upsample: 1,
                 }
             }
             "PReLU" => {

@@ -161,6 +161,7 @@ impl Builder<'_> {
                 padding: k / 2,
                 slopes,
                 packed: None,
+                upsample: 1,
             },
             vec![x],
         ))

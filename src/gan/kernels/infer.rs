@@ -9,7 +9,8 @@
 //!
 //! - AVX-512: a direct convolution, 32 pixels × 12 output channels in 24 registers;
 //! - any CPU: one `gemm` call per tap (the crate training's convolutions use), pixels as
-//!   the long dimension.
+//!   the long dimension;
+//! - opt-in (`EASEL_CONV_KERNEL=winograd`): [`super::winograd`] for 3×3 convolutions.
 //!
 //! The bias and the (leaky or parametric) ReLU are applied in the pass that drops the
 //! padding columns.
@@ -104,14 +105,23 @@ impl PackedConv {
 
     /// Runs on CPU tensors `[N, Cᵢ, H, W]` whose channels add up to the weights' `Cin`.
     pub fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        self.forward_upsampled(inputs, 1)
+    }
+
+    /// [`Self::forward`] of the inputs upsampled by `up` (nearest neighbour), which is
+    /// done while they are copied into the padded buffer: the upsampled input (4× the
+    /// input's memory for `up` 2) is never made.
+    pub fn forward_upsampled(&self, inputs: &[&Tensor], up: usize) -> Result<Tensor> {
         let Some(first) = inputs.first() else {
             bail!("a convolution without input");
         };
-        let (n, _, h, w) = first.dims4()?;
+        let up = up.max(1);
+        let (n, _, sh, sw) = first.dims4()?;
+        let (h, w) = (sh * up, sw * up);
         let mut cin = 0;
         for t in inputs {
             let (n2, c, h2, w2) = t.dims4()?;
-            if (n2, h2, w2) != (n, h, w) || !t.device().is_cpu() {
+            if (n2, h2, w2) != (n, sh, sw) || !t.device().is_cpu() {
                 bail!(
                     "convolution inputs of shapes {:?} and {:?} (CPU only)",
                     first.dims(),
@@ -128,7 +138,7 @@ impl PackedConv {
             );
         }
         if let Some(wg) = &self.winograd {
-            return self.forward_winograd(wg, inputs, (n, h, w));
+            return self.forward_winograd(wg, inputs, (n, sh, sw), up);
         }
         let (ho, wo) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
         let wp = w + 2 * p;
@@ -158,14 +168,22 @@ impl PackedConv {
                     let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
                         bail!("convolution inputs must be f32 on the CPU");
                     };
-                    let start = layout.start_offset() + i * c * h * w;
-                    let src = &data[start..start + c * h * w];
+                    let start = layout.start_offset() + i * c * sh * sw;
+                    let src = &data[start..start + c * sh * sw];
                     padded[c0 * plane..(c0 + c) * plane]
                         .par_chunks_mut(plane)
-                        .zip(src.par_chunks(h * w))
+                        .zip(src.par_chunks(sh * sw))
                         .for_each(|(dst, src)| {
-                            for (r, row) in src.chunks_exact(w).enumerate() {
-                                dst[(r + p) * wp + p..][..w].copy_from_slice(row);
+                            for r in 0..h {
+                                let row = &src[(r / up) * sw..][..sw];
+                                let dst = &mut dst[(r + p) * wp + p..][..w];
+                                if up == 1 {
+                                    dst.copy_from_slice(row);
+                                } else {
+                                    for (o, v) in dst.chunks_exact_mut(up).zip(row) {
+                                        o.fill(*v);
+                                    }
+                                }
                             }
                         });
                     c0 += c;
@@ -208,8 +226,10 @@ impl PackedConv {
         &self,
         wg: &Winograd,
         inputs: &[&Tensor],
-        (n, h, w): (usize, usize, usize),
+        (n, sh, sw): (usize, usize, usize),
+        up: usize,
     ) -> Result<Tensor> {
+        let (h, w) = (sh * up, sw * up);
         let cout = self.cout;
         let conts = inputs
             .iter()
@@ -224,12 +244,21 @@ impl PackedConv {
                     bail!("convolution inputs must be f32 on the CPU");
                 };
                 let c = t.dim(1)?;
-                let start = layout.start_offset() + i * c * h * w;
-                parts.push((&data[start..start + c * h * w], c));
+                let start = layout.start_offset() + i * c * sh * sw;
+                parts.push((&data[start..start + c * sh * sw], c));
             }
             let out = &mut y.spare_capacity_mut()[i * cout * h * w..(i + 1) * cout * h * w];
             // SAFETY: the kernel is Winograd only on CPUs with AVX-512F (Kernel::best).
-            unsafe { wg.run(&parts, (h, w), &self.bias, self.slopes.as_deref(), out) };
+            unsafe {
+                wg.run(
+                    &parts,
+                    (sh, sw),
+                    up,
+                    &self.bias,
+                    self.slopes.as_deref(),
+                    out,
+                )
+            };
         }
         // SAFETY: `run` wrote every value of each item.
         unsafe { y.set_len(n * cout * h * w) };
@@ -282,8 +311,9 @@ impl Scratch {
 /// Pixels per block of the AVX-512 kernel: two registers of 16 lanes.
 const PIXELS: usize = 32;
 
-/// The kernels of [`conv2d_bias_act`], best first; `EASEL_CONV_KERNEL=gemm` picks the
-/// lesser one on a CPU with AVX-512 (to test what other machines compute).
+/// The kernels of [`PackedConv`]: on a CPU with AVX-512 the direct kernel, unless
+/// `EASEL_CONV_KERNEL` names `winograd` or `gemm` (the lesser kernel other machines run,
+/// to test what they compute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernel {
     /// F(2×2, 3×3) Winograd in AVX-512 registers where it applies, else [`Kernel::Avx512`].
@@ -301,9 +331,12 @@ impl Kernel {
             let wanted = std::env::var("EASEL_CONV_KERNEL").unwrap_or_default();
             #[cfg(target_arch = "x86_64")]
             if wanted != "gemm" && std::arch::is_x86_feature_detected!("avx512f") {
+                // Winograd does 2.25x fewer multiply-adds but, with its transposes and
+                // 4x larger transformed inputs, ran the whole x4plus upscale slower here
+                // (5.5-6.8 s against 4.9-5.4 s, 898 MB against 706 MB): opt-in for now.
                 return match wanted.as_str() {
-                    "direct" => Kernel::Avx512,
-                    _ => Kernel::Winograd,
+                    "winograd" => Kernel::Winograd,
+                    _ => Kernel::Avx512,
                 };
             }
             let _ = wanted;
@@ -578,6 +611,33 @@ mod tests {
                     "{kernel:?} without activation: max difference {d} (tolerance {tol})"
                 );
             }
+        }
+    }
+
+    /// Upsampling fused into the copy equals Candle's nearest upsampling first.
+    #[test]
+    fn a_fused_nearest_upsampling_matches_upsampling_first() {
+        let dev = Device::Cpu;
+        let mut kernels = vec![Kernel::Gemm];
+        if Kernel::best() != Kernel::Gemm {
+            kernels.extend([Kernel::Avx512, Kernel::Winograd]);
+        }
+        let x = Tensor::randn(0f32, 1.0, (1, 16, 5, 7), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 0.2, (32, 16, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 32, &dev).unwrap();
+        let want = x
+            .upsample_nearest2d(10, 14)
+            .unwrap()
+            .conv2d(&wt, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 32, 1, 1)).unwrap())
+            .unwrap();
+        for kernel in kernels {
+            let conv = PackedConv::for_kernel(kernel, &wt, &b, 1, None).unwrap();
+            let got = conv.forward_upsampled(&[&x], 2).unwrap();
+            assert_eq!(got.dims(), &[1, 32, 10, 14]);
+            let d = max_diff(&got, &want);
+            assert!(d < 1e-4, "{kernel:?}: max difference {d}");
         }
     }
 }

@@ -74,20 +74,23 @@ impl Winograd {
         Winograd { cin, cout, u }
     }
 
-    /// `act(conv(x) + b)` of one picture whose channels are the `inputs` (each `[c, h,
-    /// w]`, together `cin`), into `out` (`[cout, h, w]`, every value written).
+    /// `act(conv(x) + b)` of one picture whose channels are the `inputs` (each `[c, sh,
+    /// sw]`, together `cin`) upsampled by `up` (nearest neighbour) to `h = sh·up`,
+    /// `w = sw·up`, into `out` (`[cout, h, w]`, every value written).
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
     pub(super) unsafe fn run(
         &self,
         inputs: &[(&[f32], usize)],
-        (h, w): (usize, usize),
+        (sh, sw): (usize, usize),
+        up: usize,
         bias: &[f32],
         slopes: Option<&[f32]>,
         out: &mut [std::mem::MaybeUninit<f32>],
     ) {
         let (cin, cout) = (self.cin, self.cout);
+        let (h, w) = (sh * up, sw * up);
         let (ty, tx) = (h.div_ceil(2), w.div_ceil(2));
         // Channels-last, one pixel of zeros around (and one more where h or w is odd).
         let (hp, wp) = (2 * ty + 2, 2 * tx + 2);
@@ -116,9 +119,9 @@ impl Winograd {
                         let mut c0 = 0;
                         for (data, c) in inputs {
                             for ci in 0..*c {
-                                let src = &data[(ci * h + r - 1) * w + x0..][..nx];
-                                for (xi, v) in src.iter().enumerate() {
-                                    tile[xi * cin + c0 + ci] = *v;
+                                let src = &data[(ci * sh + (r - 1) / up) * sw..][..sw];
+                                for xi in 0..nx {
+                                    tile[xi * cin + c0 + ci] = src[(x0 + xi) / up];
                                 }
                             }
                             c0 += c;
