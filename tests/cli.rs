@@ -216,10 +216,14 @@ fn check_passes_bundled_sketches_and_fails_on_a_broken_one() {
 #[test]
 fn help_explains_each_command() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in ["render", "dataset", "check"] {
+    for cmd in ["render", "dataset", "check", "eval", "upscale", "sample"] {
         let out = ok(easel(&[cmd, "--help"], dir.path()));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage: easel"), "{cmd}: {text}");
+        assert!(
+            !text.lines().any(|l| l.trim() == "\\"),
+            "{cmd}: a stray \\ line"
+        );
     }
 }
 
@@ -732,4 +736,15 @@ fn render_of_a_name_in_sketches_suggests_its_path() {
         err.contains("did you mean sketches/truchet_arcs.rhai?"),
         "{err}"
     );
+}
+
+#[test]
+fn sample_without_an_output_names_the_grid_after_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/truchet32");
+    ok(easel(
+        &["sample", model.to_str().unwrap(), "-n", "1"],
+        dir.path(),
+    ));
+    assert!(dir.path().join("truchet32-samples.png").is_file());
 }

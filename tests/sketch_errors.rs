@@ -125,6 +125,12 @@ fn missing_kind_and_unknown_keys_are_explained() {
         "unknown key \"tilesize\"",
     );
     assert_error(
+        "#{ kind: \"truchet\", foregound: \"#000\" }",
+        1,
+        Some(21),
+        "unknown key \"foregound\"; did you mean \"foreground\"?",
+    );
+    assert_error(
         "#{ kind: \"painting\" }",
         1,
         None,

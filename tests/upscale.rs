@@ -247,3 +247,32 @@ fn easel_sample_upscales_each_sample_before_the_grid() {
         assert_eq!(grid.width(), side + 4, "{file}");
     }
 }
+
+#[test]
+fn two_inputs_that_would_write_one_output_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["a", "b"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+        std::fs::copy(fixture("picture.png"), d.join(sub).join("x.png")).unwrap();
+    }
+    let out = easel(
+        &[
+            "upscale",
+            "a/x.png",
+            "b/x.png",
+            "-o",
+            "big",
+            "--model",
+            "realesr-animevideov3-x2",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("would both write"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.join("big/x.png").exists());
+}

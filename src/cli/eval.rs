@@ -13,11 +13,12 @@ use crate::gan::{data, quality, swd, DataSource};
 use crate::run::RunDir;
 
 #[derive(Args, Debug)]
-#[command(after_help = "\\
-SWD (sliced Wasserstein distance, Karras et al. 2018) compares local patches of the
+#[command(
+    after_help = "SWD (sliced Wasserstein distance, Karras et al. 2018) compares local patches of the
 generated and the real images at every scale of a Laplacian pyramid; it is reported x1000,
 lower is better, and 0 means the same set. Scores of one data set and image size compare
-across runs; the same run scores a few percent differently with another --seed.")]
+across runs; the same run scores a few percent differently with another --seed."
+)]
 pub struct EvalArgs {
     /// A run directory (or model folder) to score.
     pub run: PathBuf,

@@ -18,9 +18,10 @@ pub struct SampleArgs {
     /// A run directory, a model folder (models/NAME), or a generator/checkpoint
     /// .safetensors file.
     pub source: PathBuf,
-    /// Output: a grid as .png, .jpg or .webp; with --interpolate, a .gif.
+    /// Output: a grid as .png, .jpg or .webp; with --interpolate, a .gif. Defaults to
+    /// <source>-samples.png (or .gif) in the current folder.
     #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// Number of samples in the grid.
     #[arg(short = 'n', long, default_value_t = 64)]
     pub count: usize,
@@ -68,16 +69,34 @@ pub struct SampleArgs {
     pub device: DeviceArg,
 }
 
-pub(crate) fn run(args: SampleArgs) -> Result<()> {
-    let is_gif = recipe::StillFormat::of(&args.output)? == recipe::StillFormat::Gif;
+impl SampleArgs {
+    /// The output file (given, or the default `run` sets).
+    fn out(&self) -> &std::path::Path {
+        self.output
+            .as_deref()
+            .unwrap_or(std::path::Path::new("samples.png"))
+    }
+}
+
+pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
+    if args.output.is_none() {
+        let name = args
+            .source
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "samples".into());
+        let ext = if args.interpolate { "gif" } else { "png" };
+        args.output = Some(PathBuf::from(format!("{name}-samples.{ext}")));
+    }
+    let is_gif = recipe::StillFormat::of(args.out())? == recipe::StillFormat::Gif;
     match (args.interpolate, is_gif) {
         (true, false) => bail!(
             "{}: --interpolate writes a looping GIF; name the output .gif",
-            args.output.display()
+            args.out().display()
         ),
         (false, true) => bail!(
             "{}: one grid is a still image (.png, .jpg or .webp); add --interpolate for a looping .gif",
-            args.output.display()
+            args.out().display()
         ),
         _ => {}
     }
@@ -158,10 +177,10 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
             return render_cppn_samples(&args, &loaded, &z);
         }
         let images = finish(loaded.g.forward(&z, &labels, &ctx)?)?;
-        recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
+        recipe::write_image(args.out(), &grid(&images, args.threshold)?, None)?;
         eprintln!(
             "wrote {} ({})",
-            args.output.display(),
+            args.out().display(),
             super::count(n, "sample")
         );
         return Ok(());
@@ -183,10 +202,10 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
         )?)?;
         frames.push(grid(&images, args.threshold)?.to_rgb8());
     }
-    recipe::write_gif(&args.output, &frames, 6)?;
+    recipe::write_gif(args.out(), &frames, 6)?;
     eprintln!(
         "wrote {} ({} frames of {n} samples, loops)",
-        args.output.display(),
+        args.out().display(),
         frames.len()
     );
     Ok(())
@@ -236,10 +255,10 @@ fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) 
         (codes.len(), g.spec.channels, h as usize, w as usize),
         &Device::Cpu,
     )?;
-    recipe::write_image(&args.output, &grid(&images, args.threshold)?, None)?;
+    recipe::write_image(args.out(), &grid(&images, args.threshold)?, None)?;
     eprintln!(
         "wrote {} ({} at {w}x{h})",
-        args.output.display(),
+        args.out().display(),
         super::count(codes.len(), "sample")
     );
     Ok(())

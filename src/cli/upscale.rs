@@ -73,11 +73,18 @@ pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
         std::fs::create_dir_all(&args.output)
             .with_context(|| format!("cannot create {}", args.output.display()))?;
     }
-    // Read and check every input first, so a bad file fails before hours of work.
+    // Check every input's size and output first (reading headers only), so a bad file
+    // fails before hours of work and two inputs never write one output.
     let mut jobs = vec![];
+    let mut outputs = std::collections::HashSet::new();
     for input in &args.inputs {
-        let img = read_picture(input)?;
-        up.check_size(img.width(), img.height())
+        let (w, h) = image::ImageReader::open(input)
+            .with_context(|| format!("cannot open {}", input.display()))?
+            .with_guessed_format()
+            .with_context(|| format!("cannot read {}", input.display()))?
+            .into_dimensions()
+            .with_context(|| format!("{} is not a picture easel can read", input.display()))?;
+        up.check_size(w, h)
             .with_context(|| input.display().to_string())?;
         let out = if many {
             let stem = input.file_stem().context("an input without a file name")?;
@@ -86,20 +93,28 @@ pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
             args.output.clone()
         };
         recipe::StillFormat::of(&out)?;
-        jobs.push((input, img, out));
+        if !outputs.insert(out.clone()) {
+            bail!(
+                "{} and another input would both write {}: rename one",
+                input.display(),
+                out.display()
+            );
+        }
+        jobs.push((input, (w, h), out));
     }
     let total: usize = jobs
         .iter()
-        .map(|(_, img, _)| up.tiles(img.width(), img.height(), tiling))
+        .map(|(_, (w, h), _)| up.tiles(*w, *h, tiling))
         .sum();
     let bar = super::progress_bar(total as u64, "upscaling", "tiles");
     let mut before = 0;
-    for (input, img, out) in jobs {
+    for (input, (w, h), out) in jobs {
         bar.set_message(input.display().to_string());
+        let img = read_picture(input)?;
         let big = up.upscale(&img, tiling, &mut |done, _| {
             bar.set_position((before + done) as u64)
         })?;
-        before += up.tiles(img.width(), img.height(), tiling);
+        before += up.tiles(w, h, tiling);
         let tags = [(
             recipe::KEY_UPSCALE,
             serde_json::json!({
@@ -115,12 +130,10 @@ pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
         recipe::write_image_tagged(&out, &big, None, &tags)?;
         bar.suspend(|| {
             eprintln!(
-                "wrote {} ({}x{} from {}x{})",
+                "wrote {} ({}x{} from {w}x{h})",
                 out.display(),
                 big.width(),
                 big.height(),
-                img.width(),
-                img.height()
             )
         });
     }

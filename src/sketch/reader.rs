@@ -241,11 +241,20 @@ impl<'a> MapReader<'a> {
         for key in self.map.keys() {
             if !self.asked.contains(key.as_str()) {
                 let known: Vec<&str> = self.asked.iter().map(String::as_str).collect();
+                // A typo is usually a letter or two away from the key meant.
+                let closest = known
+                    .iter()
+                    .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+                    .filter(|(d, k)| *d <= 2 && *d < k.len())
+                    .min();
+                let hint = closest
+                    .map(|(_, k)| format!("did you mean \"{k}\"? "))
+                    .unwrap_or_default();
                 return Err(SketchError::new(
                     self.file,
                     self.loc.key(key),
                     format!(
-                        "unknown key \"{key}\"; expected one of {}",
+                        "unknown key \"{key}\"; {hint}expected one of {}",
                         known.join(", ")
                     ),
                 ));

@@ -9,6 +9,9 @@ use candle_core::{Device, Tensor};
 
 use crate::gan::kernels;
 
+/// The largest resize factor of one layer, and of a whole network.
+const MAX_FACTOR: usize = 16;
+
 /// One layer. Every layer makes one value from the values it names.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
@@ -101,6 +104,17 @@ impl Graph {
             }
             let ins: Vec<Meta> = node.inputs.iter().map(|&v| metas[v]).collect();
             let first = ins[0];
+            let one_input = || -> Result<()> {
+                ensure!(
+                    ins.len() == 1,
+                    "{}: {} inputs (one expected)",
+                    at(),
+                    ins.len()
+                );
+                Ok(())
+            };
+            // No upscaler resizes by more than this in one layer (or overall).
+            let factor_ok = |r: f64| r > 0.0 && r <= MAX_FACTOR as f64;
             let same_size = || -> Result<()> {
                 for m in &ins[1..] {
                     ensure!(
@@ -160,6 +174,7 @@ impl Graph {
                     }
                 }
                 Op::Prelu(slopes) => {
+                    one_input()?;
                     ensure!(
                         slopes.len() == first.channels || slopes.len() == 1,
                         "{}: {} slopes for {} channels",
@@ -198,15 +213,32 @@ impl Graph {
                     first
                 }
                 Op::Nearest(r) => {
-                    ensure!(*r >= 1, "{}: upsampling by {r}", at());
+                    one_input()?;
+                    ensure!(
+                        *r >= 1 && factor_ok(*r as f64),
+                        "{}: upsampling by {r}",
+                        at()
+                    );
                     Meta {
                         scale: first.scale * *r as f64,
                         ..first
                     }
                 }
                 Op::Bicubic(s) => {
-                    ensure!(*s > 0.0 && s.is_finite(), "{}: resampling by {s}", at());
+                    one_input()?;
+                    ensure!(
+                        s.is_finite() && factor_ok(f64::from(*s)),
+                        "{}: resampling by {s}",
+                        at()
+                    );
                     let scale = first.scale * f64::from(*s);
+                    // Exact for every picture size only where the result is a whole
+                    // multiple of the input (x4 then x0.75 = x3).
+                    ensure!(
+                        (scale - scale.round()).abs() < 1e-6 && scale.round() >= 1.0,
+                        "{}: resampling to {scale}x the input; only whole factors are supported",
+                        at()
+                    );
                     let min_side = ((1.0 / scale).ceil() as usize).max(first.min_side);
                     Meta {
                         scale,
@@ -215,8 +247,9 @@ impl Graph {
                     }
                 }
                 Op::PixelShuffle(r) => {
+                    one_input()?;
                     ensure!(
-                        *r >= 1 && first.channels.is_multiple_of(r * r),
+                        *r >= 1 && *r <= MAX_FACTOR && first.channels.is_multiple_of(r * r),
                         "{}: pixel shuffle by {r} of {} channels",
                         at(),
                         first.channels
@@ -228,7 +261,12 @@ impl Graph {
                     }
                 }
                 Op::PixelUnshuffle(r) => {
-                    ensure!(*r >= 1, "{}: pixel unshuffle by {r}", at());
+                    one_input()?;
+                    ensure!(
+                        *r >= 1 && *r <= MAX_FACTOR,
+                        "{}: pixel unshuffle by {r}",
+                        at()
+                    );
                     multiple *= r;
                     Meta {
                         channels: first.channels * r * r,
@@ -251,7 +289,7 @@ impl Graph {
         );
         let scale = out.scale.round();
         ensure!(
-            (out.scale - scale).abs() < 1e-6 && scale >= 1.0,
+            (out.scale - scale).abs() < 1e-6 && scale >= 1.0 && scale <= MAX_FACTOR as f64,
             "{what}: the network scales by {}, not a whole factor",
             out.scale
         );

@@ -69,7 +69,7 @@ impl Params {
                     "array parameter {k} says {n} values and has {}",
                     vals.len()
                 );
-                map.insert(-k - 23300, vals);
+                map.insert((-i64::from(k) - 23300) as i32, vals);
             } else {
                 map.insert(k, vec![number(v)?]);
             }
@@ -88,6 +88,16 @@ impl Params {
         self.get(k, default as f32) as i64
     }
 
+    /// A count or size: a whole number from 0 to 2³⁰ (a larger one is no real layer).
+    fn count(&self, k: i32, default: i64) -> Result<usize> {
+        let v = self.get(k, default as f32);
+        ensure!(
+            v >= 0.0 && v.fract() == 0.0 && v <= (1u32 << 30) as f32,
+            "parameter {k}={v} is not a count"
+        );
+        Ok(v as usize)
+    }
+
     fn array(&self, k: i32) -> Option<&[f32]> {
         self.0.get(&k).map(|v| v.as_slice())
     }
@@ -103,7 +113,7 @@ struct Weights<'a> {
 impl Weights<'_> {
     fn take(&mut self, n: usize, what: &str) -> Result<&[u8]> {
         ensure!(
-            self.at + n <= self.data.len(),
+            self.at.checked_add(n).is_some_and(|end| end <= self.data.len()),
             "{} ends at byte {} while reading {what} ({n} bytes from byte {}): the file is cut short or belongs to another .param",
             self.file,
             self.data.len(),
@@ -115,8 +125,9 @@ impl Weights<'_> {
     }
 
     fn raw_f32(&mut self, n: usize, what: &str) -> Result<Vec<f32>> {
+        let bytes = n.checked_mul(4).context("a layer size past any file")?;
         Ok(self
-            .take(4 * n, what)?
+            .take(bytes, what)?
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect())
@@ -188,6 +199,11 @@ fn parse(text: &str, bin: &[u8], param_file: &str, bin_file: &str) -> Result<Gra
         let nb: usize = f[2].parse().with_context(|| at(name))?;
         let nt: usize = f[3].parse().with_context(|| at(name))?;
         ensure!(
+            nb <= 1024 && nt <= 1024 && (nb >= 1 || kind == "Input"),
+            "{}: {nb} inputs and {nt} outputs",
+            at(name)
+        );
+        ensure!(
             f.len() >= 4 + nb + nt,
             "{}: names {nb} inputs and {nt} outputs but lists fewer",
             at(name)
@@ -222,12 +238,12 @@ fn parse(text: &str, bin: &[u8], param_file: &str, bin_file: &str) -> Result<Gra
                 continue;
             }
             "Convolution" => {
-                let cout = p.int(0, 0) as usize;
-                let kw = p.int(1, 0) as usize;
-                let kh = p.int(11, kw as i64) as usize;
+                let cout = p.count(0, 0).with_context(|| at(name))?;
+                let kw = p.count(1, 0).with_context(|| at(name))?;
+                let kh = p.count(11, kw as i64).with_context(|| at(name))?;
                 let (dil, stride) = (p.int(2, 1), p.int(3, 1));
                 let pad = p.int(4, 0);
-                let size = p.int(6, 0) as usize;
+                let size = p.count(6, 0).with_context(|| at(name))?;
                 ensure!(
                     dil == 1 && p.int(12, 1) == 1 && stride == 1 && p.int(13, 1) == 1,
                     "{}: dilation {dil} / stride {stride}: easel reads stride-1, undilated convolutions",
@@ -238,7 +254,7 @@ fn parse(text: &str, bin: &[u8], param_file: &str, bin_file: &str) -> Result<Gra
                     "{}: only square kernels with the same padding on every side are supported",
                     at(name)
                 );
-                ensure!(cout > 0 && kw > 0 && size.is_multiple_of(cout * kw * kh), "{}: weight size {size} does not fit {cout} filters of {kw}x{kh}", at(name));
+                ensure!(cout > 0 && kw > 0 && kw <= 15 && size >= cout * kw * kh && size.is_multiple_of(cout * kw * kh), "{}: weight size {size} does not fit {cout} filters of {kw}x{kh}", at(name));
                 let cin = size / (cout * kw * kh);
                 let w = weights.tagged(size, &format!("the weights of layer {name}"))?;
                 let b = if p.int(5, 0) != 0 {
@@ -265,7 +281,7 @@ fn parse(text: &str, bin: &[u8], param_file: &str, bin_file: &str) -> Result<Gra
                 }
             }
             "PReLU" => {
-                let n = p.int(0, 1) as usize;
+                let n = p.count(0, 1).with_context(|| at(name))?;
                 Op::Prelu(weights.raw_f32(n, &format!("the slopes of layer {name}"))?.into())
             }
             "Concat" => {
@@ -273,7 +289,7 @@ fn parse(text: &str, bin: &[u8], param_file: &str, bin_file: &str) -> Result<Gra
                 Op::Concat
             }
             "Eltwise" => {
-                ensure!(p.int(0, 1) == 1, "{}: only Eltwise sum (op 1) is supported", at(name));
+                ensure!(p.int(0, 0) == 1, "{}: only Eltwise sum (op 1) is supported", at(name));
                 let coeffs = match p.array(1) {
                     Some(c) if !c.is_empty() => c.to_vec(),
                     _ => vec![1.0; ins.len()],
@@ -291,7 +307,11 @@ fn parse(text: &str, bin: &[u8], param_file: &str, bin_file: &str) -> Result<Gra
             "Interp" => {
                 let (sh, sw) = (p.get(1, 1.0), p.get(2, 1.0));
                 ensure!(
-                    sh == sw && p.int(3, 0) == 0 && p.int(4, 0) == 0 && p.int(6, 0) == 0,
+                    sh == sw
+                        && p.int(3, 0) == 0
+                        && p.int(4, 0) == 0
+                        && p.int(5, 0) == 0
+                        && p.int(6, 0) == 0,
                     "{}: only equal height and width scale factors (no fixed output size, no align_corner) are supported",
                     at(name)
                 );
@@ -303,7 +323,7 @@ fn parse(text: &str, bin: &[u8], param_file: &str, bin_file: &str) -> Result<Gra
             }
             "PixelShuffle" => {
                 ensure!(p.int(1, 0) == 0, "{}: only PyTorch's pixel shuffle order (mode 0) is supported", at(name));
-                Op::PixelShuffle(p.int(0, 1) as usize)
+                Op::PixelShuffle(p.count(0, 1).with_context(|| at(name))?)
             }
             other => bail!(
                 "{}: layer type {other} is not supported (easel reads Input, Convolution, Split, Concat, Eltwise, BinaryOp, Interp, PReLU and PixelShuffle)",
@@ -399,5 +419,32 @@ mod tests {
             parse(&text, &conv_bin(4, 3), "t.param", "t.bin").unwrap_err()
         );
         assert!(e.contains("4 input channels"), "{e}");
+    }
+
+    /// Nonsense numbers in a .param are errors, never panics or huge allocations.
+    #[test]
+    fn malformed_params_are_errors() {
+        for (from, to) in [
+            ("0=3 1=3", "0=-1 1=3"),
+            ("6=81", "6=99999999999"),
+            ("6=81", "6=4294967296"),
+            ("Interp up 1 1 x", "Interp up 0 1 x"),
+            ("0=1 1=2.0 2=2.0", "0=1 1=4294967296 2=4294967296"),
+            ("0=1 1=2.0 2=2.0", "0=1 1=2.0 2=2.0 5=1"),
+            ("Convolution c 1 1", "Convolution c 18446744073709551615 1"),
+        ] {
+            let text = TINY.replace(from, to);
+            assert_ne!(text, TINY, "{to}");
+            let r = std::panic::catch_unwind(|| parse(&text, &conv_bin(3, 3), "t.param", "t.bin"));
+            assert!(
+                matches!(r, Ok(Err(_))),
+                "{to}: {:?}",
+                r.map(|r| r.map(|g| g.scale()))
+            );
+        }
+        let eltwise =
+            "7767517\n3 3\nInput in 0 1 data\nSplit s 1 2 data a b\nEltwise e 2 1 a b output\n";
+        let e = parse(eltwise, &[], "t.param", "t.bin").unwrap_err();
+        assert!(format!("{e:#}").contains("only Eltwise sum"), "{e:#}");
     }
 }

@@ -10,6 +10,7 @@
 //! outputs transformed back. Tiles go to threads in blocks that stay in the core's L2.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -154,6 +155,8 @@ impl Winograd {
             // task, 16 pixels at a time through a small buffer (as the fill).
             let acc = &s.acc;
             let dst = SharedPtr(out.as_mut_ptr().cast::<f32>());
+            // (The output is written through `MaybeUninit`s, never read or referenced
+            // as f32 before every value is written.)
             (0..h).into_par_iter().for_each(|y| {
                 let mut tile = [0f32; 16 * MAX_CHANNELS];
                 for x0 in (0..w).step_by(16) {
@@ -170,14 +173,19 @@ impl Winograd {
                         // SAFETY: row y, pixels [x0, x0 + nx) of plane co: inside `out`
                         // (cout·h·w values), written by this task only.
                         let o = unsafe {
-                            std::slice::from_raw_parts_mut(dst.get().add((co * h + y) * w + x0), nx)
+                            std::slice::from_raw_parts_mut(
+                                dst.get()
+                                    .cast::<MaybeUninit<f32>>()
+                                    .add((co * h + y) * w + x0),
+                                nx,
+                            )
                         };
                         for (o, v) in o.iter_mut().zip(&tile[co * 16..co * 16 + nx]) {
                             let v = v + b;
-                            *o = match a {
+                            o.write(match a {
                                 Some(a) if v < 0.0 => v * a,
                                 _ => v,
-                            };
+                            });
                         }
                     }
                 }

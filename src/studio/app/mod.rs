@@ -126,6 +126,8 @@ pub struct App {
     current_id: u64,
     followed: Option<PathBuf>,
     serial: u64,
+    /// The serial of the picture `u` is upscaling now, if any (one at a time).
+    upscaling: Option<u64>,
 }
 
 impl App {
@@ -167,6 +169,7 @@ impl App {
             current_id: 0,
             followed: None,
             serial: 0,
+            upscaling: None,
         };
         let effects = match app.mode.clone() {
             Mode::Studio { dir } => {

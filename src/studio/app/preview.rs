@@ -183,6 +183,11 @@ impl App {
             self.info("already upscaled (enter renders it again at its own size)".into());
             return vec![];
         }
+        if self.upscaling == Some(picture.serial) {
+            self.info("already upscaling this picture".into());
+            return vec![];
+        }
+        self.upscaling = Some(picture.serial);
         self.info(format!(
             "upscaling {} ({}x{}) in the background…",
             Self::sketch_name(&picture.path),
@@ -198,6 +203,9 @@ impl App {
 
     /// The upscaled picture replaces the one it was made from, if that is still shown.
     pub(super) fn on_upscaled(&mut self, done: Upscaled) -> Vec<Effect> {
+        if self.upscaling == Some(done.serial) {
+            self.upscaling = None;
+        }
         let (image, upscaling) = match done.result {
             Ok(r) => r,
             Err(e) => {
