@@ -70,6 +70,8 @@ pub enum Shown {
     Grid,
     /// When a pick can be undone.
     History,
+    /// Beside a picture that has a latent loop to play (a CPPN with an animation).
+    Animation,
 }
 
 /// What the screen shows now, for the footer.
@@ -85,6 +87,8 @@ pub struct Showing {
     pub grid: bool,
     /// Backspace has a pick to undo.
     pub history: bool,
+    /// The picture shown has a latent loop to play.
+    pub animation: bool,
 }
 
 impl Shown {
@@ -97,6 +101,7 @@ impl Shown {
             Shown::Knobs => !now.runs && now.knobs && !now.grid,
             Shown::Grid => now.grid,
             Shown::History => now.history,
+            Shown::Animation => !now.runs && !now.grid && now.animation,
         }
     }
 }
@@ -289,7 +294,7 @@ pub const KEYS: &[Binding] = &[
     )
     .hint("space", "play", 5)
     .studio_only()
-    .shown(Shown::Pictures),
+    .shown(Shown::Animation),
     row(
         RawChart,
         &[Char('r')],
@@ -375,5 +380,26 @@ mod tests {
                 assert!(b.keys.contains(key.chars().next().unwrap()) || ["↑↓", "⌫"].contains(&key));
             }
         }
+    }
+
+    /// The footer offers `space play` only beside a latent loop, and `u` beside pictures.
+    #[test]
+    fn play_is_offered_only_where_there_is_a_loop() {
+        let keys = |now: Showing| -> Vec<&str> {
+            footer_hints(now, 200).into_iter().map(|(k, _)| k).collect()
+        };
+        let truchet = Showing {
+            studio: true,
+            ..Showing::default()
+        };
+        assert!(!keys(truchet).contains(&"space"));
+        assert!(keys(truchet).contains(&"u"));
+        let cppn = Showing {
+            animation: true,
+            ..truchet
+        };
+        assert!(keys(cppn).contains(&"space"));
+        let training = Showing { runs: true, ..cppn };
+        assert!(!keys(training).contains(&"space") && !keys(training).contains(&"u"));
     }
 }

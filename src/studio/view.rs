@@ -1170,6 +1170,7 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
         knobs: app.knob_values().is_some(),
         grid: app.variations.is_some(),
         history: !app.history.is_empty(),
+        animation: app.animation.is_some(),
     };
     let keys = keys::footer_hints(showing, area.width as usize);
     let mut spans = vec![];
