@@ -748,3 +748,16 @@ fn sample_without_an_output_names_the_grid_after_its_source() {
     ));
     assert!(dir.path().join("truchet32-samples.png").is_file());
 }
+
+#[test]
+fn eval_outside_the_repository_points_at_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/icons32");
+    let out = easel(&["eval", model.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--data FOLDER") && err.contains("data/oxygen64"),
+        "{err}"
+    );
+}

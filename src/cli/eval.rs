@@ -61,8 +61,17 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
             background,
         };
     }
-    let data = data::load(&spec, &device, Some(crate::spec::data_sketch))
-        .context("loading the real images")?;
+    let data =
+        data::load(&spec, &device, Some(crate::spec::data_sketch)).with_context(|| {
+            match (&args.data, &spec.data) {
+                (None, DataSource::Folder { path, .. }) => format!(
+                    "loading the real images from {} (the folder the model was trained on, as \
+                 its spec names it); give another with --data FOLDER",
+                    path.display()
+                ),
+                _ => "loading the real images".to_string(),
+            }
+        })?;
     let n = args.count.clamp(16, 8192).min(data.len());
     let reference = data.reference(n, args.seed)?;
     let fake = samples(&loaded.g, n, loaded.classes.len(), args.seed ^ 0xE7A1)?;
