@@ -659,6 +659,13 @@ fn init_writes_the_bundled_sketches_and_keeps_files_already_there() {
     let listed = std::fs::read_dir(&bundled_dir).unwrap().count();
     assert_eq!(std::fs::read_dir(&sketches).unwrap().count(), listed);
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrote "));
+    // The icons gan_icons.rhai trains on come too: every bundled sketch checks out here.
+    assert!(dir
+        .path()
+        .join("data/oxygen64/apps-konqueror.png")
+        .is_file());
+    assert!(dir.path().join("data/oxygen64/LICENSE.LGPL-3").is_file());
+    ok(easel(&["check", "sketches"], dir.path()));
     // A sketch that reads a texture renders from the written folder.
     ok(easel(
         &[

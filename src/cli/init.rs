@@ -1,5 +1,6 @@
 //! `easel init [DIR]`: writes the bundled sketches (and the pictures they read) into
-//! DIR/sketches, so the studio has something to open in any folder, from the binary alone.
+//! DIR/sketches, and the icons `gan_icons.rhai` trains on into DIR/data/oxygen64, so the
+//! studio has something to open (and train) in any folder, from the binary alone.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,9 @@ use crate::recipe;
 
 /// `sketches/` as it was at build time (build.rs reruns the build when it changes).
 static BUNDLED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/sketches");
+/// The icons `gan_icons.rhai` trains on (`../data/oxygen64` from the sketches; 3.6 MB,
+/// LGPL-3, their licence files included), so it trains in any folder after `init`.
+static ICONS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/data/oxygen64");
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
@@ -49,6 +53,17 @@ pub(crate) fn run(args: InitArgs) -> Result<()> {
             "skipped {} already there (left as they are): {}",
             super::count(report.skipped.len(), "file"),
             names(&report.skipped)
+        );
+    }
+    let icons_dir = args.dir.join("data/oxygen64");
+    let mut icons = Report::default();
+    write_dir(&ICONS, &icons_dir, &mut icons)?;
+    if !icons.written.is_empty() {
+        eprintln!(
+            "wrote {} into {}: the icons gan_icons.rhai trains on (LGPL-3, see {})",
+            super::count(icons.written.len(), "file"),
+            icons_dir.display(),
+            icons_dir.join("COPYRIGHT.debian").display()
         );
     }
     let open = if args.dir == Path::new(".") {
