@@ -142,8 +142,7 @@ pub fn write_image_tagged(
     tags: &[(&str, String)],
 ) -> Result<()> {
     let format = match StillFormat::of(path)? {
-        StillFormat::Png if !tags.is_empty() => return write_png_tagged(path, img, recipe, tags),
-        StillFormat::Png => return write_png(path, img, recipe),
+        StillFormat::Png => return write_png_tagged(path, img, recipe, tags),
         StillFormat::Jpeg => image::ImageFormat::Jpeg,
         StillFormat::Webp => image::ImageFormat::WebP,
         StillFormat::Gif => image::ImageFormat::Gif,

@@ -81,7 +81,7 @@ pub struct StudioArgs {
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: crate::device::DeviceArg,
     /// The ESRGAN model `u` upscales the preview with (see `easel upscale --help`).
-    #[arg(long, default_value = studio::DEFAULT_UPSCALER, value_name = "MODEL")]
+    #[arg(long, default_value = crate::spec::Upscaling::DEFAULT_MODEL, value_name = "MODEL")]
     pub upscale: String,
 }
 
@@ -114,7 +114,7 @@ pub fn main() -> ExitCode {
             Path::new("sketches"),
             Graphics::Halfblocks,
             crate::device::DeviceArg::Cpu,
-            studio::DEFAULT_UPSCALER,
+            crate::spec::Upscaling::DEFAULT_MODEL,
         ),
     };
     match result {

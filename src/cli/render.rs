@@ -117,7 +117,7 @@ pub(crate) fn run(args: RenderArgs) -> Result<()> {
     let mut tags = vec![];
     if let Some(up) = &upscaling {
         img = up.apply(&img, &mut |_, _| {})?;
-        tags.push(up.tag(&format!("{} as rendered", recipe.name)));
+        tags.push(up.tag(&format!("{} as rendered", recipe.name))?);
         eprintln!("upscaled with {} (as the recipe records)", up.model);
     }
     let took = started.elapsed();

@@ -70,33 +70,30 @@ pub struct SampleArgs {
 }
 
 impl SampleArgs {
-    /// The output file (given, or the default `run` sets).
-    fn out(&self) -> &std::path::Path {
-        self.output
-            .as_deref()
-            .unwrap_or(std::path::Path::new("samples.png"))
+    /// The output file: `-o`, else `<source>-samples.png` (or .gif) here.
+    fn out(&self) -> PathBuf {
+        self.output.clone().unwrap_or_else(|| {
+            let name = self
+                .source
+                .file_stem()
+                .map_or_else(|| "samples".into(), |n| n.to_string_lossy());
+            let ext = if self.interpolate { "gif" } else { "png" };
+            PathBuf::from(format!("{name}-samples.{ext}"))
+        })
     }
 }
 
-pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
-    if args.output.is_none() {
-        let name = args
-            .source
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "samples".into());
-        let ext = if args.interpolate { "gif" } else { "png" };
-        args.output = Some(PathBuf::from(format!("{name}-samples.{ext}")));
-    }
-    let is_gif = recipe::StillFormat::of(args.out())? == recipe::StillFormat::Gif;
+pub(crate) fn run(args: SampleArgs) -> Result<()> {
+    let out = args.out();
+    let is_gif = recipe::StillFormat::of(&out)? == recipe::StillFormat::Gif;
     match (args.interpolate, is_gif) {
         (true, false) => bail!(
             "{}: --interpolate writes a looping GIF; name the output .gif",
-            args.out().display()
+            out.display()
         ),
         (false, true) => bail!(
             "{}: one grid is a still image (.png, .jpg or .webp); add --interpolate for a looping .gif",
-            args.out().display()
+            out.display()
         ),
         _ => {}
     }
@@ -174,15 +171,11 @@ pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
     if !args.interpolate {
         let z = truncated_noise(args.seed, n, latent, args.truncation, &device)?;
         if args.size.is_some() || args.export_sketch.is_some() {
-            return render_cppn_samples(&args, &loaded, &z);
+            return render_cppn_samples(&args, &out, &loaded, &z);
         }
         let images = finish(loaded.g.forward(&z, &labels, &ctx)?)?;
-        recipe::write_image(args.out(), &grid(&images, args.threshold)?, None)?;
-        eprintln!(
-            "wrote {} ({})",
-            args.out().display(),
-            super::count(n, "sample")
-        );
+        recipe::write_image(&out, &grid(&images, args.threshold)?, None)?;
+        eprintln!("wrote {} ({})", out.display(), super::count(n, "sample"));
         return Ok(());
     }
     // A closed loop: z(θ) = a·cos θ + b·sin θ keeps each sample's noise norm steady.
@@ -202,10 +195,10 @@ pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
         )?)?;
         frames.push(grid(&images, args.threshold)?.to_rgb8());
     }
-    recipe::write_gif(args.out(), &frames, 6)?;
+    recipe::write_gif(&out, &frames, 6)?;
     eprintln!(
         "wrote {} ({} frames of {n} samples, loops)",
-        args.out().display(),
+        out.display(),
         frames.len()
     );
     Ok(())
@@ -213,7 +206,12 @@ pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
 
 /// A CPPN generator's samples through the CPPN renderer, at `--size` (and the first as a
 /// sketch with `--export-sketch`).
-fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) -> Result<()> {
+fn render_cppn_samples(
+    args: &SampleArgs,
+    out: &std::path::Path,
+    loaded: &LoadedGenerator,
+    z: &Tensor,
+) -> Result<()> {
     let g = &loaded.g;
     let body = g.cppn().context("a CPPN generator")?;
     let codes: Vec<Vec<f32>> = body.codes(&g.params, &g.prior(z)?)?.to_vec2()?;
@@ -234,38 +232,24 @@ fn render_cppn_samples(args: &SampleArgs, loaded: &LoadedGenerator, z: &Tensor) 
         let img = crate::cppn::render::render(&spec, &net, code);
         // Back to the generator's [−1, 1] planes, so the grid (and --threshold) is the
         // one every sample gets.
-        let planes: Vec<Vec<f32>> = match g.spec.channels {
-            1 => vec![img
-                .to_luma8()
-                .into_raw()
-                .iter()
-                .map(|&v| v as f32 / 127.5 - 1.0)
-                .collect()],
-            _ => {
-                let rgb = img.to_rgb8();
-                (0..3)
-                    .map(|c| rgb.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0).collect())
-                    .collect()
-            }
-        };
-        values.extend(planes.into_iter().flatten());
+        unit_planes(&img, g.spec.channels, &mut values);
     }
     let images = Tensor::from_vec(
         values,
         (codes.len(), g.spec.channels, h as usize, w as usize),
         &Device::Cpu,
     )?;
-    recipe::write_image(args.out(), &grid(&images, args.threshold)?, None)?;
+    recipe::write_image(out, &grid(&images, args.threshold)?, None)?;
     eprintln!(
         "wrote {} ({} at {w}x{h})",
-        args.out().display(),
+        out.display(),
         super::count(codes.len(), "sample")
     );
     Ok(())
 }
 
 /// Each sample of `images` (`[N, C, H, W]` in [−1, 1]) through the upscaler, back in the
-/// same form (grey samples stay grey: the mean of the upscaled channels; RGBA keeps its
+/// same form (grey samples stay grey: the luma of the upscaled picture; RGBA keeps its
 /// alpha).
 fn upscale_samples(images: &Tensor, up: &Upscaler) -> Result<Tensor> {
     let (n, c, h, w) = images.dims4()?;
@@ -303,19 +287,22 @@ fn upscale_samples(images: &Tensor, up: &Upscaler) -> Result<Tensor> {
             other => bail!("--upscale takes grey, RGB or RGBA samples, not {other} channels"),
         };
         // RGBA keeps its alpha (resized beside the network).
-        let big = up
-            .upscale(&img, Tiling::default(), &mut |_, _| {})?
-            .to_rgba8();
-        let to_unit = |v: u8| f32::from(v) / 127.5 - 1.0;
-        if c == 1 {
-            out.extend(big.pixels().map(|p| {
-                to_unit(((u16::from(p.0[0]) + u16::from(p.0[1]) + u16::from(p.0[2]) + 1) / 3) as u8)
-            }));
-        } else {
-            for k in 0..c {
-                out.extend(big.pixels().map(|p| to_unit(p.0[k])));
-            }
-        }
+        let big = up.upscale(&img, Tiling::default(), &mut |_, _| {})?;
+        unit_planes(&big, c, &mut out);
     }
     Ok(Tensor::from_vec(out, (n, c, ho, wo), images.device())?)
+}
+
+/// Appends a picture as a generator's `channels` planes of [−1, 1] values (1: its luma;
+/// 3: RGB; 4: RGBA).
+fn unit_planes(img: &image::DynamicImage, channels: usize, out: &mut Vec<f32>) {
+    let to_unit = |v: u8| f32::from(v) / 127.5 - 1.0;
+    if channels == 1 {
+        out.extend(img.to_luma8().pixels().map(|p| to_unit(p.0[0])));
+        return;
+    }
+    let rgba = img.to_rgba8();
+    for k in 0..channels.min(4) {
+        out.extend(rgba.pixels().map(|p| to_unit(p.0[k])));
+    }
 }

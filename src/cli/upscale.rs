@@ -23,7 +23,7 @@ pub struct UpscaleArgs {
         short,
         long,
         value_name = "MODEL",
-        default_value = "realesr-animevideov3-x4"
+        default_value = crate::spec::Upscaling::DEFAULT_MODEL
     )]
     pub model: String,
     /// Tile side in input pixels (0: the whole picture at once); smaller tiles use less
@@ -61,6 +61,11 @@ pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
     let tiling = Tiling {
         tile: args.tile,
         pad: args.tile_pad,
+    };
+    let upscaling = crate::spec::Upscaling {
+        model: args.model.clone(),
+        tile: args.tile,
+        tile_pad: args.tile_pad,
     };
     let many = args.inputs.len() > 1;
     if many {
@@ -115,18 +120,7 @@ pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
             bar.set_position((before + done) as u64)
         })?;
         before += up.tiles(w, h, tiling);
-        let tags = [(
-            recipe::KEY_UPSCALE,
-            serde_json::json!({
-                "model": args.model,
-                "file": up.file.display().to_string(),
-                "input": input.display().to_string(),
-                "scale": up.scale(),
-                "tile": args.tile,
-                "tile_pad": args.tile_pad,
-            })
-            .to_string(),
-        )];
+        let tags = [upscaling.tag_by(&up, &input.display().to_string())];
         recipe::write_image_tagged(&out, &big, None, &tags)?;
         bar.suspend(|| {
             eprintln!(

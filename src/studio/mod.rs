@@ -30,9 +30,6 @@ use crate::recipe;
 use crate::run::{Control, RunDir};
 use crate::spec::Upscaling;
 
-/// The model `u` upscales with unless `--upscale` names another: the fastest shipped
-/// one (0.6 M parameters), a 256² preview in well under a second on two cores.
-pub const DEFAULT_UPSCALER: &str = "realesr-animevideov3-x4";
 use app::{App, Effect, Export, ExportTarget, Favourite, Mode, Msg, SaveMutant};
 
 /// How images reach the terminal.
@@ -89,7 +86,7 @@ pub fn watch(run: &Path, graphics: Graphics) -> Result<()> {
         runs: None,
         favourites: PathBuf::from("favourites"),
         exports: PathBuf::from("exports"),
-        upscale: DEFAULT_UPSCALER.to_string(),
+        upscale: Upscaling::DEFAULT_MODEL.to_string(),
     };
     run_studio(
         Mode::Watch {
@@ -520,7 +517,7 @@ pub fn save_favourite(dir: &Path, fav: &Favourite) -> Result<PathBuf> {
             if let Some(up) = upscale {
                 // As `render --from` will: the recipe's size, then the upscale.
                 img = up.apply(&img, &mut |_, _| {})?;
-                tags.push(up.tag(&format!("{} as rendered", r.name)));
+                tags.push(up.tag(&format!("{} as rendered", r.name))?);
             }
             let out = stamped(dir, &r.name, "png")?;
             write_reserved(&out, || {
@@ -532,7 +529,10 @@ pub fn save_favourite(dir: &Path, fav: &Favourite) -> Result<PathBuf> {
             image,
             upscale,
         } => {
-            let tags: Vec<_> = upscale.iter().map(|u| u.tag("the preview")).collect();
+            let tags = upscale
+                .iter()
+                .map(|u| u.tag("the preview"))
+                .collect::<Result<Vec<_>>>()?;
             let out = stamped(dir, name, "png")?;
             write_reserved(&out, || recipe::write_png_tagged(&out, image, None, &tags))
         }

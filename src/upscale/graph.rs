@@ -577,22 +577,13 @@ fn prune(nodes: Vec<Node>, output: &mut usize) -> Vec<Node> {
 /// The element-wise layers on the CPU in one rayon pass each, without Candle's own
 /// thread pool (whose spinning workers, beside rayon's, took a core's share on two cores).
 mod cpu {
-    use candle_core::{bail, CpuStorage, Device, Result, Storage, Tensor};
+    use candle_core::{bail, Device, Result, Tensor};
     use rayon::prelude::*;
+
+    use crate::gan::kernels::with_f32;
 
     /// Values per parallel task.
     const CHUNK: usize = 1 << 14;
-
-    /// Calls `f` with the tensor's values (made contiguous first).
-    fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-        let t = t.contiguous()?;
-        let (storage, layout) = t.storage_and_layout();
-        let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-            bail!("expected f32 values on the CPU");
-        };
-        let start = layout.start_offset();
-        f(&data[start..start + t.elem_count()])
-    }
 
     /// `Σ coeffs[i] · ins[i]`.
     pub(super) fn sum(ins: &[&Tensor], coeffs: &[f32]) -> Result<Tensor> {
@@ -602,7 +593,7 @@ mod cpu {
             if t.elem_count() != n {
                 bail!("adding tensors of {:?} and {:?}", ins[0].dims(), t.dims());
             }
-            with_values(t, |x| {
+            with_f32(t, |x| {
                 out.par_chunks_mut(CHUNK)
                     .zip(x.par_chunks(CHUNK))
                     .for_each(|(o, x)| {
@@ -623,7 +614,7 @@ mod cpu {
         let (n, c, h, w) = x.dims4()?;
         let wo = w * r;
         let mut out = vec![0f32; n * c * h * r * wo];
-        with_values(x, |src| {
+        with_f32(x, |src| {
             out.par_chunks_mut(wo * r)
                 .zip(src.par_chunks(w))
                 .for_each(|(rows, row)| {

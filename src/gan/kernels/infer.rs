@@ -17,11 +17,12 @@
 
 use std::cell::RefCell;
 
-use candle_core::{bail, CpuStorage, Device, Result, Storage, Tensor};
+use candle_core::{bail, Device, Result, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::conv::{sgemm, SharedPtr};
+use super::f32_data;
 use super::winograd::{self, Winograd};
 
 /// A convolution ready to run: `act(conv2d(concat(inputs), W, padding) + b)`, stride 1,
@@ -137,8 +138,27 @@ impl PackedConv {
                 self.cin
             );
         }
+        // Every input's values, borrowed from its storage (copied only if strided); per
+        // batch item, each input's planes and channel count, in order.
+        let guards: Vec<_> = inputs.iter().map(|t| t.storage_and_layout()).collect();
+        let values = guards
+            .iter()
+            .map(|(storage, layout)| match &**storage {
+                Storage::Cpu(cpu) => f32_data(cpu, layout, "input"),
+                _ => bail!("convolution inputs must be on the CPU"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let items: Vec<Vec<(&[f32], usize)>> = (0..n)
+            .map(|i| {
+                let parts = values.iter().zip(inputs).map(|(v, t)| {
+                    let c = t.dims()[1];
+                    (&v[i * c * sh * sw..(i + 1) * c * sh * sw], c)
+                });
+                parts.collect()
+            })
+            .collect();
         if let Some(wg) = &self.winograd {
-            return self.forward_winograd(wg, inputs, (n, sh, sw), up);
+            return self.forward_winograd(wg, &items, (sh, sw), up);
         }
         let (ho, wo) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
         let wp = w + 2 * p;
@@ -158,18 +178,10 @@ impl PackedConv {
         let mut y: Vec<f32> = Vec::with_capacity(n * cout * ho * wo);
         SCRATCH.with_borrow_mut(|s| -> Result<()> {
             let (padded, acc) = s.get(&g, (h, p));
-            for i in 0..n {
+            for (i, item) in items.iter().enumerate() {
                 // Copy every input's planes into the padded buffer, channel after channel.
                 let mut c0 = 0;
-                for t in inputs {
-                    let c = t.dim(1)?;
-                    let t = t.contiguous()?;
-                    let (storage, layout) = t.storage_and_layout();
-                    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-                        bail!("convolution inputs must be f32 on the CPU");
-                    };
-                    let start = layout.start_offset() + i * c * sh * sw;
-                    let src = &data[start..start + c * sh * sw];
+                for &(src, c) in item {
                     padded[c0 * plane..(c0 + c) * plane]
                         .par_chunks_mut(plane)
                         .zip(src.par_chunks(sh * sw))
@@ -225,40 +237,17 @@ impl PackedConv {
     fn forward_winograd(
         &self,
         wg: &Winograd,
-        inputs: &[&Tensor],
-        (n, sh, sw): (usize, usize, usize),
+        items: &[Vec<(&[f32], usize)>],
+        (sh, sw): (usize, usize),
         up: usize,
     ) -> Result<Tensor> {
-        let (h, w) = (sh * up, sw * up);
+        let (n, h, w) = (items.len(), sh * up, sw * up);
         let cout = self.cout;
-        let conts = inputs
-            .iter()
-            .map(|t| t.contiguous())
-            .collect::<Result<Vec<_>>>()?;
-        let guards: Vec<_> = conts.iter().map(|t| t.storage_and_layout()).collect();
         let mut y: Vec<f32> = Vec::with_capacity(n * cout * h * w);
-        for i in 0..n {
-            let mut parts = vec![];
-            for ((storage, layout), t) in guards.iter().zip(&conts) {
-                let Storage::Cpu(CpuStorage::F32(data)) = &**storage else {
-                    bail!("convolution inputs must be f32 on the CPU");
-                };
-                let c = t.dim(1)?;
-                let start = layout.start_offset() + i * c * sh * sw;
-                parts.push((&data[start..start + c * sh * sw], c));
-            }
+        for (i, parts) in items.iter().enumerate() {
             let out = &mut y.spare_capacity_mut()[i * cout * h * w..(i + 1) * cout * h * w];
             // SAFETY: the kernel is Winograd only on CPUs with AVX-512F (Kernel::best).
-            unsafe {
-                wg.run(
-                    &parts,
-                    (sh, sw),
-                    up,
-                    &self.bias,
-                    self.slopes.as_deref(),
-                    out,
-                )
-            };
+            unsafe { wg.run(parts, (sh, sw), up, &self.bias, self.slopes.as_deref(), out) };
         }
         // SAFETY: `run` wrote every value of each item.
         unsafe { y.set_len(n * cout * h * w) };
@@ -537,6 +526,14 @@ mod avx512 {
 mod tests {
     use super::*;
 
+    /// Every kernel this CPU runs (the AVX-512 ones only where it has AVX-512).
+    fn kernels_here() -> Vec<Kernel> {
+        match Kernel::best() {
+            Kernel::Gemm => vec![Kernel::Gemm],
+            _ => vec![Kernel::Gemm, Kernel::Avx512, Kernel::Winograd],
+        }
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
@@ -556,10 +553,7 @@ mod tests {
     #[test]
     fn matches_candle_conv_bias_and_activation() {
         let dev = Device::Cpu;
-        let mut kernels = vec![Kernel::Gemm];
-        if Kernel::best() != Kernel::Gemm {
-            kernels.extend([Kernel::Avx512, Kernel::Winograd]);
-        }
+        let kernels = kernels_here();
         for (c1, c2, cout, h, w, k, p) in [
             (3, 0, 5, 7, 9, 3, 1),
             (40, 30, 27, 20, 33, 3, 1),
@@ -618,10 +612,7 @@ mod tests {
     #[test]
     fn a_fused_nearest_upsampling_matches_upsampling_first() {
         let dev = Device::Cpu;
-        let mut kernels = vec![Kernel::Gemm];
-        if Kernel::best() != Kernel::Gemm {
-            kernels.extend([Kernel::Avx512, Kernel::Winograd]);
-        }
+        let kernels = kernels_here();
         let x = Tensor::randn(0f32, 1.0, (1, 16, 5, 7), &dev).unwrap();
         let wt = Tensor::randn(0f32, 0.2, (32, 16, 3, 3), &dev).unwrap();
         let b = Tensor::randn(0f32, 1.0, 32, &dev).unwrap();

@@ -51,6 +51,16 @@ pub fn force_portable(portable: bool) {
     MODE.store(if portable { 2 } else { 1 }, Ordering::Relaxed);
 }
 
+/// Calls `f` with a CPU tensor's f32 values in row-major order (borrowed where the
+/// layout is contiguous), for code outside these ops that reads CPU tensors directly.
+pub fn with_f32<R>(t: &candle_core::Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        bail!("expected a tensor on the CPU, got one on {:?}", t.device());
+    };
+    f(&f32_data(cpu, layout, "tensor")?)
+}
+
 /// The f32 values of a storage in the layout's logical (row-major) order.
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Cow<'a, [f32]>> {
     let CpuStorage::F32(data) = s else {
