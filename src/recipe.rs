@@ -17,6 +17,12 @@ const KEY_CLASS: &str = "easel:class";
 const KEY_KNOBS: &str = "easel:knobs";
 /// An upscaled picture's making: model, input file, tiling (JSON).
 pub const KEY_UPSCALE: &str = "easel:upscale";
+/// A sample grid's making: generator, checkpoint, seed, count, truncation, class (JSON);
+/// `easel sample --from` reads it.
+pub const KEY_SAMPLE: &str = "easel:sample";
+/// A sweep sheet's making: the sketch and its varied keys (JSON); `easel sweep --from`
+/// reads it.
+pub const KEY_SWEEP: &str = "easel:sweep";
 
 /// Everything needed to render an image again.
 #[derive(Debug, Clone, PartialEq)]
@@ -301,8 +307,17 @@ pub fn read_recipe(path: &Path) -> Result<Recipe> {
             .map(|(_, v)| v.clone())
     };
     let Some(source) = get(KEY_SOURCE) else {
+        for (key, command) in [(KEY_SAMPLE, "sample"), (KEY_SWEEP, "sweep")] {
+            if get(key).is_some() {
+                bail!(
+                    "{} is a grid written by `easel {command}`: `easel {command} --from {}` makes it again",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
         bail!(
-            "{} carries no easel recipe (it was not written by `easel render`)",
+            "{} carries no easel recipe (renders, favourites, exports, sample grids and sweep sheets written as .png do)",
             path.display()
         );
     };

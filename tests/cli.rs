@@ -300,6 +300,27 @@ fn sweep_makes_a_labelled_contact_sheet() {
     // 3 across, 2 down: 8 px padding, 48 px images, 14 px labels.
     assert_eq!((w, h), (3 * (48 + 8) + 8, 2 * (48 + 14 + 8) + 8));
 
+    // The sheet keeps the sketch's text and keys: made again after the sketch changed,
+    // it is the same picture.
+    let copy = dir.path().join("silk.rhai");
+    std::fs::copy(&sketch, &copy).unwrap();
+    ok(easel(
+        &["sweep", "silk.rhai", "--vary", "depth=2..3", "--cell", "32"],
+        dir.path(),
+    ));
+    std::fs::write(&copy, "#{ broken").unwrap();
+    ok(easel(&["sweep", "--from", "silk-sweep.png"], dir.path()));
+    assert_eq!(
+        pixels(&dir.path().join("silk-sweep-again.png")),
+        pixels(&dir.path().join("silk-sweep.png"))
+    );
+    let out = easel(&["render", "--from", "silk-sweep.png"], dir.path());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`easel sweep --from silk-sweep.png`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = easel(
         &["sweep", &sketch, "--vary", "depth=two", "-o", "s.png"],
         dir.path(),
@@ -401,6 +422,43 @@ fn training_survives_kill_9_and_resumes_from_its_checkpoint() {
     let steps: Vec<u64> = run.read_metrics().iter().map(|m| m.step).collect();
     assert_eq!(steps, (1..=checkpointed + 4).collect::<Vec<_>>());
     assert!(run.generator().exists());
+
+    // TensorBoard sees the same steps: the killed run's steps past its checkpoint are
+    // gone from the event file (CRCs checked on reading), and its restart is marked.
+    use easel::run::tensorboard::{event_files, read_records, What};
+    let files = event_files(&run.path);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let records = read_records(&files[0]).unwrap();
+    assert!(!records.torn_tail);
+    let scalar_steps: Vec<u64> = records
+        .events
+        .iter()
+        .filter(|e| match &e.what {
+            Some(What::Summary(s)) => s.value.iter().any(|v| v.tag == "loss/D"),
+            _ => false,
+        })
+        .map(|e| e.step as u64)
+        .collect();
+    assert_eq!(scalar_steps, steps, "one loss point per step, in order");
+    let restart = records
+        .events
+        .iter()
+        .find(|e| matches!(e.what, Some(What::SessionLog(_))))
+        .expect("a SessionLog START on resume");
+    assert_eq!(restart.step as u64, checkpointed + 1);
+
+    // `easel runs` lists it as finished, at its target, for people and for scripts.
+    let out = ok(easel(&["runs", "."], dir.path()));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = table.lines().find(|l| l.starts_with("run ")).expect(&table);
+    assert!(
+        line.contains("finished") && line.contains(&format!("{target}/{target}")),
+        "{table}"
+    );
+    let out = ok(easel(&["runs", ".", "--json"], dir.path()));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["state"], "finished");
+    assert_eq!(runs[0]["step"].to_string(), target);
 }
 
 #[test]
@@ -754,6 +812,49 @@ fn sample_without_an_output_names_the_grid_after_its_source() {
         dir.path(),
     ));
     assert!(dir.path().join("truchet32-samples.png").is_file());
+}
+
+#[test]
+fn a_sample_grid_records_how_it_was_drawn_and_is_drawn_again_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cdcgan32");
+    let args = [
+        "sample",
+        model.to_str().unwrap(),
+        "-n",
+        "6",
+        "--seed",
+        "9",
+        "--class",
+        "maze",
+        "--truncation",
+        "0.8",
+        "--threshold",
+        "0.5",
+        "-o",
+        "grid.png",
+    ];
+    ok(easel(&args, dir.path()));
+    ok(easel(&["sample", "--from", "grid.png"], dir.path()));
+    let (first, again) = (
+        dir.path().join("grid.png"),
+        dir.path().join("grid-again.png"),
+    );
+    assert_eq!(pixels(&again), pixels(&first));
+    assert_eq!(
+        image::image_dimensions(&again).unwrap(),
+        image::image_dimensions(&first).unwrap()
+    );
+    // Another seed draws another grid: the recipe is what made the match.
+    let mut other = args;
+    other[5] = "10";
+    other[13] = "other.png";
+    ok(easel(&other, dir.path()));
+    assert_ne!(pixels(&dir.path().join("other.png")), pixels(&first));
+
+    let out = easel(&["render", "--from", "grid.png"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`easel sample --from grid.png`"), "{err}");
 }
 
 #[test]

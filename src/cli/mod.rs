@@ -1,5 +1,5 @@
 //! The command line: `easel [studio] | watch | render | animate | sweep | train | sample |
-//! dataset | check | gallery`.
+//! dataset | check | gallery | upscale | eval | init | runs`.
 
 mod animate;
 mod check;
@@ -8,6 +8,7 @@ mod eval;
 mod gallery;
 mod init;
 mod render;
+mod runs;
 mod sample;
 mod sweep;
 mod train;
@@ -65,6 +66,8 @@ pub enum Command {
     Studio(StudioArgs),
     /// Attach the run panels to one run directory (live or finished), e.g. over SSH.
     Watch(WatchArgs),
+    /// List the runs in a folder, newest first: state, step, best SWD, speed, device.
+    Runs(runs::RunsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -110,6 +113,7 @@ pub fn main() -> ExitCode {
         Some(Command::Init(a)) => init::run(a),
         Some(Command::Studio(a)) => studio::studio(&a.dir, a.graphics, a.device, &a.upscale),
         Some(Command::Watch(a)) => studio::watch(&a.run_dir, a.graphics),
+        Some(Command::Runs(a)) => runs::run(a),
         None => studio::studio(
             Path::new("sketches"),
             Graphics::Halfblocks,

@@ -5,6 +5,7 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
+use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceArg;
 use crate::gan::layers::{normal, Ctx};
@@ -14,10 +15,19 @@ use crate::recipe;
 use crate::upscale::{Tiling, Upscaler};
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+A grid written as .png records how it was drawn (generator, checkpoint, seed, count,
+truncation, class, threshold, size, upscale): `easel sample --from GRID.png -o again.png`
+draws it again.")]
 pub struct SampleArgs {
     /// A run directory, a model folder (models/NAME), or a generator/checkpoint
     /// .safetensors file.
-    pub source: PathBuf,
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    pub source: Option<PathBuf>,
+    /// Draw a grid again from the recipe in a PNG that `easel sample` wrote (its
+    /// generator, seed, count and options; -o and --device are this command's).
+    #[arg(long, value_name = "GRID.png")]
+    pub from: Option<PathBuf>,
     /// Output: a grid as .png, .jpg or .webp; with --interpolate, a .gif. Defaults to
     /// <source>-samples.png (or .gif) in the current folder.
     #[arg(short, long, value_name = "FILE")]
@@ -69,21 +79,111 @@ pub struct SampleArgs {
     pub device: DeviceArg,
 }
 
+/// What a sample grid records (PNG chunk `easel:sample`), so `--from` draws it again.
+#[derive(Debug, Serialize, Deserialize)]
+struct SampleRecipe {
+    /// The source as it was given, and made absolute (tried when the given one is not
+    /// there, e.g. from another folder).
+    source: PathBuf,
+    source_absolute: Option<PathBuf>,
+    count: usize,
+    class: Option<String>,
+    truncation: f64,
+    seed: u64,
+    threshold: Option<f64>,
+    raw: bool,
+    checkpoint: Option<String>,
+    size: Option<(u32, u32)>,
+    upscale: Option<String>,
+}
+
 impl SampleArgs {
-    /// The output file: `-o`, else `<source>-samples.png` (or .gif) here.
+    /// The generator to sample (`--from` has filled it in by now).
+    fn source(&self) -> &std::path::Path {
+        self.source.as_deref().unwrap_or(std::path::Path::new("?"))
+    }
+
+    /// The output file: `-o`, else `<source>-samples.png` (or .gif) here; from a recipe,
+    /// `<grid>-again.png`, so the original is never overwritten.
     fn out(&self) -> PathBuf {
         self.output.clone().unwrap_or_else(|| {
+            if let Some(from) = &self.from {
+                let stem = from.file_stem().unwrap_or_default().to_string_lossy();
+                return from.with_file_name(format!("{stem}-again.png"));
+            }
             let name = self
-                .source
+                .source()
                 .file_stem()
                 .map_or_else(|| "samples".into(), |n| n.to_string_lossy());
             let ext = if self.interpolate { "gif" } else { "png" };
             PathBuf::from(format!("{name}-samples.{ext}"))
         })
     }
+
+    fn recipe(&self) -> Result<String> {
+        let source = self.source().to_path_buf();
+        Ok(serde_json::to_string(&SampleRecipe {
+            source_absolute: std::fs::canonicalize(&source).ok(),
+            source,
+            count: self.count,
+            class: self.class.clone(),
+            truncation: self.truncation,
+            seed: self.seed,
+            threshold: self.threshold,
+            raw: self.raw,
+            checkpoint: self.checkpoint.map(|p| p.to_string()),
+            size: self.size,
+            upscale: self.upscale.clone(),
+        })?)
+    }
+
+    /// These arguments with what the grid `png` recorded.
+    fn with_recipe(mut self, png: &std::path::Path) -> Result<Self> {
+        let text = recipe::read_tag(png, recipe::KEY_SAMPLE)?.with_context(|| {
+            format!(
+                "{} carries no sample recipe (grids written as .png by `easel sample` do; \
+                 for a rendered picture use `easel render --from`)",
+                png.display()
+            )
+        })?;
+        let r: SampleRecipe = serde_json::from_str(&text)
+            .with_context(|| format!("{}: the sample recipe is not readable", png.display()))?;
+        let source = match &r.source_absolute {
+            Some(abs) if !r.source.exists() && abs.exists() => abs.clone(),
+            _ if r.source.exists() => r.source.clone(),
+            _ => bail!(
+                "{}: the generator it was drawn from, {}, is not here{}",
+                png.display(),
+                r.source.display(),
+                r.source_absolute
+                    .as_ref()
+                    .map(|a| format!(" (nor at {})", a.display()))
+                    .unwrap_or_default()
+            ),
+        };
+        eprintln!("drawing again what {} records", png.display());
+        self.source = Some(source);
+        self.count = r.count;
+        self.class = r.class;
+        self.truncation = r.truncation;
+        self.seed = r.seed;
+        self.threshold = r.threshold;
+        self.raw = r.raw;
+        self.checkpoint = r
+            .checkpoint
+            .map(|c| c.parse().map_err(anyhow::Error::msg))
+            .transpose()?;
+        self.size = r.size;
+        self.upscale = r.upscale;
+        self.interpolate = false;
+        Ok(self)
+    }
 }
 
-pub(crate) fn run(args: SampleArgs) -> Result<()> {
+pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
+    if let Some(png) = args.from.clone() {
+        args = args.with_recipe(&png)?;
+    }
     let out = args.out();
     let is_gif = recipe::StillFormat::of(&out)? == recipe::StillFormat::Gif;
     match (args.interpolate, is_gif) {
@@ -98,12 +198,12 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
         _ => {}
     }
     let device = args.device.open()?;
-    let loaded = load_generator(&args.source, args.checkpoint, args.raw, &device)?;
+    let loaded = load_generator(args.source(), args.checkpoint, args.raw, &device)?;
     eprintln!("sampling {}", loaded.from);
     if args.class.is_some() && loaded.g.spec.model == crate::gan::ModelKind::Can {
         bail!(
             "--class: {} is a CAN, whose generator is unconditional (its classes only train the discriminator's style head); sample it without --class",
-            args.source.display()
+            args.source().display()
         );
     }
     let latent = loaded.g.spec.latent;
@@ -141,7 +241,7 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
     if (args.size.is_some() || args.export_sketch.is_some()) && loaded.g.cppn().is_none() {
         bail!(
             "--size and --export-sketch need a CPPN generator (model \"cppn\"); {} is a {} model drawing {} px",
-            args.source.display(),
+            args.source().display(),
             loaded.g.spec.model,
             loaded.g.spec.image_size
         );
@@ -174,7 +274,8 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
             return render_cppn_samples(&args, &out, &loaded, &z);
         }
         let images = finish(loaded.g.forward(&z, &labels, &ctx)?)?;
-        recipe::write_image(&out, &grid(&images, args.threshold)?, None)?;
+        let tags = [(recipe::KEY_SAMPLE, args.recipe()?)];
+        recipe::write_image_tagged(&out, &grid(&images, args.threshold)?, None, &tags)?;
         eprintln!("wrote {} ({})", out.display(), super::count(n, "sample"));
         return Ok(());
     }
@@ -239,7 +340,8 @@ fn render_cppn_samples(
         (codes.len(), g.spec.channels, h as usize, w as usize),
         &Device::Cpu,
     )?;
-    recipe::write_image(out, &grid(&images, args.threshold)?, None)?;
+    let tags = [(recipe::KEY_SAMPLE, args.recipe()?)];
+    recipe::write_image_tagged(out, &grid(&images, args.threshold)?, None, &tags)?;
     eprintln!(
         "wrote {} ({} at {w}x{h})",
         out.display(),

@@ -5,24 +5,85 @@ use clap::Args;
 use image::{Rgb, RgbImage};
 use rayon::prelude::*;
 use rhai::Dynamic;
+use serde::{Deserialize, Serialize};
 
 use crate::recipe;
 use crate::spec;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+The sheet records the sketch's text and the varied keys: `easel sweep --from SHEET.png`
+makes it again, even after the sketch file changed.")]
 pub struct SweepArgs {
     /// The sketch to vary.
-    pub sketch: PathBuf,
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    pub sketch: Option<PathBuf>,
     /// A key and its values: `depth=2..9` (integers, inclusive) or `width=8,16,32`.
     /// The first --vary runs across the sheet, a second one down.
-    #[arg(long = "vary", value_name = "KEY=VALUES", required = true)]
+    #[arg(
+        long = "vary",
+        value_name = "KEY=VALUES",
+        required_unless_present = "from"
+    )]
     pub vary: Vec<String>,
-    /// Output PNG.
+    /// Output PNG. Defaults to <sketch>-sweep.png (with --from, <sheet>-again.png).
     #[arg(short, long, value_name = "SHEET.png")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// Width of each image on the sheet, in pixels.
     #[arg(long, default_value_t = 192)]
     pub cell: u32,
+    /// Make a sheet again from the recipe in a PNG that `easel sweep` wrote (its
+    /// sketch text, keys and cell width).
+    #[arg(long, value_name = "SHEET.png", conflicts_with_all = ["vary"])]
+    pub from: Option<PathBuf>,
+}
+
+/// What a sheet records (PNG chunk `easel:sweep`), so `--from` makes it again.
+#[derive(Debug, Serialize, Deserialize)]
+struct SweepRecipe {
+    /// The sketch's path (its name and the folder its relative paths start from) and
+    /// its text when the sheet was made.
+    sketch: PathBuf,
+    source: String,
+    vary: Vec<String>,
+    cell: u32,
+}
+
+/// The sketch, its text, the keys, the cell width and the output of this sweep.
+fn resolve(args: &SweepArgs) -> Result<(SweepRecipe, PathBuf)> {
+    if let Some(png) = &args.from {
+        let text = recipe::read_tag(png, recipe::KEY_SWEEP)?.with_context(|| {
+            format!(
+                "{} carries no sweep recipe (sheets written by `easel sweep` do)",
+                png.display()
+            )
+        })?;
+        let r: SweepRecipe = serde_json::from_str(&text)
+            .with_context(|| format!("{}: the sweep recipe is not readable", png.display()))?;
+        let stem = png.file_stem().unwrap_or_default().to_string_lossy();
+        let out = args
+            .output
+            .clone()
+            .unwrap_or_else(|| png.with_file_name(format!("{stem}-again.png")));
+        return Ok((r, out));
+    }
+    let sketch = args.sketch.clone().context("a sketch to vary")?;
+    let source = std::fs::read_to_string(&sketch)
+        .with_context(|| format!("cannot read {}", sketch.display()))?;
+    let stem = sketch.file_stem().unwrap_or_default().to_string_lossy();
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{stem}-sweep.png")));
+    Ok((
+        SweepRecipe {
+            sketch,
+            source,
+            vary: args.vary.clone(),
+            cell: args.cell,
+        },
+        out,
+    ))
 }
 
 struct Axis {
@@ -65,7 +126,9 @@ fn parse_axis(text: &str) -> Result<Axis> {
 
 /// Renders a contact sheet: the sketch once per combination of values, labelled.
 pub(crate) fn run(args: SweepArgs) -> Result<()> {
-    let axes: Vec<Axis> = args
+    let (made, output) = resolve(&args)?;
+    recipe::StillFormat::of(&output)?;
+    let axes: Vec<Axis> = made
         .vary
         .iter()
         .map(|v| parse_axis(v))
@@ -73,11 +136,10 @@ pub(crate) fn run(args: SweepArgs) -> Result<()> {
     if axes.len() > 2 {
         bail!("at most two --vary keys (one across, one down)");
     }
-    let source = std::fs::read_to_string(&args.sketch)
-        .with_context(|| format!("cannot read {}", args.sketch.display()))?;
-    let base = spec::load(&args.sketch)?;
+    let source = made.source.clone();
+    let base = spec::load_source(&made.sketch, source.clone())?;
     let (bw, bh) = base.spec.size();
-    let cell_w = args.cell.clamp(16, 2048);
+    let cell_w = made.cell.clamp(16, 2048);
     let cell_h = (cell_w as u64 * bh as u64 / bw as u64).max(1) as u32;
 
     let across = &axes[0];
@@ -99,7 +161,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<()> {
     let images = jobs
         .par_iter()
         .map(|(_, _, overrides, label)| -> Result<RgbImage> {
-            let sketch = spec::load_with(&args.sketch, source.clone(), overrides)
+            let sketch = spec::load_with(&made.sketch, source.clone(), overrides)
                 .map_err(|e| anyhow::anyhow!("{e} (with {label})"))?;
             let mut spec = sketch.spec.clone();
             spec.set_size(cell_w, cell_h);
@@ -123,8 +185,10 @@ pub(crate) fn run(args: SweepArgs) -> Result<()> {
         image::imageops::replace(&mut sheet, img, x as i64, y as i64);
         draw_text(&mut sheet, x, y + cell_h + 4, label, cell_w);
     }
-    recipe::write_png(&args.output, &image::DynamicImage::ImageRgb8(sheet), None)?;
-    eprintln!("wrote {} ({} images)", args.output.display(), images.len());
+    let tags = [(recipe::KEY_SWEEP, serde_json::to_string(&made)?)];
+    let sheet = image::DynamicImage::ImageRgb8(sheet);
+    recipe::write_image_tagged(&output, &sheet, None, &tags)?;
+    eprintln!("wrote {} ({} images)", output.display(), images.len());
     Ok(())
 }
 

@@ -65,9 +65,11 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         (None, false) => RunDir::create(&args.runs, &sketch.name())?,
     };
     eprintln!(
-        "run directory: {} (device {})",
+        "run directory: {} (device {}; follow it with `easel watch {}` or `tensorboard --logdir {}`)",
         run.path.display(),
-        crate::device::describe(&device)
+        crate::device::describe(&device),
+        run.path.display(),
+        run.path.parent().map_or(".".into(), |p| p.display().to_string()),
     );
     let opts = TrainOptions {
         steps: args.steps,
@@ -108,9 +110,61 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// After the first few steps, one line saying how long the whole run will take, from
+/// their measured pace (the first step, which warms caches up, is not counted).
+#[derive(Default)]
+struct Forecast {
+    total: u64,
+    /// When the first step ended, and its number.
+    first: Option<(Instant, u64)>,
+    said: bool,
+}
+
+impl Forecast {
+    const STEPS: u64 = 5;
+
+    fn start(&mut self, total: u64) {
+        *self = Forecast {
+            total,
+            ..Forecast::default()
+        };
+    }
+
+    /// The line to print at step `step`, once.
+    fn line(&mut self, step: u64) -> Option<String> {
+        let Some((t0, s0)) = self.first else {
+            self.first = Some((Instant::now(), step));
+            return None;
+        };
+        let measured = step.saturating_sub(s0);
+        if self.said || measured < Self::STEPS || step >= self.total {
+            return None;
+        }
+        self.said = true;
+        let per_step = t0.elapsed().as_secs_f64() / measured as f64;
+        let left = self.total.saturating_sub(step) as f64 * per_step;
+        Some(format!(
+            "{} steps left at {per_step:.2} s a step (measured over steps {}..{step}): about {}",
+            self.total.saturating_sub(step),
+            s0 + 1,
+            human_duration(left)
+        ))
+    }
+}
+
+/// "40 s", "12 min", "3 h 20 min".
+fn human_duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..=89 => format!("{s} s"),
+        90..=5399 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
+    }
+}
+
 /// A progress bar with step, losses, D(x)/D(G(z)), images/s and ETA.
 #[derive(Default)]
-struct Bar(Option<ProgressBar>);
+struct Bar(Option<ProgressBar>, Forecast);
 
 impl Progress for Bar {
     fn start(&mut self, from: u64, total: u64) {
@@ -120,8 +174,12 @@ impl Progress for Bar {
         );
         bar.set_position(from);
         self.0 = Some(bar);
+        self.1.start(total);
     }
     fn step(&mut self, m: &Metric) {
+        if let Some(line) = self.1.line(m.step) {
+            self.note(&line);
+        }
         if let Some(b) = &self.0 {
             b.set_position(m.step);
             b.set_message(format!(
@@ -155,6 +213,7 @@ impl Progress for Bar {
 /// steps are slow (a 64x64 step on a CPU takes seconds).
 pub(crate) struct LogLines {
     last: Instant,
+    forecast: Forecast,
 }
 
 impl LogLines {
@@ -164,6 +223,7 @@ impl LogLines {
     fn new() -> Self {
         LogLines {
             last: Instant::now(),
+            forecast: Forecast::default(),
         }
     }
 
@@ -177,8 +237,12 @@ impl Progress for LogLines {
     fn start(&mut self, from: u64, total: u64) {
         eprintln!("training steps {from}..{total}");
         self.last = Instant::now();
+        self.forecast.start(total);
     }
     fn step(&mut self, m: &Metric) {
+        if let Some(line) = self.forecast.line(m.step) {
+            eprintln!("{line}");
+        }
         if Self::due(m.step, self.last.elapsed()) {
             self.last = Instant::now();
             eprintln!(
@@ -194,8 +258,26 @@ impl Progress for LogLines {
 
 #[cfg(test)]
 mod tests {
-    use super::LogLines;
+    use super::{human_duration, Forecast, LogLines};
     use std::time::Duration;
+
+    #[test]
+    fn the_forecast_comes_once_after_five_measured_steps() {
+        let mut f = Forecast::default();
+        f.start(1000);
+        let lines: Vec<Option<String>> = (1..=8).map(|s| f.line(s)).collect();
+        assert!(lines[..5].iter().all(Option::is_none), "{lines:?}");
+        let line = lines[5].as_deref().unwrap();
+        assert!(line.starts_with("994 steps left at "), "{line}");
+        assert!(line.contains("measured over steps 2..6"), "{line}");
+        assert!(lines[6..].iter().all(Option::is_none));
+        // A run over before the measurement has nothing to forecast.
+        f.start(4);
+        assert!((1..=4).all(|s| f.line(s).is_none()));
+        assert_eq!(human_duration(42.0), "42 s");
+        assert_eq!(human_duration(720.0), "12 min");
+        assert_eq!(human_duration(12_000.0), "3 h 20 min");
+    }
 
     #[test]
     fn slow_steps_are_logged_at_least_every_30_seconds() {

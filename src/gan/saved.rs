@@ -27,6 +27,16 @@ pub enum Pick {
     Step(u64),
 }
 
+impl std::fmt::Display for Pick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pick::Best => f.write_str("best"),
+            Pick::Latest => f.write_str("latest"),
+            Pick::Step(n) => write!(f, "step_{n}"),
+        }
+    }
+}
+
 impl std::str::FromStr for Pick {
     type Err = String;
     fn from_str(text: &str) -> std::result::Result<Self, String> {

@@ -24,6 +24,7 @@ use super::model::{Discriminator, Encoder, Generator, PRIOR_MIX, PRIOR_SHIFT};
 use super::swd;
 use super::{GanSpec, Loss, ModelKind, VaeFakes};
 use crate::recipe;
+use crate::run::tensorboard::{self, Ending, EventWriter};
 use crate::run::{self, Control, Metric, RunDir, State, Status, Wanted};
 
 /// Steps between R1 penalties (lazy regularisation).
@@ -793,6 +794,9 @@ pub fn train(
         run.write_status(&status)?;
         // Failed runs keep their timelapse too; a failure to write it must not hide `e`.
         let _ = write_timelapse(run);
+        if let Ok(Some(mut events)) = EventWriter::append(&run.path) {
+            let _ = events.end(status.step, Ending::Failed);
+        }
     }
     progress.finish();
     result
@@ -839,13 +843,23 @@ fn train_inner(
     recipe::write_atomically(&run.sketch(), |f| {
         Ok(std::io::Write::write_all(f, source.as_bytes())?)
     })?;
-    run.write_json(
-        &run.spec(),
-        &GanSpec {
-            steps: total as usize,
-            ..spec.clone()
-        },
-    )?;
+    let recorded_spec = GanSpec {
+        steps: total as usize,
+        ..spec.clone()
+    };
+    run.write_json(&run.spec(), &recorded_spec)?;
+    // TensorBoard's copy of the run: the steps past the checkpoint go, as in
+    // metrics.jsonl; a run from before event files gets its earlier metrics.
+    let had_events = !tensorboard::event_files(&run.path).is_empty();
+    let mut events = EventWriter::resume(&run.path, opts.resume.then_some(t.step))?;
+    if opts.resume && !had_events {
+        for m in run.read_metrics() {
+            events.metric(&m)?;
+        }
+    }
+    events.text(t.step, "sketch", source)?;
+    events.hparams(t.step, &serde_json::to_value(&recorded_spec)?)?;
+    events.flush()?;
     if spec.model == ModelKind::Cppn && spec.vae.is_none() {
         progress.note(
             "a CPPN-GAN without `vae` has drawn one picture for every noise in every run measured \
@@ -868,7 +882,7 @@ fn train_inner(
     let mut last_status_write = Instant::now() - Duration::from_secs(10);
     while t.step < total {
         if let Some(signal) = interrupted(opts) {
-            return end_early(run, &t, status, Outcome::Interrupted(signal));
+            return end_early(run, &t, status, &mut events, Outcome::Interrupted(signal));
         }
         // Live control, picked up within a step.
         let modified = std::fs::metadata(run.control_path())
@@ -887,7 +901,9 @@ fn train_inner(
                 progress.note(&format!("control.json: {refused}"));
             }
             match c.state {
-                Some(Wanted::Stop) => return end_early(run, &t, status, Outcome::Stopped),
+                Some(Wanted::Stop) => {
+                    return end_early(run, &t, status, &mut events, Outcome::Stopped)
+                }
                 Some(Wanted::Pause) => {
                     status.state = State::Paused;
                     status.updated = run::now();
@@ -979,15 +995,14 @@ fn train_inner(
             ));
         }
         run.append_metric(&metric)?;
+        events.metric(&metric)?;
         progress.step(&metric);
         status.step = t.step;
         if t.step % sample_every == 0 || t.step == total {
             let img = t.sample_grid(64)?;
-            recipe::write_png(
-                &run.samples_dir().join(format!("step_{:06}.png", t.step)),
-                &img,
-                None,
-            )?;
+            let path = run.samples_dir().join(format!("step_{:06}.png", t.step));
+            recipe::write_png(&path, &img, None)?;
+            events.image(t.step, "samples", std::fs::read(&path)?)?;
             // Kept current, so a run killed with -9 still has one.
             write_timelapse(run)?;
         }
@@ -1000,6 +1015,7 @@ fn train_inner(
                 recipe::copy_atomically(&run.latest_checkpoint(), &kept)?;
             }
         }
+        events.flush()?;
         if last_status_write.elapsed() > Duration::from_millis(500) || t.step == total {
             status.gpu = crate::device::gpu(&opts.device);
             status.updated = run::now();
@@ -1009,6 +1025,7 @@ fn train_inner(
     }
     t.save_generator(&run.generator())?;
     write_timelapse(run)?;
+    events.end(t.step, Ending::Finished)?;
     status.state = State::Done;
     status.updated = run::now();
     run.write_status(status)?;
@@ -1031,10 +1048,17 @@ fn interrupted(opts: &TrainOptions) -> Option<i32> {
 
 /// Stop or signal: checkpoint at the current step, leave the generator for `easel
 /// sample` and the timelapse, and say why in status.json.
-fn end_early(run: &RunDir, t: &Trainer, status: &mut Status, outcome: Outcome) -> Result<Outcome> {
+fn end_early(
+    run: &RunDir,
+    t: &Trainer,
+    status: &mut Status,
+    events: &mut EventWriter,
+    outcome: Outcome,
+) -> Result<Outcome> {
     checkpoint(run, t, status)?;
     t.save_generator(&run.generator())?;
     write_timelapse(run)?;
+    events.end(t.step, Ending::Unfinished)?;
     status.state = State::Stopped;
     status.message = match &outcome {
         Outcome::Interrupted(signal) => format!("interrupted by {}", signal_name(*signal)),

@@ -6,7 +6,7 @@
 //! runs/<sketch>-<yyyymmdd-hhmmss>/
 //!   sketch.rhai  spec.json  metrics.jsonl  status.json  control.json
 //!   samples/step_000500.png  checkpoints/latest.safetensors  generator.safetensors
-//!   timelapse.gif
+//!   timelapse.gif  events.out.tfevents.<time>.easel (TensorBoard)
 //! ```
 
 use std::fs::OpenOptions;
@@ -17,6 +17,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::recipe::write_atomically;
+
+pub mod summary;
+pub mod tensorboard;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -68,6 +68,10 @@ pub enum Shown {
     Knobs,
     /// While the grid of variations is open.
     Grid,
+    /// While a grid of mutations (a CPPN's) is open: seeds have no strength.
+    Mutations,
+    /// Beside a run whose process is alive (pause and stop act on it).
+    ActiveRun,
     /// When a pick can be undone.
     History,
     /// Beside a picture that has a latent loop to play (a CPPN with an animation).
@@ -85,6 +89,10 @@ pub struct Showing {
     pub knobs: bool,
     /// The grid of variations is open.
     pub grid: bool,
+    /// That grid holds mutations of a CPPN (not other seeds).
+    pub mutations: bool,
+    /// The run shown is alive: running, paused or starting.
+    pub run_active: bool,
     /// Backspace has a pick to undo.
     pub history: bool,
     /// The picture shown has a latent loop to play.
@@ -100,6 +108,8 @@ impl Shown {
             Shown::Pictures => !now.runs && !now.grid,
             Shown::Knobs => !now.runs && now.knobs && !now.grid,
             Shown::Grid => now.grid,
+            Shown::Mutations => now.grid && now.mutations,
+            Shown::ActiveRun => now.runs && now.run_active,
             Shown::History => now.history,
             Shown::Animation => !now.runs && !now.grid && now.animation,
         }
@@ -236,7 +246,7 @@ pub const KEYS: &[Binding] = &[
     row(Weaker, &[Char('<')], "<  >", "mutation strength down / up")
         .hint("<>", "strength", 5)
         .studio_only()
-        .shown(Shown::Grid),
+        .shown(Shown::Mutations),
     row(Stronger, &[Char('>')], "", "").studio_only(),
     row(CloseVariations, &[Esc], "esc", "")
         .hint("esc", "close", 4)
@@ -282,10 +292,10 @@ pub const KEYS: &[Binding] = &[
         "pause / resume, stop the training (t resumes)",
     )
     .hint("p", "pause", 4)
-    .shown(Shown::Runs),
+    .shown(Shown::ActiveRun),
     row(Stop, &[Char('x')], "x", "")
         .hint("x", "stop", 3)
-        .shown(Shown::Runs),
+        .shown(Shown::ActiveRun),
     row(
         Play,
         &[Char(' ')],
@@ -401,5 +411,36 @@ mod tests {
         assert!(keys(cppn).contains(&"space"));
         let training = Showing { runs: true, ..cppn };
         assert!(!keys(training).contains(&"space") && !keys(training).contains(&"u"));
+    }
+
+    /// Pause and stop only beside a live run; mutation strength only over mutations;
+    /// back only when a pick can be undone.
+    #[test]
+    fn run_and_grid_keys_are_offered_only_where_they_act() {
+        let keys = |now: Showing| -> Vec<&str> {
+            footer_hints(now, 200).into_iter().map(|(k, _)| k).collect()
+        };
+        let finished = Showing {
+            runs: true,
+            ..Showing::default()
+        };
+        assert!(!keys(finished).contains(&"p") && !keys(finished).contains(&"x"));
+        let live = Showing {
+            run_active: true,
+            ..finished
+        };
+        assert!(keys(live).contains(&"p") && keys(live).contains(&"x"));
+        let seeds = Showing {
+            studio: true,
+            grid: true,
+            ..Showing::default()
+        };
+        assert!(!keys(seeds).contains(&"<>") && !keys(seeds).contains(&"⌫"));
+        let mutations = Showing {
+            mutations: true,
+            history: true,
+            ..seeds
+        };
+        assert!(keys(mutations).contains(&"<>") && keys(mutations).contains(&"⌫"));
     }
 }

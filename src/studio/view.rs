@@ -37,9 +37,10 @@ use ratatui_image::{Resize, StatefulImage};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use super::app::{state_word, App, Confirm, Level, Mode};
+use super::app::{App, Confirm, Level, Mode};
 use super::keys;
 use super::worker::{self, FitKey, FitRequest, FittedSlot};
+use crate::run::summary::Liveness;
 use crate::run::{Metric, State};
 use crate::spec::Kind;
 
@@ -356,6 +357,27 @@ fn knob_text(p: &crate::sketch::Param, value: f64) -> String {
     format!("{value:.decimals$}")
 }
 
+/// A preview title shortened to `width` columns before anything is cut: the render time
+/// goes first (save→screen includes it), then the word "Preview".
+fn fit_title(mut title: String, width: usize) -> String {
+    let fits = |t: &str| t.chars().count() <= width;
+    if !fits(&title) {
+        if let Some(start) = title.find(" · render ") {
+            let after = start + " · ".len();
+            let end = title[after..]
+                .find(" · ")
+                .map_or_else(|| title.trim_end().len(), |i| after + i);
+            title.replace_range(start..end, "");
+        }
+    }
+    if !fits(&title) {
+        if let Some(rest) = title.strip_prefix(" Preview · ") {
+            title = format!(" {rest}");
+        }
+    }
+    title
+}
+
 fn block(title: String) -> Block<'static> {
     Block::bordered()
         .title(Span::styled(
@@ -385,15 +407,15 @@ fn draw_too_small(frame: &mut Frame, area: Rect) {
 }
 
 /// A run's state as one glyph and a colour, for the list and the run panel.
-fn run_badge(state: &State, alive: bool) -> (&'static str, Color) {
+fn run_badge(state: Liveness) -> (&'static str, Color) {
     match state {
-        State::Starting | State::Running if !alive => ("?", Color::Red),
-        State::Starting => ("○", Color::Yellow),
-        State::Running => ("●", Color::Green),
-        State::Paused => ("‖", Color::Yellow),
-        State::Stopped => ("■", Color::Gray),
-        State::Done => ("✓", Color::Green),
-        State::Failed => ("✗", Color::Red),
+        Liveness::Killed | Liveness::Unknown => ("?", Color::Red),
+        Liveness::Starting => ("○", Color::Yellow),
+        Liveness::Running => ("●", Color::Green),
+        Liveness::Paused => ("‖", Color::Yellow),
+        Liveness::Stopped => ("■", Color::Gray),
+        Liveness::Finished => ("✓", Color::Green),
+        Liveness::Failed => ("✗", Color::Red),
     }
 }
 
@@ -412,7 +434,7 @@ fn draw_list(frame: &mut Frame, app: &App, area: Rect) {
                     let mut spans = vec![Span::raw(name)];
                     if let Some(run) = app.run_of(path) {
                         if let Some(s) = &run.status {
-                            let (glyph, color) = run_badge(&s.state, run.alive);
+                            let (glyph, color) = run_badge(run.liveness());
                             spans.push(Span::raw(" "));
                             spans.push(Span::styled(glyph, Style::new().fg(color)));
                             if run.is_active() {
@@ -503,7 +525,7 @@ fn draw_preview(frame: &mut Frame, app: &App, state: &mut ViewState, area: Rect)
         (Some(p), None) => title.push_str(&format!(" · {} ", p.caption)),
         (None, None) => title.push(' '),
     }
-    let mut block = block(title);
+    let mut block = block(fit_title(title, area.width.saturating_sub(2) as usize));
     if app.error.is_some() {
         block = block.border_style(Style::new().fg(Color::Red));
     }
@@ -696,12 +718,9 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
     match &run.status {
         None => lines.push(Line::from("waiting for status.json…".dark_gray())),
         Some(s) => {
-            let (glyph, color) = run_badge(&s.state, run.alive);
-            let word = if matches!(s.state, State::Running | State::Starting) && !run.alive {
-                "process gone"
-            } else {
-                state_word(&s.state)
-            };
+            let liveness = Liveness::of(Some(s), run.alive);
+            let (glyph, color) = run_badge(liveness);
+            let word = liveness.word();
             lines.push(Line::from(vec![
                 Span::styled(format!("{glyph} {word} "), Style::new().fg(color).bold()),
                 Span::raw(format!(
@@ -782,7 +801,7 @@ fn draw_run(frame: &mut Frame, app: &App, area: Rect) {
                     });
                 }
             }
-            if matches!(s.state, State::Running | State::Starting) && !run.alive {
+            if liveness == Liveness::Killed {
                 lines.push(Line::from("t resumes from the checkpoint".yellow()));
             } else if !s.message.is_empty() {
                 let color = if s.state == State::Failed {
@@ -1169,6 +1188,11 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
         runs: shows_run_panels(app),
         knobs: app.knob_values().is_some(),
         grid: app.variations.is_some(),
+        mutations: app
+            .variations
+            .as_ref()
+            .is_some_and(|g| matches!(g.breed, crate::studio::variations::Breed::Mutations { .. })),
+        run_active: app.run.as_ref().is_some_and(|r| r.info().is_active()),
         history: !app.history.is_empty(),
         animation: app.animation.is_some(),
     };
@@ -1268,4 +1292,25 @@ fn draw_centred(frame: &mut Frame, area: Rect, proto: &mut StatefulProtocol) {
         size.height.min(area.height),
     );
     frame.render_stateful_widget(StatefulImage::default().resize(resize), centred, proto);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_title;
+
+    #[test]
+    fn a_long_preview_title_drops_the_render_time_then_the_word_preview() {
+        let t = " Preview · cppn_gray · seed 7 · 384x384 · render 45 ms · save→screen 61 ms ";
+        assert_eq!(fit_title(t.into(), 100), t);
+        assert_eq!(
+            fit_title(t.into(), 70),
+            " Preview · cppn_gray · seed 7 · 384x384 · save→screen 61 ms "
+        );
+        assert_eq!(
+            fit_title(t.into(), 55),
+            " cppn_gray · seed 7 · 384x384 · save→screen 61 ms "
+        );
+        let last = " Preview · x · seed 7 · render 45 ms ";
+        assert_eq!(fit_title(last.into(), 30), " Preview · x · seed 7 ");
+    }
 }

@@ -9,6 +9,7 @@ use image::DynamicImage;
 
 use super::{App, Effect, Level, Mode, Reason};
 use crate::gan::GanSpec;
+use crate::run::summary::Liveness;
 use crate::run::{Control, Metric, State, Status, Wanted};
 use crate::spec::Kind;
 
@@ -25,6 +26,12 @@ pub struct RunInfo {
 impl RunInfo {
     /// Running, paused or starting (or just spawned, before its first status.json),
     /// with its process alive.
+    /// Its state as `easel runs` reads it (a live-looking status of a dead process is
+    /// `killed`).
+    pub fn liveness(&self) -> Liveness {
+        Liveness::of(self.status.as_ref(), self.alive)
+    }
+
     pub fn is_active(&self) -> bool {
         self.alive
             && self
@@ -76,15 +83,9 @@ pub enum Confirm {
     Restart { sketch: PathBuf, run: PathBuf },
 }
 
+/// The word `easel runs` uses for a recorded state.
 pub fn state_word(state: &State) -> &'static str {
-    match state {
-        State::Starting => "starting",
-        State::Running => "running",
-        State::Paused => "paused",
-        State::Stopped => "stopped",
-        State::Done => "done",
-        State::Failed => "failed",
-    }
+    Liveness::from_state(state).word()
 }
 
 impl App {
