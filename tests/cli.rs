@@ -869,3 +869,18 @@ fn eval_outside_the_repository_points_at_data() {
         "{err}"
     );
 }
+
+#[test]
+fn gallery_piped_lists_the_sketches_and_renders_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sketches = Path::new(env!("CARGO_MANIFEST_DIR")).join("sketches");
+    let out = ok(easel(&["gallery", sketches.to_str().unwrap()], dir.path()));
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("truchet_arcs.rhai  (truchet)"), "{list}");
+    assert!(list.contains("gan_truchet.rhai  (gan)"), "{list}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a terminal: nothing rendered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,47 +1,175 @@
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use image::DynamicImage;
+use image::{DynamicImage, Rgb, RgbImage};
+use rayon::prelude::*;
 
+use crate::gan::saved::{load_generator, sample_grid};
+use crate::run::RunDir;
 use crate::sketch;
 use crate::spec;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+On a terminal: a contact sheet, a row of small previews at a time with the sketches' names
+under them; errors are listed at the end with file, line and column. GAN sketches show the
+newest sample grid of their newest run (in the folder's sibling runs/), else samples of a
+shipped model trained from the same sketch (models/*/sketch.rhai), else say they are not
+trained yet. Piped or redirected, it lists the sketches and their kinds and renders nothing.")]
 pub struct GalleryArgs {
     /// Folder of sketches.
     #[arg(default_value = "sketches")]
     pub dir: PathBuf,
-    /// Width of each preview in terminal columns (default: fits the terminal).
-    #[arg(long)]
-    pub width: Option<u32>,
+    /// Width of each preview in terminal columns.
+    #[arg(long, default_value_t = 24)]
+    pub width: u32,
 }
 
-/// Lists every sketch in the folder with a preview, or its error.
+/// Pixels per preview on the sheet (square; pictures are letterboxed into it).
+const CELL: u32 = 128;
+const PAD: u32 = 8;
+const BACKGROUND: Rgb<u8> = Rgb([24, 24, 28]);
+
+/// Shows every sketch in the folder, a row of previews at a time, or lists them when
+/// nothing would be shown.
 pub(crate) fn run(args: GalleryArgs) -> Result<()> {
     let sketches = sketch::list(&args.dir)?;
     if sketches.is_empty() {
         anyhow::bail!("no .rhai sketches in {}", args.dir.display());
     }
-    for path in sketches {
-        match spec::load(&path).and_then(|s| {
-            super::prepare(&s.spec);
-            s.spec
-                .render()
-                .map_err(|e| e.or_file(&s.path))
-                .map(|img| (s, img))
-        }) {
-            Ok((s, img)) => {
-                let (w, h) = s.spec.size();
-                println!("{}  ({}, {w}x{h})", path.display(), s.spec.kind());
-                show(&img, args.width)?;
+    if !std::io::stdout().is_terminal() {
+        let mut failed = 0;
+        for path in &sketches {
+            match spec::load(path) {
+                Ok(s) => println!("{}  ({})", path.display(), s.spec.kind()),
+                Err(e) => {
+                    failed += 1;
+                    println!("{e}");
+                }
             }
-            Err(e) => println!("{e}"),
         }
-        println!();
+        eprintln!(
+            "(not a terminal: nothing rendered; `easel render SKETCH -o FILE.png` writes a picture{})",
+            if failed > 0 { ", `easel check` checks them" } else { "" }
+        );
+        return Ok(());
+    }
+    let cols = args.width.clamp(8, 200);
+    let (term_cols, _) = crossterm_size();
+    let per_row = (term_cols.saturating_sub(1) / (cols + 1)).max(1) as usize;
+    let mut errors = vec![];
+    for row in sketches.chunks(per_row) {
+        let cells: Vec<Cell> = row.par_iter().map(|p| cell(p, &args.dir)).collect();
+        let mut strip =
+            RgbImage::from_pixel(cells.len() as u32 * (CELL + PAD) - PAD, CELL, BACKGROUND);
+        let mut names = String::new();
+        for (k, c) in cells.iter().enumerate() {
+            image::imageops::replace(&mut strip, &c.image, (k as u32 * (CELL + PAD)) as i64, 0);
+            let label: String = c.label.chars().take(cols as usize).collect();
+            names.push_str(&format!("{label:<w$}", w = cols as usize + 1));
+            errors.extend(c.error.clone());
+        }
+        let width = cells.len() as u32 * (cols + 1) - 1;
+        print_image(&DynamicImage::ImageRgb8(strip), width, None)?;
+        println!("{}", names.trim_end());
+    }
+    for e in &errors {
+        println!("\n{e}");
     }
     Ok(())
+}
+
+/// One sketch on the sheet.
+struct Cell {
+    image: RgbImage,
+    label: String,
+    error: Option<String>,
+}
+
+/// The preview of `path`: its render, or for a GAN sketch its newest samples; a grey
+/// square with the reason when there is none.
+fn cell(path: &Path, dir: &Path) -> Cell {
+    let name = path
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let blank = |label: String, error: Option<String>| Cell {
+        image: RgbImage::from_pixel(CELL, CELL, Rgb([48, 48, 54])),
+        label,
+        error,
+    };
+    let sketch = match spec::load(path) {
+        Ok(s) => s,
+        Err(e) => return blank(format!("{name} ✗ error"), Some(e.to_string())),
+    };
+    let picture = if sketch.spec.kind() == spec::Kind::Gan {
+        match gan_samples(&sketch, dir) {
+            Some((img, from)) => Ok((img, format!("{name} · {from}"))),
+            None => return blank(format!("{name} · untrained"), None),
+        }
+    } else {
+        let mut spec = sketch.spec.clone();
+        let (w, h) = spec.size();
+        let scale = CELL as f64 / w.max(h) as f64;
+        let (w, h) = ((w as f64 * scale).round(), (h as f64 * scale).round());
+        spec.set_size((w as u32).max(1), (h as u32).max(1));
+        super::prepare(&spec);
+        spec.render()
+            .map_err(|e| e.or_file(path).to_string())
+            .map(|img| (img, name.clone()))
+    };
+    match picture {
+        Ok((img, label)) => Cell {
+            image: letterbox(&img),
+            label,
+            error: None,
+        },
+        Err(e) => blank(format!("{name} ✗ error"), Some(e)),
+    }
+}
+
+/// `img` scaled to fit the cell, centred on the sheet's background.
+fn letterbox(img: &DynamicImage) -> RgbImage {
+    let fitted = img.resize(CELL, CELL, image::imageops::FilterType::Triangle);
+    let mut out = RgbImage::from_pixel(CELL, CELL, BACKGROUND);
+    let (x, y) = ((CELL - fitted.width()) / 2, (CELL - fitted.height()) / 2);
+    image::imageops::replace(&mut out, &fitted.to_rgb8(), x as i64, y as i64);
+    out
+}
+
+/// A GAN sketch's newest samples: the newest grid of its newest run in the sketch
+/// folder's sibling `runs/`, else 16 samples of a model in the sibling `models/` whose
+/// `sketch.rhai` is this sketch; with where they came from (the run's step, or the
+/// model's folder name).
+fn gan_samples(sketch: &spec::Sketch, dir: &Path) -> Option<(DynamicImage, String)> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    if let Some(run) = RunDir::latest(&parent.join("runs"), &sketch.name()) {
+        if let Some(grid) = run.samples().pop() {
+            if let Ok(img) = image::open(&grid) {
+                let stem = grid.file_stem()?.to_string_lossy().into_owned();
+                let step = stem.trim_start_matches("step_").trim_start_matches('0');
+                return Some((img, format!("step {step}")));
+            }
+        }
+    }
+    let source = std::fs::read_to_string(&sketch.path).ok()?;
+    let models = std::fs::read_dir(parent.join("models")).ok()?;
+    for model in models.flatten().map(|e| e.path()) {
+        if std::fs::read_to_string(model.join("sketch.rhai"))
+            .ok()
+            .as_deref()
+            != Some(&source)
+        {
+            continue;
+        }
+        let loaded = load_generator(&model, None, false, &candle_core::Device::Cpu).ok()?;
+        let grid = sample_grid(&loaded, 16, 0, 1.0).ok()?;
+        let folder = model.file_name()?.to_string_lossy().into_owned();
+        return Some((grid, folder));
+    }
+    None
 }
 
 /// Prints an image in the terminal with viuer. Truecolour is forced on: tmux and SSH
@@ -53,10 +181,16 @@ pub(crate) fn show(img: &DynamicImage, width: Option<u32>) -> Result<()> {
     }
     let (cols, rows) = crossterm_size();
     let width = width.unwrap_or(cols.saturating_sub(2).clamp(8, 64));
+    print_image(img, width, Some(rows.saturating_sub(2).max(4)))
+}
+
+/// Prints `img` `width` columns wide; its height follows the picture's shape unless
+/// `height` (rows) bounds it.
+fn print_image(img: &DynamicImage, width: u32, height: Option<u32>) -> Result<()> {
     let (use_kitty, use_iterm) = protocols(|k| std::env::var(k).ok());
     let config = viuer::Config {
         width: Some(width),
-        height: Some(rows.saturating_sub(2).max(4)),
+        height,
         absolute_offset: false,
         truecolor: true,
         use_kitty,
