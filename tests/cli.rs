@@ -884,3 +884,18 @@ fn gallery_piped_lists_the_sketches_and_renders_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_command_without_arguments_shows_both_ways_to_call_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (command, from) in [
+        ("render", "--from <IMAGE.png>"),
+        ("sample", "--from <GRID.png>"),
+        ("sweep", "--from <SHEET.png>"),
+    ] {
+        let out = easel(&[command], dir.path());
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(from), "{command}: {err}");
+    }
+}

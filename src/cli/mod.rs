@@ -40,14 +40,23 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Render a sketch (or a PNG's recipe) to a PNG file, or to the terminal with --show.
+    #[command(
+        override_usage = "easel render [OPTIONS] <SKETCH>\n       easel render [OPTIONS] --from <IMAGE.png>"
+    )]
     Render(render::RenderArgs),
     /// Render a CPPN latent walk that loops seamlessly, as a GIF or PNG frames.
     Animate(animate::AnimateArgs),
     /// Render a labelled contact sheet of a sketch across parameter values.
+    #[command(
+        override_usage = "easel sweep [OPTIONS] <SKETCH> --vary <KEY=VALUES>...\n       easel sweep [OPTIONS] --from <SHEET.png>"
+    )]
     Sweep(sweep::SweepArgs),
     /// Train a GAN sketch, writing a run directory (resumable, controllable).
     Train(train::TrainArgs),
     /// Sample a trained generator: a grid, one class, or a looping latent walk.
+    #[command(
+        override_usage = "easel sample [OPTIONS] <SOURCE>\n       easel sample [OPTIONS] --from <GRID.png>"
+    )]
     Sample(sample::SampleArgs),
     /// Upscale pictures with an ESRGAN / Real-ESRGAN network (x2-x4).
     Upscale(upscale::UpscaleArgs),
