@@ -513,16 +513,22 @@ impl Trainer {
 
     /// SWD of the EMA and the raw generator against `reference` (`[N, C, S, S]` real
     /// images), each on as many samples from fixed noise (so scores of one run compare).
-    pub fn evaluate(&self, reference: &Tensor) -> Result<Scores> {
-        let n = reference.dim(0)?;
+    pub fn evaluate(&self, reference: &swd::Images) -> Result<Scores> {
+        let (n, c, h, w) = reference.dims();
         let k = self.class_names.len();
-        let sample = |g: &Generator| samples(g, n, k, self.spec.seed ^ 0xE7A1);
-        let ema = sample(&self.ema)?;
-        let raw = sample(&self.g)?;
-        let seed = self.spec.seed ^ 0x5D;
+        // One generator's samples at a time, as plain values (the tensor dropped): at
+        // 128 px, 256 samples are 50 MB, and the evaluation's peak is what bounds a
+        // run's memory.
+        let score = |g: &Generator| -> Result<f64> {
+            let fake: Vec<f32> = samples(g, n, k, self.spec.seed ^ 0xE7A1)?
+                .flatten_all()?
+                .to_vec1()?;
+            let fake = swd::Images::new(&fake, n, c, h, w)?;
+            Ok(swd::swd(reference, &fake, self.spec.seed ^ 0x5D)?.mean)
+        };
         Ok(Scores {
-            ema: swd::swd_tensors(reference, &ema, seed)?.mean,
-            raw: swd::swd_tensors(reference, &raw, seed)?.mean,
+            ema: score(&self.ema)?,
+            raw: score(&self.g)?,
         })
     }
 
@@ -578,7 +584,10 @@ pub fn generate(g: &Generator, z: &Tensor, labels: &[usize]) -> Result<Tensor> {
     let mut parts = vec![];
     for start in (0..n).step_by(64) {
         let len = 64.min(n - start);
-        parts.push(g.forward(&z.narrow(0, start, len)?, &labels[start..start + len], &ctx)?);
+        // Detached: a chunk's output would otherwise hold its whole forward graph (every
+        // activation, for a backward pass that never comes) until the last chunk is done.
+        let out = g.forward(&z.narrow(0, start, len)?, &labels[start..start + len], &ctx)?;
+        parts.push(out.detach());
     }
     Ok(Tensor::cat(&parts, 0)?)
 }
@@ -869,7 +878,10 @@ fn train_inner(
     // The real images every evaluation compares with: fixed for the run.
     let reference = match spec.eval_every {
         0 => None,
-        _ => Some(data.reference(spec.eval_images.min(data.len()), spec.seed)?),
+        _ => {
+            let real = data.reference(spec.eval_images.min(data.len()), spec.seed)?;
+            Some(swd::OwnedImages::from_tensor(&real)?)
+        }
     };
     let mut best = read_best_swd(&run.best_checkpoint());
     // The class-fidelity check, trained (or loaded) at the first evaluation that needs it.
@@ -934,7 +946,7 @@ fn train_inner(
             t.fit_prior(&data)?;
         }
         if let Some(reference) = reference.as_ref().filter(|_| evaluating) {
-            let scores = t.evaluate(reference)?;
+            let scores = t.evaluate(&reference.images())?;
             (metric.swd, metric.swd_raw) = (Some(scores.ema), Some(scores.raw));
             let judged = t.g.conditional() || spec.model == ModelKind::Can;
             if judged && judge.is_none() && data.class_names.len() >= 2 {
