@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Independent judges of easel's Truchet generators: they share no code and no training
+with easel's own checks (src/gan/classifier.rs, tests/model.rs). Each learns only from
+real renders that `easel dataset` draws from the data sketch, with seeds the model never
+trained on, and looks at samples `easel sample` writes.
+
+    pip install numpy pillow scikit-learn scikit-image
+    python3 scripts/judge.py truchet models/truchet32                 # DCGAN, 32 px
+    python3 scripts/judge.py truchet models/cppn_truchet32 --size 256  # CPPN-GAN at 256 px
+    python3 scripts/judge.py classes models/cdcgan32                  # one row per class
+
+What they measure:
+  valid      the fraction of tiles (the sketch's tile grid, after shrinking a sample to the
+             training size) that match a tile of a real render: binarised at 0.5, within
+             --tolerance of the pixels (default 6%) of one of the distinct tiles real
+             renders contain
+  clean      the fraction of samples whose every tile is valid
+  grey       the fraction of pixels between 25% and 75% grey at the size drawn (a sharp
+             black-and-white tiling has almost none; anti-aliased line families have some:
+             real renders at the same size are the floor, printed beside it)
+  recognised (classes) the fraction of a class's samples that a HOG + RBF-SVM classifier
+             of the real renders' classes puts in that class
+  diversity  (classes) mean pairwise distance of the samples over that of real renders
+
+Exit 1 when a figure misses its bar (--min-valid 0.95, --max-grey 0.03, --min-recognised
+0.9, --min-diversity 0.8).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def easel(binary, *args):
+    out = subprocess.run([binary, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"easel {' '.join(args)} failed:\n{out.stderr}")
+    return out
+
+
+def grey(path, size=None):
+    img = Image.open(path).convert("L")
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.BOX)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def cut_grid(path, n, size):
+    """The n cells of a grid written by `easel sample` (2 px gaps, ceil(sqrt(n)) columns)."""
+    img = grey(path)
+    cols = int(np.ceil(np.sqrt(n)))
+    gap = 2
+    return np.stack([
+        img[gap + (i // cols) * (size + gap):][:size, gap + (i % cols) * (size + gap):][:, :size]
+        for i in range(n)
+    ])
+
+
+def real_renders(binary, sketch, count, size, tmp):
+    """{class or "": [n, size, size]} of `easel dataset` renders at seeds from 10⁶ on."""
+    folder = os.path.join(tmp, "real")
+    easel(binary, "dataset", sketch, "-n", str(count), "--size", str(size), "--seed", "1000000", "-o", folder)
+    out = {}
+    for root, _, files in os.walk(folder):
+        pngs = sorted(f for f in files if f.endswith(".png"))
+        if pngs:
+            cls = os.path.relpath(root, folder)
+            out["" if cls == "." else cls] = np.stack([grey(os.path.join(root, f), size) for f in pngs])
+    return out
+
+
+def tiles(images, tile):
+    """Every tile of every image, binarised: [n, tiles, tile*tile] booleans."""
+    n, h, w = images.shape
+    t = images[:, : h // tile * tile, : w // tile * tile] > 0.5
+    t = t.reshape(n, h // tile, tile, w // tile, tile).transpose(0, 1, 3, 2, 4)
+    return t.reshape(n, -1, tile * tile)
+
+
+def distinct_tiles(images, tile, tolerance):
+    """The distinct binarised tiles of real renders (tiles within the tolerance merge)."""
+    kinds = []
+    limit = tolerance * tile * tile
+    for t in tiles(images, tile).reshape(-1, tile * tile):
+        if not any(np.count_nonzero(t != k) <= limit for k in kinds):
+            kinds.append(t)
+    return np.stack(kinds)
+
+
+def tile_validity(samples, kinds, tile, tolerance):
+    """(fraction of valid tiles, fraction of samples with every tile valid)."""
+    t = tiles(samples, tile)  # [n, m, p]
+    dist = (t[:, :, None, :] != kinds[None, None]).sum(-1).min(-1)  # [n, m]
+    ok = dist <= tolerance * tile * tile
+    return ok.mean(), ok.all(1).mean()
+
+
+def grey_fraction(images):
+    return ((images > 0.25) & (images < 0.75)).mean()
+
+
+def mean_pairwise(images):
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    sq = (flat ** 2).sum(1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * flat @ flat.T, 0))
+    return d.sum() / (len(images) * (len(images) - 1))
+
+
+def model_info(model):
+    with open(os.path.join(model, "spec.json")) as f:
+        spec = json.load(f)
+    path = os.path.join(model, "generator.safetensors")
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    classes = json.loads(header.get("__metadata__", {}).get("classes", "[]"))
+    return spec, classes
+
+
+def data_sketch(model, spec, given):
+    if given:
+        return given
+    # spec.json records a sketch-made training set as {"Sketch": {"path": ..., "count": ...}}.
+    data = spec.get("data", {})
+    source = data.get("Sketch", {}) if isinstance(data, dict) else {}
+    path = source.get("path") if isinstance(source, dict) else None
+    if not path:
+        sys.exit(f"{model}: spec.json names no data sketch; pass --sketch")
+    for candidate in (path, os.path.join(ROOT, path), os.path.join(ROOT, "sketches", os.path.basename(path))):
+        if os.path.isfile(candidate):
+            return candidate
+    sys.exit(f"{model}: its data sketch {path} is not here; pass --sketch")
+
+
+def tile_of(sketch):
+    """The sketch's tile side in pixels (a Truchet sketch keeps it at any size)."""
+    m = re.search(r"\btile:\s*(\d+)", open(sketch).read())
+    if not m:
+        sys.exit(f"{sketch}: no `tile:` to judge tiles by; pass --tile")
+    return int(m.group(1))
+
+
+def judge_truchet(args):
+    spec, _ = model_info(args.model)
+    size = spec["image_size"]
+    sketch = data_sketch(args.model, spec, args.sketch)
+    tile = args.tile or tile_of(sketch)
+    draw = args.size or size
+    with tempfile.TemporaryDirectory() as tmp:
+        real = np.concatenate(list(real_renders(args.easel, sketch, args.train, size, tmp).values()))
+        kinds = distinct_tiles(real, tile, args.tolerance)
+        real_valid, real_clean = tile_validity(real, kinds, tile, args.tolerance)
+        grid = os.path.join(tmp, "samples.png")
+        sample_args = ["sample", args.model, "-n", str(args.n), "--seed", str(args.seed), "-o", grid]
+        if args.size:
+            sample_args += ["--size", str(args.size)]
+        easel(args.easel, *sample_args)
+        drawn = cut_grid(grid, args.n, draw)
+        shrunk = np.stack([
+            np.asarray(Image.fromarray((s * 255).round().astype(np.uint8)).resize((size, size), Image.BOX),
+                       dtype=np.float32) / 255.0
+            for s in drawn
+        ]) if draw != size else drawn
+        valid, clean = tile_validity(shrunk, kinds, tile, args.tolerance)
+        g = grey_fraction(drawn)
+        real_big = None
+        if draw != size:
+            big = real_renders(args.easel, sketch, 16, draw, os.path.join(tmp, "big"))
+            real_big = grey_fraction(np.concatenate(list(big.values())))
+    print(f"judge: {len(kinds)} distinct {tile}x{tile} tiles in {len(real)} real renders at {size} px "
+          f"(real renders: valid {real_valid:.3f}, clean {real_clean:.3f}); tolerance {args.tolerance:.0%}")
+    floor = f" (real renders at {draw} px: {real_big:.3f})" if real_big is not None else ""
+    print(f"{args.model}: {args.n} samples at {draw} px, seed {args.seed}: valid tiles {valid:.3f}, "
+          f"clean samples {clean:.3f}, grey pixels {g:.3f}{floor}")
+    return 0 if valid >= args.min_valid and g <= args.max_grey else 1
+
+
+def judge_classes(args):
+    from skimage.feature import hog
+    from sklearn.svm import SVC
+
+    spec, classes = model_info(args.model)
+    if len(classes) < 2:
+        sys.exit(f"{args.model}: not a conditional generator (classes {classes})")
+    size = spec["image_size"]
+    sketch = data_sketch(args.model, spec, args.sketch)
+    tile = args.tile or tile_of(sketch)
+
+    def features(images):
+        return np.stack([np.concatenate([hog(im, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(2, 2)),
+                                         im.ravel()]) for im in images])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        renders = real_renders(args.easel, sketch, 2 * args.train * len(classes), size, tmp)
+        names = sorted(renders)
+        if names != sorted(classes):
+            sys.exit(f"{sketch} draws classes {names}; {args.model} was trained on {classes}")
+        xs, ys, tx, ty = [], [], [], []
+        for k, name in enumerate(names):
+            imgs, half = renders[name], len(renders[name]) // 2
+            xs.append(features(imgs[:half]))
+            ys += [k] * half
+            tx.append(features(imgs[half:]))
+            ty += [k] * (len(imgs) - half)
+        clf = SVC(kernel="rbf", C=10.0, gamma="scale").fit(np.concatenate(xs), ys)
+        held_out = (clf.predict(np.concatenate(tx)) == np.array(ty)).mean()
+        print(f"judge: HOG + RBF SVM on {len(ys)} real renders, held-out real accuracy {held_out:.3f}; "
+              f"tiles {tile}x{tile}, tolerance {args.tolerance:.0%}")
+        print(f"{'class':<12} {'recognised':>10} {'valid':>7} {'clean':>7} {'grey':>7} {'diversity':>10}"
+              "   (real renders: valid, clean, grey)")
+        ok = True
+        for k, name in enumerate(names):
+            grid = os.path.join(tmp, f"{name}.png")
+            easel(args.easel, "sample", args.model, "--class", name, "-n", str(args.n), "--seed", str(args.seed),
+                  "-o", grid)
+            samples = cut_grid(grid, args.n, size)
+            real = renders[name]
+            kinds = distinct_tiles(real[: len(real) // 2], tile, args.tolerance)
+            recognised = (clf.predict(features(samples)) == k).mean()
+            valid, clean = tile_validity(samples, kinds, tile, args.tolerance)
+            diversity = mean_pairwise(samples) / mean_pairwise(real[len(real) // 2:][: args.n])
+            g = grey_fraction(samples)
+            held = real[len(real) // 2:]
+            real_valid, real_clean = tile_validity(held, kinds, tile, args.tolerance)
+            bad = recognised < args.min_recognised or diversity < args.min_diversity or valid < args.min_valid
+            ok &= not bad
+            print(f"{name:<12} {recognised:>10.2f} {valid:>7.3f} {clean:>7.3f} {g:>7.3f} {diversity:>10.2f}"
+                  f"   ({real_valid:.3f}, {real_clean:.3f}, {grey_fraction(held):.3f})"
+                  + ("  <- below the bar" if bad else ""))
+    return 0 if ok else 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("judge", choices=["truchet", "classes"])
+    ap.add_argument("model", help="a model folder or run directory")
+    ap.add_argument("--sketch", help="the data sketch (default: the one spec.json names)")
+    ap.add_argument("--easel", default=os.path.join(ROOT, "target/release/easel"))
+    ap.add_argument("-n", type=int, default=64, help="samples (per class)")
+    ap.add_argument("--seed", type=int, default=1, help="the samples' seed")
+    ap.add_argument("--size", type=int, help="truchet: draw samples at this size (CPPN generators)")
+    ap.add_argument("--tile", type=int, help="tile side at the training size (default: from the sketch)")
+    ap.add_argument("--train", type=int, default=600, help="real renders (per class) the judge learns from")
+    ap.add_argument("--tolerance", type=float, default=0.06)
+    ap.add_argument("--min-valid", type=float, default=0.95)
+    ap.add_argument("--max-grey", type=float, default=0.03)
+    ap.add_argument("--min-recognised", type=float, default=0.9)
+    ap.add_argument("--min-diversity", type=float, default=0.8)
+    args = ap.parse_args()
+    return judge_truchet(args) if args.judge == "truchet" else judge_classes(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
