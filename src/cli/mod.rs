@@ -29,7 +29,8 @@ use clap::{Parser, Subcommand};
     long_about = "A terminal studio for live-coding generative art.\n\n\
 Sketches are Rhai scripts (see sketches/ and the README) describing Truchet tilings,\nCPPNs or GANs.\n\
 A rendered PNG (render, favourites, exports) carries its recipe, so\n\
-`easel render --from FILE.png` makes it again.\n\n\
+`easel render --from FILE.png` makes it again; sample grids and sweep sheets too\n\
+(`easel sample --from`, `easel sweep --from`).\n\n\
 Run with no command to open the studio on ./sketches (`easel init` writes the bundled\nsketches there)."
 )]
 pub struct Cli {

@@ -520,9 +520,15 @@ impl Trainer {
         // 128 px, 256 samples are 50 MB, and the evaluation's peak is what bounds a
         // run's memory.
         let score = |g: &Generator| -> Result<f64> {
-            let fake: Vec<f32> = samples(g, n, k, self.spec.seed ^ 0xE7A1)?
-                .flatten_all()?
-                .to_vec1()?;
+            let z = seeded_noise(self.spec.seed ^ 0xE7A1, n, g.spec.latent, &g.params.device)?;
+            let labels = labels_in_turn(n, k);
+            // Chunk by chunk into one buffer: no tensor of all the samples beside it.
+            let mut fake = Vec::with_capacity(n * c * h * w);
+            for start in (0..n).step_by(EVAL_CHUNK) {
+                let len = EVAL_CHUNK.min(n - start);
+                let part = generate(g, &z.narrow(0, start, len)?, &labels[start..start + len])?;
+                fake.extend(part.flatten_all()?.to_vec1::<f32>()?);
+            }
             let fake = swd::Images::new(&fake, n, c, h, w)?;
             Ok(swd::swd(reference, &fake, self.spec.seed ^ 0x5D)?.mean)
         };
@@ -573,6 +579,9 @@ pub fn labels_in_turn(n: usize, classes: usize) -> Vec<usize> {
     (0..n).map(|i| i % classes.max(1)).collect()
 }
 
+/// Samples per forward pass when generating many (an evaluation set, a grid).
+const EVAL_CHUNK: usize = 64;
+
 /// The generator's images for noise `z` and `labels`, in evaluation mode, in chunks: a
 /// whole evaluation set at once could need gigabytes of activations.
 pub fn generate(g: &Generator, z: &Tensor, labels: &[usize]) -> Result<Tensor> {
@@ -582,8 +591,8 @@ pub fn generate(g: &Generator, z: &Tensor, labels: &[usize]) -> Result<Tensor> {
     };
     let n = z.dim(0)?;
     let mut parts = vec![];
-    for start in (0..n).step_by(64) {
-        let len = 64.min(n - start);
+    for start in (0..n).step_by(EVAL_CHUNK) {
+        let len = EVAL_CHUNK.min(n - start);
         // Detached: a chunk's output would otherwise hold its whole forward graph (every
         // activation, for a backward pass that never comes) until the last chunk is done.
         let out = g.forward(&z.narrow(0, start, len)?, &labels[start..start + len], &ctx)?;
