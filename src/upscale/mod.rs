@@ -13,6 +13,7 @@ mod torch;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::gan::kernels::Precision;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use image::DynamicImage;
@@ -70,6 +71,8 @@ pub struct Upscaler {
     pub model: String,
     /// The file it was read from.
     pub file: PathBuf,
+    /// The arithmetic its CPU convolutions run in (bf16 only where the CPU has it).
+    pub precision: Precision,
 }
 
 /// Folders searched for shipped models: `$EASEL_MODELS/esrgan`, `./models/esrgan`, and
@@ -126,6 +129,12 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
 impl Upscaler {
     /// Loads `model` (see [`resolve`]) to run on `device`.
     pub fn load(model: &str, device: &Device) -> Result<Self> {
+        Self::load_with(model, device, Precision::Fp32)
+    }
+
+    /// [`Self::load`] with the CPU convolutions in `precision` (bf16 runs as fp32 where
+    /// the CPU lacks AVX512_BF16; [`Precision::bf16_available`] says which).
+    pub fn load_with(model: &str, device: &Device, precision: Precision) -> Result<Self> {
         let file = resolve(model)?;
         let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
         let graph = match ext {
@@ -140,21 +149,27 @@ impl Upscaler {
                 file.display()
             ),
         };
+        let precision = match precision {
+            Precision::Bf16 if device.is_cpu() && Precision::bf16_available() => Precision::Bf16,
+            _ => Precision::Fp32,
+        };
         Ok(Upscaler {
-            graph: graph.to_device(device)?,
+            graph: graph.to_device(device, precision)?,
             device: device.clone(),
             model: model.to_string(),
             file,
+            precision,
         })
     }
 
     /// Builds an upscaler from a graph (tests).
     pub fn from_graph(graph: Graph, device: &Device) -> Result<Self> {
         Ok(Upscaler {
-            graph: graph.to_device(device)?,
+            graph: graph.to_device(device, Precision::Fp32)?,
             device: device.clone(),
             model: String::new(),
             file: PathBuf::new(),
+            precision: Precision::Fp32,
         })
     }
 

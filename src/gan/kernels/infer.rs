@@ -10,7 +10,9 @@
 //! - AVX-512: a direct convolution, 32 pixels × 12 output channels in 24 registers;
 //! - any CPU: one `gemm` call per tap (the crate training's convolutions use), pixels as
 //!   the long dimension;
-//! - opt-in (`EASEL_CONV_KERNEL=winograd`): [`super::winograd`] for 3×3 convolutions.
+//! - opt-in (`EASEL_CONV_KERNEL=winograd`): [`super::winograd`] for 3×3 convolutions;
+//! - opt-in ([`Precision::Bf16`], `easel upscale --precision bf16`): the direct kernel on
+//!   bfloat16 channel pairs with `vdpbf16ps` (AVX512_BF16), sums in f32.
 //!
 //! The bias and the (leaky or parametric) ReLU are applied in the pass that drops the
 //! padding columns.
@@ -42,6 +44,9 @@ pub struct PackedConv {
     /// ([`out_blocks`]), `[cin, k, k, block]`, so the kernel reads its weights front to
     /// back. (One layout only: x4plus's weights are 67 MB.)
     weight: Vec<f32>,
+    /// Bf16 kernel: per block of output channels, `[cin/2 (rounded up), k, k, block]`
+    /// pairs of bfloat16 weights (input channels 2c and 2c + 1 in one u32).
+    weight_bf16: Vec<u32>,
     bias: Vec<f32>,
     slopes: Option<Vec<f32>>,
     /// F(2×2, 3×3) kernels, where Winograd runs this convolution (then `weight` is empty).
@@ -57,6 +62,23 @@ impl PackedConv {
         slopes: Option<&[f32]>,
     ) -> Result<Self> {
         Self::for_kernel(Kernel::best(), weight, bias, padding, slopes)
+    }
+
+    /// [`Self::new`] in the given arithmetic.
+    pub fn with_precision(
+        precision: Precision,
+        weight: &Tensor,
+        bias: &Tensor,
+        padding: usize,
+        slopes: Option<&[f32]>,
+    ) -> Result<Self> {
+        Self::for_kernel(
+            Kernel::for_precision(precision),
+            weight,
+            bias,
+            padding,
+            slopes,
+        )
     }
 
     fn for_kernel(
@@ -78,8 +100,31 @@ impl PackedConv {
         let weight: Vec<f32> = weight.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
         let winograd = (kernel == Kernel::Winograd && winograd::applies(k, padding, cin, cout))
             .then(|| Winograd::new(&weight, cin, cout));
+        let weight_bf16 = match kernel {
+            Kernel::Bf16 => {
+                let pairs = cin.div_ceil(2);
+                let at = |co: usize, ci: usize, tap: usize| {
+                    (ci < cin).then(|| weight[(co * cin + ci) * k * k + tap])
+                };
+                let mut blocked = Vec::with_capacity(pairs * k * k * cout);
+                for (o, size) in out_blocks(cout) {
+                    for cp in 0..pairs {
+                        for tap in 0..k * k {
+                            blocked.extend((o..o + size).map(|co| {
+                                let lo = at(co, 2 * cp, tap).unwrap_or(0.0);
+                                let hi = at(co, 2 * cp + 1, tap).unwrap_or(0.0);
+                                bf16_pair(lo, hi)
+                            }));
+                        }
+                    }
+                }
+                blocked
+            }
+            _ => vec![],
+        };
         let weight = match kernel {
             _ if winograd.is_some() => vec![],
+            Kernel::Bf16 => vec![],
             Kernel::Gemm => weight,
             Kernel::Avx512 | Kernel::Winograd => {
                 let mut blocked = Vec::with_capacity(weight.len());
@@ -98,6 +143,7 @@ impl PackedConv {
             padding,
             kernel,
             weight,
+            weight_bf16,
             bias: bias.to_device(&Device::Cpu)?.to_vec1()?,
             slopes: slopes.map(|s| s.to_vec()),
             winograd,
@@ -176,6 +222,7 @@ impl PackedConv {
             accw,
         };
         let mut y: Vec<f32> = Vec::with_capacity(n * cout * ho * wo);
+        let mut pairs_buf = PAIRS.with_borrow_mut(std::mem::take);
         SCRATCH.with_borrow_mut(|s| -> Result<()> {
             let (padded, acc) = s.get(&g, (h, p));
             for (i, item) in items.iter().enumerate() {
@@ -203,6 +250,11 @@ impl PackedConv {
                 match self.kernel {
                     Kernel::Avx512 | Kernel::Winograd => g.direct(padded, &self.weight, acc),
                     Kernel::Gemm => g.gemm(padded, &self.weight, acc),
+                    Kernel::Bf16 => {
+                        let pairs = s_pairs(&mut pairs_buf, cin, plane);
+                        to_bf16_pairs(padded, cin, plane, pairs);
+                        g.direct_bf16(pairs, &self.weight_bf16, acc);
+                    }
                 }
                 // Drop the padding columns, add the bias, apply the activation.
                 let out = &mut y.spare_capacity_mut()[i * cout * ho * wo..(i + 1) * cout * ho * wo];
@@ -227,6 +279,7 @@ impl PackedConv {
             }
             Ok(())
         })?;
+        PAIRS.with_borrow_mut(|p| *p = pairs_buf);
         // SAFETY: the loop above wrote every one of the n·cout·ho·wo values.
         unsafe { y.set_len(n * cout * ho * wo) };
         Tensor::from_vec(y, (n, cout, ho, wo), &Device::Cpu)
@@ -269,6 +322,46 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// The bf16 kernel's input: channel pairs of the padded buffer.
+    static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `buf` sized for the channel pairs of `cin` padded planes.
+fn s_pairs(buf: &mut Vec<u32>, cin: usize, plane: usize) -> &mut [u32] {
+    let len = cin.div_ceil(2) * plane;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    &mut buf[..len]
+}
+
+/// bfloat16 of `v`, rounded to nearest even (the activations and weights are finite).
+fn bf16_bits(v: f32) -> u32 {
+    half::bf16::from_f32(v).to_bits() as u32
+}
+
+/// Input channels `2c` (low half) and `2c + 1` (high half) of one pixel, as the bf16
+/// kernel reads them.
+fn bf16_pair(lo: f32, hi: f32) -> u32 {
+    bf16_bits(lo) | bf16_bits(hi) << 16
+}
+
+/// The padded planes `[cin][plane]` as bf16 channel pairs `[cin/2 rounded up][plane]` (an
+/// odd last channel paired with zeros).
+fn to_bf16_pairs(padded: &[f32], cin: usize, plane: usize, out: &mut [u32]) {
+    out.par_chunks_mut(plane).enumerate().for_each(|(cp, dst)| {
+        let lo = &padded[2 * cp * plane..][..plane];
+        let hi = (2 * cp + 1 < cin).then(|| &padded[(2 * cp + 1) * plane..][..plane]);
+        #[cfg(target_arch = "x86_64")]
+        if Precision::bf16_available() {
+            // SAFETY: AVX-512F is available (checked); the slices have `plane` values.
+            unsafe { avx512::pairs(lo, hi, dst) };
+            return;
+        }
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = bf16_pair(lo[j], hi.map_or(0.0, |h| h[j]));
+        }
+    });
 }
 
 impl Scratch {
@@ -307,13 +400,51 @@ const PIXELS: usize = 32;
 pub(crate) enum Kernel {
     /// F(2×2, 3×3) Winograd in AVX-512 registers where it applies, else [`Kernel::Avx512`].
     Winograd,
+    /// The direct kernel on bfloat16 inputs and weights, products summed in f32
+    /// (`vdpbf16ps`: two multiply-adds per lane and instruction). Only when asked for
+    /// ([`Precision::Bf16`]) and the CPU has AVX512_BF16.
+    Bf16,
     /// Direct convolution in AVX-512 registers.
     Avx512,
     /// One `gemm` call per tap (any CPU).
     Gemm,
 }
 
+/// The arithmetic of an inference convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    Fp32,
+    /// bfloat16 inputs and weights (8 bits of mantissa), sums in f32: about twice as
+    /// fast where the CPU has AVX512_BF16, and within a few levels of 255 of fp32.
+    Bf16,
+}
+
+impl Precision {
+    /// Whether this CPU runs bf16 convolutions (else [`Precision::Bf16`] runs as fp32).
+    pub fn bf16_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+                && std::env::var("EASEL_CONV_KERNEL").as_deref() != Ok("gemm")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+}
+
 impl Kernel {
+    /// The kernel for `precision`: bf16 where it is asked for and the CPU has it, else
+    /// [`Kernel::best`].
+    pub(crate) fn for_precision(precision: Precision) -> Kernel {
+        match precision {
+            Precision::Bf16 if Precision::bf16_available() => Kernel::Bf16,
+            _ => Kernel::best(),
+        }
+    }
+
     pub(crate) fn best() -> Kernel {
         static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
@@ -403,6 +534,38 @@ impl Taps {
         {
             let _ = (padded, wr, acc);
             unreachable!("the AVX-512 kernel is chosen only on x86-64");
+        }
+    }
+}
+
+impl Taps {
+    /// [`Taps::direct`] on bf16 channel pairs (`pairs`: `[cin/2 rounded up][plane]`,
+    /// `wb`: the packed pair weights).
+    fn direct_bf16(&self, pairs: &[u32], wb: &[u32], acc: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let blocks = self.accw / PIXELS;
+            let per_task = 4;
+            let cp = self.cin.div_ceil(2);
+            assert!(Precision::bf16_available());
+            assert!(acc.len() >= self.cout * self.accw);
+            assert!(pairs.len() >= cp * self.plane);
+            assert!(wb.len() >= cp * self.k * self.k * self.cout);
+            let out = SharedPtr(acc.as_mut_ptr());
+            (0..blocks.div_ceil(per_task))
+                .into_par_iter()
+                .for_each(|t| {
+                    for b in t * per_task..((t + 1) * per_task).min(blocks) {
+                        // SAFETY: AVX512_BF16 is available (asserted); the sizes are
+                        // asserted above; each block writes only its own pixels.
+                        unsafe { avx512::block_bf16(self, pairs, wb, out.get(), b * PIXELS) };
+                    }
+                });
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (pairs, wb, acc);
+            unreachable!("the bf16 kernel is chosen only on x86-64");
         }
     }
 }
@@ -520,6 +683,124 @@ mod avx512 {
             }
         }
     }
+
+    /// [`block`] on bf16 channel pairs: `vdpbf16ps` adds two products per lane.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512_BF16 must be available; `pairs`, `wb` and `acc` must hold what
+    /// [`Taps`] says for `cin/2` (rounded up) pair planes, and `j + 32 <= accw`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn block_bf16(t: &Taps, pairs: &[u32], wb: &[u32], acc: *mut f32, j: usize) {
+        let taps = t.k * t.k;
+        let cp = t.cin.div_ceil(2);
+        for c0 in (0..cp).step_by(CHANNELS / 2) {
+            let c1 = (c0 + CHANNELS / 2).min(cp);
+            for (o, size) in out_blocks(t.cout) {
+                let w = &wb[o * cp * taps..(o + size) * cp * taps];
+                // SAFETY: as the caller vouches; o + size <= cout.
+                unsafe {
+                    match size {
+                        OUTS => outs_bf16::<OUTS>(t, pairs, w, acc, j, o, c0..c1),
+                        8 => outs_bf16::<8>(t, pairs, w, acc, j, o, c0..c1),
+                        4 => outs_bf16::<4>(t, pairs, w, acc, j, o, c0..c1),
+                        3 => outs_bf16::<3>(t, pairs, w, acc, j, o, c0..c1),
+                        2 => outs_bf16::<2>(t, pairs, w, acc, j, o, c0..c1),
+                        _ => outs_bf16::<1>(t, pairs, w, acc, j, o, c0..c1),
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`outs`] over channel pairs `cs`: each u32 of `pairs` and `w` holds two bf16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn outs_bf16<const B: usize>(
+        t: &Taps,
+        pairs: &[u32],
+        w: &[u32],
+        acc: *mut f32,
+        j: usize,
+        o: usize,
+        cs: std::ops::Range<usize>,
+    ) {
+        let taps = t.k * t.k;
+        let first = cs.start == 0;
+        let x = pairs.as_ptr();
+        let mut a = [[_mm512_setzero_ps(); 2]; B];
+        if !first {
+            for (b, a) in a.iter_mut().enumerate() {
+                // SAFETY: o + b < cout and j + 32 <= accw.
+                unsafe {
+                    let src = acc.add((o + b) * t.accw + j);
+                    *a = [_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16))];
+                }
+            }
+        }
+        let mut wk = w[cs.start * taps * B..].as_ptr();
+        for cp in cs {
+            for kh in 0..t.k {
+                for kw in 0..t.k {
+                    // SAFETY: as in `outs`, in u32 pair units: j + 32 + (k−1)·wp + k−1
+                    // <= plane, cp < cin/2 rounded up; `wk` walks `w` once.
+                    unsafe {
+                        let src = x.add(cp * t.plane + j + kh * t.wp + kw);
+                        let x0: __m512bh = std::mem::transmute(_mm512_loadu_si512(src.cast()));
+                        let x1: __m512bh =
+                            std::mem::transmute(_mm512_loadu_si512(src.add(16).cast()));
+                        for (b, a) in a.iter_mut().enumerate() {
+                            let wv: __m512bh =
+                                std::mem::transmute(_mm512_set1_epi32(*wk.add(b) as i32));
+                            a[0] = _mm512_dpbf16_ps(a[0], x0, wv);
+                            a[1] = _mm512_dpbf16_ps(a[1], x1, wv);
+                        }
+                        wk = wk.add(B);
+                    }
+                }
+            }
+        }
+        for (b, a) in a.iter().enumerate() {
+            // SAFETY: o + b < cout and j + 32 <= accw.
+            unsafe {
+                let dst = acc.add((o + b) * t.accw + j);
+                _mm512_storeu_ps(dst, a[0]);
+                _mm512_storeu_ps(dst.add(16), a[1]);
+            }
+        }
+    }
+
+    /// `dst[j] = bf16(lo[j]) | bf16(hi[j]) << 16`, rounded to nearest even (as
+    /// `half::bf16::from_f32` for finite values).
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `lo`, `hi` (if any) and `dst` have the same length.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pairs(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
+        let n = dst.len();
+        let round = |v: __m512i| {
+            // bits + 0x7fff + (bit 16 of bits), then the top half.
+            let odd = _mm512_and_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(1));
+            let r = _mm512_add_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(0x7fff)), odd);
+            _mm512_srli_epi32(r, 16)
+        };
+        let mut j = 0;
+        while j + 16 <= n {
+            // SAFETY: j + 16 <= n, the slices' common length.
+            unsafe {
+                let l = round(_mm512_castps_si512(_mm512_loadu_ps(lo.as_ptr().add(j))));
+                let h = match hi {
+                    Some(hi) => round(_mm512_castps_si512(_mm512_loadu_ps(hi.as_ptr().add(j)))),
+                    None => _mm512_setzero_si512(),
+                };
+                let v = _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
+                _mm512_storeu_si512(dst.as_mut_ptr().add(j).cast(), v);
+            }
+            j += 16;
+        }
+        for k in j..n {
+            dst[k] = super::bf16_pair(lo[k], hi.map_or(0.0, |h| h[k]));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -605,6 +886,59 @@ mod tests {
                     "{kernel:?} without activation: max difference {d} (tolerance {tol})"
                 );
             }
+        }
+    }
+
+    /// The bf16 kernel computes exactly the f32 convolution of bf16-rounded inputs and
+    /// weights (products of two bf16 are exact in f32; only the sums' order differs), for
+    /// odd and even channel counts, both output blocks and fused upsampling.
+    #[test]
+    fn the_bf16_kernel_is_the_convolution_of_rounded_values() {
+        if !Precision::bf16_available() {
+            eprintln!("no AVX512_BF16 here: the bf16 kernel is not run");
+            return;
+        }
+        let dev = Device::Cpu;
+        let round = |t: &Tensor| {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let v: Vec<f32> = v
+                .iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect();
+            Tensor::from_vec(v, t.dims(), &dev).unwrap()
+        };
+        for (c1, c2, cout, h, w, k, p, up) in [
+            (3, 0, 5, 7, 9, 3, 1, 1),
+            (40, 31, 27, 20, 33, 3, 1, 1),
+            (64, 32, 32, 12, 10, 3, 1, 1),
+            (16, 0, 16, 5, 7, 3, 1, 2),
+            (4, 4, 13, 5, 4, 5, 2, 1),
+        ] {
+            let mut parts = vec![Tensor::randn(0f32, 1.0, (1, c1, h, w), &dev).unwrap()];
+            if c2 > 0 {
+                parts.push(Tensor::randn(0f32, 1.0, (1, c2, h, w), &dev).unwrap());
+            }
+            let wt = Tensor::randn(0f32, 0.3, (cout, c1 + c2, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+            let x = Tensor::cat(&parts.iter().map(round).collect::<Vec<_>>(), 1).unwrap();
+            let x = x.upsample_nearest2d(h * up, w * up).unwrap();
+            let want = x
+                .conv2d(&round(&wt), p, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap();
+            let conv = PackedConv::with_precision(Precision::Bf16, &wt, &b, p, None).unwrap();
+            assert_eq!(conv.kernel, Kernel::Bf16);
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            let got = conv.forward_upsampled(&refs, up).unwrap();
+            let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            let tol =
+                2e-6 * scale.to_scalar::<f32>().unwrap() * (((c1 + c2) * k * k) as f32).sqrt();
+            let d = max_diff(&got, &want);
+            assert!(
+                d < tol.max(1e-5),
+                "bf16 {c1}+{c2}→{cout} {w}x{h} k{k} up{up}: max difference {d} (tolerance {tol})"
+            );
         }
     }
 

@@ -22,7 +22,7 @@ use candle_core::{bail, CpuStorage, Layout, Result};
 pub use batch_norm::batch_norm_train;
 pub(crate) use conv::out_size;
 pub use conv::{conv2d, conv2d_weight_grad, conv_transpose2d, conv_transpose2d_hw};
-pub use infer::PackedConv;
+pub use infer::{PackedConv, Precision};
 
 /// 0: not yet read from the environment; 1: easel's kernels on CPU; 2: portable.
 static MODE: AtomicU8 = AtomicU8::new(0);
