@@ -1,5 +1,6 @@
-"""The PyTorch DCGAN tutorial model (64x64x3, batch 64, Adam 2e-4, BCE), timed on CUDA:
-the reference for scripts/bench_gpu.sh. Random images: step time does not depend on them."""
+"""The PyTorch DCGAN tutorial model (64x64x3, batch 64, Adam 2e-4, BCE), timed on CUDA
+(the reference for scripts/bench_gpu.sh) or, with --device cpu, on the CPU with
+--threads threads. Random images: step time does not depend on them."""
 import argparse
 import time
 
@@ -9,8 +10,18 @@ import torch.nn as nn
 p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=200)
 p.add_argument("--batch", type=int, default=64)
+p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
 args = p.parse_args()
-dev = torch.device("cuda")
+dev = torch.device(args.device)
+if args.threads:
+    torch.set_num_threads(args.threads)
+
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
 nz, ngf, ndf = 100, 64, 64
 
 G = nn.Sequential(
@@ -48,13 +59,14 @@ def step():
     opt_g.step()
 
 
-for _ in range(10):
+for _ in range(10 if dev.type == "cuda" else 2):
     step()
-torch.cuda.synchronize()
+sync()
 t = time.perf_counter()
 for _ in range(args.steps):
     step()
-torch.cuda.synchronize()
+sync()
 secs = time.perf_counter() - t
-print(f"pytorch {torch.__version__} on {torch.cuda.get_device_name()}: "
+where = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+print(f"pytorch {torch.__version__} on {where}: "
       f"{secs / args.steps * 1000:.1f} ms/step, {args.steps * args.batch / secs:.0f} images/s")
