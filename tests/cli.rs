@@ -1,15 +1,11 @@
 //! The `easel` binary end to end: render, recipes, datasets, check.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn easel(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_easel"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run easel")
-}
+use common::easel_run as easel;
 
 fn ok(out: Output) -> Output {
     assert!(

@@ -7,8 +7,10 @@
 //! 2018 ESRGAN names) and .safetensors, and the reference's upscaled pictures (the
 //! picture reflect-padded by 10 px, run whole, cropped; alpha resized bicubically).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::Device;
 use easel::upscale::{Tiling, Upscaler};
@@ -207,13 +209,7 @@ fn an_opaque_picture_stays_rgb_and_a_grey_one_becomes_rgb() {
     );
 }
 
-fn easel(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_easel"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run easel")
-}
+use common::easel_run as easel;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -43,6 +43,15 @@ pub(crate) fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
     v
 }
 
+/// Runs the easel binary in `dir` with `args`, whatever its exit status.
+pub(crate) fn easel_run(args: &[&str], dir: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run easel")
+}
+
 /// Runs the easel binary in `dir`; panics with its stderr if it fails.
 pub(crate) fn easel_in(dir: &Path, args: &[&str]) -> std::process::Output {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
@@ -116,4 +125,25 @@ pub(crate) fn soft_disc() -> image::RgbImage {
             (255.0 * (1.0 - v)) as u8,
         ])
     })
+}
+
+/// Runs `scripts/NAME` with bash and the easel binary as its argument; panics with the
+/// script's whole output unless it succeeds and prints `done` (its last word of success).
+pub(crate) fn run_script(name: &str, done: &str) {
+    let out = std::process::Command::new("bash")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("scripts")
+                .join(name),
+        )
+        .arg(env!("CARGO_BIN_EXE_easel"))
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "scripts/{name} failed:\n{log}");
+    assert!(log.contains(done), "{log}");
 }
