@@ -713,6 +713,8 @@ mod avx512 {
     }
 
     /// [`outs`] over channel pairs `cs`: each u32 of `pairs` and `w` holds two bf16.
+    /// (A twin of `outs`, not a generic of it: one body would need AVX512_BF16 enabled
+    /// for the fp32 instance too, which CPUs without it must still run.)
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[inline]
     unsafe fn outs_bf16<const B: usize>(
