@@ -89,7 +89,7 @@ for line in "${TOUR[@]}"; do
                 tmux new-session -d -s "$SESSION" -x 100 -y 30 \
                     "cd '$WORK' && XDG_STATE_HOME='$WORK/state' '$EASEL' $args; sleep 30"
                 seen=""
-                for _ in $(seq 40); do
+                for _ in $(seq 120); do
                     sleep 0.25
                     seen=$(tmux capture-pane -p -t "$SESSION")
                     grep -q "stopped" <<<"$seen" && break
