@@ -148,6 +148,11 @@ def tile_of(sketch):
     return int(m.group(1))
 
 
+def which(args):
+    """`easel sample`'s choice of a run's generator: --raw, --checkpoint."""
+    return (["--raw"] if args.raw else []) + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
+
+
 def judge_truchet(args):
     spec, _ = model_info(args.model)
     size = spec["image_size"]
@@ -159,7 +164,8 @@ def judge_truchet(args):
         kinds = distinct_tiles(real, tile, args.tolerance)
         real_valid, real_clean = tile_validity(real, kinds, tile, args.tolerance)
         grid = os.path.join(tmp, "samples.png")
-        sample_args = ["sample", args.model, "-n", str(args.n), "--seed", str(args.seed), "-o", grid]
+        sample_args = ["sample", args.model, "-n", str(args.n), "--seed", str(args.seed), "-o", grid,
+                       *which(args)]
         if args.size:
             sample_args += ["--size", str(args.size)]
         easel(args.easel, *sample_args)
@@ -220,7 +226,7 @@ def judge_classes(args):
         for k, name in enumerate(names):
             grid = os.path.join(tmp, f"{name}.png")
             easel(args.easel, "sample", args.model, "--class", name, "-n", str(args.n), "--seed", str(args.seed),
-                  "-o", grid)
+                  "-o", grid, *which(args))
             samples = cut_grid(grid, args.n, size)
             real = renders[name]
             kinds = distinct_tiles(real[: len(real) // 2], tile, args.tolerance)
@@ -247,6 +253,8 @@ def main():
     ap.add_argument("-n", type=int, default=64, help="samples (per class)")
     ap.add_argument("--seed", type=int, default=1, help="the samples' seed")
     ap.add_argument("--size", type=int, help="truchet: draw samples at this size (CPPN generators)")
+    ap.add_argument("--raw", action="store_true", help="a run's trained weights, not their moving average")
+    ap.add_argument("--checkpoint", help="a run's best, latest or step_N (as `easel sample --checkpoint`)")
     ap.add_argument("--tile", type=int, help="tile side at the training size (default: from the sketch)")
     ap.add_argument("--train", type=int, default=600, help="real renders (per class) the judge learns from")
     ap.add_argument("--tolerance", type=float, default=0.06)
