@@ -118,11 +118,14 @@ def mean_pairwise(images):
 def model_info(model):
     with open(os.path.join(model, "spec.json")) as f:
         spec = json.load(f)
-    path = os.path.join(model, "generator.safetensors")
-    with open(path, "rb") as f:
-        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-    classes = json.loads(header.get("__metadata__", {}).get("classes", "[]"))
-    return spec, classes
+    # A finished run or model has generator.safetensors; a run still training, a checkpoint.
+    for name in ("generator.safetensors", "checkpoints/latest.safetensors"):
+        path = os.path.join(model, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+            return spec, json.loads(header.get("__metadata__", {}).get("classes", "[]"))
+    sys.exit(f"{model}: no generator.safetensors or checkpoints/latest.safetensors")
 
 
 def data_sketch(model, spec, given):
