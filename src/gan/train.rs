@@ -1023,7 +1023,7 @@ fn train_inner(
             let img = t.sample_grid(64)?;
             let path = run.samples_dir().join(format!("step_{:06}.png", t.step));
             recipe::write_png(&path, &img, None)?;
-            events.image(t.step, "samples", std::fs::read(&path)?)?;
+            events.image(t.step, "samples", &img, std::fs::read(&path)?)?;
             // Kept current, so a run killed with -9 still has one.
             write_timelapse(run)?;
         }

@@ -406,17 +406,21 @@ impl EventWriter {
         self.summary(m.step, m.time, value)
     }
 
-    /// A PNG (a sample grid) as an image at `step`.
-    pub fn image(&mut self, step: u64, tag: &str, png: Vec<u8>) -> Result<()> {
-        let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
-            .context("the sample grid is not a PNG")?;
+    /// `picture`, whose PNG file holds `png`, as an image at `step`.
+    pub fn image(
+        &mut self,
+        step: u64,
+        tag: &str,
+        picture: &image::DynamicImage,
+        png: Vec<u8>,
+    ) -> Result<()> {
         let value = Value {
             tag: tag.into(),
             metadata: None,
             kind: Some(Kind::Image(Image {
-                height: decoded.height() as i32,
-                width: decoded.width() as i32,
-                colorspace: decoded.color().channel_count() as i32,
+                height: picture.height() as i32,
+                width: picture.width() as i32,
+                colorspace: picture.color().channel_count() as i32,
                 encoded_image_string: png,
             })),
         };
