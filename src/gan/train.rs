@@ -521,14 +521,12 @@ impl Trainer {
         // run's memory.
         let score = |g: &Generator| -> Result<f64> {
             let z = seeded_noise(self.spec.seed ^ 0xE7A1, n, g.spec.latent, &g.params.device)?;
-            let labels = labels_in_turn(n, k);
             // Chunk by chunk into one buffer: no tensor of all the samples beside it.
             let mut fake = Vec::with_capacity(n * c * h * w);
-            for start in (0..n).step_by(EVAL_CHUNK) {
-                let len = EVAL_CHUNK.min(n - start);
-                let part = generate(g, &z.narrow(0, start, len)?, &labels[start..start + len])?;
+            generate_chunks(g, &z, &labels_in_turn(n, k), |part| {
                 fake.extend(part.flatten_all()?.to_vec1::<f32>()?);
-            }
+                Ok(())
+            })?;
             let fake = swd::Images::new(&fake, n, c, h, w)?;
             Ok(swd::swd(reference, &fake, self.spec.seed ^ 0x5D)?.mean)
         };
@@ -585,20 +583,34 @@ const EVAL_CHUNK: usize = 64;
 /// The generator's images for noise `z` and `labels`, in evaluation mode, in chunks: a
 /// whole evaluation set at once could need gigabytes of activations.
 pub fn generate(g: &Generator, z: &Tensor, labels: &[usize]) -> Result<Tensor> {
+    let mut parts = vec![];
+    generate_chunks(g, z, labels, |part| {
+        parts.push(part);
+        Ok(())
+    })?;
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// [`generate`]'s images a chunk at a time, each handed to `each` in order.
+fn generate_chunks(
+    g: &Generator,
+    z: &Tensor,
+    labels: &[usize],
+    mut each: impl FnMut(Tensor) -> Result<()>,
+) -> Result<()> {
     let ctx = Ctx {
         train: false,
         dropout_seed: 0,
     };
     let n = z.dim(0)?;
-    let mut parts = vec![];
     for start in (0..n).step_by(EVAL_CHUNK) {
         let len = EVAL_CHUNK.min(n - start);
         // Detached: a chunk's output would otherwise hold its whole forward graph (every
         // activation, for a backward pass that never comes) until the last chunk is done.
         let out = g.forward(&z.narrow(0, start, len)?, &labels[start..start + len], &ctx)?;
-        parts.push(out.detach());
+        each(out.detach())?;
     }
-    Ok(Tensor::cat(&parts, 0)?)
+    Ok(())
 }
 
 /// `[n, latent]` standard normal noise from `seed`.
