@@ -534,10 +534,7 @@ impl Upscaling {
             "scale": up.scale(),
             "tile": self.tile,
             "tile_pad": self.tile_pad,
-            "precision": match up.precision {
-                crate::upscale::Precision::Fp32 => "fp32",
-                crate::upscale::Precision::Bf16 => "bf16",
-            },
+            "precision": up.precision.name(),
         });
         (crate::recipe::KEY_UPSCALE, json.to_string())
     }

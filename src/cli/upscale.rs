@@ -39,14 +39,8 @@ pub struct UpscaleArgs {
     /// The convolutions' arithmetic on the CPU: fp32, or bf16 inputs and weights with
     /// f32 sums (about twice as fast where the CPU has AVX512_BF16, else it runs fp32;
     /// pixels within a few levels of fp32's). The recipe records which ran.
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
-    pub precision: PrecisionArg,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrecisionArg {
-    Fp32,
-    Bf16,
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
 }
 
 fn after_help() -> String {
@@ -62,12 +56,8 @@ fn after_help() -> String {
 
 pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
     let device = args.device.open()?;
-    let precision = match args.precision {
-        PrecisionArg::Fp32 => Precision::Fp32,
-        PrecisionArg::Bf16 => Precision::Bf16,
-    };
-    let up = Upscaler::load_with(&args.model, &device, precision)?;
-    if precision == Precision::Bf16 && up.precision != Precision::Bf16 {
+    let up = Upscaler::load_with(&args.model, &device, args.precision)?;
+    if args.precision == Precision::Bf16 && up.precision != Precision::Bf16 {
         eprintln!("bf16: this CPU (or device) has no AVX512_BF16 convolutions; running fp32");
     }
     eprintln!(

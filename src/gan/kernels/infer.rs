@@ -222,9 +222,8 @@ impl PackedConv {
             accw,
         };
         let mut y: Vec<f32> = Vec::with_capacity(n * cout * ho * wo);
-        let mut pairs_buf = PAIRS.with_borrow_mut(std::mem::take);
         SCRATCH.with_borrow_mut(|s| -> Result<()> {
-            let (padded, acc) = s.get(&g, (h, p));
+            let (padded, acc, pairs) = s.get(&g, (h, p));
             for (i, item) in items.iter().enumerate() {
                 // Copy every input's planes into the padded buffer, channel after channel.
                 let mut c0 = 0;
@@ -250,11 +249,7 @@ impl PackedConv {
                 match self.kernel {
                     Kernel::Avx512 | Kernel::Winograd => g.direct(padded, &self.weight, acc),
                     Kernel::Gemm => g.gemm(padded, &self.weight, acc),
-                    Kernel::Bf16 => {
-                        let pairs = s_pairs(&mut pairs_buf, cin, plane);
-                        to_bf16_pairs(padded, cin, plane, pairs);
-                        g.direct_bf16(pairs, &self.weight_bf16, acc);
-                    }
+                    Kernel::Bf16 => g.direct_bf16(padded, pairs, &self.weight_bf16, acc),
                 }
                 // Drop the padding columns, add the bias, apply the activation.
                 let out = &mut y.spare_capacity_mut()[i * cout * ho * wo..(i + 1) * cout * ho * wo];
@@ -279,7 +274,6 @@ impl PackedConv {
             }
             Ok(())
         })?;
-        PAIRS.with_borrow_mut(|p| *p = pairs_buf);
         // SAFETY: the loop above wrote every one of the n·cout·ho·wo values.
         unsafe { y.set_len(n * cout * ho * wo) };
         Tensor::from_vec(y, (n, cout, ho, wo), &Device::Cpu)
@@ -314,6 +308,8 @@ impl PackedConv {
 struct Scratch {
     padded: Vec<f32>,
     acc: Vec<f32>,
+    /// The bf16 kernel's input: `padded` as channel pairs (sized by the kernel).
+    pairs: Vec<u32>,
     /// The geometry (plane, padded width, height, padding) whose zero borders the first
     /// `zeroed` planes of `padded` hold.
     geometry: (usize, usize, usize, usize),
@@ -322,17 +318,6 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-    /// The bf16 kernel's input: channel pairs of the padded buffer.
-    static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `buf` sized for the channel pairs of `cin` padded planes.
-fn s_pairs(buf: &mut Vec<u32>, cin: usize, plane: usize) -> &mut [u32] {
-    let len = cin.div_ceil(2) * plane;
-    if buf.len() < len {
-        buf.resize(len, 0);
-    }
-    &mut buf[..len]
 }
 
 /// bfloat16 of `v`, rounded to nearest even (the activations and weights are finite).
@@ -346,28 +331,10 @@ fn bf16_pair(lo: f32, hi: f32) -> u32 {
     bf16_bits(lo) | bf16_bits(hi) << 16
 }
 
-/// The padded planes `[cin][plane]` as bf16 channel pairs `[cin/2 rounded up][plane]` (an
-/// odd last channel paired with zeros).
-fn to_bf16_pairs(padded: &[f32], cin: usize, plane: usize, out: &mut [u32]) {
-    out.par_chunks_mut(plane).enumerate().for_each(|(cp, dst)| {
-        let lo = &padded[2 * cp * plane..][..plane];
-        let hi = (2 * cp + 1 < cin).then(|| &padded[(2 * cp + 1) * plane..][..plane]);
-        #[cfg(target_arch = "x86_64")]
-        if Precision::bf16_available() {
-            // SAFETY: AVX-512F is available (checked); the slices have `plane` values.
-            unsafe { avx512::pairs(lo, hi, dst) };
-            return;
-        }
-        for (j, d) in dst.iter_mut().enumerate() {
-            *d = bf16_pair(lo[j], hi.map_or(0.0, |h| h[j]));
-        }
-    });
-}
-
 impl Scratch {
-    /// The padded input buffer (zero borders, interiors to be overwritten) and the
-    /// accumulator for `g`.
-    fn get(&mut self, g: &Taps, (h, p): (usize, usize)) -> (&mut [f32], &mut [f32]) {
+    /// The padded input buffer (zero borders, interiors to be overwritten), the
+    /// accumulator for `g`, and the bf16 kernel's pairs buffer.
+    fn get(&mut self, g: &Taps, (h, p): (usize, usize)) -> (&mut [f32], &mut [f32], &mut Vec<u32>) {
         let geometry = (g.plane, g.wp, h, p);
         if geometry != self.geometry {
             self.geometry = geometry;
@@ -386,6 +353,7 @@ impl Scratch {
         (
             &mut self.padded[..g.cin * g.plane],
             &mut self.acc[..g.cout * g.accw],
+            &mut self.pairs,
         )
     }
 }
@@ -410,8 +378,8 @@ pub(crate) enum Kernel {
     Gemm,
 }
 
-/// The arithmetic of an inference convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The arithmetic of an inference convolution (`--precision fp32|bf16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Precision {
     /// f32 throughout.
     #[default]
@@ -422,16 +390,28 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Whether this CPU runs bf16 convolutions (else [`Precision::Bf16`] runs as fp32).
-    pub fn bf16_available() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bf16")
-                && std::env::var("EASEL_CONV_KERNEL").as_deref() != Ok("gemm")
+    /// Its name on the command line and in recipes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+    }
+
+    /// Whether this CPU runs bf16 convolutions (else [`Precision::Bf16`] runs as fp32);
+    /// `EASEL_CONV_KERNEL=gemm` (the lesser kernels) turns them off. Decided once.
+    pub fn bf16_available() -> bool {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bf16")
+                    && std::env::var("EASEL_CONV_KERNEL").as_deref() != Ok("gemm")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            false
+        })
     }
 }
 
@@ -539,15 +519,30 @@ impl Taps {
 }
 
 impl Taps {
-    /// [`Taps::direct`] on bf16 channel pairs (`pairs`: `[cin/2 rounded up][plane]`,
-    /// `wb`: the packed pair weights).
-    fn direct_bf16(&self, pairs: &[u32], wb: &[u32], acc: &mut [f32]) {
+    /// [`Taps::direct`] in bf16: the padded planes `[cin][plane]` are converted into
+    /// `pairs` (`[cin/2 rounded up][plane]`, an odd last channel paired with zeros), then
+    /// multiplied by `wb`, the packed pair weights.
+    fn direct_bf16(&self, padded: &[f32], pairs: &mut Vec<u32>, wb: &[u32], acc: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
             let blocks = self.accw / PIXELS;
             let per_task = 4;
             let cp = self.cin.div_ceil(2);
             assert!(Precision::bf16_available());
+            assert!(padded.len() >= self.cin * self.plane);
+            pairs.resize(cp * self.plane, 0);
+            let plane = self.plane;
+            pairs
+                .par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(c, dst)| {
+                    let lo = &padded[2 * c * plane..][..plane];
+                    let hi =
+                        (2 * c + 1 < self.cin).then(|| &padded[(2 * c + 1) * plane..][..plane]);
+                    // SAFETY: AVX-512F is available (asserted); the slices have `plane` values.
+                    unsafe { avx512::pairs(lo, hi, dst) };
+                });
+            let pairs = &pairs[..];
             assert!(acc.len() >= self.cout * self.accw);
             assert!(pairs.len() >= cp * self.plane);
             assert!(wb.len() >= cp * self.k * self.k * self.cout);
@@ -564,7 +559,7 @@ impl Taps {
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (pairs, wb, acc);
+            let _ = (padded, pairs, wb, acc);
             unreachable!("the bf16 kernel is chosen only on x86-64");
         }
     }
