@@ -277,6 +277,21 @@ pub fn read_tag(path: &Path, key: &str) -> Result<Option<String>> {
         .map(|(_, v)| v))
 }
 
+/// The JSON in chunk `key` of a PNG, read as a `T` (`what` names it in the error when it
+/// does not parse), if the PNG has that chunk.
+pub fn read_json_tag<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    key: &str,
+    what: &str,
+) -> Result<Option<T>> {
+    read_tag(path, key)?
+        .map(|json| {
+            serde_json::from_str(&json)
+                .with_context(|| format!("{}: its {what} recipe is not readable", path.display()))
+        })
+        .transpose()
+}
+
 fn png_texts(path: &Path) -> Result<Vec<(String, String)>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let decoder = png::Decoder::new(BufReader::new(file));

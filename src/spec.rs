@@ -506,15 +506,7 @@ impl Upscaling {
 
     /// The upscale an easel PNG records, if any.
     pub fn of_png(path: &Path) -> anyhow::Result<Option<Self>> {
-        match crate::recipe::read_tag(path, crate::recipe::KEY_UPSCALE)? {
-            None => Ok(None),
-            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: its upscale recipe is not readable: {e}",
-                    path.display()
-                )
-            }),
-        }
+        crate::recipe::read_json_tag(path, crate::recipe::KEY_UPSCALE, "upscale")
     }
 
     /// The text chunk recording this upscale of `input` (what it was made from), by the

@@ -139,15 +139,14 @@ impl SampleArgs {
 
     /// These arguments with what the grid `png` recorded.
     fn with_recipe(mut self, png: &std::path::Path) -> Result<Self> {
-        let text = recipe::read_tag(png, recipe::KEY_SAMPLE)?.with_context(|| {
-            format!(
-                "{} carries no sample recipe (grids written as .png by `easel sample` do; \
-                 for a rendered picture use `easel render --from`)",
-                png.display()
-            )
-        })?;
-        let r: SampleRecipe = serde_json::from_str(&text)
-            .with_context(|| format!("{}: the sample recipe is not readable", png.display()))?;
+        let r: SampleRecipe = recipe::read_json_tag(png, recipe::KEY_SAMPLE, "sample")?
+            .with_context(|| {
+                format!(
+                    "{} carries no sample recipe (grids written as .png by `easel sample` do; \
+                     for a rendered picture use `easel render --from`)",
+                    png.display()
+                )
+            })?;
         let source = match &r.source_absolute {
             Some(abs) if !r.source.exists() && abs.exists() => abs.clone(),
             _ if r.source.exists() => r.source.clone(),

@@ -52,14 +52,13 @@ struct SweepRecipe {
 /// The sketch, its text, the keys, the cell width and the output of this sweep.
 fn resolve(args: &SweepArgs) -> Result<(SweepRecipe, PathBuf)> {
     if let Some(png) = &args.from {
-        let text = recipe::read_tag(png, recipe::KEY_SWEEP)?.with_context(|| {
-            format!(
-                "{} carries no sweep recipe (sheets written by `easel sweep` do)",
-                png.display()
-            )
-        })?;
-        let r: SweepRecipe = serde_json::from_str(&text)
-            .with_context(|| format!("{}: the sweep recipe is not readable", png.display()))?;
+        let r: SweepRecipe =
+            recipe::read_json_tag(png, recipe::KEY_SWEEP, "sweep")?.with_context(|| {
+                format!(
+                    "{} carries no sweep recipe (sheets written by `easel sweep` do)",
+                    png.display()
+                )
+            })?;
         let stem = png.file_stem().unwrap_or_default().to_string_lossy();
         let out = args
             .output
