@@ -904,7 +904,7 @@ fn train_inner(
             Some(swd::OwnedImages::from_tensor(&real)?)
         }
     };
-    let mut best = read_best_swd(&run.best_checkpoint());
+    let mut best = run::summary::best_recorded(&run.best_checkpoint()).0;
     // The class-fidelity check, trained (or loaded) at the first evaluation that needs it.
     let mut judge: Option<Classifier> = None;
     let mut sample_every = spec.sample_every as u64;
@@ -1063,13 +1063,6 @@ fn train_inner(
     status.updated = run::now();
     run.write_status(status)?;
     Ok(Outcome::Done)
-}
-
-/// The SWD recorded in a best-generator file, if there is one.
-fn read_best_swd(path: &Path) -> Option<f64> {
-    let bytes = std::fs::read(path).ok()?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
-    header.metadata().as_ref()?.get("swd")?.parse().ok()
 }
 
 fn interrupted(opts: &TrainOptions) -> Option<i32> {

@@ -108,7 +108,7 @@ impl RunSummary {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let last = last_metric(&run.metrics());
-        let (best_swd, best_step) = best_of(&run.best_checkpoint());
+        let (best_swd, best_step) = best_recorded(&run.best_checkpoint());
         RunSummary {
             path: path.to_path_buf(),
             sketch: sketch_name_of_run(&folder).unwrap_or(&folder).to_string(),
@@ -177,8 +177,9 @@ fn first_metric_time(path: &Path) -> Option<f64> {
     Some(first.time)
 }
 
-/// The SWD and step recorded in the best checkpoint's header (only the header is read).
-fn best_of(path: &Path) -> (Option<f64>, Option<u64>) {
+/// The SWD and step recorded in a best-generator file's header (only the header is read:
+/// the file is megabytes of weights).
+pub fn best_recorded(path: &Path) -> (Option<f64>, Option<u64>) {
     let read = || -> Option<(Option<f64>, Option<u64>)> {
         let mut f = File::open(path).ok()?;
         let mut n = [0u8; 8];
