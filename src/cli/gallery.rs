@@ -154,13 +154,12 @@ fn gan_samples(sketch: &spec::Sketch, dir: &Path) -> Option<(DynamicImage, Strin
             }
         }
     }
-    let source = std::fs::read_to_string(&sketch.path).ok()?;
     let models = std::fs::read_dir(parent.join("models")).ok()?;
     for model in models.flatten().map(|e| e.path()) {
         if std::fs::read_to_string(model.join("sketch.rhai"))
             .ok()
             .as_deref()
-            != Some(&source)
+            != Some(sketch.source.as_str())
         {
             continue;
         }
