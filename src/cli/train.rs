@@ -11,6 +11,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use crate::device::DeviceArg;
 use crate::gan::train::{self, Outcome, Progress, TrainOptions};
 use crate::run::{Metric, RunDir};
+use crate::studio::view::format_duration;
 use crate::spec::{self, Spec};
 
 #[derive(Args, Debug)]
@@ -147,18 +148,8 @@ impl Forecast {
             "{} steps left at {per_step:.2} s a step (measured over steps {}..{step}): about {}",
             self.total.saturating_sub(step),
             s0 + 1,
-            human_duration(left)
+            format_duration(left)
         ))
-    }
-}
-
-/// "40 s", "12 min", "3 h 20 min".
-fn human_duration(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    match s {
-        0..=89 => format!("{s} s"),
-        90..=5399 => format!("{} min", (s + 30) / 60),
-        _ => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
     }
 }
 
@@ -258,7 +249,7 @@ impl Progress for LogLines {
 
 #[cfg(test)]
 mod tests {
-    use super::{human_duration, Forecast, LogLines};
+    use super::{Forecast, LogLines};
     use std::time::Duration;
 
     #[test]
@@ -274,9 +265,6 @@ mod tests {
         // A run over before the measurement has nothing to forecast.
         f.start(4);
         assert!((1..=4).all(|s| f.line(s).is_none()));
-        assert_eq!(human_duration(42.0), "42 s");
-        assert_eq!(human_duration(720.0), "12 min");
-        assert_eq!(human_duration(12_000.0), "3 h 20 min");
     }
 
     #[test]

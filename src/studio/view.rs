@@ -1296,7 +1296,15 @@ fn draw_centred(frame: &mut Frame, area: Rect, proto: &mut StatefulProtocol) {
 
 #[cfg(test)]
 mod tests {
-    use super::fit_title;
+    use super::{fit_title, format_duration};
+
+    /// The run panel's ETA and `easel train`'s forecast.
+    #[test]
+    fn durations_read_in_seconds_minutes_or_hours() {
+        assert_eq!(format_duration(42.0), "42s");
+        assert_eq!(format_duration(720.0), "12m00s");
+        assert_eq!(format_duration(12_000.0), "3h20m");
+    }
 
     #[test]
     fn a_long_preview_title_drops_the_render_time_then_the_word_preview() {
