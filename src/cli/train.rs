@@ -11,8 +11,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use crate::device::DeviceArg;
 use crate::gan::train::{self, Outcome, Progress, TrainOptions};
 use crate::run::{Metric, RunDir};
-use crate::studio::view::format_duration;
 use crate::spec::{self, Spec};
+use crate::studio::view::format_duration;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
