@@ -9,6 +9,7 @@ pub mod cppn;
 pub mod device;
 pub mod gan;
 pub mod noise;
+pub mod ranks;
 pub mod recipe;
 pub mod run;
 pub mod sketch;

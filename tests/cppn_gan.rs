@@ -44,6 +44,7 @@ fn draws_what_the_renderer_draws(modulate: bool) {
     let ctx = Ctx {
         train: false,
         dropout_seed: 0,
+        first_row: 0,
     };
     let images = g.forward(&z, &[], &ctx).unwrap();
     assert_eq!(images.dims(), &[3, 1, 32, 32]);
@@ -153,6 +154,7 @@ fn a_vae_gan_learns_to_redraw_each_image_from_its_code_and_resumes_exactly() {
     let ctx = Ctx {
         train: false,
         dropout_seed: 0,
+        first_row: 0,
     };
     // Each image's own code (the posterior mean) redraws it, not the other one.
     let real = data.images().unwrap();

@@ -56,6 +56,7 @@ fn every_model_and_size_has_the_right_shapes() {
                 let ctx = Ctx {
                     train: true,
                     dropout_seed: 0,
+                    first_row: 0,
                 };
                 let img = g.forward(&z, &[0, 1, 0], &ctx).unwrap();
                 assert_eq!(img.dims(), &[3, 3, size, size], "{model} {size} {upsample}");
@@ -146,6 +147,7 @@ fn sample_mean(t: &mut Trainer) -> f32 {
             &Ctx {
                 train: false,
                 dropout_seed: 0,
+                first_row: 0,
             },
         )
         .unwrap();

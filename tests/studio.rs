@@ -115,6 +115,7 @@ fn status(state: State, step: u64, checkpoint: Option<u64>) -> Status {
         device: "cpu".into(),
         gpu: None,
         updated: 0.0,
+        ranks: 1,
     }
 }
 

@@ -236,6 +236,7 @@ pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
     let ctx = Ctx {
         train: false,
         dropout_seed: 0,
+        first_row: 0,
     };
     if (args.size.is_some() || args.export_sketch.is_some()) && loaded.g.cppn().is_none() {
         bail!(

@@ -1,5 +1,5 @@
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::device::DeviceArg;
 use crate::gan::train::{self, Outcome, Progress, TrainOptions};
+use crate::ranks::Ranks;
 use crate::run::{Metric, RunDir};
 use crate::spec::{self, Spec};
 use crate::studio::view::format_duration;
@@ -45,6 +46,31 @@ pub struct TrainArgs {
 }
 
 pub(crate) fn run(args: TrainArgs) -> Result<()> {
+    // Under mpirun or srun, this process is one rank of several training one run.
+    let ranks = crate::ranks::from_environment()?;
+    let outcome = match train_as(args, ranks.clone()) {
+        Ok(outcome) => outcome,
+        Err(e) if ranks.size() > 1 => {
+            // Rank 0 has recorded the failure in status.json by now; another rank gives
+            // it a moment to, then MPI ends every rank (none is left waiting for it).
+            if ranks.rank() != 0 {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            ranks.abandon(&format!("{e:#}"));
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    // MPI is finalised before the process exits, so the launcher sees a clean end.
+    drop(ranks);
+    match outcome {
+        Outcome::Interrupted(signal) => std::process::exit(128 + signal),
+        Outcome::Done | Outcome::Stopped => Ok(()),
+    }
+}
+
+fn train_as(args: TrainArgs, ranks: Arc<dyn Ranks>) -> Result<Outcome> {
+    let root = ranks.rank() == 0;
     let sketch = spec::load(&args.sketch)?;
     let Spec::Gan(spec) = &sketch.spec else {
         bail!(
@@ -54,30 +80,48 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         );
     };
     let device = args.device.open()?;
-    let run = match (&args.run_dir, args.resume) {
-        (Some(dir), _) => RunDir::at(dir)?,
-        (None, true) => RunDir::latest(&args.runs, &sketch.name()).with_context(|| {
-            format!(
-                "--resume: no earlier run of {} in {}",
-                sketch.name(),
-                args.runs.display()
-            )
-        })?,
-        (None, false) => RunDir::create(&args.runs, &sketch.name())?,
-    };
-    eprintln!(
-        "run directory: {} (device {}; follow it with `easel watch {}` or `tensorboard --logdir {}`)",
-        run.path.display(),
-        crate::device::describe(&device),
-        run.path.display(),
-        run.path.parent().map_or(".".into(), |p| p.display().to_string()),
-    );
+    // Rank 0 picks (or makes) the run directory and tells the others.
+    let mut path = Vec::new();
+    if root {
+        let run = match (&args.run_dir, args.resume) {
+            (Some(dir), _) => RunDir::at(dir)?,
+            (None, true) => RunDir::latest(&args.runs, &sketch.name()).with_context(|| {
+                format!(
+                    "--resume: no earlier run of {} in {}",
+                    sketch.name(),
+                    args.runs.display()
+                )
+            })?,
+            (None, false) => RunDir::create(&args.runs, &sketch.name())?,
+        };
+        path = run.path.to_string_lossy().into_owned().into_bytes();
+    }
+    ranks.broadcast(&mut path)?;
+    let run = RunDir::at(Path::new(&*String::from_utf8_lossy(&path)))?;
+    if root {
+        let across = match ranks.size() {
+            1 => String::new(),
+            _ => format!(", {}", ranks.describe()),
+        };
+        eprintln!(
+            "run directory: {} (device {}{across}; follow it with `easel watch {}` or `tensorboard --logdir {}`)",
+            run.path.display(),
+            crate::device::describe(&device),
+            run.path.display(),
+            // A run directory given as "r1" has the parent "": TensorBoard needs ".".
+            run.path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or(".".into(), |p| p.display().to_string()),
+        );
+    }
     let opts = TrainOptions {
         steps: args.steps,
         resume: args.resume,
         device,
         interrupt: Arc::default(),
         open_sketch: Some(spec::data_sketch),
+        ranks,
     };
     // Ctrl-C or SIGTERM: finish the step in flight, checkpoint, say "stopped", exit
     // 130/143. A second signal while that happens exits at once (the last checkpoint
@@ -90,7 +134,9 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         signal_hook::flag::register(signal, seen)?;
         signal_hook::flag::register_usize(signal, opts.interrupt.clone(), signal as usize)?;
     }
-    let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
+    let mut progress: Box<dyn Progress> = if !root {
+        Box::new(train::Silent)
+    } else if std::io::stderr().is_terminal() {
         Box::new(Bar::default())
     } else {
         Box::new(LogLines::new())
@@ -100,15 +146,15 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         args.sketch.display(),
         run.path.display()
     );
-    match train::train(&run, &sketch.source, spec, &opts, progress.as_mut())? {
-        Outcome::Done => eprintln!("done: {}", run.path.display()),
-        Outcome::Stopped => eprintln!("stopped; {resume_hint}"),
-        Outcome::Interrupted(signal) => {
-            eprintln!("interrupted, checkpointed; {resume_hint}");
-            std::process::exit(128 + signal);
+    let outcome = train::train(&run, &sketch.source, spec, &opts, progress.as_mut())?;
+    if root {
+        match outcome {
+            Outcome::Done => eprintln!("done: {}", run.path.display()),
+            Outcome::Stopped => eprintln!("stopped; {resume_hint}"),
+            Outcome::Interrupted(_) => eprintln!("interrupted, checkpointed; {resume_hint}"),
         }
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// After the first few steps, one line saying how long the whole run will take, from

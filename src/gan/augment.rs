@@ -230,12 +230,32 @@ pub fn draws(
 /// applied to each image with probability `p`, all draws from `seed`. Differentiable with
 /// respect to `x`. With `p = 0` or an empty policy it returns `x` itself.
 pub fn augment(x: &Tensor, policy: &Policy, p: f64, seed: u64) -> Result<Tensor> {
+    augment_rows(x, policy, p, seed, 0, x.dim(0)?)
+}
+
+/// [`augment`] for rows `first_row..` of a batch of `batch` images: the transforms one
+/// process draws for those rows (a rank of several holds only its rows).
+pub fn augment_rows(
+    x: &Tensor,
+    policy: &Policy,
+    p: f64,
+    seed: u64,
+    first_row: usize,
+    batch: usize,
+) -> Result<Tensor> {
     check_p(p)?;
     if p == 0.0 || policy.is_empty() {
         return Ok(x.clone());
     }
     let (n, _, h, w) = x.dims4()?;
-    apply(x, &draws(n, (h, w), policy, p, seed)?)
+    let all = draws(batch, (h, w), policy, p, seed)?;
+    let mine = all.get(first_row..first_row + n).ok_or_else(|| {
+        Error::Msg(format!(
+            "rows {first_row}..{} of a batch of {batch}",
+            first_row + n
+        ))
+    })?;
+    apply(x, mine)
 }
 
 /// Per-image factors as a `[N, 1, 1, 1]` tensor, `none` where the image has no transform.
@@ -424,10 +444,16 @@ pub fn sign_mean(real_logits: &Tensor) -> Result<f64> {
 /// Flips each image of `x` (`[N, C, H, W]`) left–right with probability ½, drawn from
 /// `seed`: `mirror: true`, for real images (the data set seen twice as wide).
 pub fn mirror(x: &Tensor, seed: u64) -> Result<Tensor> {
+    mirror_rows(x, seed, 0)
+}
+
+/// [`mirror`] for the rows of a batch from `first_row` on (a rank's part of it).
+pub fn mirror_rows(x: &Tensor, seed: u64, first_row: usize) -> Result<Tensor> {
     let (n, _, _, w) = x.dims4()?;
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
-    let flip: Vec<f32> = (0..n)
+    let flip: Vec<f32> = (0..first_row + n)
         .map(|_| if rng.random::<bool>() { 1.0 } else { 0.0 })
+        .skip(first_row)
         .collect();
     let reversed: Vec<u32> = (0..w as u32).rev().collect();
     let flipped = x.index_select(&Tensor::from_vec(reversed, w, x.device())?, 3)?;

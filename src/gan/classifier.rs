@@ -170,6 +170,7 @@ impl Classifier {
         let ctx = Ctx {
             train: false,
             dropout_seed: 0,
+            first_row: 0,
         };
         let n = images.dim(0)?;
         let mut parts = vec![];
@@ -199,6 +200,7 @@ impl Classifier {
         let eval = Ctx {
             train: false,
             dropout_seed: 0,
+            first_row: 0,
         };
         let mut opt = Adam::new(&c.params, LR, (0.9, 0.999))?;
 

@@ -135,6 +135,9 @@ pub fn normal(rng: &mut impl Rng) -> f32 {
 pub struct Ctx {
     pub train: bool,
     pub dropout_seed: u64,
+    /// Which row of the whole batch the input's first row is: a rank training rows
+    /// 8..16 draws the masks one process draws for them.
+    pub first_row: usize,
 }
 
 /// An activation, written in sketches and spec.json as `relu`, `selu` or
@@ -523,6 +526,9 @@ pub fn dropout(name: &str, x: &Tensor, rate: f64, ctx: &Ctx) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let mut rng = Pcg64Mcg::seed_from_u64(stable_hash(name.as_bytes(), ctx.dropout_seed));
+    // One draw a value: skip the rows before this input's.
+    let per_row = x.elem_count() / x.dim(0)?.max(1);
+    rng.advance((ctx.first_row * per_row) as u128);
     let keep = 1.0 - rate;
     let mask: Vec<f32> = (0..x.elem_count())
         .map(|_| {

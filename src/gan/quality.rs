@@ -51,6 +51,7 @@ pub fn class_scores(
     let ctx = Ctx {
         train: false,
         dropout_seed: 0,
+        first_row: 0,
     };
     let mut out = vec![];
     for (label, name) in class_names.iter().enumerate() {

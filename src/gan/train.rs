@@ -3,6 +3,7 @@
 //! live control through the run directory.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use super::layers::{normal, Ctx, Params};
 use super::model::{Discriminator, Encoder, Generator, PRIOR_MIX, PRIOR_SHIFT};
 use super::swd;
 use super::{GanSpec, Loss, ModelKind, VaeFakes};
+use crate::ranks::{self, Ranks, Solo};
 use crate::recipe;
 use crate::run::tensorboard::{self, Ending, EventWriter};
 use crate::run::{self, Control, Metric, RunDir, State, Status, Wanted};
@@ -70,6 +72,9 @@ pub struct Trainer {
     pub ada: Option<AdaptiveP>,
     /// The VAE-GAN encoder and its optimiser (`vae: #{ … }`).
     pub encoder: Option<(Encoder, Adam)>,
+    /// The processes training this run together, and this one's rows of each batch.
+    ranks: Arc<dyn Ranks>,
+    rows: Range<usize>,
 }
 
 /// SWD ×10³ of the two generators' samples against the data (lower is better).
@@ -135,7 +140,63 @@ impl Trainer {
             opt_d,
             step: 0,
             class_names,
+            ranks: Arc::new(Solo),
+            rows: 0..spec.batch,
         })
+    }
+
+    /// Trains as one of `ranks`, on its rows of every batch.
+    pub fn with_ranks(mut self, ranks: Arc<dyn Ranks>) -> Result<Self> {
+        let size = ranks.size();
+        if size > 1 {
+            if self.spec.batch < size {
+                bail!(
+                    "batch {} cannot be split over {size} ranks: every rank needs a row at least",
+                    self.spec.batch
+                );
+            }
+            if self.spec.mode_seeking > 0.0 {
+                bail!(
+                    "mode_seeking compares the two halves of the whole batch, which no rank \
+                     holds: train it on one process, or set mode_seeking: 0"
+                );
+            }
+        }
+        self.rows = ranks::rows(self.spec.batch, ranks.rank(), size);
+        self.ranks = ranks;
+        Ok(self)
+    }
+
+    /// Every rank's [`Trainer::digest`] is rank 0's, or an error naming the first that
+    /// differs: ranks that drift apart no longer train one model.
+    pub fn check_ranks_agree(&self) -> Result<()> {
+        if self.ranks.size() == 1 {
+            return Ok(());
+        }
+        let all = self.ranks.gather(self.digest()?)?;
+        if let Some(r) = all.iter().position(|&d| d != all[0]) {
+            bail!(
+                "rank {r}'s weights differ from rank 0's at step {}: the ranks no longer train \
+                 one model (stopped; the last checkpoint is intact, and --resume continues \
+                 from it)",
+                self.step
+            );
+        }
+        Ok(())
+    }
+
+    /// A digest of every trained weight (G, D, encoder) and the step: ranks that train
+    /// one run must agree on it bit for bit.
+    pub fn digest(&self) -> Result<u64> {
+        let mut h = self.step;
+        let mut nets = vec![&self.g.params, &self.d.params];
+        nets.extend(self.encoder.as_ref().map(|(e, _)| &e.params));
+        for var in nets.iter().flat_map(|p| p.vars.values()) {
+            let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            h = super::layers::stable_hash(&bytes, h);
+        }
+        Ok(h)
     }
 
     /// Noise for a step, from (seed, step): no generator state to save for resuming.
@@ -161,11 +222,13 @@ impl Trainer {
     /// without `augment`.
     fn augmented(&self, x: &Tensor, step: u64, salt: u64) -> Result<Tensor> {
         Ok(match &self.spec.augment {
-            Some(a) => augment::augment(
+            Some(a) => augment::augment_rows(
                 x,
                 &a.policy,
                 self.aug_p(),
                 augment::seed_for(self.spec.seed, step, salt),
+                self.rows.start,
+                self.spec.batch,
             )?,
             None => x.clone(),
         })
@@ -173,14 +236,21 @@ impl Trainer {
 
     /// One D update and one G update. Returns the metric, or an error naming the step if
     /// a loss is not finite (nothing is updated then).
+    ///
+    /// With several ranks, this rank trains on its rows of the step's batch: every draw
+    /// (images, noise, augmentations, dropout, R1's direction) is the whole batch's, of which
+    /// it keeps its rows; its losses are its share of the batch's (means over the batch,
+    /// not over its rows), so the ranks' gradients summed are one process's gradient.
     pub fn train_step(&mut self, data: &Dataset) -> Result<Metric> {
         let started = Instant::now();
         let dev = self.g.params.device.clone();
         let step = self.step;
         let n = self.spec.batch;
-        let (real, labels) = data.batch(self.spec.seed, step, n)?;
+        let rows = self.rows.clone();
+        let (first, m) = (rows.start, rows.len());
+        let (real, labels) = data.batch_rows(self.spec.seed, step, n, rows.clone())?;
         let real = if self.spec.mirror {
-            augment::mirror(&real, augment::seed_for(self.spec.seed, step, 0x41))?
+            augment::mirror_rows(&real, augment::seed_for(self.spec.seed, step, 0x41), first)?
         } else {
             real
         };
@@ -188,6 +258,16 @@ impl Trainer {
         let ctx = |salt: u64| Ctx {
             train: true,
             dropout_seed: run_seed ^ step.wrapping_mul(31) ^ salt,
+            first_row: first,
+        };
+        // A mean over this rank's rows as its share of the mean over the batch.
+        let shared = self.ranks.size() > 1;
+        let share = |t: Tensor, of: usize, total: usize| -> Result<Tensor> {
+            Ok(if shared {
+                (t * (of as f64 / total as f64))?
+            } else {
+                t
+            })
         };
         // VAE-GAN: a draw from the encoder's Gaussian for each real image (un-augmented:
         // the codes are of the pictures, not of D's view of them).
@@ -199,25 +279,29 @@ impl Trainer {
                     n,
                     self.spec.latent,
                     &dev,
-                )?;
+                )?
+                .narrow(0, first, m)?;
                 let z = posterior.sample(&eps)?;
                 Some((*vae, posterior, z))
             }
             _ => None,
         };
         // The fakes' codes in G's latent space: noise through the fitted prior, and with
-        // a VAE, the first `redrawn` of them the real images' codes.
-        let sampled = self.g.prior(&self.noise(step, n, &dev)?)?;
-        let (z, redrawn) = match &codes {
-            None => (sampled, 0),
+        // a VAE, the first `redrawn` of them (of the whole batch) the real images' codes.
+        let sampled = self
+            .g
+            .prior(&self.noise(step, n, &dev)?.narrow(0, first, m)?)?;
+        let (z, redrawn, of_batch) = match &codes {
+            None => (sampled, 0, 0),
             Some((vae, _, real_z)) => match vae.fakes {
-                VaeFakes::Reconstructions => (real_z.clone(), n),
-                VaeFakes::Samples => (sampled, 0),
+                VaeFakes::Reconstructions => (real_z.clone(), m, n),
+                VaeFakes::Samples => (sampled, 0, 0),
                 VaeFakes::Both => {
-                    let h = n / 2;
+                    // This rank's rows below the batch's half.
+                    let h = (n / 2).saturating_sub(first).min(m);
                     let z =
-                        Tensor::cat(&[real_z.narrow(0, 0, h)?, sampled.narrow(0, h, n - h)?], 0)?;
-                    (z, h)
+                        Tensor::cat(&[real_z.narrow(0, 0, h)?, sampled.narrow(0, h, m - h)?], 0)?;
+                    (z, h, n / 2)
                 }
             },
         };
@@ -251,8 +335,11 @@ impl Trainer {
             let weight = self.spec.r1 / 2.0 * R1_EVERY as f64;
             d_loss = (d_loss + (slope.sqr()?.mean_all()? * weight)?)?;
         }
-        let d_value = finite(&d_loss, "discriminator", step)?;
-        let d_grads = d_loss.backward()?;
+        let d_loss = share(d_loss, m, n)?;
+        // The batch's loss, on every rank, before any rank updates anything.
+        let d_value = self.finite_total(&d_loss, "discriminator", step)?;
+        let mut d_grads = d_loss.backward()?;
+        self.sum_gradients(&mut d_grads, &self.d.params)?;
         self.opt_d.step(&self.d.params, &d_grads)?;
 
         // Generator.
@@ -274,26 +361,36 @@ impl Trainer {
         if self.spec.mode_seeking > 0.0 && n >= 2 {
             g_loss = (g_loss + mode_seeking(&fake, &z)? * self.spec.mode_seeking)?;
         }
+        let mut g_loss = share(g_loss, m, n)?;
         let (mut reconstruction, mut kl_nats) = (None, None);
         if let Some((vae, posterior, z_real)) = &codes {
             if vae.warmup > 0 {
                 let fade = (step as f64 / vae.warmup as f64).min(1.0);
                 g_loss = (g_loss * fade)?;
             }
-            let (drawn, target) = match redrawn {
-                0 => (self.g.draw(z_real, &labels, &ctx(6))?, real.clone()),
-                k => (fake.narrow(0, 0, k)?, real.narrow(0, 0, k)?),
+            let (drawn, target, of) = match redrawn {
+                0 if of_batch == 0 => (self.g.draw(z_real, &labels, &ctx(6))?, real.clone(), n),
+                k => (fake.narrow(0, 0, k)?, real.narrow(0, 0, k)?, of_batch),
             };
-            let rec = (&drawn - &target)?.sqr()?.mean_all()?;
-            let values = (real.elem_count() / n) as f64;
-            let kl = posterior.kl()?;
-            reconstruction = Some(finite(&rec, "reconstruction", step)?);
-            kl_nats = Some(finite(&kl, "KL", step)?);
+            // A rank whose rows hold no reconstructions adds nothing to their mean.
+            let rec = match drawn.dim(0)? {
+                0 => Tensor::zeros((), DType::F32, &dev)?,
+                k => share((&drawn - &target)?.sqr()?.mean_all()?, k, of)?,
+            };
+            let values = (real.elem_count() / m) as f64;
+            let kl = share(posterior.kl()?, m, n)?;
+            let [rec_total, kl_total] = self.totals([scalar(&rec)?, scalar(&kl)?])?;
+            reconstruction = Some(finite(rec_total, "reconstruction", step)?);
+            kl_nats = Some(finite(kl_total, "KL", step)?);
             let kl = (kl / values)?;
             g_loss = (g_loss + ((rec + (kl * vae.beta)?)? * vae.weight)?)?;
         }
-        let g_value = finite(&g_loss, "generator", step)?;
+        let g_value = self.finite_total(&g_loss, "generator", step)?;
         let mut g_grads = g_loss.backward()?;
+        self.sum_gradients(&mut g_grads, &self.g.params)?;
+        if let Some((encoder, _)) = &self.encoder {
+            self.sum_gradients(&mut g_grads, &encoder.params)?;
+        }
         let g_grad_norm = match self.spec.g_clip {
             0.0 => None,
             max => {
@@ -311,21 +408,27 @@ impl Trainer {
 
         self.update_ema()?;
         let aug_p = self.spec.augment.as_ref().map(|_| self.aug_p());
-        if let Some(ada) = self.ada.as_mut() {
-            ada.update(augment::sign_mean(&on_real.logits)?);
-        }
-        self.step += 1;
         let mean_prob = |t: &Tensor| -> Result<f64> {
             Ok(candle_nn::ops::sigmoid(t)?.mean_all()?.to_scalar::<f32>()? as f64)
         };
+        let part = m as f64 / n as f64;
+        let [sign, d_real, d_fake] = self.totals([
+            augment::sign_mean(&on_real.logits)? * part,
+            mean_prob(&on_real.logits)? * part,
+            mean_prob(&on_fake.logits)? * part,
+        ])?;
+        if let Some(ada) = self.ada.as_mut() {
+            ada.update(sign);
+        }
+        self.step += 1;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         Ok(Metric {
             step: self.step,
             epoch: self.step as f64 * n as f64 / data.len() as f64,
             d_loss: d_value,
             g_loss: g_value,
-            d_real: mean_prob(&on_real.logits)?,
-            d_fake: mean_prob(&on_fake.logits)?,
+            d_real,
+            d_fake,
             lr_g: self.opt_g.lr,
             lr_d: self.opt_d.lr,
             imgs_per_s: n as f64 / secs,
@@ -336,6 +439,57 @@ impl Trainer {
             kl: kl_nats,
             ..Metric::default()
         })
+    }
+
+    /// Sums over ranks of per-rank numbers (one exchange for all of them); the numbers
+    /// themselves on one process.
+    fn totals<const K: usize>(&self, mut values: [f64; K]) -> Result<[f64; K]> {
+        if self.ranks.size() > 1 {
+            self.ranks.sum_f64(&mut values)?;
+        }
+        Ok(values)
+    }
+
+    /// The batch's loss from this rank's share of it; an error on every rank when it is
+    /// not finite.
+    fn finite_total(&self, share: &Tensor, which: &str, step: u64) -> Result<f64> {
+        let [total] = self.totals([scalar(share)?])?;
+        finite(total, which, step)
+    }
+
+    /// Replaces this rank's gradients of `params` by their sum over ranks: one exchange
+    /// of a flat buffer in the parameters' (sorted) order.
+    fn sum_gradients(&self, grads: &mut GradStore, params: &Params) -> Result<()> {
+        if self.ranks.size() == 1 {
+            return Ok(());
+        }
+        let mut flat = vec![];
+        let mut have = vec![];
+        for var in params.vars.values() {
+            match grads.get(var.as_tensor()) {
+                Some(g) => {
+                    flat.extend(g.detach().flatten_all()?.to_vec1::<f32>()?);
+                    have.push(true);
+                }
+                // Every rank runs the same graph, so all lack it alike; zeros keep the
+                // buffer's layout.
+                None => {
+                    flat.extend(std::iter::repeat_n(0.0, var.elem_count()));
+                    have.push(false);
+                }
+            }
+        }
+        self.ranks.sum_f32(&mut flat)?;
+        let mut at = 0;
+        for (var, had) in params.vars.values().zip(have) {
+            let len = var.elem_count();
+            if had {
+                let summed = Tensor::from_slice(&flat[at..at + len], var.shape(), var.device())?;
+                grads.insert(var.as_tensor(), summed);
+            }
+            at += len;
+        }
+        Ok(())
     }
 
     /// D's slope at real images along a random direction ε ~ N(0, I), by a finite
@@ -351,7 +505,12 @@ impl Trainer {
     ) -> Result<Tensor> {
         const H: f64 = 1e-2;
         let mut rng = Pcg64Mcg::seed_from_u64(augment::seed_for(self.spec.seed, step, 0x121));
-        let eps: Vec<f32> = (0..real.elem_count()).map(|_| normal(&mut rng)).collect();
+        // The whole batch's directions, this rank's rows of them.
+        let skip = self.rows.start * real.elem_count() / real.dim(0)?.max(1);
+        let eps: Vec<f32> = (0..skip + real.elem_count())
+            .map(|_| normal(&mut rng))
+            .skip(skip)
+            .collect();
         let eps = Tensor::from_vec(eps, real.shape(), real.device())?;
         let nudged = self.d.forward(&(real + (eps * H)?)?, labels, ctx)?;
         Ok(((nudged.logits - logits)? / H)?)
@@ -368,6 +527,7 @@ impl Trainer {
         let ctx = Ctx {
             train: false,
             dropout_seed: 0,
+            first_row: 0,
         };
         let reference = data.reference(1024, self.spec.seed ^ 0x9A1)?;
         let (mut means, mut vars) = (vec![], vec![]);
@@ -601,6 +761,7 @@ fn generate_chunks(
     let ctx = Ctx {
         train: false,
         dropout_seed: 0,
+        first_row: 0,
     };
     let n = z.dim(0)?;
     for start in (0..n).step_by(EVAL_CHUNK) {
@@ -634,8 +795,11 @@ pub fn mode_seeking(fake: &Tensor, z: &Tensor) -> Result<Tensor> {
     Ok((ratio + 1e-5)?.recip()?)
 }
 
-fn finite(loss: &Tensor, which: &str, step: u64) -> Result<f64> {
-    let v = loss.to_scalar::<f32>()? as f64;
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_scalar::<f32>()? as f64)
+}
+
+fn finite(v: f64, which: &str, step: u64) -> Result<f64> {
     if !v.is_finite() {
         bail!("the {which} loss became {v} at step {}; stopped without updating (the last checkpoint is intact). Try a lower learning rate.", step + 1);
     }
@@ -771,6 +935,9 @@ pub struct TrainOptions {
     /// Loads a data sketch (`easel::spec::data_sketch`): needed when the data is
     /// rendered by one (`data: #{ from: "x.rhai" }`), not for a folder.
     pub open_sketch: Option<data::OpenSketch>,
+    /// The processes that train the run together ([`Solo`] unless launched by MPI);
+    /// rank 0 writes the run directory, the others only train.
+    pub ranks: Arc<dyn Ranks>,
 }
 
 impl Default for TrainOptions {
@@ -781,6 +948,7 @@ impl Default for TrainOptions {
             device: Device::Cpu,
             interrupt: Arc::default(),
             open_sketch: None,
+            ranks: Arc::new(Solo),
         }
     }
 }
@@ -795,6 +963,9 @@ pub fn train(
     opts: &TrainOptions,
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
+    if opts.ranks.rank() != 0 {
+        return follow(run, spec, opts);
+    }
     // The target is part of the run: `--steps` is recorded in spec.json, and a resume
     // without `--steps` trains to it, not to the sketch's number.
     let recorded = opts
@@ -804,6 +975,11 @@ pub fn train(
         .and_then(|t| serde_json::from_str::<GanSpec>(&t).ok())
         .map(|s| s.steps);
     let total = opts.steps.or(recorded).unwrap_or(spec.steps) as u64;
+    let ranks = opts.ranks.size();
+    let mut device = crate::device::describe(&opts.device);
+    if ranks > 1 {
+        device = format!("{device} × {ranks} ranks");
+    }
     let mut status = Status {
         state: State::Starting,
         message: "loading data".into(),
@@ -811,9 +987,10 @@ pub fn train(
         step: 0,
         total_steps: total,
         checkpoint_step: None,
-        device: crate::device::describe(&opts.device),
+        device,
         gpu: crate::device::gpu(&opts.device),
         updated: run::now(),
+        ranks,
     };
     run.write_status(&status)?;
     let result = train_inner(run, source, spec, opts, progress, &mut status);
@@ -841,15 +1018,8 @@ fn train_inner(
     status: &mut Status,
 ) -> Result<Outcome> {
     let total = status.total_steps;
-    let data = data::load_for_run(spec, run, &opts.device, progress, opts.open_sketch)?;
-    let mut t = Trainer::new(spec, data.class_names.clone(), &opts.device)?;
-    if opts.resume && run.latest_checkpoint().exists() {
-        t.load_checkpoint(&run.latest_checkpoint())?;
-        // The sketch is the source of truth on resume: its learning rates, not the
-        // checkpoint's or an old control.json's (after a NaN, lowering `lr` in the sketch
-        // and resuming must take effect).
-        t.opt_g.lr = spec.lr_g;
-        t.opt_d.lr = spec.lr_d;
+    let (data, mut t, resumed) = prepare(run, spec, opts, progress)?;
+    if resumed {
         run.truncate_metrics(t.step)?;
         status.step = t.step;
         status.checkpoint_step = Some(t.step);
@@ -913,59 +1083,84 @@ fn train_inner(
     status.message.clear();
     progress.start(t.step, total);
     let mut last_status_write = Instant::now() - Duration::from_secs(10);
+    let mut paused = false;
     while t.step < total {
+        let mut order = Order::Train {
+            lr_g: t.opt_g.lr,
+            lr_d: t.opt_d.lr,
+            sample_every,
+            total,
+        };
         if let Some(signal) = interrupted(opts) {
-            return end_early(run, &t, status, &mut events, Outcome::Interrupted(signal));
-        }
-        // Live control, picked up within a step.
-        let modified = std::fs::metadata(run.control_path())
-            .and_then(|m| m.modified())
-            .ok();
-        if modified != control_seen {
-            control_seen = modified;
-            let c = match run.read_control() {
-                Ok(c) => c,
-                Err(e) => {
-                    progress.note(&format!("control.json ignored: {e:#}"));
-                    Control::default()
+            order = Order::Interrupted(signal);
+        } else {
+            // Live control, picked up within a step (every 200 ms while paused).
+            let modified = std::fs::metadata(run.control_path())
+                .and_then(|m| m.modified())
+                .ok();
+            if modified != control_seen || paused {
+                let fresh = modified != control_seen;
+                control_seen = modified;
+                let c = match run.read_control() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if fresh {
+                            progress.note(&format!("control.json ignored: {e:#}"));
+                        }
+                        Control::default()
+                    }
+                };
+                for refused in apply_control(&c, &mut t, &mut sample_every) {
+                    if fresh {
+                        progress.note(&format!("control.json: {refused}"));
+                    }
                 }
-            };
-            for refused in apply_control(&c, &mut t, &mut sample_every) {
-                progress.note(&format!("control.json: {refused}"));
+                order = match c.state {
+                    Some(Wanted::Stop) => Order::Stop,
+                    Some(Wanted::Pause) => Order::Pause,
+                    Some(Wanted::Run) | None => Order::Train {
+                        lr_g: t.opt_g.lr,
+                        lr_d: t.opt_d.lr,
+                        sample_every,
+                        total,
+                    },
+                };
             }
-            match c.state {
-                Some(Wanted::Stop) => {
-                    return end_early(run, &t, status, &mut events, Outcome::Stopped)
-                }
-                Some(Wanted::Pause) => {
+        }
+        tell(&*opts.ranks, &mut order)?;
+        match order {
+            Order::Stop => return end_early(run, &t, status, &mut events, Outcome::Stopped),
+            Order::Interrupted(signal) => {
+                return end_early(run, &t, status, &mut events, Outcome::Interrupted(signal))
+            }
+            Order::Pause => {
+                if !paused {
+                    paused = true;
                     status.state = State::Paused;
                     status.updated = run::now();
                     run.write_status(status)?;
                     progress.note("paused (control.json)");
-                    loop {
-                        std::thread::sleep(Duration::from_millis(200));
-                        if interrupted(opts).is_some()
-                            || run
-                                .read_control()
-                                .map_or(true, |c| c.state != Some(Wanted::Pause))
-                        {
-                            control_seen = None; // re-read: it may say stop
-                            break;
-                        }
-                    }
-                    status.state = State::Running;
-                    continue;
                 }
-                Some(Wanted::Run) | None => {}
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            Order::Train { .. } | Order::Done => {
+                if paused {
+                    paused = false;
+                    status.state = State::Running;
+                }
             }
         }
         let mut metric = t.train_step(&data)?;
-        let evaluating =
-            reference.is_some() && (t.step % spec.eval_every as u64 == 0 || t.step == total);
-        if evaluating || t.step % sample_every == 0 || t.step == total {
+        if refits_prior(spec, t.step, total, sample_every) {
             // Samples, scores and generator files draw through the prior of this step.
             t.fit_prior(&data)?;
         }
+        if t.step.is_multiple_of(AGREE_EVERY) {
+            t.check_ranks_agree()?;
+        }
+        let evaluating =
+            reference.is_some() && (t.step % spec.eval_every as u64 == 0 || t.step == total);
         if let Some(reference) = reference.as_ref().filter(|_| evaluating) {
             let scores = t.evaluate(&reference.images())?;
             (metric.swd, metric.swd_raw) = (Some(scores.ema), Some(scores.raw));
@@ -1056,6 +1251,7 @@ fn train_inner(
             last_status_write = Instant::now();
         }
     }
+    tell(&*opts.ranks, &mut Order::Done)?;
     t.save_generator(&run.generator())?;
     write_timelapse(run)?;
     events.end(t.step, Ending::Finished)?;
@@ -1063,6 +1259,113 @@ fn train_inner(
     status.updated = run::now();
     run.write_status(status)?;
     Ok(Outcome::Done)
+}
+
+/// What rank 0 tells the other ranks before every step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Order {
+    /// Take a step with these live values (control.json may have changed them).
+    Train {
+        lr_g: f64,
+        lr_d: f64,
+        sample_every: u64,
+        total: u64,
+    },
+    /// Paused: ask again shortly.
+    Pause,
+    Stop,
+    Interrupted(i32),
+    /// The run reached its target.
+    Done,
+}
+
+/// Rank 0's order, on every rank (the others' `order` is replaced).
+fn tell(ranks: &dyn Ranks, order: &mut Order) -> Result<()> {
+    if ranks.size() == 1 {
+        return Ok(());
+    }
+    let mut bytes = serde_json::to_vec(order)?;
+    ranks.broadcast(&mut bytes)?;
+    *order = serde_json::from_slice(&bytes).context("an order from rank 0")?;
+    Ok(())
+}
+
+/// Steps between checks that every rank holds the same weights.
+const AGREE_EVERY: u64 = 50;
+
+/// Whether the VAE prior is refitted after the step that reached `step`: before every
+/// evaluation, sample grid and the end (on every rank alike: training draws through it).
+fn refits_prior(spec: &GanSpec, step: u64, total: u64, sample_every: u64) -> bool {
+    (spec.eval_every > 0 && step.is_multiple_of(spec.eval_every as u64))
+        || step.is_multiple_of(sample_every)
+        || step == total
+}
+
+/// What every rank does before the first step, in the same order: the data (rank 0
+/// builds a folder's cache while the others wait, then they map it), the models, the
+/// checkpoint when resuming, and a check that all start from the same weights. Returns
+/// whether a checkpoint was loaded.
+fn prepare(
+    run: &RunDir,
+    spec: &GanSpec,
+    opts: &TrainOptions,
+    progress: &mut dyn Progress,
+) -> Result<(Dataset, Trainer, bool)> {
+    let ranks = &opts.ranks;
+    let data = if ranks.rank() == 0 {
+        let data = data::load_for_run(spec, run, &opts.device, progress, opts.open_sketch)?;
+        ranks.barrier()?;
+        data
+    } else {
+        ranks.barrier()?;
+        data::load_for_rank(spec, run, &opts.device, opts.open_sketch)?
+    };
+    let mut t =
+        Trainer::new(spec, data.class_names.clone(), &opts.device)?.with_ranks(ranks.clone())?;
+    let resumed = opts.resume && run.latest_checkpoint().exists();
+    if resumed {
+        t.load_checkpoint(&run.latest_checkpoint())?;
+        // The sketch is the source of truth on resume: its learning rates, not the
+        // checkpoint's or an old control.json's (after a NaN, lowering `lr` in the sketch
+        // and resuming must take effect).
+        t.opt_g.lr = spec.lr_g;
+        t.opt_d.lr = spec.lr_d;
+    }
+    t.check_ranks_agree()?;
+    Ok((data, t, resumed))
+}
+
+/// A rank other than 0: trains its rows of every batch as rank 0 orders, and writes
+/// nothing (rank 0 keeps the run directory).
+fn follow(run: &RunDir, spec: &GanSpec, opts: &TrainOptions) -> Result<Outcome> {
+    let (data, mut t, _) = prepare(run, spec, opts, &mut Silent)?;
+    loop {
+        let mut order = Order::Done;
+        tell(&*opts.ranks, &mut order)?;
+        match order {
+            Order::Done => return Ok(Outcome::Done),
+            Order::Stop => return Ok(Outcome::Stopped),
+            Order::Interrupted(signal) => return Ok(Outcome::Interrupted(signal)),
+            // Rank 0 asks again in 200 ms: wait most of it here rather than in the
+            // collective, which may spin.
+            Order::Pause => std::thread::sleep(Duration::from_millis(150)),
+            Order::Train {
+                lr_g,
+                lr_d,
+                sample_every,
+                total,
+            } => {
+                (t.opt_g.lr, t.opt_d.lr) = (lr_g, lr_d);
+                t.train_step(&data)?;
+                if refits_prior(spec, t.step, total, sample_every) {
+                    t.fit_prior(&data)?;
+                }
+                if t.step.is_multiple_of(AGREE_EVERY) {
+                    t.check_ranks_agree()?;
+                }
+            }
+        }
+    }
 }
 
 fn interrupted(opts: &TrainOptions) -> Option<i32> {

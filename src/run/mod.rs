@@ -51,6 +51,17 @@ pub struct Status {
     pub gpu: Option<crate::device::Gpu>,
     /// Seconds since the Unix epoch.
     pub updated: f64,
+    /// Processes training the run together (MPI ranks); 1 but under mpirun or srun.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub ranks: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// One line of `metrics.jsonl`.

@@ -216,6 +216,7 @@ mod tests {
             device: "cpu".into(),
             gpu: None,
             updated: 0.0,
+            ranks: 1,
         })
         .unwrap();
         for s in 1..=7 {

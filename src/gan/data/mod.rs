@@ -258,11 +258,24 @@ impl Dataset {
     /// The batch for `step`: indices drawn with replacement from a generator seeded by
     /// (seed, step), so a resumed run sees exactly the batches it would have seen.
     pub fn batch(&self, seed: u64, step: u64, size: usize) -> Result<(Tensor, Vec<usize>)> {
+        self.batch_rows(seed, step, size, 0..size)
+    }
+
+    /// Rows `rows` of [`Dataset::batch`]'s batch: what one rank of several trains on. Only
+    /// these images are read (from a mapped cache, only their pages).
+    pub fn batch_rows(
+        &self,
+        seed: u64,
+        step: u64,
+        size: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Result<(Tensor, Vec<usize>)> {
         let mut rng =
             Pcg64Mcg::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xBA7C);
         let idx: Vec<u32> = (0..size)
             .map(|_| rng.random_range(0..self.len() as u32))
             .collect();
+        let idx = &idx[rows];
         let labels = idx.iter().map(|&i| self.labels[i as usize]).collect();
         Ok((self.to_tensor(idx.iter().map(|&i| i as usize))?, labels))
     }
@@ -325,19 +338,7 @@ pub fn load_for_run(
             };
             let file = cache_path(run);
             match cache::open::<Manifest>(&file, shape)? {
-                Ok((mapped, m)) => {
-                    let mut report = m.report;
-                    report.cache = "reused".into();
-                    Dataset {
-                        pixels: Pixels::Mapped(mapped),
-                        labels: m.labels,
-                        class_names: m.class_names,
-                        channels: spec.channels,
-                        size: spec.image_size,
-                        report,
-                        device: device.clone(),
-                    }
-                }
+                Ok((mapped, m)) => from_cache(mapped, m, spec, device),
                 Err(why) => {
                     if file.exists() {
                         progress.note(&format!("rebuilding the image cache: {why}"));
@@ -383,6 +384,54 @@ pub fn load_for_run(
         progress.note(&line);
     }
     Ok(data)
+}
+
+/// What a rank other than 0 trains on: the same images as rank 0, read from the cache
+/// rank 0 built for the run (a folder's), or drawn from the sketch (a sketch's). Writes
+/// nothing.
+pub fn load_for_rank(
+    spec: &GanSpec,
+    run: &RunDir,
+    device: &Device,
+    open_sketch: Option<OpenSketch>,
+) -> Result<Dataset> {
+    let DataSource::Folder {
+        path,
+        crop,
+        background,
+    } = &spec.data
+    else {
+        return load(spec, device, open_sketch);
+    };
+    let fit = fit_of(spec, *crop, *background);
+    let walk = folder::walk(path)?;
+    let shape = cache::Shape {
+        channels: spec.channels,
+        size: spec.image_size,
+        key: folder_key(path, &walk, &fit),
+    };
+    match cache::open::<Manifest>(&cache_path(run), shape)? {
+        Ok((mapped, m)) => Ok(from_cache(mapped, m, spec, device)),
+        Err(why) => bail!(
+            "{}: this rank cannot use the image cache rank 0 built ({why}); every rank needs \
+             the same pictures at the same path",
+            cache_path(run).display()
+        ),
+    }
+}
+
+fn from_cache(mapped: cache::Mapped, m: Manifest, spec: &GanSpec, device: &Device) -> Dataset {
+    let mut report = m.report;
+    report.cache = "reused".into();
+    Dataset {
+        pixels: Pixels::Mapped(mapped),
+        labels: m.labels,
+        class_names: m.class_names,
+        channels: spec.channels,
+        size: spec.image_size,
+        report,
+        device: device.clone(),
+    }
 }
 
 /// The run's image cache.

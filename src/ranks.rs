@@ -1,0 +1,392 @@
+//! The processes that train one run together: one by default; N when `easel train` is
+//! started by `mpirun -np N` or `srun --mpi=pmix -n N` in a build with the `mpi` feature.
+//!
+//! Data parallel, the same maths as one process: every rank draws the whole batch's
+//! randomness from (seed, step) and keeps its rows ([`rows`]); each rank's loss is its share
+//! of the batch's loss, so the ranks' gradients *summed* are the one-process gradient.
+//! Collectives here are the few the trainer needs; [`Threads`] runs ranks as threads of one
+//! process (the tests' stand-in for MPI, with the same contract).
+
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex};
+
+use anyhow::{bail, Result};
+
+/// What every rank of a run can do together. Every rank calls the same collectives in the
+/// same order; each returns only when all ranks have made it.
+pub trait Ranks {
+    /// This process's rank, 0 ..= size − 1; rank 0 writes the run directory.
+    fn rank(&self) -> usize;
+    /// How many ranks train the run.
+    fn size(&self) -> usize;
+    /// Element-wise sums over ranks, in place; every rank gets the same numbers.
+    fn sum_f32(&self, values: &mut [f32]) -> Result<()>;
+    fn sum_f64(&self, values: &mut [f64]) -> Result<()>;
+    /// Rank 0's bytes, on every rank (what other ranks pass in is replaced).
+    fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<()>;
+    /// Every rank's value, in rank order, on every rank.
+    fn gather(&self, value: u64) -> Result<Vec<u64>>;
+    /// Waits until every rank has arrived.
+    fn barrier(&self) -> Result<()> {
+        self.gather(0).map(|_| ())
+    }
+    /// This rank failed: end the others rather than leave them waiting (MPI aborts the
+    /// job; threads' collectives return an error).
+    fn abandon(&self, why: &str);
+    /// "MPI, 2 ranks" — for logs and status.json.
+    fn describe(&self) -> String;
+}
+
+/// The rows `[start, end)` of a batch of `batch` that `rank` of `size` trains on: as
+/// equal as they can be, the first ranks one more when they do not divide.
+pub fn rows(batch: usize, rank: usize, size: usize) -> Range<usize> {
+    let (base, extra) = (batch / size, batch % size);
+    let start = rank * base + rank.min(extra);
+    start..start + base + usize::from(rank < extra)
+}
+
+/// One process: every collective is the identity.
+pub struct Solo;
+
+impl Ranks for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn sum_f32(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn sum_f64(&self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast(&self, _: &mut Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+    fn gather(&self, value: u64) -> Result<Vec<u64>> {
+        Ok(vec![value])
+    }
+    fn abandon(&self, _: &str) {}
+    fn describe(&self) -> String {
+        "1 process".into()
+    }
+}
+
+/// Ranks as threads of one process, exchanging through shared memory. Sums add the ranks'
+/// values in rank order, so every rank gets bit-identical results.
+pub struct Threads {
+    rank: usize,
+    shared: Arc<Exchange>,
+}
+
+struct Exchange {
+    size: usize,
+    state: Mutex<Round>,
+    turned: Condvar,
+}
+
+#[derive(Default)]
+struct Round {
+    /// Rounds completed; a rank waits for this to pass the round it joined.
+    number: u64,
+    slots: Vec<Option<Vec<u8>>>,
+    arrived: usize,
+    /// The last completed round's contributions, in rank order.
+    last: Arc<Vec<Vec<u8>>>,
+    failed: Option<String>,
+}
+
+impl Threads {
+    /// `size` ranks, one to move into each thread.
+    pub fn group(size: usize) -> Vec<Threads> {
+        let shared = Arc::new(Exchange {
+            size,
+            state: Mutex::new(Round {
+                slots: vec![None; size],
+                ..Round::default()
+            }),
+            turned: Condvar::new(),
+        });
+        (0..size)
+            .map(|rank| Threads {
+                rank,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+
+    /// Every rank's bytes, in rank order, once all have given theirs.
+    fn exchange(&self, mine: Vec<u8>) -> Result<Arc<Vec<Vec<u8>>>> {
+        let ex = &self.shared;
+        let mut round = ex.state.lock().expect("ranks");
+        if let Some(why) = &round.failed {
+            bail!("another rank failed: {why}");
+        }
+        let joined = round.number;
+        round.slots[self.rank] = Some(mine);
+        round.arrived += 1;
+        if round.arrived == ex.size {
+            let all = round.slots.iter_mut().map(|s| s.take().unwrap_or_default());
+            round.last = Arc::new(all.collect());
+            round.arrived = 0;
+            round.number += 1;
+            ex.turned.notify_all();
+        } else {
+            while round.number == joined {
+                if let Some(why) = &round.failed {
+                    bail!("another rank failed: {why}");
+                }
+                round = ex.turned.wait(round).expect("ranks");
+            }
+        }
+        Ok(round.last.clone())
+    }
+}
+
+impl Ranks for Threads {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.shared.size
+    }
+    fn sum_f32(&self, values: &mut [f32]) -> Result<()> {
+        let all = self.exchange(values.iter().flat_map(|v| v.to_le_bytes()).collect())?;
+        values.fill(0.0);
+        for theirs in all.iter() {
+            for (v, b) in values.iter_mut().zip(theirs.chunks_exact(4)) {
+                *v += f32::from_le_bytes(b.try_into().expect("4 bytes"));
+            }
+        }
+        Ok(())
+    }
+    fn sum_f64(&self, values: &mut [f64]) -> Result<()> {
+        let all = self.exchange(values.iter().flat_map(|v| v.to_le_bytes()).collect())?;
+        values.fill(0.0);
+        for theirs in all.iter() {
+            for (v, b) in values.iter_mut().zip(theirs.chunks_exact(8)) {
+                *v += f64::from_le_bytes(b.try_into().expect("8 bytes"));
+            }
+        }
+        Ok(())
+    }
+    fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<()> {
+        let all = self.exchange(if self.rank == 0 {
+            bytes.clone()
+        } else {
+            vec![]
+        })?;
+        *bytes = all[0].clone();
+        Ok(())
+    }
+    fn gather(&self, value: u64) -> Result<Vec<u64>> {
+        let all = self.exchange(value.to_le_bytes().to_vec())?;
+        Ok(all
+            .iter()
+            .map(|b| u64::from_le_bytes(b[..8].try_into().expect("8 bytes")))
+            .collect())
+    }
+    fn abandon(&self, why: &str) {
+        let mut round = self.shared.state.lock().expect("ranks");
+        round.failed = Some(format!("rank {}: {why}", self.rank));
+        self.shared.turned.notify_all();
+    }
+    fn describe(&self) -> String {
+        format!("{} ranks (threads)", self.shared.size)
+    }
+}
+
+/// Environment variables by which MPI launchers (OpenMPI's mpirun, PMIx under Slurm's
+/// srun, MPICH's Hydra) tell a process it is one rank of several.
+const LAUNCHER_SIZE: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE"];
+
+/// How many ranks the launcher started, if this process was started by one.
+pub fn launched() -> Option<usize> {
+    let size = LAUNCHER_SIZE
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.parse().ok());
+    // srun's PMIx sets PMIX_RANK but not always a size; Slurm says it.
+    size.or_else(|| {
+        std::env::var_os("PMIX_RANK")?;
+        std::env::var("SLURM_NTASKS").ok()?.parse().ok()
+    })
+}
+
+/// The ranks this process belongs to: MPI's world when a launcher started several (and
+/// this build has the `mpi` feature), else [`Solo`].
+pub fn from_environment() -> Result<Arc<dyn Ranks>> {
+    match launched() {
+        None | Some(0 | 1) => Ok(Arc::new(Solo)),
+        Some(n) => open_mpi(n),
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn open_mpi(n: usize) -> Result<Arc<dyn Ranks>> {
+    bail!(
+        "started as one of {n} MPI ranks, but this easel was built without MPI: every rank \
+         would train the run alone and overwrite the others' files. Build it with \
+         `cargo build --release --features mpi` (needs OpenMPI's libopenmpi-dev and \
+         libclang-dev; scripts/mpi_setup.sh installs them), or run one process."
+    )
+}
+
+#[cfg(feature = "mpi")]
+fn open_mpi(_: usize) -> Result<Arc<dyn Ranks>> {
+    Ok(Arc::new(mpi_world::World::open()?))
+}
+
+#[cfg(feature = "mpi")]
+mod mpi_world {
+    use anyhow::{bail, Result};
+    use mpi::collective::SystemOperation;
+    use mpi::environment::Universe;
+    use mpi::topology::{Communicator, SimpleCommunicator};
+    use mpi::traits::*;
+
+    /// MPI's world communicator (rsmpi over the system's MPI library).
+    pub(super) struct World {
+        // Finalises MPI when dropped, after the communicator.
+        world: SimpleCommunicator,
+        _universe: Universe,
+        local: usize,
+    }
+
+    impl World {
+        pub(super) fn open() -> Result<Self> {
+            let Some(universe) = mpi::initialize() else {
+                bail!("MPI was already initialised in this process");
+            };
+            let world = universe.world();
+            let local = world.split_shared(world.rank()).size() as usize;
+            spread_threads(local);
+            Ok(World {
+                world,
+                _universe: universe,
+                local,
+            })
+        }
+    }
+
+    /// Ranks on one machine share its cores: each gets its part (unless the person set
+    /// RAYON_NUM_THREADS), so N ranks × all cores do not fight over them.
+    fn spread_threads(local: usize) {
+        if std::env::var_os("RAYON_NUM_THREADS").is_some() || local <= 1 {
+            return;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mine = (cores / local).max(1);
+        // Before any thread pool exists: rayon's global pool and Candle read it on first use.
+        std::env::set_var("RAYON_NUM_THREADS", mine.to_string());
+    }
+
+    impl super::Ranks for World {
+        fn rank(&self) -> usize {
+            self.world.rank() as usize
+        }
+        fn size(&self) -> usize {
+            self.world.size() as usize
+        }
+        fn sum_f32(&self, values: &mut [f32]) -> Result<()> {
+            let send = values.to_vec();
+            self.world
+                .all_reduce_into(&send[..], values, SystemOperation::sum());
+            Ok(())
+        }
+        fn sum_f64(&self, values: &mut [f64]) -> Result<()> {
+            let send = values.to_vec();
+            self.world
+                .all_reduce_into(&send[..], values, SystemOperation::sum());
+            Ok(())
+        }
+        fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<()> {
+            let root = self.world.process_at_rank(0);
+            let mut len = bytes.len() as u64;
+            root.broadcast_into(&mut len);
+            bytes.resize(len as usize, 0);
+            root.broadcast_into(&mut bytes[..]);
+            Ok(())
+        }
+        fn gather(&self, value: u64) -> Result<Vec<u64>> {
+            let mut all = vec![0u64; self.size()];
+            self.world.all_gather_into(&value, &mut all[..]);
+            Ok(all)
+        }
+        fn barrier(&self) -> Result<()> {
+            self.world.barrier();
+            Ok(())
+        }
+        fn abandon(&self, why: &str) {
+            eprintln!("rank {}: {why}; ending every rank", self.rank());
+            self.world.abort(1)
+        }
+        fn describe(&self) -> String {
+            format!(
+                "MPI, {} ranks ({} on this machine)",
+                self.world.size(),
+                self.local
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_cover_the_batch_once_in_order() {
+        for batch in [1, 2, 5, 8, 64, 65] {
+            for size in 1..=4usize {
+                let parts: Vec<_> = (0..size).map(|r| rows(batch, r, size)).collect();
+                assert_eq!(parts[0].start, 0);
+                assert_eq!(parts[size - 1].end, batch);
+                for w in parts.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                    assert!(w[0].len() >= w[1].len() && w[0].len() - w[1].len() <= 1);
+                }
+            }
+        }
+        assert_eq!(rows(5, 0, 2), 0..3);
+        assert_eq!(rows(5, 1, 2), 3..5);
+    }
+
+    #[test]
+    fn thread_ranks_sum_broadcast_and_gather_alike() {
+        let handles: Vec<_> = Threads::group(3)
+            .into_iter()
+            .map(|r| {
+                std::thread::spawn(move || {
+                    let k = r.rank() as f32;
+                    let mut v = vec![k, 1.0, 0.1 * k];
+                    r.sum_f32(&mut v).unwrap();
+                    let mut bytes = format!("from {}", r.rank()).into_bytes();
+                    r.broadcast(&mut bytes).unwrap();
+                    let ids = r.gather(10 + r.rank() as u64).unwrap();
+                    r.barrier().unwrap();
+                    (v, bytes, ids)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for (v, bytes, ids) in &results {
+            assert_eq!(v, &results[0].0, "every rank gets the same sum");
+            assert_eq!(v[..2], [3.0, 3.0]);
+            assert_eq!(bytes, b"from 0");
+            assert_eq!(ids, &[10, 11, 12]);
+        }
+    }
+
+    #[test]
+    fn a_rank_that_gives_up_frees_the_others_with_an_error() {
+        let mut group = Threads::group(2);
+        let second = group.pop().unwrap();
+        let first = group.pop().unwrap();
+        let waiting = std::thread::spawn(move || first.barrier());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        second.abandon("disk full");
+        let err = waiting.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("rank 1: disk full"), "{err}");
+    }
+}
