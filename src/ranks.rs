@@ -8,6 +8,7 @@
 //! process (the tests' stand-in for MPI, with the same contract).
 
 use std::ops::Range;
+use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{bail, Result};
@@ -215,15 +216,15 @@ pub fn launched() -> Option<usize> {
 
 /// The ranks this process belongs to: MPI's world when a launcher started several (and
 /// this build has the `mpi` feature), else [`Solo`].
-pub fn from_environment() -> Result<Arc<dyn Ranks>> {
+pub fn from_environment() -> Result<Rc<dyn Ranks>> {
     match launched() {
-        None | Some(0 | 1) => Ok(Arc::new(Solo)),
+        None | Some(0 | 1) => Ok(Rc::new(Solo)),
         Some(n) => open_mpi(n),
     }
 }
 
 #[cfg(not(feature = "mpi"))]
-fn open_mpi(n: usize) -> Result<Arc<dyn Ranks>> {
+fn open_mpi(n: usize) -> Result<Rc<dyn Ranks>> {
     bail!(
         "started as one of {n} MPI ranks, but this easel was built without MPI: every rank \
          would train the run alone and overwrite the others' files. Build it with \
@@ -233,8 +234,8 @@ fn open_mpi(n: usize) -> Result<Arc<dyn Ranks>> {
 }
 
 #[cfg(feature = "mpi")]
-fn open_mpi(_: usize) -> Result<Arc<dyn Ranks>> {
-    Ok(Arc::new(mpi_world::World::open()?))
+fn open_mpi(_: usize) -> Result<Rc<dyn Ranks>> {
+    Ok(Rc::new(mpi_world::World::open()?))
 }
 
 #[cfg(feature = "mpi")]

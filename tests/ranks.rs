@@ -3,7 +3,7 @@
 //! runs the real engine under mpirun.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::rc::Rc;
 
 use easel::gan::train::{self, load_safetensors, Outcome, Silent, TrainOptions};
 use easel::gan::GanSpec;
@@ -42,7 +42,7 @@ fn tiny(dir: &Path, norm: &str, extra: &str) -> (GanSpec, String) {
     }
 }
 
-fn opts(steps: usize, resume: bool, ranks: Arc<dyn Ranks>) -> TrainOptions {
+fn opts(steps: usize, resume: bool, ranks: Rc<dyn Ranks>) -> TrainOptions {
     TrainOptions {
         steps: Some(steps),
         resume,
@@ -58,7 +58,7 @@ fn train_on(size: usize, run: &RunDir, spec: &GanSpec, src: &str, steps: usize, 
             .into_iter()
             .map(|rank| {
                 s.spawn(move || {
-                    let rank: Arc<dyn Ranks> = Arc::new(rank);
+                    let rank: Rc<dyn Ranks> = Rc::new(rank);
                     let result = train::train(
                         run,
                         src,
@@ -190,7 +190,7 @@ fn ranks_with_batch_norm_keep_one_model_and_what_cannot_be_split_is_refused() {
             .map(|rank| {
                 let (run, spec, src) = (&run, &spec, &src);
                 s.spawn(move || {
-                    let rank: Arc<dyn Ranks> = Arc::new(rank);
+                    let rank: Rc<dyn Ranks> = Rc::new(rank);
                     let e =
                         train::train(run, src, spec, &opts(2, false, rank.clone()), &mut Silent)
                             .unwrap_err();

@@ -1,5 +1,6 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
     }
 }
 
-fn train_as(args: TrainArgs, ranks: Arc<dyn Ranks>) -> Result<Outcome> {
+fn train_as(args: TrainArgs, ranks: Rc<dyn Ranks>) -> Result<Outcome> {
     let root = ranks.rank() == 0;
     let sketch = spec::load(&args.sketch)?;
     let Spec::Gan(spec) = &sketch.spec else {

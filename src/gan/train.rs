@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +74,7 @@ pub struct Trainer {
     /// The VAE-GAN encoder and its optimiser (`vae: #{ … }`).
     pub encoder: Option<(Encoder, Adam)>,
     /// The processes training this run together, and this one's rows of each batch.
-    ranks: Arc<dyn Ranks>,
+    ranks: Rc<dyn Ranks>,
     rows: Range<usize>,
 }
 
@@ -140,13 +141,13 @@ impl Trainer {
             opt_d,
             step: 0,
             class_names,
-            ranks: Arc::new(Solo),
+            ranks: Rc::new(Solo),
             rows: 0..spec.batch,
         })
     }
 
     /// Trains as one of `ranks`, on its rows of every batch.
-    pub fn with_ranks(mut self, ranks: Arc<dyn Ranks>) -> Result<Self> {
+    pub fn with_ranks(mut self, ranks: Rc<dyn Ranks>) -> Result<Self> {
         let size = ranks.size();
         if size > 1 {
             if self.spec.batch < size {
@@ -937,7 +938,7 @@ pub struct TrainOptions {
     pub open_sketch: Option<data::OpenSketch>,
     /// The processes that train the run together ([`Solo`] unless launched by MPI);
     /// rank 0 writes the run directory, the others only train.
-    pub ranks: Arc<dyn Ranks>,
+    pub ranks: Rc<dyn Ranks>,
 }
 
 impl Default for TrainOptions {
@@ -948,7 +949,7 @@ impl Default for TrainOptions {
             device: Device::Cpu,
             interrupt: Arc::default(),
             open_sketch: None,
-            ranks: Arc::new(Solo),
+            ranks: Rc::new(Solo),
         }
     }
 }
