@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::Device;
 use easel::gan::train::Trainer;
 use easel::gan::GanSpec;
+use easel::run::RunDir;
 use easel::spec::{self, Spec};
 
 /// Writes `#{ kind: "gan", BODY }` to `dir/gan.rhai` and loads it: its spec and source.
@@ -146,4 +147,82 @@ pub(crate) fn run_script(name: &str, done: &str) {
     );
     assert!(out.status.success(), "scripts/{name} failed:\n{log}");
     assert!(log.contains(done), "{log}");
+}
+
+/// Data parallel (tests/ranks.rs, tests/mpi.rs): a tiny DCGAN with every per-row draw
+/// there is (mirror, DiffAugment, dropout in D, lazy R1), a batch of 5 that 2 or 3 ranks
+/// split unevenly, and a checkpoint at every step.
+const PARALLEL: &str = r#"kind: "gan", image_size: 28, channels: 3, latent: 8, g_widths: [16, 8],
+    d_widths: [8, 16], kernel: 4, dropout: 0.25, batch: 5,
+    lr: 2e-3, ema: 0.9, seed: 11, mirror: true, r1: 0.1,
+    augment: #{ policy: "color,translation,cutout", p: 0.6 },
+    sample_every: 3, checkpoint_every: 1, eval_every: 0, data: #{ folder: "data" }"#;
+
+/// That sketch as `dir/gan.rhai`, with a folder of 6 pictures beside it, `norm` in G and
+/// D (`layer`: no batch statistics, so a split batch is exact) and `extra` keys.
+pub(crate) fn parallel_sketch(dir: &Path, norm: &str, extra: &str) -> (GanSpec, String) {
+    let data = dir.join("data/x");
+    std::fs::create_dir_all(&data).unwrap();
+    for k in 0..6u32 {
+        let img = image::RgbImage::from_fn(12, 12, |x, y| {
+            image::Rgb([
+                (x * 20 + k * 30) as u8,
+                (y * 17) as u8,
+                ((x ^ y) * 9 + k) as u8,
+            ])
+        });
+        img.save(data.join(format!("{k}.png"))).unwrap();
+    }
+    let src = format!(r#"#{{ {PARALLEL}, g_norm: "{norm}", d_norm: "{norm}"{extra} }}"#);
+    let path = dir.join("gan.rhai");
+    std::fs::write(&path, &src).unwrap();
+    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
+        Spec::Gan(g) => (*g, src),
+        other => panic!("not a gan: {other:?}"),
+    }
+}
+
+/// Every trained weight of the checkpoint: G, D and the EMA (Adam's moments follow).
+pub(crate) fn checkpoint_weights(run: &RunDir) -> Vec<(String, Vec<f32>)> {
+    let (tensors, _) =
+        easel::gan::train::load_safetensors(&run.latest_checkpoint(), candle_core::Device::Cpu)
+            .unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = tensors
+        .into_iter()
+        .filter(|(k, _)| !k.contains("buf."))
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Weights within 1e-5 (the issue's bar); Adam's moments within 1e-4 of their tensor's
+/// largest value (a gradient summed in two parts rounds differently, and the moments
+/// carry that, relatively larger where a sum cancels).
+pub(crate) fn assert_same_model(a: &RunDir, b: &RunDir, what: &str) {
+    let (wa, wb) = (checkpoint_weights(a), checkpoint_weights(b));
+    assert_eq!(wa.len(), wb.len());
+    let mut moved = false;
+    for ((name, x), (_, y)) in wa.iter().zip(&wb) {
+        let scale = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let tolerance = match name.starts_with("adam_") {
+            true => 1e-4 * scale,
+            false => 1e-5,
+        };
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= tolerance, "{what}: {name} differs by {worst}");
+        moved |= name.starts_with("adam_g.m.") && scale > 0.0;
+    }
+    assert!(moved, "nothing trained");
+}
+
+/// The step of a run's newest checkpoint, from its header.
+pub(crate) fn checkpoint_step_of(run: &RunDir) -> u64 {
+    let bytes = std::fs::read(run.latest_checkpoint()).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    header.metadata().as_ref().unwrap()["step"].parse().unwrap()
 }
