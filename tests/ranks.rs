@@ -6,10 +6,10 @@ mod common;
 
 use std::rc::Rc;
 
-use easel::gan::train::{self, Outcome, Silent, TrainOptions};
+use easel::gan::train::{self, Outcome, Progress, Silent, TrainOptions};
 use easel::gan::GanSpec;
 use easel::ranks::{Ranks, Threads};
-use easel::run::RunDir;
+use easel::run::{Control, Metric, RunDir, State, Wanted};
 
 use common::{assert_same_model, parallel_sketch as tiny};
 
@@ -22,20 +22,54 @@ fn opts(steps: usize, resume: bool, ranks: Rc<dyn Ranks>) -> TrainOptions {
     }
 }
 
-/// Trains `run` to `steps` on `size` thread ranks; returns rank 0's outcome.
+/// Trains `run` to `steps` on `size` thread ranks; every rank must end Done.
 fn train_on(size: usize, run: &RunDir, spec: &GanSpec, src: &str, steps: usize, resume: bool) {
-    let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+    let outcomes = train_with(size, run, spec, src, steps, resume, |_| {});
+    assert!(outcomes.iter().all(|o| *o == Outcome::Done), "{outcomes:?}");
+}
+
+/// Rank 0's progress: calls `each` with every step it reports.
+struct OnStep<F: FnMut(u64)>(F);
+
+impl<F: FnMut(u64)> Progress for OnStep<F> {
+    fn step(&mut self, m: &Metric) {
+        (self.0)(m.step)
+    }
+}
+
+/// Trains on `size` thread ranks, rank 0 calling `on_step` after each step; every rank's
+/// outcome.
+fn train_with(
+    size: usize,
+    run: &RunDir,
+    spec: &GanSpec,
+    src: &str,
+    steps: usize,
+    resume: bool,
+    on_step: impl FnMut(u64) + Send,
+) -> Vec<Outcome> {
+    let mut on_step = Some(on_step);
+    std::thread::scope(|s| {
         let handles: Vec<_> = Threads::group(size)
             .into_iter()
             .map(|rank| {
+                let watch = if rank.rank() == 0 {
+                    on_step.take()
+                } else {
+                    None
+                };
                 s.spawn(move || {
                     let rank: Rc<dyn Ranks> = Rc::new(rank);
+                    let mut progress: Box<dyn Progress> = match watch {
+                        Some(f) => Box::new(OnStep(f)),
+                        None => Box::new(Silent),
+                    };
                     let result = train::train(
                         run,
                         src,
                         spec,
                         &opts(steps, resume, rank.clone()),
-                        &mut Silent,
+                        progress.as_mut(),
                     );
                     if let Err(e) = &result {
                         rank.abandon(&format!("{e:#}"));
@@ -45,8 +79,7 @@ fn train_on(size: usize, run: &RunDir, spec: &GanSpec, src: &str, steps: usize, 
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert!(outcomes.iter().all(|o| *o == Outcome::Done), "{outcomes:?}");
+    })
 }
 
 fn metric_steps(run: &RunDir) -> Vec<u64> {
@@ -137,4 +170,48 @@ fn ranks_with_batch_norm_keep_one_model_and_what_cannot_be_split_is_refused() {
     });
     assert!(errors[0].contains("mode_seeking"), "{}", errors[0]);
     assert!(run.read_status().unwrap().message.contains("mode_seeking"));
+}
+
+#[test]
+fn rank_0_carries_control_json_to_every_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, src) = tiny(dir.path(), "layer", "");
+    // After step 2 the learning rates change, after step 4 the run is told to stop: one
+    // process and two ranks take both at the same step.
+    let steer = |run: &RunDir| {
+        let run = run.clone();
+        move |step: u64| {
+            let control = match step {
+                2 => Control {
+                    lr_g: Some(5e-4),
+                    lr_d: Some(1e-3),
+                    ..Control::default()
+                },
+                4 => Control {
+                    state: Some(Wanted::Stop),
+                    ..Control::default()
+                },
+                _ => return,
+            };
+            run.write_control(&control).unwrap();
+        }
+    };
+    let one = RunDir::at(&dir.path().join("one")).unwrap();
+    let two = RunDir::at(&dir.path().join("two")).unwrap();
+    let solo = train_with(1, &one, &spec, &src, 10, false, steer(&one));
+    let pair = train_with(2, &two, &spec, &src, 10, false, steer(&two));
+    assert_eq!(solo, vec![Outcome::Stopped]);
+    assert_eq!(
+        pair,
+        vec![Outcome::Stopped, Outcome::Stopped],
+        "both ranks stop"
+    );
+    assert_same_model(&one, &two, "with live learning rates");
+    assert_eq!(metric_steps(&two), vec![1, 2, 3, 4]);
+    assert_eq!(two.read_metrics()[3].lr_g, 5e-4);
+    let status = two.read_status().unwrap();
+    assert_eq!(
+        (status.state, status.checkpoint_step),
+        (State::Stopped, Some(4))
+    );
 }

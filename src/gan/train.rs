@@ -1130,9 +1130,13 @@ fn train_inner(
         }
         tell(&*opts.ranks, &mut order)?;
         match order {
-            Order::Stop => return end_early(run, &t, status, &mut events, Outcome::Stopped),
+            Order::Stop => {
+                t.check_ranks_agree()?;
+                return end_early(run, &t, status, &mut events, Outcome::Stopped);
+            }
             Order::Interrupted(signal) => {
-                return end_early(run, &t, status, &mut events, Outcome::Interrupted(signal))
+                t.check_ranks_agree()?;
+                return end_early(run, &t, status, &mut events, Outcome::Interrupted(signal));
             }
             Order::Pause => {
                 if !paused {
@@ -1253,6 +1257,7 @@ fn train_inner(
         }
     }
     tell(&*opts.ranks, &mut Order::Done)?;
+    t.check_ranks_agree()?;
     t.save_generator(&run.generator())?;
     write_timelapse(run)?;
     events.end(t.step, Ending::Finished)?;
@@ -1343,13 +1348,16 @@ fn follow(run: &RunDir, spec: &GanSpec, opts: &TrainOptions) -> Result<Outcome> 
     loop {
         let mut order = Order::Done;
         tell(&*opts.ranks, &mut order)?;
-        match order {
-            Order::Done => return Ok(Outcome::Done),
-            Order::Stop => return Ok(Outcome::Stopped),
-            Order::Interrupted(signal) => return Ok(Outcome::Interrupted(signal)),
+        let end = match order {
+            Order::Done => Outcome::Done,
+            Order::Stop => Outcome::Stopped,
+            Order::Interrupted(signal) => Outcome::Interrupted(signal),
             // Rank 0 asks again in 200 ms: wait most of it here rather than in the
             // collective, which may spin.
-            Order::Pause => std::thread::sleep(Duration::from_millis(150)),
+            Order::Pause => {
+                std::thread::sleep(Duration::from_millis(150));
+                continue;
+            }
             Order::Train {
                 lr_g,
                 lr_d,
@@ -1364,8 +1372,12 @@ fn follow(run: &RunDir, spec: &GanSpec, opts: &TrainOptions) -> Result<Outcome> 
                 if t.step.is_multiple_of(AGREE_EVERY) {
                     t.check_ranks_agree()?;
                 }
+                continue;
             }
-        }
+        };
+        // As rank 0 does before its last checkpoint.
+        t.check_ranks_agree()?;
+        return Ok(end);
     }
 }
 
