@@ -23,7 +23,12 @@ Stopping and resuming:
   so does {\"state\": \"stop\"} in the run's control.json (or x in the studio).
   --resume continues from the last checkpoint to the run's target (its --steps, else the
   sketch's steps), with the sketch's learning rates; an old control.json is cleared.
-  A run that failed on a NaN loss resumes from its last checkpoint: lower `lr` first.")]
+  A run that failed on a NaN loss resumes from its last checkpoint: lower `lr` first.
+
+Several processes (MPI ranks), in a build with `--features mpi`:
+  mpirun -np 4 easel train SKETCH          srun --mpi=pmix -n 8 easel train SKETCH
+  Each rank trains its rows of every batch (the sketch's `batch` is the whole batch); rank 0
+  writes the run directory. A run resumes on any number of ranks. See docs/ranks.md.")]
 pub struct TrainArgs {
     /// A GAN sketch.
     pub sketch: PathBuf,
