@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Bottom to top. Data flows file → sketch → spec → renderer/trainer → image/run → studio.
 const LAYERS: &[&[&str]] = &[
-    &["sketch", "noise", "alloc", "device"],
+    &["sketch", "noise", "alloc", "device", "ranks"],
     &["recipe"],
     &["run"],
     &["truchet", "cppn"],
