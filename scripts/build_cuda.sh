@@ -5,12 +5,14 @@
 # stub libcuda.so satisfies the linker (the real driver is loaded at run time on a GPU
 # machine).
 #
-#   scripts/build_cuda.sh [--cap 90] [--cudnn] [--toolkit DIR] [-- extra cargo args]
+#   scripts/build_cuda.sh [--cap 90] [--cudnn] [--nccl] [--toolkit DIR] [-- extra cargo args]
 #   eval "$(scripts/build_cuda.sh --print-env)"   # after a build: the same environment
 #                                                 # in this shell (cargo clippy/test)
 #
 # --cap: CUDA compute capability of the target GPU (90 = H100/H200, 89 = L4/RTX 40xx,
 # 86 = RTX 30xx, 80 = A100). The whole build took 8 minutes on 2 idle cores (2026-12-04).
+# --nccl: also MPI ranks that sum gradients on the GPUs (features cuda, mpi, nccl; needs
+# OpenMPI: scripts/mpi_setup.sh; NCCL itself comes as a wheel like the rest).
 # The binary lands in target/release/easel (or $CARGO_TARGET_DIR/release/easel); run it
 # with `--device cuda`.
 set -euo pipefail
@@ -21,14 +23,16 @@ toolkit=$PWD/target/cuda-toolkit
 features=cuda
 cargo_args=()
 print_env=
+nccl=
 while [ $# -gt 0 ]; do
     case "$1" in
         --cap) cap=$2; shift 2 ;;
         --cudnn) features=cudnn; shift ;;
+        --nccl) nccl=1; shift ;;
         --toolkit) toolkit=$2; shift 2 ;;
         --print-env) print_env=1; shift ;;
         --) shift; cargo_args=("$@"); break ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -41,6 +45,10 @@ wheels=(
     nvidia-cuda-nvrtc nvidia-cuda-cccl nvidia-cublas nvidia-curand
 )
 [ "$features" = cudnn ] && wheels+=(nvidia-cudnn-cu13)
+if [ -n "$nccl" ]; then
+    features=$features,mpi,nccl
+    wheels+=(nvidia-nccl-cu13)
+fi
 
 cu=$toolkit/nvidia/cu13
 # Whether the NVIDIA driver (libcuda) is installed. ldconfig's whole output is read first:
@@ -69,9 +77,9 @@ if [ -n "$print_env" ]; then
     env_lines "$libs"
     exit 0
 fi
-if [ ! -x "$cu/bin/nvcc" ]; then
+if [ ! -x "$cu/bin/nvcc" ] || { [ -n "$nccl" ] && [ ! -d "$toolkit/nvidia/nccl" ]; }; then
     echo "installing the CUDA $CUDA_VERSION toolkit wheels into $toolkit"
-    python3 -m pip install --quiet --target "$toolkit" "${wheels[@]}"
+    python3 -m pip install --quiet --upgrade --target "$toolkit" "${wheels[@]}"
 fi
 [ -x "$cu/bin/nvcc" ] || { echo "no nvcc in $cu/bin after the install" >&2; exit 1; }
 

@@ -27,6 +27,17 @@ pub trait Ranks {
     fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<()>;
     /// Every rank's value, in rank order, on every rank.
     fn gather(&self, value: u64) -> Result<Vec<u64>>;
+    /// The element-wise sum over ranks of `t`, a flat f32 tensor on a GPU, computed where
+    /// it lies (NCCL); `None` when these ranks cannot (then it goes through [`sum_f32`]).
+    ///
+    /// [`sum_f32`]: Ranks::sum_f32
+    fn sum_on_device(&self, _t: &candle_core::Tensor) -> Result<Option<candle_core::Tensor>> {
+        Ok(None)
+    }
+    /// This rank's index among the ranks on its machine (which GPU it takes).
+    fn local_rank(&self) -> usize {
+        0
+    }
     /// Waits until every rank has arrived.
     fn barrier(&self) -> Result<()> {
         self.gather(0).map(|_| ())
@@ -248,10 +259,13 @@ mod mpi_world {
 
     /// MPI's world communicator (rsmpi over the system's MPI library).
     pub(super) struct World {
-        // Finalises MPI when dropped, after the communicator.
+        // Finalises MPI when dropped, after the communicators.
+        #[cfg(feature = "nccl")]
+        nccl: std::cell::OnceCell<super::nccl::Nccl>,
         world: SimpleCommunicator,
         _universe: Universe,
         local: usize,
+        local_rank: usize,
     }
 
     impl World {
@@ -260,12 +274,16 @@ mod mpi_world {
                 bail!("MPI was already initialised in this process");
             };
             let world = universe.world();
-            let local = world.split_shared(world.rank()).size() as usize;
+            let machine = world.split_shared(world.rank());
+            let (local, local_rank) = (machine.size() as usize, machine.rank() as usize);
             spread_threads(local);
             Ok(World {
+                #[cfg(feature = "nccl")]
+                nccl: std::cell::OnceCell::new(),
                 world,
                 _universe: universe,
                 local,
+                local_rank,
             })
         }
     }
@@ -318,6 +336,22 @@ mod mpi_world {
             self.world.barrier();
             Ok(())
         }
+        fn local_rank(&self) -> usize {
+            self.local_rank
+        }
+        #[cfg(feature = "nccl")]
+        fn sum_on_device(&self, t: &candle_core::Tensor) -> Result<Option<candle_core::Tensor>> {
+            let candle_core::Device::Cuda(gpu) = t.device() else {
+                return Ok(None);
+            };
+            if self.nccl.get().is_none() {
+                // The first GPU sum: NCCL's id travels from rank 0 over MPI.
+                let nccl = super::nccl::Nccl::open(self, gpu)?;
+                let _ = self.nccl.set(nccl);
+            }
+            let nccl = self.nccl.get().expect("opened above");
+            Ok(Some(nccl.sum(t)?))
+        }
         fn abandon(&self, why: &str) {
             eprintln!("rank {}: {why}; ending every rank", self.rank());
             self.world.abort(1)
@@ -328,6 +362,88 @@ mod mpi_world {
                 self.world.size(),
                 self.local
             )
+        }
+    }
+}
+
+/// Sums over ranks on the GPUs themselves, through NCCL (the `nccl` feature: MPI starts
+/// the ranks and carries NCCL's id; the gradients never leave the GPUs).
+#[cfg(feature = "nccl")]
+mod nccl {
+    use std::rc::Rc;
+
+    use anyhow::{anyhow, Result};
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda::cudarc::nccl::{Comm, Id, ReduceOp};
+    use candle_core::cuda::{CudaDevice, CudaStorage};
+    use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+    pub(super) struct Nccl {
+        comm: Rc<Comm>,
+    }
+
+    impl Nccl {
+        pub(super) fn open(ranks: &dyn super::Ranks, gpu: &CudaDevice) -> Result<Self> {
+            let mut id = Vec::new();
+            if ranks.rank() == 0 {
+                let made = Id::new().map_err(|e| anyhow!("NCCL: no unique id ({e:?})"))?;
+                id = made.internal().iter().map(|&c| c as u8).collect();
+            }
+            ranks.broadcast(&mut id)?;
+            let bytes: [u8; 128] = id
+                .as_slice()
+                .try_into()
+                .map_err(|_| anyhow!("NCCL: an id of {} bytes from rank 0", id.len()))?;
+            let id = Id::uninit(bytes.map(|b| b as std::ffi::c_char));
+            let comm = Comm::from_rank(gpu.cuda_stream(), ranks.rank(), ranks.size(), id)
+                .map_err(|e| anyhow!("NCCL: rank {} could not join ({e:?})", ranks.rank()))?;
+            Ok(Nccl {
+                comm: Rc::new(comm),
+            })
+        }
+
+        /// `t` (contiguous f32 on this rank's GPU) summed over the ranks.
+        pub(super) fn sum(&self, t: &Tensor) -> Result<Tensor> {
+            Ok(t.contiguous()?.apply_op1_no_bwd(&AllReduce {
+                comm: self.comm.clone(),
+            })?)
+        }
+    }
+
+    struct AllReduce {
+        comm: Rc<Comm>,
+    }
+
+    // Candle's custom ops must be Send + Sync; this one is made, applied and dropped on the
+    // training thread, which alone uses the communicator.
+    unsafe impl Send for AllReduce {}
+    unsafe impl Sync for AllReduce {}
+
+    impl CustomOp1 for AllReduce {
+        fn name(&self) -> &'static str {
+            "nccl-all-reduce-sum"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("NCCL sums tensors on GPUs, not on the CPU")
+        }
+
+        fn cuda_fwd(
+            &self,
+            s: &CudaStorage,
+            l: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let n = l.shape().elem_count();
+            let (start, end) = l
+                .contiguous_offsets()
+                .ok_or_else(|| candle_core::Error::Msg("NCCL: a strided tensor".into()))?;
+            let dev = s.device().clone();
+            let src = s.as_cuda_slice::<f32>()?.slice(start..end);
+            let mut dst = dev.alloc_zeros::<f32>(n)?;
+            self.comm
+                .all_reduce(&src, &mut dst, &ReduceOp::Sum)
+                .map_err(|e| candle_core::Error::Msg(format!("NCCL all-reduce: {e:?}")))?;
+            Ok((CudaStorage::wrap_cuda_slice(dst, dev), l.shape().clone()))
         }
     }
 }

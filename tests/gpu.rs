@@ -1,6 +1,7 @@
 //! CUDA checks, for a machine with a GPU and a `--features cuda` build
 //! (`scripts/build_cuda.sh`), run with `cargo test --release --features cuda --test gpu --
-//! --ignored`. Without the feature this file compiles to nothing.
+//! --ignored`. Without the feature this file compiles to nothing. The two-GPU check also
+//! needs `--features cuda,mpi,nccl` (`scripts/build_cuda.sh --nccl`).
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -102,4 +103,62 @@ fn fifty_dcgan64_steps_report_images_per_second() {
         secs * 20.0,
         50.0 * 64.0 / secs
     );
+}
+
+/// Two ranks under mpirun, one GPU each, summing gradients through NCCL: the model one
+/// process trains on one GPU (to CUDA's rounding). Build with `scripts/build_cuda.sh
+/// --nccl`, then `cargo test --release --features cuda,mpi,nccl --test gpu -- --ignored`
+/// on a machine with two GPUs and OpenMPI.
+#[cfg(feature = "nccl")]
+#[test]
+#[ignore = "needs two CUDA GPUs and OpenMPI"]
+fn two_gpu_ranks_sum_through_nccl_and_train_what_one_gpu_trains() {
+    use candle_core::cuda::cudarc::driver::CudaContext;
+    let gpus = CudaContext::device_count().expect("the CUDA driver");
+    assert!(
+        gpus >= 2,
+        "this check needs two GPUs; this machine has {gpus}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    common::parallel_sketch(dir.path(), "layer", "");
+    let train = |ranks: usize, run: &str| {
+        let mut c = std::process::Command::new("mpirun");
+        c.args(["-np", &ranks.to_string(), "--oversubscribe"])
+            .arg(env!("CARGO_BIN_EXE_easel"))
+            .args([
+                "train",
+                "gan.rhai",
+                "--run-dir",
+                run,
+                "--steps",
+                "6",
+                "--device",
+                "cuda",
+            ])
+            .current_dir(dir.path())
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+        let out = c.output().expect("mpirun (OpenMPI) on the PATH");
+        assert!(
+            out.status.success(),
+            "{ranks} rank(s) failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    train(1, "one");
+    train(2, "two");
+    let at = |name: &str| easel::run::RunDir::at(&dir.path().join(name)).unwrap();
+    let (a, b) = (
+        common::checkpoint_weights(&at("one")),
+        common::checkpoint_weights(&at("two")),
+    );
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs() / (1.0 + p.abs()))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{name} differs by {worst}");
+    }
+    assert_eq!(at("two").read_status().unwrap().ranks, 2);
 }

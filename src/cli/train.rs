@@ -85,7 +85,12 @@ fn train_as(args: TrainArgs, ranks: Rc<dyn Ranks>) -> Result<Outcome> {
             sketch.spec.kind()
         );
     };
-    let device = args.device.open()?;
+    // Ranks on one machine take one GPU each: `cuda:N` is rank r's GPU N + r there.
+    let device = match args.device {
+        DeviceArg::Cuda(n) => DeviceArg::Cuda(n + ranks.local_rank()),
+        other => other,
+    };
+    let device = device.open()?;
     // Rank 0 picks (or makes) the run directory and tells the others.
     let mut path = Vec::new();
     if root {

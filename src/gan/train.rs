@@ -458,10 +458,42 @@ impl Trainer {
         finite(total, which, step)
     }
 
+    /// [`Trainer::sum_gradients`] where the gradients lie, when the ranks can sum there
+    /// (NCCL between GPUs); false, touching nothing, when they cannot.
+    fn sum_gradients_on_device(&self, grads: &mut GradStore, params: &Params) -> Result<bool> {
+        if params.device.is_cpu() {
+            return Ok(false);
+        }
+        let parts: Vec<Tensor> = params
+            .vars
+            .values()
+            .map(|var| match grads.get(var.as_tensor()) {
+                Some(g) => g.detach().flatten_all(),
+                None => var.as_tensor().zeros_like()?.flatten_all(),
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let Some(summed) = self.ranks.sum_on_device(&Tensor::cat(&parts, 0)?)? else {
+            return Ok(false);
+        };
+        let mut at = 0;
+        for var in params.vars.values() {
+            let len = var.elem_count();
+            if grads.get(var.as_tensor()).is_some() {
+                let g = summed.narrow(0, at, len)?.reshape(var.shape())?;
+                grads.insert(var.as_tensor(), g);
+            }
+            at += len;
+        }
+        Ok(true)
+    }
+
     /// Replaces this rank's gradients of `params` by their sum over ranks: one exchange
     /// of a flat buffer in the parameters' (sorted) order.
     fn sum_gradients(&self, grads: &mut GradStore, params: &Params) -> Result<()> {
         if self.ranks.size() == 1 {
+            return Ok(());
+        }
+        if self.sum_gradients_on_device(grads, params)? {
             return Ok(());
         }
         let mut flat = vec![];
