@@ -56,6 +56,8 @@ const CONV: &[ConvCase] = &[
     (2, 3, 7, 5, 3, 4, 0, 2),
     (1, 3, 5, 8, 1, 4, 2, 1),
     (2, 1, 3, 4, 3, 3, 0, 1),
+    // 16 output pixels an image: items go 16 to a GEMM, the last group shorter.
+    (37, 2, 4, 4, 3, 3, 1, 1),
 ];
 
 #[test]
@@ -92,6 +94,8 @@ const CONV_T: &[ConvTCase] = &[
     (3, 1, 4, 6, 3, 3, 0, 1, 2),
     (2, 3, 3, 3, 3, 5, 2, 1, 2),
     (2, 3, 4, 5, 2, 4, 2, 0, 2),
+    // 4x4 inputs, 21 of them: groups of 16 and 5 in the input-gradient GEMM.
+    (21, 2, 4, 4, 3, 4, 1, 0, 2),
 ];
 
 #[test]
