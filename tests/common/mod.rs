@@ -152,7 +152,7 @@ pub(crate) fn run_script(name: &str, done: &str) {
 /// Data parallel (tests/ranks.rs, tests/mpi.rs): a tiny DCGAN with every per-row draw
 /// there is (mirror, DiffAugment, dropout in D, lazy R1), a batch of 5 that 2 or 3 ranks
 /// split unevenly, and a checkpoint at every step.
-const PARALLEL: &str = r#"kind: "gan", image_size: 28, channels: 3, latent: 8, g_widths: [16, 8],
+const PARALLEL: &str = r#"image_size: 28, channels: 3, latent: 8, g_widths: [16, 8],
     d_widths: [8, 16], kernel: 4, dropout: 0.25, batch: 5,
     lr: 2e-3, ema: 0.9, seed: 11, mirror: true, r1: 0.1,
     augment: #{ policy: "color,translation,cutout", p: 0.6 },
@@ -173,13 +173,10 @@ pub(crate) fn parallel_sketch(dir: &Path, norm: &str, extra: &str) -> (GanSpec, 
         });
         img.save(data.join(format!("{k}.png"))).unwrap();
     }
-    let src = format!(r#"#{{ {PARALLEL}, g_norm: "{norm}", d_norm: "{norm}"{extra} }}"#);
-    let path = dir.join("gan.rhai");
-    std::fs::write(&path, &src).unwrap();
-    match spec::load(&path).unwrap_or_else(|e| panic!("{e}")).spec {
-        Spec::Gan(g) => (*g, src),
-        other => panic!("not a gan: {other:?}"),
-    }
+    gan_spec(
+        dir,
+        &format!(r#"{PARALLEL}, g_norm: "{norm}", d_norm: "{norm}"{extra}"#),
+    )
 }
 
 /// Every trained weight of the checkpoint: G, D and the EMA (Adam's moments follow).

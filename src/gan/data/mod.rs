@@ -329,13 +329,7 @@ pub fn load_for_run(
             crop,
             background,
         } => {
-            let fit = fit_of(spec, *crop, *background);
-            let walk = folder::walk(path)?;
-            let shape = cache::Shape {
-                channels: spec.channels,
-                size: spec.image_size,
-                key: folder_key(path, &walk, &fit),
-            };
+            let (walk, fit, shape) = survey(spec, path, *crop, *background)?;
             let file = cache_path(run);
             match cache::open::<Manifest>(&file, shape)? {
                 Ok((mapped, m)) => from_cache(mapped, m, spec, device),
@@ -403,13 +397,7 @@ pub fn load_for_rank(
     else {
         return load(spec, device, open_sketch);
     };
-    let fit = fit_of(spec, *crop, *background);
-    let walk = folder::walk(path)?;
-    let shape = cache::Shape {
-        channels: spec.channels,
-        size: spec.image_size,
-        key: folder_key(path, &walk, &fit),
-    };
+    let (_, _, shape) = survey(spec, path, *crop, *background)?;
     match cache::open::<Manifest>(&cache_path(run), shape)? {
         Ok((mapped, m)) => Ok(from_cache(mapped, m, spec, device)),
         Err(why) => bail!(
@@ -418,6 +406,24 @@ pub fn load_for_rank(
             cache_path(run).display()
         ),
     }
+}
+
+/// A folder's pictures, how they are fitted, and the shape (with its key) a run's cache
+/// of them has.
+fn survey(
+    spec: &GanSpec,
+    path: &Path,
+    crop: bool,
+    background: [u8; 3],
+) -> Result<(folder::Walk, Fit, cache::Shape)> {
+    let fit = fit_of(spec, crop, background);
+    let walk = folder::walk(path)?;
+    let shape = cache::Shape {
+        channels: spec.channels,
+        size: spec.image_size,
+        key: folder_key(path, &walk, &fit),
+    };
+    Ok((walk, fit, shape))
 }
 
 fn from_cache(mapped: cache::Mapped, m: Manifest, spec: &GanSpec, device: &Device) -> Dataset {
