@@ -273,6 +273,7 @@ mod mpi_world {
             let Some(universe) = mpi::initialize() else {
                 bail!("MPI was already initialised in this process");
             };
+            abort_on_panic();
             let world = universe.world();
             let machine = world.split_shared(world.rank());
             let (local, local_rank) = (machine.size() as usize, machine.rank() as usize);
@@ -289,15 +290,31 @@ mod mpi_world {
     }
 
     /// Ranks on one machine share its cores: each gets its part (unless the person set
-    /// RAYON_NUM_THREADS), so N ranks × all cores do not fight over them.
+    /// RAYON_NUM_THREADS), so N ranks × all cores do not fight over them. Through rayon's
+    /// global pool, which every parallel loop here runs on (set before its first use; no
+    /// environment variable is written while MPI's threads run).
     fn spread_threads(local: usize) {
         if std::env::var_os("RAYON_NUM_THREADS").is_some() || local <= 1 {
             return;
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mine = (cores / local).max(1);
-        // Before any thread pool exists: rayon's global pool and Candle read it on first use.
-        std::env::set_var("RAYON_NUM_THREADS", mine.to_string());
+        // Fails only if the pool already exists; it then keeps its size.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(mine)
+            .build_global();
+    }
+
+    /// A panic on one rank ends every rank: unwinding would finalise MPI, which waits for
+    /// ranks that are waiting for this one, and the job would never end.
+    fn abort_on_panic() {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            // SAFETY: MPI is initialised (this hook is installed after it) and the world
+            // communicator is a constant of the library.
+            unsafe { mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, 101) };
+        }));
     }
 
     impl super::Ranks for World {
@@ -413,11 +430,6 @@ mod nccl {
     struct AllReduce {
         comm: Rc<Comm>,
     }
-
-    // Candle's custom ops must be Send + Sync; this one is made, applied and dropped on the
-    // training thread, which alone uses the communicator.
-    unsafe impl Send for AllReduce {}
-    unsafe impl Sync for AllReduce {}
 
     impl CustomOp1 for AllReduce {
         fn name(&self) -> &'static str {

@@ -151,23 +151,7 @@ fn ranks_with_batch_norm_keep_one_model_and_what_cannot_be_split_is_refused() {
     // mode_seeking pairs the batch's two halves: no rank holds both.
     let (spec, src) = tiny(dir.path(), "layer", ", mode_seeking: 1.0");
     let run = RunDir::at(&dir.path().join("ms")).unwrap();
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = Threads::group(2)
-            .into_iter()
-            .map(|rank| {
-                let (run, spec, src) = (&run, &spec, &src);
-                s.spawn(move || {
-                    let rank: Rc<dyn Ranks> = Rc::new(rank);
-                    let e =
-                        train::train(run, src, spec, &opts(2, false, rank.clone()), &mut Silent)
-                            .unwrap_err();
-                    rank.abandon("failed");
-                    format!("{e:#}")
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let errors = refusals(2, &run, &spec, &src);
     assert!(errors[0].contains("mode_seeking"), "{}", errors[0]);
     assert!(run.read_status().unwrap().message.contains("mode_seeking"));
 }
@@ -214,4 +198,54 @@ fn rank_0_carries_control_json_to_every_rank() {
         (status.state, status.checkpoint_step),
         (State::Stopped, Some(4))
     );
+}
+
+#[test]
+fn a_vae_gan_splits_its_reconstructions_and_samples_over_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    // `fakes: "both"`: the batch's first half are reconstructions of its real pictures, the
+    // rest samples. Batch 5 on 2 ranks: rank 0 holds both kinds (rows 0-1 and 2); on 3
+    // ranks, rank 1 (rows 2-3) holds no reconstruction and adds nothing to their mean.
+    let (spec, src) = tiny(
+        dir.path(),
+        "layer",
+        r#", vae: #{ weight: 3.0, beta: 0.5, warmup: 2, fakes: "both" }"#,
+    );
+    let one = RunDir::at(&dir.path().join("one")).unwrap();
+    train_on(1, &one, &spec, &src, 5, false);
+    for size in [2, 3] {
+        let run = RunDir::at(&dir.path().join(format!("ranks{size}"))).unwrap();
+        train_on(size, &run, &spec, &src, 5, false);
+        assert_same_model(&one, &run, &format!("VAE-GAN on {size} ranks"));
+        for (a, b) in one.read_metrics().iter().zip(run.read_metrics()) {
+            let (ra, rb) = (a.reconstruction.unwrap(), b.reconstruction.unwrap());
+            assert!((ra - rb).abs() < 1e-5 * ra.abs().max(1.0), "{ra} vs {rb}");
+            assert!((a.kl.unwrap() - b.kl.unwrap()).abs() < 1e-4);
+        }
+    }
+    // With batch norm in D (and so in the encoder), each rank would fit its own prior.
+    let (spec, src) = tiny(dir.path(), "batch", r#", vae: #{ fakes: "both" }"#);
+    let run = RunDir::at(&dir.path().join("bn")).unwrap();
+    let errors = refusals(2, &run, &spec, &src);
+    assert!(errors[0].contains("VAE-GAN with d_norm"), "{}", errors[0]);
+}
+
+/// Every rank's error from a run that must not start on `size` ranks.
+fn refusals(size: usize, run: &RunDir, spec: &GanSpec, src: &str) -> Vec<String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = Threads::group(size)
+            .into_iter()
+            .map(|rank| {
+                s.spawn(move || {
+                    let rank: Rc<dyn Ranks> = Rc::new(rank);
+                    let e =
+                        train::train(run, src, spec, &opts(2, false, rank.clone()), &mut Silent)
+                            .expect_err("refused");
+                    rank.abandon("failed");
+                    format!("{e:#}")
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }

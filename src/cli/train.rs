@@ -1,4 +1,5 @@
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -57,8 +58,9 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
     let outcome = match train_as(args, ranks.clone()) {
         Ok(outcome) => outcome,
         Err(e) if ranks.size() > 1 => {
-            // Rank 0 has recorded the failure in status.json by now; another rank gives
-            // it a moment to, then MPI ends every rank (none is left waiting for it).
+            // The failure is in status.json by now (rank 0 records its own; another rank
+            // records its own when rank 0 is stuck waiting for it). Another rank gives rank
+            // 0 a moment to finish writing, then MPI ends every rank.
             if ranks.rank() != 0 {
                 std::thread::sleep(Duration::from_secs(2));
             }
@@ -85,9 +87,13 @@ fn train_as(args: TrainArgs, ranks: Rc<dyn Ranks>) -> Result<Outcome> {
             sketch.spec.kind()
         );
     };
-    // Ranks on one machine take one GPU each: `cuda:N` is rank r's GPU N + r there.
+    // Ranks on one machine take one GPU each: `cuda:N` is rank r's GPU N + r there, and
+    // `auto` the rank's own GPU in a CUDA build (the ranks check they agree on the kind).
     let device = match args.device {
         DeviceArg::Cuda(n) => DeviceArg::Cuda(n + ranks.local_rank()),
+        DeviceArg::Auto if ranks.size() > 1 && crate::device::cuda_built() => {
+            DeviceArg::Cuda(ranks.local_rank())
+        }
         other => other,
     };
     let device = device.open()?;
@@ -105,10 +111,10 @@ fn train_as(args: TrainArgs, ranks: Rc<dyn Ranks>) -> Result<Outcome> {
             })?,
             (None, false) => RunDir::create(&args.runs, &sketch.name())?,
         };
-        path = run.path.to_string_lossy().into_owned().into_bytes();
+        path = run.path.as_os_str().as_bytes().to_vec();
     }
     ranks.broadcast(&mut path)?;
-    let run = RunDir::at(Path::new(&*String::from_utf8_lossy(&path)))?;
+    let run = RunDir::at(Path::new(std::ffi::OsStr::from_bytes(&path)))?;
     if root {
         let across = match ranks.size() {
             1 => String::new(),

@@ -162,42 +162,63 @@ impl Trainer {
                      holds: train it on one process, or set mode_seeking: 0"
                 );
             }
+            if self.spec.vae.is_some() && self.spec.d_norm == super::layers::Norm::Batch {
+                // The prior is fitted to the encoder's codes in evaluation mode, through
+                // each rank's own running statistics: the ranks would draw through
+                // different priors.
+                bail!(
+                    "a VAE-GAN with d_norm \"batch\" cannot train on several ranks (each \
+                     rank's batch statistics would give it its own prior): use d_norm \
+                     \"layer\" or \"none\", or one process"
+                );
+            }
         }
         self.rows = ranks::rows(self.spec.batch, ranks.rank(), size);
         self.ranks = ranks;
         Ok(self)
     }
 
-    /// Every rank's [`Trainer::digest`] is rank 0's, or an error naming the first that
-    /// differs: ranks that drift apart no longer train one model.
+    /// Every rank's weights are rank 0's (by digest, network by network), or an error
+    /// naming the first rank and network that differ: ranks that drift apart no longer
+    /// train one model.
     pub fn check_ranks_agree(&self) -> Result<()> {
         if self.ranks.size() == 1 {
             return Ok(());
         }
-        let all = self.ranks.gather(self.digest()?)?;
-        if let Some(r) = all.iter().position(|&d| d != all[0]) {
-            bail!(
-                "rank {r}'s weights differ from rank 0's at step {}: the ranks no longer train \
-                 one model (stopped; the last checkpoint is intact, and --resume continues \
-                 from it)",
-                self.step
-            );
+        for (name, digest) in self.digests()? {
+            let all = self.ranks.gather(digest)?;
+            if let Some(r) = all.iter().position(|&d| d != all[0]) {
+                bail!(
+                    "rank {r}'s {name} weights differ from rank 0's at step {}: the ranks no \
+                     longer train one model (stopped; the last checkpoint is intact, and \
+                     --resume continues from it)",
+                    self.step
+                );
+            }
         }
         Ok(())
     }
 
-    /// A digest of every trained weight (G, D, encoder) and the step: ranks that train
-    /// one run must agree on it bit for bit.
-    pub fn digest(&self) -> Result<u64> {
-        let mut h = self.step;
-        let mut nets = vec![&self.g.params, &self.d.params];
-        nets.extend(self.encoder.as_ref().map(|(e, _)| &e.params));
-        for var in nets.iter().flat_map(|p| p.vars.values()) {
-            let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            h = super::layers::stable_hash(&bytes, h);
-        }
-        Ok(h)
+    /// A digest of each trained network's weights (the generator's, the discriminator's,
+    /// a VAE-GAN's encoder's) and the step: ranks that train one run agree on them bit
+    /// for bit.
+    pub fn digests(&self) -> Result<Vec<(&'static str, u64)>> {
+        let mut nets = vec![
+            ("generator", &self.g.params),
+            ("discriminator", &self.d.params),
+        ];
+        nets.extend(self.encoder.as_ref().map(|(e, _)| ("encoder", &e.params)));
+        nets.into_iter()
+            .map(|(name, params)| {
+                let mut h = self.step;
+                for var in params.vars.values() {
+                    let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    h = super::layers::stable_hash(&bytes, h);
+                }
+                Ok((name, h))
+            })
+            .collect()
     }
 
     /// Noise for a step, from (seed, step): no generator state to save for resuming.
@@ -458,71 +479,96 @@ impl Trainer {
         finite(total, which, step)
     }
 
-    /// [`Trainer::sum_gradients`] where the gradients lie, when the ranks can sum there
-    /// (NCCL between GPUs); false, touching nothing, when they cannot.
-    fn sum_gradients_on_device(&self, grads: &mut GradStore, params: &Params) -> Result<bool> {
-        if params.device.is_cpu() {
-            return Ok(false);
-        }
-        let parts: Vec<Tensor> = params
-            .vars
-            .values()
-            .map(|var| match grads.get(var.as_tensor()) {
-                Some(g) => g.detach().flatten_all(),
-                None => var.as_tensor().zeros_like()?.flatten_all(),
-            })
-            .collect::<candle_core::Result<_>>()?;
-        let Some(summed) = self.ranks.sum_on_device(&Tensor::cat(&parts, 0)?)? else {
-            return Ok(false);
-        };
-        let mut at = 0;
-        for var in params.vars.values() {
-            let len = var.elem_count();
-            if grads.get(var.as_tensor()).is_some() {
-                let g = summed.narrow(0, at, len)?.reshape(var.shape())?;
-                grads.insert(var.as_tensor(), g);
-            }
-            at += len;
-        }
-        Ok(true)
-    }
-
     /// Replaces this rank's gradients of `params` by their sum over ranks: one exchange
-    /// of a flat buffer in the parameters' (sorted) order.
+    /// of a flat buffer in the parameters' (sorted) order, then one flag a parameter that
+    /// says which ranks have a gradient for it. A rank whose rows leave a parameter out of
+    /// its loss (a VAE-GAN rank without reconstructions, say) has none where another has
+    /// one: the parameter then gets the sum as it does in one process.
     fn sum_gradients(&self, grads: &mut GradStore, params: &Params) -> Result<()> {
         if self.ranks.size() == 1 {
             return Ok(());
         }
-        if self.sum_gradients_on_device(grads, params)? {
-            return Ok(());
-        }
-        let mut flat = vec![];
-        let mut have = vec![];
-        for var in params.vars.values() {
-            match grads.get(var.as_tensor()) {
-                Some(g) => {
-                    flat.extend(g.detach().flatten_all()?.to_vec1::<f32>()?);
-                    have.push(true);
-                }
-                // Every rank runs the same graph, so all lack it alike; zeros keep the
-                // buffer's layout.
-                None => {
-                    flat.extend(std::iter::repeat_n(0.0, var.elem_count()));
-                    have.push(false);
-                }
+        let vars: Vec<&candle_core::Var> = params.vars.values().collect();
+        let had: Vec<f32> = vars
+            .iter()
+            .map(|v| f32::from(u8::from(grads.get(v.as_tensor()).is_some())))
+            .collect();
+        let (summed, anyone): (Vec<Tensor>, Vec<f32>) = if params.device.is_cpu() {
+            self.sum_on_host(grads, &vars, had)?
+        } else {
+            match self.sum_on_device(grads, &vars, &had)? {
+                Some(done) => done,
+                None => self.sum_on_host(grads, &vars, had)?,
             }
-        }
-        self.ranks.sum_f32(&mut flat)?;
-        let mut at = 0;
-        for (var, had) in params.vars.values().zip(have) {
-            let len = var.elem_count();
-            if had {
-                let summed = Tensor::from_slice(&flat[at..at + len], var.shape(), var.device())?;
-                grads.insert(var.as_tensor(), summed);
+        };
+        for ((var, g), anyone) in vars.iter().zip(summed).zip(anyone) {
+            if anyone > 0.0 {
+                grads.insert(var.as_tensor(), g);
             }
-            at += len;
         }
         Ok(())
+    }
+
+    /// This rank's gradient of each of `vars` (zeros where it has none), flattened.
+    fn flat_gradients(grads: &GradStore, vars: &[&candle_core::Var]) -> Result<Vec<Tensor>> {
+        Ok(vars
+            .iter()
+            .map(|var| match grads.get(var.as_tensor()) {
+                Some(g) => g.detach().flatten_all(),
+                None => var.as_tensor().zeros_like()?.flatten_all(),
+            })
+            .collect::<candle_core::Result<_>>()?)
+    }
+
+    /// [`Trainer::sum_gradients`]' exchange through host memory (MPI or threads).
+    fn sum_on_host(
+        &self,
+        grads: &GradStore,
+        vars: &[&candle_core::Var],
+        had: Vec<f32>,
+    ) -> Result<(Vec<Tensor>, Vec<f32>)> {
+        let mut flat = vec![];
+        for g in Self::flat_gradients(grads, vars)? {
+            flat.extend(g.to_vec1::<f32>()?);
+        }
+        flat.extend(had);
+        self.ranks.sum_f32(&mut flat)?;
+        let mut at = 0;
+        let mut summed = vec![];
+        for var in vars {
+            let len = var.elem_count();
+            summed.push(Tensor::from_slice(
+                &flat[at..at + len],
+                var.shape(),
+                var.device(),
+            )?);
+            at += len;
+        }
+        Ok((summed, flat[at..].to_vec()))
+    }
+
+    /// [`Trainer::sum_gradients`]' exchange on the GPUs, where the ranks can (NCCL);
+    /// `None` where they cannot.
+    fn sum_on_device(
+        &self,
+        grads: &GradStore,
+        vars: &[&candle_core::Var],
+        had: &[f32],
+    ) -> Result<Option<(Vec<Tensor>, Vec<f32>)>> {
+        let mut parts = Self::flat_gradients(grads, vars)?;
+        parts.push(Tensor::from_slice(had, had.len(), &self.g.params.device)?);
+        let Some(flat) = self.ranks.sum_on_device(&Tensor::cat(&parts, 0)?)? else {
+            return Ok(None);
+        };
+        let mut at = 0;
+        let mut summed = vec![];
+        for var in vars {
+            let len = var.elem_count();
+            summed.push(flat.narrow(0, at, len)?.reshape(var.shape())?);
+            at += len;
+        }
+        let anyone = flat.narrow(0, at, vars.len())?.to_vec1::<f32>()?;
+        Ok(Some((summed, anyone)))
     }
 
     /// D's slope at real images along a random direction ε ~ N(0, I), by a finite
@@ -997,7 +1043,18 @@ pub fn train(
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
     if opts.ranks.rank() != 0 {
-        return follow(run, spec, opts);
+        let result = follow(run, spec, opts);
+        if let Err(e) = &result {
+            // Rank 0 may be waiting for this rank in a collective, unable to say why the
+            // run ends: this rank says it.
+            if let Ok(mut status) = run.read_status() {
+                status.state = State::Failed;
+                status.message = format!("rank {}: {e:#}", opts.ranks.rank());
+                status.updated = run::now();
+                let _ = run.write_status(&status);
+            }
+        }
+        return result;
     }
     // The target is part of the run: `--steps` is recorded in spec.json, and a resume
     // without `--steps` trains to it, not to the sketch's number.
@@ -1368,6 +1425,22 @@ fn prepare(
         // and resuming must take effect).
         t.opt_g.lr = spec.lr_g;
         t.opt_d.lr = spec.lr_d;
+    }
+    // CPU ranks sum through MPI, GPU ranks may sum on the GPUs: all must be one kind.
+    if ranks.size() > 1 {
+        let kind = |d: &Device| match d {
+            Device::Cpu => 0,
+            _ => 1,
+        };
+        let kinds = ranks.gather(kind(&opts.device))?;
+        if let Some(r) = kinds.iter().position(|&k| k != kinds[0]) {
+            bail!(
+                "rank {r} trains on {} but rank 0 on {}: every rank needs the same kind of \
+                 device (--device cuda gives each rank on a machine its own GPU)",
+                ["the CPU", "a GPU"][kinds[r] as usize],
+                ["the CPU", "a GPU"][kinds[0] as usize]
+            );
+        }
     }
     t.check_ranks_agree()?;
     Ok((data, t, resumed))
