@@ -249,3 +249,25 @@ fn refusals(size: usize, run: &RunDir, spec: &GanSpec, src: &str) -> Vec<String>
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
+
+/// Started by mpirun (which says so in OMPI_COMM_WORLD_SIZE), a build without MPI would
+/// have every rank train the run alone: it refuses, before touching any run directory.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny(dir.path(), "layer", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(["train", "gan.rhai", "--runs", "runs"])
+        .current_dir(dir.path())
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("built without MPI") && err.contains("--features mpi"),
+        "{err}"
+    );
+    assert!(!dir.path().join("runs").exists(), "no run directory made");
+}
