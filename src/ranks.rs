@@ -154,6 +154,26 @@ impl Threads {
         }
         Ok(round.last.clone())
     }
+
+    /// Element-wise sums through [`Threads::exchange`], added in rank order.
+    fn sum<T, const N: usize>(
+        &self,
+        values: &mut [T],
+        to_bytes: fn(T) -> [u8; N],
+        from_bytes: fn([u8; N]) -> T,
+    ) -> Result<()>
+    where
+        T: Copy + Default + std::ops::AddAssign,
+    {
+        let all = self.exchange(values.iter().flat_map(|&v| to_bytes(v)).collect())?;
+        values.fill(T::default());
+        for theirs in all.iter() {
+            for (v, b) in values.iter_mut().zip(theirs.chunks_exact(N)) {
+                *v += from_bytes(b.try_into().expect("N bytes"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Ranks for Threads {
@@ -164,24 +184,10 @@ impl Ranks for Threads {
         self.shared.size
     }
     fn sum_f32(&self, values: &mut [f32]) -> Result<()> {
-        let all = self.exchange(values.iter().flat_map(|v| v.to_le_bytes()).collect())?;
-        values.fill(0.0);
-        for theirs in all.iter() {
-            for (v, b) in values.iter_mut().zip(theirs.chunks_exact(4)) {
-                *v += f32::from_le_bytes(b.try_into().expect("4 bytes"));
-            }
-        }
-        Ok(())
+        self.sum(values, f32::to_le_bytes, f32::from_le_bytes)
     }
     fn sum_f64(&self, values: &mut [f64]) -> Result<()> {
-        let all = self.exchange(values.iter().flat_map(|v| v.to_le_bytes()).collect())?;
-        values.fill(0.0);
-        for theirs in all.iter() {
-            for (v, b) in values.iter_mut().zip(theirs.chunks_exact(8)) {
-                *v += f64::from_le_bytes(b.try_into().expect("8 bytes"));
-            }
-        }
-        Ok(())
+        self.sum(values, f64::to_le_bytes, f64::from_le_bytes)
     }
     fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<()> {
         let all = self.exchange(if self.rank == 0 {
