@@ -489,86 +489,42 @@ impl Trainer {
             return Ok(());
         }
         let vars: Vec<&candle_core::Var> = params.vars.values().collect();
-        let had: Vec<f32> = vars
-            .iter()
-            .map(|v| f32::from(u8::from(grads.get(v.as_tensor()).is_some())))
-            .collect();
-        let (summed, anyone): (Vec<Tensor>, Vec<f32>) = if params.device.is_cpu() {
-            self.sum_on_host(grads, &vars, had)?
-        } else {
-            match self.sum_on_device(grads, &vars, &had)? {
-                Some(done) => done,
-                None => self.sum_on_host(grads, &vars, had)?,
-            }
-        };
-        for ((var, g), anyone) in vars.iter().zip(summed).zip(anyone) {
-            if anyone > 0.0 {
-                grads.insert(var.as_tensor(), g);
-            }
-        }
-        Ok(())
-    }
-
-    /// This rank's gradient of each of `vars` (zeros where it has none), flattened.
-    fn flat_gradients(grads: &GradStore, vars: &[&candle_core::Var]) -> Result<Vec<Tensor>> {
-        Ok(vars
+        let mut parts = vars
             .iter()
             .map(|var| match grads.get(var.as_tensor()) {
                 Some(g) => g.detach().flatten_all(),
                 None => var.as_tensor().zeros_like()?.flatten_all(),
             })
-            .collect::<candle_core::Result<_>>()?)
-    }
-
-    /// [`Trainer::sum_gradients`]' exchange through host memory (MPI or threads).
-    fn sum_on_host(
-        &self,
-        grads: &GradStore,
-        vars: &[&candle_core::Var],
-        had: Vec<f32>,
-    ) -> Result<(Vec<Tensor>, Vec<f32>)> {
-        let mut flat = vec![];
-        for g in Self::flat_gradients(grads, vars)? {
-            flat.extend(g.to_vec1::<f32>()?);
-        }
-        flat.extend(had);
-        self.ranks.sum_f32(&mut flat)?;
-        let mut at = 0;
-        let mut summed = vec![];
-        for var in vars {
-            let len = var.elem_count();
-            summed.push(Tensor::from_slice(
-                &flat[at..at + len],
-                var.shape(),
-                var.device(),
-            )?);
-            at += len;
-        }
-        Ok((summed, flat[at..].to_vec()))
-    }
-
-    /// [`Trainer::sum_gradients`]' exchange on the GPUs, where the ranks can (NCCL);
-    /// `None` where they cannot.
-    fn sum_on_device(
-        &self,
-        grads: &GradStore,
-        vars: &[&candle_core::Var],
-        had: &[f32],
-    ) -> Result<Option<(Vec<Tensor>, Vec<f32>)>> {
-        let mut parts = Self::flat_gradients(grads, vars)?;
-        parts.push(Tensor::from_slice(had, had.len(), &self.g.params.device)?);
-        let Some(flat) = self.ranks.sum_on_device(&Tensor::cat(&parts, 0)?)? else {
-            return Ok(None);
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let had: Vec<f32> = vars
+            .iter()
+            .map(|v| f32::from(u8::from(grads.get(v.as_tensor()).is_some())))
+            .collect();
+        parts.push(Tensor::from_vec(had, vars.len(), &params.device)?);
+        let flat = Tensor::cat(&parts, 0)?;
+        // On the GPUs where the ranks can (NCCL), else through host memory.
+        let summed = match self.ranks.sum_on_device(&flat)? {
+            Some(summed) => summed,
+            None => {
+                let mut values = flat.to_vec1::<f32>()?;
+                self.ranks.sum_f32(&mut values)?;
+                Tensor::from_vec(values, flat.dims1()?, &params.device)?
+            }
         };
         let mut at = 0;
-        let mut summed = vec![];
-        for var in vars {
+        let mut sums = vec![];
+        for var in &vars {
             let len = var.elem_count();
-            summed.push(flat.narrow(0, at, len)?.reshape(var.shape())?);
+            sums.push(summed.narrow(0, at, len)?.reshape(var.shape())?);
             at += len;
         }
-        let anyone = flat.narrow(0, at, vars.len())?.to_vec1::<f32>()?;
-        Ok(Some((summed, anyone)))
+        let anyone = summed.narrow(0, at, vars.len())?.to_vec1::<f32>()?;
+        for ((var, g), anyone) in vars.iter().zip(sums).zip(anyone) {
+            if anyone > 0.0 {
+                grads.insert(var.as_tensor(), g);
+            }
+        }
+        Ok(())
     }
 
     /// D's slope at real images along a random direction ε ~ N(0, I), by a finite
@@ -1175,15 +1131,9 @@ fn train_inner(
     let mut last_status_write = Instant::now() - Duration::from_secs(10);
     let mut paused = false;
     while t.step < total {
-        let mut order = Order::Train {
-            lr_g: t.opt_g.lr,
-            lr_d: t.opt_d.lr,
-            sample_every,
-            total,
-        };
-        if let Some(signal) = interrupted(opts) {
-            order = Order::Interrupted(signal);
-        } else {
+        let signal = interrupted(opts);
+        let mut wanted = None;
+        if signal.is_none() {
             // Live control, picked up within a step (every 200 ms while paused).
             let modified = std::fs::metadata(run.control_path())
                 .and_then(|m| m.modified())
@@ -1205,28 +1155,27 @@ fn train_inner(
                         progress.note(&format!("control.json: {refused}"));
                     }
                 }
-                order = match c.state {
-                    Some(Wanted::Stop) => Order::Stop,
-                    Some(Wanted::Pause) => Order::Pause,
-                    Some(Wanted::Run) | None => Order::Train {
-                        lr_g: t.opt_g.lr,
-                        lr_d: t.opt_d.lr,
-                        sample_every,
-                        total,
-                    },
-                };
+                wanted = c.state;
             }
         }
+        // Made after control.json is applied: it carries the live values.
+        let mut order = match (signal, wanted) {
+            (Some(signal), _) => Order::Interrupted(signal),
+            (None, Some(Wanted::Stop)) => Order::Stop,
+            (None, Some(Wanted::Pause)) => Order::Pause,
+            (None, Some(Wanted::Run) | None) => Order::Train {
+                lr_g: t.opt_g.lr,
+                lr_d: t.opt_d.lr,
+                sample_every,
+                total,
+            },
+        };
         tell(&*opts.ranks, &mut order)?;
+        if let Some(outcome) = order.ending() {
+            t.check_ranks_agree()?;
+            return end_early(run, &t, status, &mut events, outcome);
+        }
         match order {
-            Order::Stop => {
-                t.check_ranks_agree()?;
-                return end_early(run, &t, status, &mut events, Outcome::Stopped);
-            }
-            Order::Interrupted(signal) => {
-                t.check_ranks_agree()?;
-                return end_early(run, &t, status, &mut events, Outcome::Interrupted(signal));
-            }
             Order::Pause => {
                 if !paused {
                     paused = true;
@@ -1238,7 +1187,7 @@ fn train_inner(
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
             }
-            Order::Train { .. } | Order::Done => {
+            _ => {
                 if paused {
                     paused = false;
                     status.state = State::Running;
@@ -1374,6 +1323,18 @@ enum Order {
     Done,
 }
 
+impl Order {
+    /// How the run ends on this order, if it does.
+    fn ending(&self) -> Option<Outcome> {
+        match self {
+            Order::Done => Some(Outcome::Done),
+            Order::Stop => Some(Outcome::Stopped),
+            Order::Interrupted(signal) => Some(Outcome::Interrupted(*signal)),
+            Order::Train { .. } | Order::Pause => None,
+        }
+    }
+}
+
 /// Rank 0's order, on every rank (the others' `order` is replaced).
 fn tell(ranks: &dyn Ranks, order: &mut Order) -> Result<()> {
     if ranks.size() == 1 {
@@ -1453,16 +1414,15 @@ fn follow(run: &RunDir, spec: &GanSpec, opts: &TrainOptions) -> Result<Outcome> 
     loop {
         let mut order = Order::Done;
         tell(&*opts.ranks, &mut order)?;
-        let end = match order {
-            Order::Done => Outcome::Done,
-            Order::Stop => Outcome::Stopped,
-            Order::Interrupted(signal) => Outcome::Interrupted(signal),
+        if let Some(end) = order.ending() {
+            // As rank 0 does before its last checkpoint.
+            t.check_ranks_agree()?;
+            return Ok(end);
+        }
+        match order {
             // Rank 0 asks again in 200 ms: wait most of it here rather than in the
             // collective, which may spin.
-            Order::Pause => {
-                std::thread::sleep(Duration::from_millis(150));
-                continue;
-            }
+            Order::Pause => std::thread::sleep(Duration::from_millis(150)),
             Order::Train {
                 lr_g,
                 lr_d,
@@ -1477,12 +1437,10 @@ fn follow(run: &RunDir, spec: &GanSpec, opts: &TrainOptions) -> Result<Outcome> 
                 if t.step.is_multiple_of(AGREE_EVERY) {
                     t.check_ranks_agree()?;
                 }
-                continue;
             }
-        };
-        // As rank 0 does before its last checkpoint.
-        t.check_ranks_agree()?;
-        return Ok(end);
+            // Returned above.
+            Order::Done | Order::Stop | Order::Interrupted(_) => {}
+        }
     }
 }
 
