@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# DCGAN 64x64 (the PyTorch tutorial model), batch 64, on CUDA: images/s of
-# `easel train --device cuda` next to the same model in PyTorch CUDA, in the same run.
-# Needs a GPU machine, a CUDA build (scripts/build_cuda.sh) and, for the reference,
-# `pip install torch` (a CUDA wheel).
+# DCGAN 64x64 (the PyTorch tutorial model; sketches/gan_dcgan64.rhai), batch 128, on CUDA: images/s of
+# `easel train --device cuda` in fp32 and in bf16 (`--precision bf16`) next to the same
+# model in PyTorch CUDA in fp32 and under its bf16 autocast, in the same run.
+# Needs a GPU machine, a CUDA build (scripts/build_cuda.sh; EASEL names another binary)
+# and, for the reference, a Python with torch (a CUDA wheel; PYTHON, default python3).
 #
 #   scripts/bench_gpu.sh [STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-200}
+easel=${EASEL:-target/release/easel}
+python=${PYTHON:-python3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-echo "== easel (target/release/easel, --device cuda), $steps steps"
-target/release/easel train sketches/gan_dcgan64.rhai --device cuda --steps "$steps" \
-    --run-dir "$work/run" 2>&1 | tail -2
-python3 - "$work/run/metrics.jsonl" <<'PY'
+for precision in fp32 bf16; do
+    "$easel" train sketches/gan_dcgan64.rhai --device cuda --steps "$steps" \
+        --precision "$precision" --run-dir "$work/$precision" >/dev/null 2>&1 </dev/null
+    "$python" - "$work/$precision/metrics.jsonl" "$precision" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])][10:]  # skip warm-up
-print(f"easel: {sum(r['imgs_per_s'] for r in rows) / len(rows):.0f} images/s (mean of {len(rows)} steps)")
+mean = sum(r['imgs_per_s'] for r in rows) / len(rows)
+print(f"easel {sys.argv[2]}: {128000 / mean:.1f} ms/step, {mean:.0f} images/s (mean of steps 11-{len(rows) + 10})")
 PY
-echo "== PyTorch reference"
-python3 scripts/bench_gpu_torch.py --steps "$steps"
+done
+for amp in off bf16; do
+    "$python" scripts/bench_gpu_torch.py --steps "$steps" --batch 128 --amp "$amp"
+done

@@ -1,6 +1,8 @@
 """The PyTorch DCGAN tutorial model (64x64x3, batch 64, Adam 2e-4, BCE), timed on CUDA
 (the reference for scripts/bench_gpu.sh) or, with --device cpu, on the CPU with
---threads threads. Random images: step time does not depend on them."""
+--threads threads; --amp bf16 runs the forward passes and losses under PyTorch's autocast
+to bfloat16 (its mixed precision: weights and Adam stay f32). Random images: step time does
+not depend on them."""
 import argparse
 import time
 
@@ -12,6 +14,7 @@ p.add_argument("--steps", type=int, default=200)
 p.add_argument("--batch", type=int, default=64)
 p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
 p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+p.add_argument("--amp", choices=["off", "bf16"], default="off", help="autocast to bfloat16")
 args = p.parse_args()
 dev = torch.device(args.device)
 if args.threads:
@@ -46,15 +49,22 @@ ones = torch.ones(args.batch, device=dev)
 zeros = torch.zeros(args.batch, device=dev)
 
 
+def autocast():
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.amp == "bf16")
+
+
 def step():
     z = torch.randn(args.batch, nz, 1, 1, device=dev)
-    fake = G(z)
+    with autocast():
+        fake = G(z)
     opt_d.zero_grad()
-    d_loss = loss(D(real).view(-1), ones) + loss(D(fake.detach()).view(-1), zeros)
+    with autocast():
+        d_loss = loss(D(real).view(-1), ones) + loss(D(fake.detach()).view(-1), zeros)
     d_loss.backward()
     opt_d.step()
     opt_g.zero_grad()
-    g_loss = loss(D(fake).view(-1), ones)
+    with autocast():
+        g_loss = loss(D(fake).view(-1), ones)
     g_loss.backward()
     opt_g.step()
 
@@ -68,5 +78,5 @@ for _ in range(args.steps):
 sync()
 secs = time.perf_counter() - t
 where = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-print(f"pytorch {torch.__version__} on {where}: "
+print(f"pytorch {torch.__version__} on {where}{', autocast bf16' if args.amp == 'bf16' else ''}: "
       f"{secs / args.steps * 1000:.1f} ms/step, {args.steps * args.batch / secs:.0f} images/s")

@@ -5,12 +5,18 @@
 # stub libcuda.so satisfies the linker (the real driver is loaded at run time on a GPU
 # machine).
 #
-#   scripts/build_cuda.sh [--cap 90] [--cudnn] [--nccl] [--toolkit DIR] [-- extra cargo args]
+#   scripts/build_cuda.sh [--cap 90] [--cuda 13.4] [--cudnn] [--nccl] [--toolkit DIR]
+#                         [-- extra cargo args]
 #   eval "$(scripts/build_cuda.sh --print-env)"   # after a build: the same environment
 #                                                 # in this shell (cargo clippy/test)
 #
 # --cap: CUDA compute capability of the target GPU (90 = H100/H200, 89 = L4/RTX 40xx,
 # 86 = RTX 30xx, 80 = A100). The whole build took 8 minutes on 2 idle cores (2026-12-04).
+# --cuda: the CUDA 13 release to build with (default 13.4). Candle's kernels are PTX that
+# the driver compiles when they load, and a driver refuses PTX from a newer CUDA than its
+# own (CUDA_ERROR_UNSUPPORTED_PTX_VERSION): give the release `nvidia-smi` names as "CUDA
+# Version" on the GPU machine, e.g. `--cuda 13.0` for driver 580. Each release gets its
+# own toolkit folder, target/cuda-toolkit-<release> (13.4's is target/cuda-toolkit).
 # --nccl: also MPI ranks that sum gradients on the GPUs (features cuda, mpi, nccl; needs
 # OpenMPI: scripts/mpi_setup.sh; NCCL itself comes as a wheel like the rest).
 # The binary lands in target/release/easel (or $CARGO_TARGET_DIR/release/easel); run it
@@ -19,7 +25,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cap=${CUDA_COMPUTE_CAP:-90}
-toolkit=$PWD/target/cuda-toolkit
+toolkit=
+cuda=13.4
 features=cuda
 cargo_args=()
 print_env=
@@ -27,22 +34,29 @@ nccl=
 while [ $# -gt 0 ]; do
     case "$1" in
         --cap) cap=$2; shift 2 ;;
+        --cuda) cuda=$2; shift 2 ;;
         --cudnn) features=cudnn; shift ;;
         --nccl) nccl=1; shift ;;
         --toolkit) toolkit=$2; shift 2 ;;
         --print-env) print_env=1; shift ;;
         --) shift; cargo_args=("$@"); break ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
 # One CUDA 13 release throughout: nvcc, its front-end pieces and the runtime must agree.
-CUDA_VERSION=13.4.92
+case "$cuda" in
+    13.4) CUDA_VERSION=13.4.92; default_toolkit=$PWD/target/cuda-toolkit; same= ;;
+    13.[0-9]) CUDA_VERSION="$cuda.*"; default_toolkit=$PWD/target/cuda-toolkit-$cuda
+              same="==$cuda.*" ;;
+    *) echo "--cuda takes a CUDA 13 release such as 13.0 or 13.4, not '$cuda'" >&2; exit 2 ;;
+esac
+toolkit=${toolkit:-$default_toolkit}
 wheels=(
     "nvidia-cuda-nvcc==$CUDA_VERSION" "nvidia-cuda-runtime==$CUDA_VERSION"
     "nvidia-nvvm==$CUDA_VERSION" "nvidia-cuda-crt==$CUDA_VERSION"
-    nvidia-cuda-nvrtc nvidia-cuda-cccl nvidia-cublas nvidia-curand
+    "nvidia-cuda-nvrtc$same" "nvidia-cuda-cccl$same" nvidia-cublas nvidia-curand
 )
 [ "$features" = cudnn ] && wheels+=(nvidia-cudnn-cu13)
 if [ -n "$nccl" ]; then

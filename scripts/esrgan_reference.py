@@ -174,12 +174,13 @@ def ncnn_model(param_path):
     return Resized(net, resize) if resize else net
 
 
-def upscale(net, rgba):
-    """easel's way: reflect pad, run whole, crop, clamp, round; alpha bicubic."""
+def upscale(net, rgba, device="cpu", amp=False):
+    """easel's way: reflect pad, run whole, crop, clamp, round; alpha bicubic. `amp`:
+    PyTorch's autocast to bfloat16 on `device`."""
     rgb = torch.from_numpy(rgba[:, :, :3].astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    x = F.pad(rgb, (PAD, PAD, PAD, PAD), mode="reflect")
-    with torch.no_grad():
-        y = net(x)
+    x = F.pad(rgb, (PAD, PAD, PAD, PAD), mode="reflect").to(device)
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+        y = net(x).float().cpu()
     s = y.shape[2] // x.shape[2] if y.shape[2] % x.shape[2] == 0 else round(y.shape[2] / x.shape[2])
     h, w = rgba.shape[0] * s, rgba.shape[1] * s
     y = y[:, :, PAD * s:PAD * s + h, PAD * s:PAD * s + w]
@@ -257,15 +258,17 @@ def fixtures(out_dir, models_dir, picture):
             save(param[: -len(".param")], upscale(net, rgba))
 
 
-def bench(param, size, threads, repeat):
+def bench(param, size, threads, repeat, device="cpu", amp=False):
     torch.set_num_threads(threads)
-    net = ncnn_model(param).eval()
+    net = ncnn_model(param).eval().to(device)
     g = torch.Generator().manual_seed(0)
     rgba = (torch.rand((size, size, 3), generator=g) * 255).byte().numpy()
+    if device != "cpu":
+        upscale(net, rgba, device, amp)  # warm-up: kernels load, cuDNN picks algorithms
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
-        upscale(net, rgba)
+        upscale(net, rgba, device, amp)  # ends with a copy to the CPU: synchronised
         best = min(best, time.perf_counter() - t)
     print(f"{best:.3f}")
 
@@ -282,11 +285,13 @@ def main():
     b.add_argument("--size", type=int, default=128)
     b.add_argument("--threads", type=int, default=os.cpu_count())
     b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--device", default="cpu", help="cpu or cuda")
+    b.add_argument("--amp", action="store_true", help="autocast to bfloat16")
     a = ap.parse_args()
     if a.cmd == "fixtures":
         fixtures(a.out_dir, a.models, a.picture)
     else:
-        bench(a.param, a.size, a.threads, a.repeat)
+        bench(a.param, a.size, a.threads, a.repeat, a.device, a.amp)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,211 @@ fn fifty_dcgan64_steps_report_images_per_second() {
     );
 }
 
+/// The cosine between two runs' moves away from `start` (running statistics left out).
+fn cosine_of_moves(
+    start: &[(String, Vec<f32>)],
+    a: &[(String, Vec<f32>)],
+    b: &[(String, Vec<f32>)],
+) -> f32 {
+    let moves = |w: &[(String, Vec<f32>)]| -> Vec<f32> {
+        w.iter()
+            .zip(start)
+            .filter(|((n, _), _)| !n.contains("running_"))
+            .flat_map(|((_, after), (_, before))| after.iter().zip(before).map(|(x, y)| x - y))
+            .collect()
+    };
+    let (ma, mb) = (moves(a), moves(b));
+    let dot: f32 = ma.iter().zip(&mb).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(&ma) * norm(&mb))
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn bf16_on_cuda_trains_like_fp32_and_saves_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"image_size: 32, channels: 3, latent: 16, g_widths: [32, 16, 8], d_widths: [8, 16],
+           batch: 8, g_norm: "batch", d_norm: "layer""#;
+    let fp32 = spec(dir.path(), body);
+    let bf16 = GanSpec {
+        precision: easel::gan::Precision::Bf16,
+        ..fp32.clone()
+    };
+    let data = data::load(&fp32, &cuda(), None).unwrap();
+    let start = weights(&Trainer::new(&fp32, data.class_names.clone(), &cuda()).unwrap());
+    let two_steps = |s: &GanSpec| {
+        let mut t = Trainer::new(s, data.class_names.clone(), &cuda()).unwrap();
+        for _ in 0..2 {
+            t.train_step(&data).unwrap();
+        }
+        t
+    };
+    let (a, b) = (two_steps(&fp32), two_steps(&bf16));
+    let (wa, wb) = (weights(&a), weights(&b));
+    assert!(wa != wb, "bf16 ran as f32");
+    let cosine = cosine_of_moves(&start, &wa, &wb);
+    eprintln!("bf16 vs fp32 on CUDA, two steps: cosine of the weights' moves {cosine:.4}");
+    assert!(
+        cosine > 0.9,
+        "bf16's steps point elsewhere: cosine {cosine}"
+    );
+    let ckpt = dir.path().join("bf16.safetensors");
+    b.save_checkpoint(&ckpt).unwrap();
+    let (tensors, _) = easel::gan::train::load_safetensors(&ckpt, Device::Cpu).unwrap();
+    for (name, t) in &tensors {
+        assert_eq!(t.dtype(), candle_core::DType::F32, "{name}");
+    }
+}
+
+/// Where a CUDA step's time goes: each convolution of the 64x64 DCGAN (batch 128) forward
+/// and backward, in f32 and bf16, through the ops the trainer uses on a GPU. Prints only.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn dcgan64_convolution_times_on_cuda() {
+    use candle_core::{DType, Tensor, Var};
+    let dev = cuda();
+    let time = |f: &dyn Fn() -> candle_core::Result<()>| {
+        f().unwrap();
+        dev.synchronize().unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            f().unwrap();
+        }
+        dev.synchronize().unwrap();
+        t.elapsed().as_secs_f64() * 100.0 // ms per call
+    };
+    // (in, out, side in) of G's transposed convolutions and D's convolutions.
+    let g = [
+        (100, 512, 1),
+        (512, 256, 4),
+        (256, 128, 8),
+        (128, 64, 16),
+        (64, 3, 32),
+    ];
+    let d = [
+        (3, 64, 64),
+        (64, 128, 32),
+        (128, 256, 16),
+        (256, 512, 8),
+        (512, 1, 4),
+    ];
+    for (ops, dtype) in [
+        (false, DType::F32),
+        (true, DType::F32),
+        (false, DType::BF16),
+        (true, DType::BF16),
+    ] {
+        let way = if ops {
+            "matrix products"
+        } else {
+            "Candle's conv"
+        };
+        let (mut fwd, mut both) = (0.0, 0.0);
+        for (transposed, layers) in [(true, &g), (false, &d)] {
+            for &(cin, cout, side) in layers.iter() {
+                let x = Var::from_tensor(
+                    &Tensor::randn(0f32, 1.0, (128, cin, side, side), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap();
+                let shape = if transposed {
+                    (cin, cout, 4, 4)
+                } else {
+                    (cout, cin, 4, 4)
+                };
+                let w = Var::from_tensor(
+                    &Tensor::randn(0f32, 0.02, shape, &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap();
+                let (pad, stride) = match (transposed, side) {
+                    (true, 1) | (false, 4) => (0, 1),
+                    _ => (1, 2),
+                };
+                let run = |backward: bool| -> candle_core::Result<()> {
+                    use easel::gan::conv_ops;
+                    let y = match (transposed, ops) {
+                        (true, false) => x.conv_transpose2d(&w, pad, 0, stride, 1)?,
+                        (true, true) => conv_ops::conv_transpose2d(&x, &w, pad, 0, stride)?,
+                        (false, false) => x.conv2d(&w, pad, stride, 1, 1)?,
+                        (false, true) => conv_ops::conv2d(&x, &w, pad, stride)?,
+                    };
+                    if backward {
+                        y.sum_all()?.backward()?;
+                    }
+                    Ok(())
+                };
+                let (f, b) = (time(&|| run(false)), time(&|| run(true)));
+                fwd += f;
+                both += b;
+                eprintln!(
+                    "{way} {dtype:?} {} {cin}->{cout} at {side}x{side}: forward {f:.3} ms, forward+backward {b:.3} ms",
+                    if transposed { "conv_transpose2d" } else { "conv2d" }
+                );
+            }
+        }
+        eprintln!("{way} {dtype:?} all ten: forward {fwd:.2} ms, forward+backward {both:.2} ms");
+    }
+}
+
+/// The upscaler on CUDA (Candle's convolutions) gives the CPU's pixels, fp32 to 1 level;
+/// bf16 to bf16's rounding. Prints the time of a 256x256 input.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn upscaling_on_cuda_matches_the_cpu() {
+    use easel::upscale::{Precision, Tiling, Upscaler};
+    let picture = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 251) as u8])
+    }));
+    let whole = Tiling { tile: 0, pad: 10 };
+    for model in ["realesr-animevideov3-x4", "realesrgan-x4plus-anime"] {
+        let cpu = Upscaler::load(model, &Device::Cpu).unwrap();
+        let want = cpu
+            .upscale(&picture, whole, &mut |_, _| {})
+            .unwrap()
+            .to_rgb8();
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            let gpu = Upscaler::load_with(model, &cuda(), precision).unwrap();
+            assert_eq!(gpu.precision, precision);
+            let got = gpu
+                .upscale(&picture, whole, &mut |_, _| {})
+                .unwrap()
+                .to_rgb8();
+            assert_eq!(got.dimensions(), want.dimensions());
+            let diffs: Vec<i32> = got
+                .as_raw()
+                .iter()
+                .zip(want.as_raw())
+                .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+                .collect();
+            let worst = diffs.iter().copied().max().unwrap();
+            let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+            let big = image::DynamicImage::ImageRgb8(image::imageops::resize(
+                &picture.to_rgb8(),
+                256,
+                256,
+                image::imageops::FilterType::Triangle,
+            ));
+            gpu.upscale(&big, whole, &mut |_, _| {}).unwrap();
+            let t = std::time::Instant::now();
+            gpu.upscale(&big, whole, &mut |_, _| {}).unwrap();
+            eprintln!(
+                "{model} {}: max {worst} levels from the CPU (mean {mean:.3}); 256x256 in {:.3} s",
+                precision.name(),
+                t.elapsed().as_secs_f64()
+            );
+            match precision {
+                Precision::Fp32 => assert!(worst <= 1, "{model}: {worst} levels"),
+                Precision::Bf16 => assert!(worst <= 24 && mean < 1.0, "{model}: {worst}, {mean}"),
+            }
+        }
+    }
+}
+
 /// Two ranks under mpirun, one GPU each, summing gradients through NCCL: the model one
 /// process trains on one GPU (to CUDA's rounding). Build with `scripts/build_cuda.sh
 /// --nccl`, then `cargo test --release --features cuda,mpi,nccl --test gpu -- --ignored`

@@ -1,7 +1,7 @@
 //! The portable path: what a CUDA device runs (Candle's own ops instead of easel's CPU
 //! kernels), forced onto the CPU with `kernels::force_portable`, so the GPU code path is
 //! exercised on machines without a GPU (every model kind, the VAE-GAN encoder included).
-//! The switch is process-wide, so this file holds one test that takes its steps in order.
+//! The switch is process-wide, so the tests take turns (`SWITCH`).
 
 mod common;
 
@@ -13,6 +13,9 @@ use easel::gan::train::{self, Outcome, Silent, TrainOptions, Trainer};
 use easel::gan::{data, kernels, GanSpec};
 use easel::run::RunDir;
 use easel::spec::{self, Spec};
+
+/// Held by each test for its whole length: `kernels::force_portable` is process-wide.
+static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn spec(dir: &Path, body: &str) -> (GanSpec, String) {
     let src = format!(
@@ -56,6 +59,7 @@ fn two_steps(spec: &GanSpec, portable: bool) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn the_portable_path_trains_as_the_cpu_kernels_do() {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     folder(dir.path());
     for (model, extra) in [
@@ -127,6 +131,84 @@ fn the_portable_path_trains_as_the_cpu_kernels_do() {
     assert_eq!(straight.len(), halves.len());
     for ((n, a), (_, b)) in straight.iter().zip(&halves) {
         assert!(a == b, "{n} differs after a portable resume");
+    }
+    kernels::force_portable(false);
+}
+
+/// `precision: "bf16"` on the portable path (what CUDA runs): convolutions and matrix
+/// products in bfloat16 move the weights as f32 does, to bf16's rounding; checkpoints
+/// stay f32 and resume exactly. On easel's CPU kernels (f32 only) it trains as fp32.
+#[test]
+fn bf16_trains_like_fp32_to_its_rounding_and_resumes_exactly() {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    folder(dir.path());
+    let (fp32, _) = spec(dir.path(), r#"g_norm: "batch", d_norm: "layer""#);
+    let (bf16, src) = spec(
+        dir.path(),
+        r#"g_norm: "batch", d_norm: "layer", precision: "bf16", checkpoint_every: 2"#,
+    );
+    assert_eq!(bf16.precision, easel::gan::Precision::Bf16);
+    assert_eq!(
+        two_steps(&bf16, false),
+        two_steps(&fp32, false),
+        "CPU kernels: f32"
+    );
+
+    kernels::force_portable(true);
+    let start = {
+        let data = data::load(&fp32, &Device::Cpu, None).unwrap();
+        weights(&Trainer::new(&fp32, data.class_names.clone(), &Device::Cpu).unwrap())
+    };
+    let (a, b) = (two_steps(&fp32, true), two_steps(&bf16, true));
+    assert!(a != b, "bf16 ran as f32");
+    // The two runs' moves from the same start point the same way.
+    let moves = |w: &[(String, Vec<f32>)]| -> Vec<f32> {
+        w.iter()
+            .zip(&start)
+            .filter(|((n, _), _)| !n.contains("running_"))
+            .flat_map(|((_, after), (_, before))| after.iter().zip(before).map(|(x, y)| x - y))
+            .collect()
+    };
+    let (ma, mb) = (moves(&a), moves(&b));
+    let dot: f32 = ma.iter().zip(&mb).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let cosine = dot / (norm(&ma) * norm(&mb));
+    assert!(
+        cosine > 0.9,
+        "bf16's steps point elsewhere than f32's: cosine {cosine}"
+    );
+
+    let run = |name: &str, plan: &[(usize, bool)]| {
+        let r = RunDir::at(&dir.path().join(name)).unwrap();
+        for &(steps, resume) in plan {
+            let opts = TrainOptions {
+                steps: Some(steps),
+                resume,
+                ..Default::default()
+            };
+            assert_eq!(
+                train::train(&r, &src, &bf16, &opts, &mut Silent).unwrap(),
+                Outcome::Done
+            );
+        }
+        let status = r.read_status().unwrap();
+        assert!(status.device.ends_with(", bf16"), "{}", status.device);
+        let (t, _) = train::load_safetensors(&r.latest_checkpoint(), Device::Cpu).unwrap();
+        let mut v: Vec<(String, Vec<f32>)> = t
+            .into_iter()
+            .map(|(n, t)| {
+                assert_eq!(t.dtype(), candle_core::DType::F32, "{n} is saved as f32");
+                (n, t.flatten_all().unwrap().to_vec1().unwrap())
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let straight = run("bf16-straight", &[(4, false)]);
+    let halves = run("bf16-halves", &[(2, false), (4, true)]);
+    for ((n, a), (_, b)) in straight.iter().zip(&halves) {
+        assert!(a == b, "{n} differs after a bf16 resume");
     }
     kernels::force_portable(false);
 }

@@ -12,6 +12,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::device::DeviceArg;
 use crate::gan::train::{self, Outcome, Progress, TrainOptions};
+use crate::gan::{GanSpec, Precision};
 use crate::ranks::Ranks;
 use crate::run::{Metric, RunDir};
 use crate::spec::{self, Spec};
@@ -50,6 +51,11 @@ pub struct TrainArgs {
     /// CUDA needs a build with `--features cuda` (see scripts/build_cuda.sh).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceArg,
+    /// Arithmetic of convolutions and matrix products (overrides the sketch's
+    /// `precision`): bf16 multiplies bfloat16 copies and sums in f32, on CUDA; weights and
+    /// checkpoints stay f32, so a run may change precision when it resumes.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
 }
 
 pub(crate) fn run(args: TrainArgs) -> Result<()> {
@@ -86,6 +92,10 @@ fn train_as(args: TrainArgs, ranks: Rc<dyn Ranks>) -> Result<Outcome> {
             args.sketch.display(),
             sketch.spec.kind()
         );
+    };
+    let spec = &GanSpec {
+        precision: args.precision.unwrap_or(spec.precision),
+        ..(**spec).clone()
     };
     // Ranks on one machine take one GPU each: `cuda:N` is rank r's GPU N + r there, and
     // `auto` the rank's own GPU in a CUDA build (the ranks check they agree on the kind).

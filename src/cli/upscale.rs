@@ -36,9 +36,10 @@ pub struct UpscaleArgs {
     /// cpu, cuda, cuda:N or auto (see `easel train --help`).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceArg,
-    /// The convolutions' arithmetic on the CPU: fp32, or bf16 inputs and weights with
-    /// f32 sums (about twice as fast where the CPU has AVX512_BF16, else it runs fp32;
-    /// pixels within a few levels of fp32's). The recipe records which ran.
+    /// The convolutions' arithmetic: fp32, or bf16 inputs and weights with f32 sums
+    /// (on the CPU about twice as fast where it has AVX512_BF16, else it runs fp32; on
+    /// CUDA Candle's bf16 ops; pixels within a few levels of fp32's). The recipe records
+    /// which ran.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
 }
@@ -58,7 +59,7 @@ pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
     let device = args.device.open()?;
     let up = Upscaler::load_with(&args.model, &device, args.precision)?;
     if args.precision == Precision::Bf16 && up.precision != Precision::Bf16 {
-        eprintln!("bf16: this CPU (or device) has no AVX512_BF16 convolutions; running fp32");
+        eprintln!("bf16: this CPU has no AVX512_BF16 convolutions; running fp32");
     }
     eprintln!(
         "{} ({}) from {}",

@@ -20,6 +20,10 @@ pub struct Params {
     pub buffers: Mutex<BTreeMap<String, Tensor>>,
     /// Spectrally normalise every convolution and linear weight (see [`weight`]).
     pub spectral: bool,
+    /// Convolutions and matrix products multiply bfloat16 copies of their input and weight
+    /// and return f32 (PyTorch's autocast): Candle's bf16 path, for GPUs. Never set where
+    /// easel's f32 CPU kernels run (see [`Params::set_precision`]).
+    pub bf16: bool,
 }
 
 impl Params {
@@ -29,7 +33,17 @@ impl Params {
             vars: BTreeMap::new(),
             buffers: Mutex::new(BTreeMap::new()),
             spectral: false,
+            bf16: false,
         }
+    }
+
+    /// Asks for `precision`'s arithmetic; returns what will run: bf16 on devices where
+    /// Candle's ops carry it (CUDA, or the CPU forced portable), f32 where easel's CPU
+    /// kernels run.
+    pub fn set_precision(&mut self, precision: super::Precision) -> super::Precision {
+        let runs = runs_as(precision, &self.device);
+        self.bf16 = runs == super::Precision::Bf16;
+        runs
     }
 
     /// Creates a parameter (zeros; values are set by [`Params::initialise`]).
@@ -246,11 +260,69 @@ impl Linear {
     }
 
     pub fn forward(&self, p: &Params, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.w.get(p)?)?;
+        let w = self.w.get(p)?;
+        let y = if p.bf16 {
+            bf16(x)?.matmul(&bf16(&w)?)?.to_dtype(DType::F32)?
+        } else {
+            x.matmul(&w)?
+        };
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+/// The arithmetic a model asked for `precision` runs on `device`: bf16 where Candle's
+/// ops carry it (CUDA, or the CPU forced portable), f32 where easel's f32 CPU training
+/// kernels run.
+pub fn runs_as(precision: super::Precision, device: &Device) -> super::Precision {
+    if precision == super::Precision::Bf16 && !super::kernels::enabled(device) {
+        super::Precision::Bf16
+    } else {
+        super::Precision::Fp32
+    }
+}
+
+/// Whether convolutions off easel's CPU kernels (GPUs, the portable path) are composed of
+/// matrix products ([`super::conv_ops`], `EASEL_GPU_CONV=ops`) or Candle's own.
+fn ops_convolutions() -> bool {
+    static OPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OPS.get_or_init(|| std::env::var("EASEL_GPU_CONV").as_deref() == Ok("ops"))
+}
+
+fn portable_conv2d(x: &Tensor, w: &Tensor, pad: usize, stride: usize) -> Result<Tensor> {
+    if ops_convolutions() {
+        super::conv_ops::conv2d(x, w, pad, stride)
+    } else {
+        x.conv2d(w, pad, stride, 1, 1)
+    }
+}
+
+fn portable_conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    pad: usize,
+    out_pad: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    if ops_convolutions() {
+        super::conv_ops::conv_transpose2d(x, w, pad, out_pad, stride)
+    } else {
+        x.conv_transpose2d(w, pad, out_pad, stride, 1)
+    }
+}
+
+/// A bfloat16 copy (the gradient flows back through it as f32). On CUDA the op that takes
+/// it runs Candle's bf16 kernels; Candle's CPU ops have no bf16 matrix product, so on the
+/// CPU (the portable path's tests) the values are rounded to bf16 and stay f32, which is
+/// what a bf16 product with f32 sums computes.
+fn bf16(t: &Tensor) -> Result<Tensor> {
+    let b = t.to_dtype(DType::BF16)?;
+    if t.device().is_cpu() {
+        b.to_dtype(DType::F32)
+    } else {
+        Ok(b)
     }
 }
 
@@ -371,8 +443,10 @@ impl Conv {
             let pad = (self.k - 1) / 2;
             if fast {
                 super::kernels::conv2d(x, &w, pad, stride)
+            } else if p.bf16 {
+                portable_conv2d(&bf16(x)?, &bf16(&w)?, pad, stride)?.to_dtype(DType::F32)
             } else {
-                x.conv2d(&w, pad, stride, 1, 1)
+                portable_conv2d(x, &w, pad, stride)
             }
         };
         let y = match self.kind {
@@ -388,8 +462,11 @@ impl Conv {
             } => {
                 if fast {
                     super::kernels::conv_transpose2d(x, &w, pad, out_pad, stride)?
+                } else if p.bf16 {
+                    portable_conv_transpose2d(&bf16(x)?, &bf16(&w)?, pad, out_pad, stride)?
+                        .to_dtype(DType::F32)?
                 } else {
-                    x.conv_transpose2d(&w, pad, out_pad, stride, 1)?
+                    portable_conv_transpose2d(x, &w, pad, out_pad, stride)?
                 }
             }
         };

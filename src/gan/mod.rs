@@ -4,6 +4,7 @@
 pub mod adam;
 pub mod augment;
 pub mod classifier;
+pub mod conv_ops;
 pub mod cppn_generator;
 pub mod data;
 pub mod kernels;
@@ -17,6 +18,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 
 use crate::sketch::{MapReader, SketchError};
+pub use kernels::Precision;
 use layers::{Act, Norm};
 
 /// Learning rates a sketch (or control.json, live) may set.
@@ -149,6 +151,11 @@ pub struct GanSpec {
     /// their codes.
     #[serde(default)]
     pub vae: Option<VaeSpec>,
+    /// Arithmetic of the convolutions and matrix products: `bf16` multiplies bfloat16
+    /// copies of inputs and weights (sums in f32, as PyTorch's autocast) where the device
+    /// has a bf16 path; weights, Adam, statistics and checkpoints stay f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// VAE-GAN (Larsen et al. 2016; the recipe of hardmaru's cppn-gan-vae): an encoder maps
@@ -419,6 +426,13 @@ impl GanSpec {
         let r1 = map.float("r1", 0.0, 0.0..=1000.0)?;
         let g_clip = map.float("g_clip", 0.0, 0.0..=1e9)?;
         let vae = VaeSpec::parse(map)?;
+        let precision = match map
+            .choice("precision", "precision", &["fp32", "bf16"], "fp32")?
+            .as_str()
+        {
+            "bf16" => Precision::Bf16,
+            _ => Precision::Fp32,
+        };
         let cppn = match (model, map.raw("cppn")) {
             (ModelKind::Cppn, _) => Some(cppn_generator::CppnShape::parse(map)?),
             (_, Some(_)) => {
@@ -478,6 +492,7 @@ impl GanSpec {
             mode_seeking,
             cppn,
             vae,
+            precision,
         })
     }
 }

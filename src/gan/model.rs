@@ -90,6 +90,7 @@ impl Generator {
     pub fn new(spec: &GanSpec, classes: usize, device: &Device, seed: u64) -> Result<Self> {
         let s = spec;
         let mut p = Params::new(device);
+        p.set_precision(spec.precision);
         if s.model == ModelKind::Cppn {
             let body = CppnBody::new(&mut p, s, &s.cppn.clone().unwrap_or_default())?;
             p.initialise(seed)?;
@@ -241,6 +242,7 @@ impl Discriminator {
     pub fn new(spec: &GanSpec, classes: usize, device: &Device, seed: u64) -> Result<Self> {
         let s = spec;
         let mut p = Params::new(device);
+        p.set_precision(spec.precision);
         p.spectral = s.spectral_norm;
         let conditional = takes_labels(s, classes);
         let label_planes = conditional && s.d_condition == Condition::Concat;
@@ -358,6 +360,7 @@ pub struct Posterior {
 impl Encoder {
     pub fn new(spec: &GanSpec, device: &Device, seed: u64) -> Result<Self> {
         let mut p = Params::new(device);
+        p.set_precision(spec.precision);
         let (stages, channels, side) = down_stages(&mut p, spec, "e", spec.channels)?;
         let head = Linear::new(
             &mut p,

@@ -21,10 +21,10 @@ use super::adam::Adam;
 use super::augment::{self, AdaptiveP};
 use super::classifier::Classifier;
 use super::data::{self, Dataset};
-use super::layers::{normal, Ctx, Params};
+use super::layers::{self, normal, Ctx, Params};
 use super::model::{Discriminator, Encoder, Generator, PRIOR_MIX, PRIOR_SHIFT};
 use super::swd;
-use super::{GanSpec, Loss, ModelKind, VaeFakes};
+use super::{GanSpec, Loss, ModelKind, Precision, VaeFakes};
 use crate::ranks::{self, Ranks, Solo};
 use crate::recipe;
 use crate::run::tensorboard::{self, Ending, EventWriter};
@@ -1026,6 +1026,9 @@ pub fn train(
     if ranks > 1 {
         device = format!("{device} × {ranks} ranks");
     }
+    if layers::runs_as(spec.precision, &opts.device) == Precision::Bf16 {
+        device = format!("{device}, bf16");
+    }
     let mut status = Status {
         state: State::Starting,
         message: "loading data".into(),
@@ -1106,6 +1109,14 @@ fn train_inner(
     events.text(t.step, "sketch", source)?;
     events.hparams(t.step, &serde_json::to_value(&recorded_spec)?)?;
     events.flush()?;
+    if spec.precision == Precision::Bf16
+        && layers::runs_as(spec.precision, &opts.device) == Precision::Fp32
+    {
+        progress.note(
+            "precision bf16: easel's CPU training kernels multiply in f32, so this run does; \
+             bf16 runs on CUDA (--device cuda)",
+        );
+    }
     if spec.model == ModelKind::Cppn && spec.vae.is_none() {
         progress.note(
             "a CPPN-GAN without `vae` has drawn one picture for every noise in every run measured \

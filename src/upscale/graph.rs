@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::gan::kernels;
 
@@ -343,6 +343,11 @@ impl Graph {
             {
                 *weight = weight.to_device(device)?;
                 *bias = bias.to_device(device)?;
+                if !kernels::enabled(device) {
+                    // Candle's ops run in the weights' dtype (activations follow it).
+                    *weight = weight.to_dtype(self.dtype_on(device, precision))?;
+                    *bias = bias.to_dtype(self.dtype_on(device, precision))?;
+                }
                 *packed = if kernels::enabled(device) {
                     Some(Arc::new(kernels::PackedConv::with_precision(
                         precision,
@@ -357,6 +362,15 @@ impl Graph {
             }
         }
         Ok(g)
+    }
+
+    /// The dtype activations have on `device`: bf16 for [`kernels::Precision::Bf16`] on a
+    /// GPU (easel's CPU kernels take f32 in and out).
+    pub(crate) fn dtype_on(&self, device: &Device, precision: kernels::Precision) -> DType {
+        match precision {
+            kernels::Precision::Bf16 if !device.is_cpu() => DType::BF16,
+            _ => DType::F32,
+        }
     }
 
     /// Runs the network on `x` (`[1, C, H, W]`, values in [0, 1]).
@@ -473,7 +487,8 @@ fn prelu(x: &Tensor, slopes: &[f32]) -> candle_core::Result<Tensor> {
         Tensor::full(slopes[0], (1, c, 1, 1), x.device())?
     } else {
         Tensor::new(slopes, x.device())?.reshape((1, c, 1, 1))?
-    };
+    }
+    .to_dtype(x.dtype())?;
     x.relu()? + x.minimum(0f32)?.broadcast_mul(&a)?
 }
 

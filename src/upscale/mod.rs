@@ -132,8 +132,9 @@ impl Upscaler {
         Self::load_with(model, device, Precision::Fp32)
     }
 
-    /// [`Self::load`] with the CPU convolutions in `precision` (bf16 runs as fp32 where
-    /// the CPU lacks AVX512_BF16; [`Precision::bf16_available`] says which).
+    /// [`Self::load`] with the convolutions in `precision`: bf16 through Candle's bf16 ops
+    /// on a GPU; on the CPU easel's bf16 kernel, or fp32 where the CPU lacks AVX512_BF16
+    /// ([`Precision::bf16_available`] says which).
     pub fn load_with(model: &str, device: &Device, precision: Precision) -> Result<Self> {
         let file = resolve(model)?;
         let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -150,7 +151,13 @@ impl Upscaler {
             ),
         };
         let precision = match precision {
-            Precision::Bf16 if device.is_cpu() && Precision::bf16_available() => Precision::Bf16,
+            // Candle's CPU ops (the portable path) have no bf16 matrix product.
+            Precision::Bf16 if !device.is_cpu() => Precision::Bf16,
+            Precision::Bf16
+                if crate::gan::kernels::enabled(device) && Precision::bf16_available() =>
+            {
+                Precision::Bf16
+            }
             _ => Precision::Fp32,
         };
         Ok(Upscaler {
@@ -275,12 +282,14 @@ impl Upscaler {
                         }
                     }
                 }
-                let x = Tensor::from_vec(tile, (1, 3, th, tw), &self.device)?;
+                let x = Tensor::from_vec(tile, (1, 3, th, tw), &self.device)?
+                    .to_dtype(self.graph.dtype_on(&self.device, self.precision))?;
                 let y = self
                     .graph
                     .forward(&x)?
                     .flatten_all()?
                     .to_device(&Device::Cpu)?
+                    .to_dtype(candle_core::DType::F32)?
                     .to_vec1::<f32>()?;
                 let (yw, yh) = (tw * s, th * s);
                 ensure!(

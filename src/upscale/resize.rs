@@ -66,9 +66,13 @@ pub(crate) fn bicubic_tensor(x: &Tensor, s: f32) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let ho = ((h as f64) * f64::from(s)).floor().max(1.0) as usize;
     let wo = ((w as f64) * f64::from(s)).floor().max(1.0) as usize;
-    let data = x.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    let data = x
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?;
     let out = bicubic(&data, h, w, ho, wo);
-    Tensor::from_vec(out, (n, c, ho, wo), x.device())
+    Tensor::from_vec(out, (n, c, ho, wo), x.device())?.to_dtype(x.dtype())
 }
 
 #[cfg(test)]

@@ -378,8 +378,20 @@ pub(crate) enum Kernel {
     Gemm,
 }
 
-/// The arithmetic of an inference convolution (`--precision fp32|bf16`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// The arithmetic of convolutions and matrix products (`--precision fp32|bf16`, a GAN
+/// sketch's `precision`): weights, statistics, losses and checkpoints stay f32 either way.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f32 throughout.
     #[default]
