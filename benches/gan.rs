@@ -1,11 +1,12 @@
 //! Training speed through the real path (`Trainer::train_step`, as `easel train` runs
 //! it): one D and one G update with Adam, batch 64.
 //! - `truchet_32`: the bundled py-truchet-gan sketch (32x32 grayscale).
-//! - `dcgan_64`: the bundled PyTorch-tutorial DCGAN (64x64 RGB).
+//! - `dcgan_64`: the bundled PyTorch-tutorial DCGAN (64x64 RGB); `dcgan_64_bf16` the same
+//!   with `precision: "bf16"` (bf16 products where the CPU has AVX512_BF16).
 //!
 //! - `conv_kernels_batch64`: the custom CPU ops of `easel::gan::kernels` against Candle's
 //!   stock ops on the 64x64 DCGAN's layer shapes, forward alone and forward + backward
-//!   (gradients of x and w).
+//!   (gradients of x and w), f32 (`easel`) and bf16 (`easel_bf16`).
 //!
 //! Reference (same machine, measured earlier): PyTorch 2.15 does the 64x64 DCGAN
 //! step in ~1.8 s.
@@ -17,14 +18,14 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use easel::gan::data;
 use easel::gan::kernels;
 use easel::gan::train::Trainer;
-use easel::gan::DataSource;
+use easel::gan::{DataSource, Precision};
 use easel::spec::{self, Spec};
 
 #[global_allocator]
 static GLOBAL: easel::alloc::BlockCache<mimalloc::MiMalloc> =
     easel::alloc::BlockCache::new(mimalloc::MiMalloc);
 
-fn trainer(name: &str) -> (Trainer, data::Dataset) {
+fn trainer(name: &str, precision: Precision) -> (Trainer, data::Dataset) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("sketches")
         .join(name);
@@ -32,6 +33,7 @@ fn trainer(name: &str) -> (Trainer, data::Dataset) {
         panic!("not a GAN sketch")
     };
     spec.batch = 64;
+    spec.precision = precision;
     if let DataSource::Sketch { count, .. } = &mut spec.data {
         *count = 256;
     }
@@ -43,10 +45,12 @@ fn trainer(name: &str) -> (Trainer, data::Dataset) {
 fn gan(c: &mut Criterion) {
     let mut group = c.benchmark_group("gan_step_batch64");
     group.sample_size(10);
-    let (mut t, data) = trainer("gan_truchet.rhai");
+    let (mut t, data) = trainer("gan_truchet.rhai", Precision::Fp32);
     group.bench_function("truchet_32", |b| b.iter(|| t.train_step(&data).unwrap()));
-    let (mut t, data) = trainer("gan_dcgan64.rhai");
+    let (mut t, data) = trainer("gan_dcgan64.rhai", Precision::Fp32);
     group.bench_function("dcgan_64", |b| b.iter(|| t.train_step(&data).unwrap()));
+    let (mut t, data) = trainer("gan_dcgan64.rhai", Precision::Bf16);
+    group.bench_function("dcgan_64_bf16", |b| b.iter(|| t.train_step(&data).unwrap()));
     group.finish();
 }
 
@@ -100,17 +104,22 @@ fn conv_kernels(c: &mut Criterion) {
         };
         let w = Tensor::randn(0f32, 0.02, wshape, &dev).unwrap();
         let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
-        let apply = |easel: bool, x: &Tensor, w: &Tensor| -> Tensor {
+        // None: Candle's own ops; Some(precision): easel's.
+        let apply = |easel: Option<Precision>, x: &Tensor, w: &Tensor| -> Tensor {
             match (l.transposed, easel) {
-                (true, true) => kernels::conv_transpose2d(x, w, 1, 0, 2),
-                (true, false) => x.conv_transpose2d(w, 1, 0, 2, 1),
-                (false, true) => kernels::conv2d(x, w, 1, 2),
-                (false, false) => x.conv2d(w, 1, 2, 1, 1),
+                (true, Some(p)) => kernels::conv_transpose2d_with(x, w, 1, 0, 2, p),
+                (true, None) => x.conv_transpose2d(w, 1, 0, 2, 1),
+                (false, Some(p)) => kernels::conv2d_with(x, w, 1, 2, p),
+                (false, None) => x.conv2d(w, 1, 2, 1, 1),
             }
             .unwrap()
         };
-        let r = apply(false, &x, &w).ones_like().unwrap();
-        for (easel, who) in [(true, "easel"), (false, "candle")] {
+        let r = apply(None, &x, &w).ones_like().unwrap();
+        for (easel, who) in [
+            (Some(Precision::Fp32), "easel"),
+            (Some(Precision::Bf16), "easel_bf16"),
+            (None, "candle"),
+        ] {
             group.bench_function(format!("{}/forward/{who}", l.name), |b| {
                 b.iter(|| apply(easel, &x, &w))
             });

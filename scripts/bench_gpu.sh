@@ -15,8 +15,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 for precision in fp32 bf16; do
-    "$easel" train sketches/gan_dcgan64.rhai --device cuda --steps "$steps" \
-        --precision "$precision" --run-dir "$work/$precision" >/dev/null 2>&1 </dev/null
+    if ! "$easel" train sketches/gan_dcgan64.rhai --device cuda --steps "$steps" \
+        --precision "$precision" --run-dir "$work/$precision" >"$work/$precision.log" 2>&1 </dev/null; then
+        echo "easel $precision failed:"; tail -5 "$work/$precision.log"; continue
+    fi
     "$python" - "$work/$precision/metrics.jsonl" "$precision" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])][10:]  # skip warm-up

@@ -326,3 +326,80 @@ fn batch_norm_matches_candle() {
         assert_close(&a.5, &b.5, &format!("{case}: grad beta"));
     }
 }
+
+/// `t` rounded to bfloat16 (kept as f32).
+fn to_bf16(t: &Tensor) -> Tensor {
+    t.to_dtype(candle_core::DType::BF16)
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+}
+
+/// `precision: "bf16"` on the CPU: the three products of each convolution run on bf16
+/// copies (AVX512_BF16). On values bf16 holds exactly they equal f32's to summation order,
+/// forward and both gradients; on others they differ (the rounding happened). Without
+/// AVX512_BF16 (or with `EASEL_CONV_KERNEL=gemm`) they are the f32 ops, bit for bit.
+#[test]
+fn bf16_convolutions_equal_f32_on_bf16_values() {
+    use easel::gan::Precision;
+    let bf16 = Precision::Bf16;
+    for (i, &(n, cin, h, w, cout, k, p, s)) in CONV.iter().enumerate() {
+        let case = format!("bf16 case {i} {:?}", CONV[i]);
+        let x = to_bf16(&random(&[n, cin, h, w], 40 + i as u64));
+        let wt = to_bf16(&random(&[cout, cin, k, k], 50 + i as u64));
+        let f = |x: &Tensor, w: &Tensor| kernels::conv2d_with(x, w, p, s, bf16);
+        // The output gradient's weights are bf16 values too: `run` multiplies by them.
+        let y0 = x.conv2d(&wt, p, s, 1, 1).unwrap();
+        let r = to_bf16(&random(y0.dims(), 60 + i as u64));
+        let grads = |f: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>| {
+            let (xv, wv) = (
+                Var::from_tensor(&x).unwrap(),
+                Var::from_tensor(&wt).unwrap(),
+            );
+            let y = f(xv.as_tensor(), wv.as_tensor()).unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let (dx, dw) = (g.get(&xv).unwrap().clone(), g.get(&wv).unwrap().clone());
+            (y, dx, dw)
+        };
+        let (y, dx, dw) = grads(&f);
+        let (ry, rdx, rdw) = grads(&|x, w| x.conv2d(w, p, s, 1, 1));
+        assert_close(&y, &ry, &format!("{case} forward"));
+        assert_close(&dx, &rdx, &format!("{case} input gradient"));
+        assert_close(&dw, &rdw, &format!("{case} weight gradient"));
+
+        // Transposed, as G's upsampling layers: [cin, cout, k, k] read the other way.
+        let xt = to_bf16(&random(
+            &[n, cout, y.dim(2).unwrap(), y.dim(3).unwrap()],
+            70 + i as u64,
+        ));
+        let wt_t = to_bf16(&random(&[cout, cin, k, k], 80 + i as u64));
+        let op = 0;
+        let ours = kernels::conv_transpose2d_with(&xt, &wt_t, p, op, s, bf16);
+        let theirs = xt.conv_transpose2d(&wt_t, p, op, s, 1);
+        if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+            assert_close(&ours, &theirs, &format!("{case} transposed"));
+        }
+    }
+    // On values bf16 cannot hold, bf16 products round them: a different result, close.
+    let x = random(&[2, 3, 9, 7], 1);
+    let wt = random(&[4, 3, 3, 3], 2);
+    let exact = kernels::conv2d(&x, &wt, 1, 1).unwrap();
+    let ours = kernels::conv2d_with(&x, &wt, 1, 1, bf16).unwrap();
+    let diff = (&ours - &exact)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_keepdim(0)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    if Precision::bf16_available() {
+        assert!(diff > 0.0 && diff < 0.05, "bf16 rounding: {diff}");
+    } else {
+        assert_eq!(diff, 0.0, "no AVX512_BF16: the f32 ops");
+    }
+}

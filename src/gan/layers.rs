@@ -20,10 +20,11 @@ pub struct Params {
     pub buffers: Mutex<BTreeMap<String, Tensor>>,
     /// Spectrally normalise every convolution and linear weight (see [`weight`]).
     pub spectral: bool,
-    /// Convolutions and matrix products multiply bfloat16 copies of their input and weight
-    /// and return f32 (PyTorch's autocast): Candle's bf16 path, for GPUs. Never set where
-    /// easel's f32 CPU kernels run (see [`Params::set_precision`]).
-    pub bf16: bool,
+    /// The arithmetic convolutions and matrix products run in (see
+    /// [`Params::set_precision`]): in bf16, easel's CPU kernels multiply bf16 copies
+    /// (AVX512_BF16) and Candle's path (GPUs) multiplies bfloat16 tensors, both returning
+    /// f32 (PyTorch's autocast).
+    pub precision: super::Precision,
 }
 
 impl Params {
@@ -33,17 +34,18 @@ impl Params {
             vars: BTreeMap::new(),
             buffers: Mutex::new(BTreeMap::new()),
             spectral: false,
-            bf16: false,
+            precision: super::Precision::Fp32,
         }
     }
 
-    /// Asks for `precision`'s arithmetic; returns what will run: bf16 on devices where
-    /// Candle's ops carry it (CUDA, or the CPU forced portable), f32 where easel's CPU
-    /// kernels run.
+    /// Asks for `precision`'s arithmetic; returns what will run ([`runs_as`]).
     pub fn set_precision(&mut self, precision: super::Precision) -> super::Precision {
-        let runs = runs_as(precision, &self.device);
-        self.bf16 = runs == super::Precision::Bf16;
-        runs
+        self.precision = runs_as(precision, &self.device);
+        self.precision
+    }
+
+    fn bf16(&self) -> bool {
+        self.precision == super::Precision::Bf16
     }
 
     /// Creates a parameter (zeros; values are set by [`Params::initialise`]).
@@ -261,7 +263,9 @@ impl Linear {
 
     pub fn forward(&self, p: &Params, x: &Tensor) -> Result<Tensor> {
         let w = self.w.get(p)?;
-        let y = if p.bf16 {
+        // On easel's CPU kernels the (small) linear layers stay f32: Candle's CPU matrix
+        // product has no bf16.
+        let y = if p.bf16() && !super::kernels::enabled(x.device()) {
             bf16(x)?.matmul(&bf16(&w)?)?.to_dtype(DType::F32)?
         } else {
             x.matmul(&w)?
@@ -273,11 +277,12 @@ impl Linear {
     }
 }
 
-/// The arithmetic a model asked for `precision` runs on `device`: bf16 where Candle's
-/// ops carry it (CUDA, or the CPU forced portable), f32 where easel's f32 CPU training
-/// kernels run.
+/// The arithmetic a model asked for `precision` runs on `device`: bf16 on CUDA (and the
+/// CPU forced portable) and on CPUs with AVX512_BF16 ([`super::Precision::bf16_available`]),
+/// else f32.
 pub fn runs_as(precision: super::Precision, device: &Device) -> super::Precision {
-    if precision == super::Precision::Bf16 && !super::kernels::enabled(device) {
+    let here = !super::kernels::enabled(device) || super::Precision::bf16_available();
+    if precision == super::Precision::Bf16 && here {
         super::Precision::Bf16
     } else {
         super::Precision::Fp32
@@ -442,8 +447,8 @@ impl Conv {
         let same = |x: &Tensor, stride: usize| {
             let pad = (self.k - 1) / 2;
             if fast {
-                super::kernels::conv2d(x, &w, pad, stride)
-            } else if p.bf16 {
+                super::kernels::conv2d_with(x, &w, pad, stride, p.precision)
+            } else if p.bf16() {
                 portable_conv2d(&bf16(x)?, &bf16(&w)?, pad, stride)?.to_dtype(DType::F32)
             } else {
                 portable_conv2d(x, &w, pad, stride)
@@ -461,8 +466,8 @@ impl Conv {
                 out_pad,
             } => {
                 if fast {
-                    super::kernels::conv_transpose2d(x, &w, pad, out_pad, stride)?
-                } else if p.bf16 {
+                    super::kernels::conv_transpose2d_with(x, &w, pad, out_pad, stride, p.precision)?
+                } else if p.bf16() {
                     portable_conv_transpose2d(&bf16(x)?, &bf16(&w)?, pad, out_pad, stride)?
                         .to_dtype(DType::F32)?
                 } else {

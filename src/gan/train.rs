@@ -1113,8 +1113,8 @@ fn train_inner(
         && layers::runs_as(spec.precision, &opts.device) == Precision::Fp32
     {
         progress.note(
-            "precision bf16: easel's CPU training kernels multiply in f32, so this run does; \
-             bf16 runs on CUDA (--device cuda)",
+            "precision bf16: this CPU has no AVX512_BF16 (or EASEL_CONV_KERNEL=gemm chose the \
+             lesser kernels), so this run multiplies in f32",
         );
     }
     if spec.model == ModelKind::Cppn && spec.vae.is_none() {

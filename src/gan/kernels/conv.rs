@@ -18,12 +18,38 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::f32_data;
+use super::bf16_gemm::{self, Lhs, Mat, PackedA};
+use super::{f32_data, Precision};
 
 /// `conv2d(x [N, Cin, H, W], w [Cout, Cin, K, K])` with symmetric `padding` and `stride`
 /// (dilation 1, groups 1), as `Tensor::conv2d(w, padding, stride, 1, 1)`.
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    x.apply_op2(w, Conv2d { padding, stride })
+    conv2d_with(x, w, padding, stride, Precision::Fp32)
+}
+
+/// [`conv2d`] whose products (forward and both backward) run in `precision`: bf16 on CPUs
+/// with AVX512_BF16 ([`Precision::bf16_available`]), else f32.
+pub fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+    precision: Precision,
+) -> Result<Tensor> {
+    let bf16 = runs_bf16(precision);
+    x.apply_op2(
+        w,
+        Conv2d {
+            padding,
+            stride,
+            bf16,
+        },
+    )
+}
+
+/// Whether products asked for in `precision` run in bf16 here.
+fn runs_bf16(precision: Precision) -> bool {
+    precision == Precision::Bf16 && Precision::bf16_available()
 }
 
 /// `conv_transpose2d(x [N, Cin, H, W], w [Cin, Cout, K, K])`, as
@@ -35,7 +61,39 @@ pub fn conv_transpose2d(
     output_padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
-    conv_transpose2d_hw(x, w, padding, (output_padding, output_padding), stride)
+    conv_transpose2d_with(x, w, padding, output_padding, stride, Precision::Fp32)
+}
+
+/// [`conv_transpose2d`] in `precision` (as [`conv2d_with`]).
+pub fn conv_transpose2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    output_padding: usize,
+    stride: usize,
+    precision: Precision,
+) -> Result<Tensor> {
+    let op = (output_padding, output_padding);
+    transpose_op(x, w, padding, op, stride, runs_bf16(precision))
+}
+
+fn transpose_op(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    output_padding: (usize, usize),
+    stride: usize,
+    bf16: bool,
+) -> Result<Tensor> {
+    x.apply_op2(
+        w,
+        ConvTranspose2d {
+            padding,
+            output_padding,
+            stride,
+            bf16,
+        },
+    )
 }
 
 /// [`conv_transpose2d`] with separate output paddings for height and width (needed for
@@ -47,14 +105,7 @@ pub fn conv_transpose2d_hw(
     output_padding: (usize, usize),
     stride: usize,
 ) -> Result<Tensor> {
-    x.apply_op2(
-        w,
-        ConvTranspose2d {
-            padding,
-            output_padding,
-            stride,
-        },
-    )
+    transpose_op(x, w, padding, output_padding, stride, false)
 }
 
 /// The weight gradient of `conv2d(x, w, padding, stride)` for a `k`×`k` kernel given the
@@ -66,7 +117,37 @@ pub fn conv2d_weight_grad(
     padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
-    x.apply_op2(grad, WeightGrad { k, padding, stride })
+    weight_grad_op(x, grad, k, padding, stride, false)
+}
+
+fn weight_grad_op(
+    x: &Tensor,
+    grad: &Tensor,
+    k: usize,
+    padding: usize,
+    stride: usize,
+    bf16: bool,
+) -> Result<Tensor> {
+    x.apply_op2(
+        grad,
+        WeightGrad {
+            k,
+            padding,
+            stride,
+            bf16,
+        },
+    )
+}
+
+fn conv_op(x: &Tensor, w: &Tensor, padding: usize, stride: usize, bf16: bool) -> Result<Tensor> {
+    x.apply_op2(
+        w,
+        Conv2d {
+            padding,
+            stride,
+            bf16,
+        },
+    )
 }
 
 /// Output size of a convolution along one axis.
@@ -83,18 +164,22 @@ fn output_padding(input: usize, out: usize, k: usize, padding: usize, stride: us
 struct Conv2d {
     padding: usize,
     stride: usize,
+    /// Products in bf16 (`bf16_gemm`), forward and backward.
+    bf16: bool,
 }
 
 struct ConvTranspose2d {
     padding: usize,
     output_padding: (usize, usize),
     stride: usize,
+    bf16: bool,
 }
 
 struct WeightGrad {
     k: usize,
     padding: usize,
     stride: usize,
+    bf16: bool,
 }
 
 impl CustomOp2 for Conv2d {
@@ -136,6 +221,7 @@ impl CustomOp2 for Conv2d {
             k,
             stride: self.stride,
             pad: self.padding,
+            bf16: self.bf16,
         };
         let x = f32_data(s1, l1, "input")?;
         let wt = f32_data(s2, l2, "kernel")?;
@@ -162,11 +248,11 @@ impl CustomOp2 for Conv2d {
         // real images).
         let dx = x
             .track_op()
-            .then(|| conv_transpose2d_hw(grad, w, p, op, s))
+            .then(|| transpose_op(grad, w, p, op, s, self.bf16))
             .transpose()?;
         let dw = w
             .track_op()
-            .then(|| conv2d_weight_grad(x, grad, k, p, s))
+            .then(|| weight_grad_op(x, grad, k, p, s, self.bf16))
             .transpose()?;
         Ok((dx, dw))
     }
@@ -218,6 +304,7 @@ impl CustomOp2 for ConvTranspose2d {
             k,
             stride: s,
             pad: p,
+            bf16: self.bf16,
         };
         let x = f32_data(s1, l1, "input")?;
         let wt = f32_data(s2, l2, "kernel")?;
@@ -234,10 +321,13 @@ impl CustomOp2 for ConvTranspose2d {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, _, k, _) = w.dims4()?;
         let (p, s) = (self.padding, self.stride);
-        let dx = x.track_op().then(|| conv2d(grad, w, p, s)).transpose()?;
+        let dx = x
+            .track_op()
+            .then(|| conv_op(grad, w, p, s, self.bf16))
+            .transpose()?;
         let dw = w
             .track_op()
-            .then(|| conv2d_weight_grad(grad, x, k, p, s))
+            .then(|| weight_grad_op(grad, x, k, p, s, self.bf16))
             .transpose()?;
         Ok((dx, dw))
     }
@@ -277,6 +367,7 @@ impl CustomOp2 for WeightGrad {
             k,
             stride: s,
             pad: p,
+            bf16: self.bf16,
         };
         let x = f32_data(s1, l1, "input")?;
         let dy = f32_data(s2, l2, "output gradient")?;
@@ -301,9 +392,12 @@ impl CustomOp2 for WeightGrad {
         );
         let dx = x
             .track_op()
-            .then(|| conv_transpose2d_hw(dy, grad, p, op, s))
+            .then(|| transpose_op(dy, grad, p, op, s, self.bf16))
             .transpose()?;
-        let ddy = dy.track_op().then(|| conv2d(x, grad, p, s)).transpose()?;
+        let ddy = dy
+            .track_op()
+            .then(|| conv_op(x, grad, p, s, self.bf16))
+            .transpose()?;
         Ok((dx, ddy))
     }
 }
@@ -322,6 +416,8 @@ struct Geom {
     k: usize,
     stride: usize,
     pad: usize,
+    /// The products in bf16.
+    bf16: bool,
 }
 
 impl Geom {
@@ -477,6 +573,57 @@ pub(super) unsafe fn sgemm(
     }
 }
 
+/// [`sgemm`] for the convolutions: in bf16 (`bf16_gemm`) when `g.bf16`. `dst`'s columns
+/// are contiguous at every call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    g: &Geom,
+    packed: Option<&PackedA>,
+    mnk: (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    parallelism: Parallelism,
+) {
+    if g.bf16 {
+        let a = match packed {
+            Some(p) => Lhs::Packed(p),
+            None => Lhs::Mat(Mat {
+                ptr: lhs,
+                rs: lhs_rs,
+                cs: lhs_cs,
+            }),
+        };
+        let b = Mat {
+            ptr: rhs,
+            rs: rhs_rs,
+            cs: rhs_cs,
+        };
+        let parallel = !matches!(parallelism, Parallelism::None);
+        // SAFETY: the caller's; `Geom::bf16` is set only where the CPU has AVX512_BF16.
+        unsafe { bf16_gemm::gemm(mnk, dst, dst_rs, accumulate, a, b, parallel) }
+    } else {
+        // SAFETY: the caller's.
+        unsafe {
+            sgemm(
+                mnk,
+                dst,
+                (dst_rs, 1),
+                accumulate,
+                lhs,
+                (lhs_rs, lhs_cs),
+                rhs,
+                (rhs_rs, rhs_cs),
+                parallelism,
+            )
+        }
+    }
+}
+
 fn threads() -> usize {
     rayon::current_num_threads().max(1)
 }
@@ -515,16 +662,28 @@ where
 fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (rows, ohw) = (g.rows(), g.out_hw());
     let mut y = vec![0f32; g.n * g.cout * ohw];
+    // In bf16 the weight is rounded and packed once for the whole batch.
+    let lhs = Mat {
+        ptr: w.as_ptr(),
+        rs: rows,
+        cs: 1,
+    };
+    // SAFETY: `w` is cout×rows; `Geom::bf16` only where the CPU has AVX512_BF16.
+    let packed = g
+        .bf16
+        .then(|| unsafe { PackedA::new(lhs, g.cout, rows, ohw) });
     per_item(g.n, &mut y, g.cout * ohw, |i, y_n, cols, par| {
         cols.resize(rows * ohw, 0.0);
         let x_n = &x[i * g.image()..(i + 1) * g.image()];
         // SAFETY: `cols` holds rows·ohw values; `y_n` holds cout·ohw, `w` cout·rows.
         unsafe {
             im2col(g, x_n, cols.as_mut_ptr(), ohw);
-            sgemm(
+            product(
+                g,
+                packed.as_ref(),
                 (g.cout, ohw, rows),
                 y_n.as_mut_ptr(),
-                (ohw, 1),
+                ohw,
                 false,
                 w.as_ptr(),
                 (rows, 1),
@@ -542,15 +701,26 @@ fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
 fn conv_bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (rows, ohw) = (g.rows(), g.out_hw());
     let mut dx = vec![0f32; g.n * g.image()];
+    let lhs = Mat {
+        ptr: w.as_ptr(),
+        rs: 1,
+        cs: rows,
+    };
+    // SAFETY: `w` is cout×rows, read transposed; as in `conv_fwd`.
+    let packed = g
+        .bf16
+        .then(|| unsafe { PackedA::new(lhs, rows, g.cout, ohw) });
     per_item(g.n, &mut dx, g.image(), |i, dx_n, cols, par| {
         cols.resize(rows * ohw, 0.0);
         let dy_n = &dy[i * g.cout * ohw..(i + 1) * g.cout * ohw];
         // SAFETY: `cols` holds rows·ohw values, `dy_n` cout·ohw, `w` cout·rows.
         unsafe {
-            sgemm(
+            product(
+                g,
+                packed.as_ref(),
                 (rows, ohw, g.cout),
                 cols.as_mut_ptr(),
-                (ohw, 1),
+                ohw,
                 false,
                 w.as_ptr(),
                 (1, rows),
@@ -709,10 +879,12 @@ fn weight_grad_chunk(
     }
     // SAFETY: `dw` is cout×rows, `dyt` cout×ld, `cols` rows×ld (read transposed).
     unsafe {
-        sgemm(
+        product(
+            g,
+            None,
             (g.cout, rows, ld),
             dw.as_mut_ptr(),
-            (rows, 1),
+            rows,
             accumulate,
             dyt.as_ptr(),
             (ld, 1),

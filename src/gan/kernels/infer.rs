@@ -597,6 +597,10 @@ fn out_blocks(cout: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
+/// AVX-512F f32 → bf16 pairs (see [`avx512::pairs`]), also for `bf16_gemm`'s packing.
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx512::pairs as avx512_pairs;
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -784,7 +788,7 @@ mod avx512 {
     /// # Safety
     /// AVX-512F must be available; `lo`, `hi` (if any) and `dst` have the same length.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pairs(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
+    pub(in crate::gan::kernels) unsafe fn pairs(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
         let n = dst.len();
         let round = |v: __m512i| {
             // bits + 0x7fff + (bit 16 of bits), then the top half.

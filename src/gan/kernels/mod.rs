@@ -9,6 +9,7 @@
 //! depend on scheduling (exact resume relies on that).
 
 mod batch_norm;
+mod bf16_gemm;
 mod conv;
 mod infer;
 mod winograd;
@@ -21,7 +22,10 @@ use candle_core::{bail, CpuStorage, Layout, Result};
 
 pub use batch_norm::batch_norm_train;
 pub(crate) use conv::out_size;
-pub use conv::{conv2d, conv2d_weight_grad, conv_transpose2d, conv_transpose2d_hw};
+pub use conv::{
+    conv2d, conv2d_weight_grad, conv2d_with, conv_transpose2d, conv_transpose2d_hw,
+    conv_transpose2d_with,
+};
 pub use infer::{PackedConv, Precision};
 
 /// 0: not yet read from the environment; 1: easel's kernels on CPU; 2: portable.

@@ -1,0 +1,580 @@
+//! `C [+]= A · B` for f32 matrices in memory, multiplied in bfloat16 with f32 sums: the
+//! training convolutions' GEMMs under `precision: "bf16"` on CPUs with AVX512_BF16.
+//!
+//! A and B are rounded to bf16 (nearest even) as they are packed, so the convolutions keep
+//! their f32 buffers; `vdpbf16ps` then adds two products per f32 lane and instruction, twice
+//! an f32 FMA's work. The blocking is the usual one (Goto & van de Geijn): a `KC`-deep slab
+//! of B packed in panels of `NR` columns, `MC` rows of A packed in panels of `MR` rows, and
+//! a register-tile kernel over one A panel and one B panel. In a panel, k goes in pairs:
+//! B as `[k/2][NR]` u32 (B[2p][j] low, B[2p+1][j] high), A as `[k/2][MR]` u32 likewise, so
+//! one u32 of A broadcast against a vector of B's pairs gives 16 columns two products each.
+//! Every sum runs in the same order whatever the threads: results are reproducible.
+
+use rayon::prelude::*;
+
+/// Depth of a packed slab, in k (pairs: half of it). B's panel, `KC/2 · NR` u32, stays in
+/// L1 (16 KiB for NR = 32).
+const KC: usize = 256;
+/// Rows of A packed at once (a multiple of both row counts of the register tiles).
+const MC: usize = 144;
+/// Columns of B packed at once.
+const NC: usize = 1536;
+
+/// One A or B pair: `lo` in the low half, `hi` in the high half, each rounded to bf16.
+fn pair(lo: f32, hi: f32) -> u32 {
+    u32::from(half::bf16::from_f32(lo).to_bits())
+        | u32::from(half::bf16::from_f32(hi).to_bits()) << 16
+}
+
+/// A matrix in memory: element (i, j) at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+// SAFETY: only read, by threads that the caller's borrow outlives.
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+
+impl Mat {
+    /// The matrix from column `j` on.
+    ///
+    /// # Safety
+    /// Column `j` must be inside the matrix.
+    unsafe fn columns_from(self, j: usize) -> Mat {
+        Mat {
+            // SAFETY: the caller keeps j inside.
+            ptr: unsafe { self.ptr.add(j * self.cs) },
+            ..self
+        }
+    }
+
+    /// # Safety
+    /// (i, j) must be inside the matrix.
+    unsafe fn at(&self, i: usize, j: usize) -> f32 {
+        // SAFETY: the caller keeps (i, j) inside.
+        unsafe { *self.ptr.add(i * self.rs + j * self.cs) }
+    }
+}
+
+/// The left matrix of a product: in memory, or packed once for many products (a
+/// convolution's weight, multiplied with every image of a batch).
+#[derive(Clone, Copy)]
+pub(crate) enum Lhs<'a> {
+    Mat(Mat),
+    Packed(&'a PackedA),
+}
+
+/// A left matrix rounded to bf16 and packed in the panels [`gemm`] reads, block by block,
+/// for products with `n` columns (the register tile's rows depend on it).
+pub(crate) struct PackedA {
+    m: usize,
+    k: usize,
+    mr: usize,
+    /// Block (ic / MC, pc / KC), row-major over the k blocks.
+    blocks: Vec<Vec<u32>>,
+}
+
+impl PackedA {
+    /// # Safety
+    /// AVX512F and AVX512_BF16 must be available; `a` valid for `m`×`k`.
+    pub(crate) unsafe fn new(a: Mat, m: usize, k: usize, n: usize) -> PackedA {
+        let mr = tile_rows(n);
+        let mut blocks = vec![];
+        for ic in (0..m).step_by(MC) {
+            for pc in (0..k.max(1)).step_by(KC) {
+                let mut out = vec![];
+                // SAFETY: the block is inside a.
+                unsafe {
+                    pack_a(
+                        &mut out,
+                        mr,
+                        a,
+                        ic,
+                        MC.min(m - ic),
+                        pc,
+                        KC.min(k - pc.min(k)),
+                    )
+                };
+                blocks.push(out);
+            }
+        }
+        PackedA { m, k, mr, blocks }
+    }
+
+    fn block(&self, ic: usize, pc: usize) -> &[u32] {
+        &self.blocks[(ic / MC) * self.k.max(1).div_ceil(KC) + pc / KC]
+    }
+}
+
+/// Rows of the register tile for products with `n` columns: narrow products (a few output
+/// pixels, as deep layers' small pictures) take 24 rows × 16 columns, others 12 × 32. Both
+/// hold 24 accumulators.
+fn tile_rows(n: usize) -> usize {
+    if n <= 16 {
+        24
+    } else {
+        12
+    }
+}
+
+/// `dst (m×n, rows dst_rs apart, columns contiguous) = [dst +] a (m×k) · b (k×n)`, with
+/// columns split among rayon's threads when `parallel`.
+///
+/// # Safety
+/// AVX512F and AVX512_BF16 must be available; `a`, `b` and `dst` valid for their shapes,
+/// `dst` not overlapping them; a packed `a` packed for m×k and these n.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: Lhs,
+    b: Mat,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if let Lhs::Packed(p) = a {
+        assert!(
+            p.m == m && p.k == k && p.mr == tile_rows(n),
+            "packed for another product"
+        );
+    }
+    let threads = rayon::current_num_threads();
+    let dst = super::conv::SharedPtr(dst);
+    if parallel && threads > 1 && n >= 2 * 32 {
+        // Column blocks, one per task; each writes its own columns of dst. (The tile rows
+        // stay those of the whole n, so a packed a fits every block.)
+        let per = n.div_ceil(threads).next_multiple_of(32);
+        (0..n.div_ceil(per)).into_par_iter().for_each(|t| {
+            let j0 = t * per;
+            let cols = per.min(n - j0);
+            // SAFETY: column j0 < n of b.
+            let b = unsafe { b.columns_from(j0) };
+            // SAFETY: as the caller's, on columns j0..j0+cols.
+            unsafe { serial((m, cols, k), dst.get().add(j0), dst_rs, accumulate, a, b) };
+        });
+    } else {
+        // SAFETY: the caller's.
+        unsafe { serial((m, n, k), dst.get(), dst_rs, accumulate, a, b) };
+    }
+}
+
+/// [`gemm`] on one thread.
+///
+/// # Safety
+/// As [`gemm`].
+unsafe fn serial(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: Lhs,
+    b: Mat,
+) {
+    let mr = match a {
+        Lhs::Packed(p) => p.mr,
+        Lhs::Mat(_) => tile_rows(n),
+    };
+    if mr == 24 {
+        // SAFETY: the caller's.
+        unsafe { blocked::<24, 1>((m, n, k), dst, dst_rs, accumulate, a, b) }
+    } else {
+        // SAFETY: the caller's.
+        unsafe { blocked::<12, 2>((m, n, k), dst, dst_rs, accumulate, a, b) }
+    }
+}
+
+/// # Safety
+/// As [`gemm`].
+unsafe fn blocked<const MR: usize, const NV: usize>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: Lhs,
+    b: Mat,
+) {
+    let nr = 16 * NV;
+    let mut bpack: Vec<u32> = Vec::new();
+    let mut own: Vec<u32> = Vec::new();
+    let mut tile = vec![0f32; MR * nr];
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        let npanels = nc.div_ceil(nr);
+        for pc in (0..k.max(1)).step_by(KC) {
+            let kc = KC.min(k - pc.min(k));
+            let kp = kc.div_ceil(2);
+            // SAFETY: rows pc..pc+kc and columns jc..jc+nc are inside b.
+            unsafe { pack_b(&mut bpack, b, pc, kc, jc, nc, nr) };
+            let load = accumulate || pc > 0;
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                let mpanels = mc.div_ceil(MR);
+                let apack: &[u32] = match a {
+                    Lhs::Packed(p) => p.block(ic, pc),
+                    Lhs::Mat(a) => {
+                        // SAFETY: rows ic..ic+mc and columns pc..pc+kc are inside a.
+                        unsafe { pack_a(&mut own, MR, a, ic, mc, pc, kc) };
+                        &own
+                    }
+                };
+                for jp in 0..npanels {
+                    let cols = nr.min(nc - jp * nr);
+                    let bp = &bpack[jp * kp * nr..(jp + 1) * kp * nr];
+                    for ip in 0..mpanels {
+                        let rows = MR.min(mc - ip * MR);
+                        let ap = &apack[ip * kp * MR..(ip + 1) * kp * MR];
+                        // SAFETY: (ic + ip·MR, jc + jp·nr) is inside dst.
+                        let c = unsafe { dst.add((ic + ip * MR) * dst_rs + jc + jp * nr) };
+                        if rows == MR && cols == nr {
+                            // SAFETY: a whole tile of dst; the packs hold kp pairs.
+                            unsafe { avx512::tile::<MR, NV>(kp, ap, bp, c, dst_rs, load) };
+                        } else {
+                            // An edge: the packs are zero-padded; the tile goes through
+                            // a buffer and only its valid part reaches dst.
+                            // SAFETY: `tile` is MR×nr; the packs hold kp pairs.
+                            unsafe {
+                                avx512::tile::<MR, NV>(kp, ap, bp, tile.as_mut_ptr(), nr, false)
+                            };
+                            for r in 0..rows {
+                                for j in 0..cols {
+                                    // SAFETY: r < rows, j < cols: inside dst.
+                                    unsafe {
+                                        let d = c.add(r * dst_rs + j);
+                                        let v = tile[r * nr + j];
+                                        *d = if load { *d + v } else { v };
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs rows `pc..pc+kc` × columns `jc..jc+nc` of `b` as panels of `nr` columns, k in
+/// pairs, zero-padded to whole panels and pairs.
+///
+/// # Safety
+/// The block must be inside `b`.
+unsafe fn pack_b(
+    out: &mut Vec<u32>,
+    b: Mat,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    nr: usize,
+) {
+    let kp = kc.div_ceil(2);
+    let panels = nc.div_ceil(nr);
+    out.clear();
+    out.resize(panels * kp * nr, 0);
+    let mut run = vec![0u32; kp];
+    for jp in 0..panels {
+        let cols = nr.min(nc - jp * nr);
+        let panel = &mut out[jp * kp * nr..(jp + 1) * kp * nr];
+        let j0 = jc + jp * nr;
+        if b.rs == 1 {
+            // Columns contiguous in k (b read transposed): each column's pairs are
+            // adjacent values, converted in one run.
+            for c in 0..cols {
+                // SAFETY: column j0 + c, rows pc..pc+kc are inside b; AVX512_BF16 is
+                // the caller's promise.
+                unsafe {
+                    let src = std::slice::from_raw_parts(b.ptr.add((j0 + c) * b.cs + pc), kc);
+                    avx512::adjacent_pairs(src, &mut run);
+                }
+                for (p, v) in run.iter().enumerate() {
+                    panel[p * nr + c] = *v;
+                }
+            }
+            continue;
+        }
+        for p in 0..kp {
+            let (k0, k1) = (pc + 2 * p, pc + 2 * p + 1);
+            let row = &mut panel[p * nr..p * nr + cols];
+            if b.cs == 1 && k1 < pc + kc {
+                // Two contiguous rows: the vector converter.
+                // SAFETY: rows k0, k1 and columns j0..j0+cols are inside b; the CPU has
+                // AVX-512F (the caller's promise).
+                unsafe {
+                    let lo = std::slice::from_raw_parts(b.ptr.add(k0 * b.rs + j0), cols);
+                    let hi = std::slice::from_raw_parts(b.ptr.add(k1 * b.rs + j0), cols);
+                    super::infer::avx512_pairs(lo, Some(hi), row);
+                }
+            } else {
+                for (j, v) in row.iter_mut().enumerate() {
+                    // SAFETY: inside the block; k1 only when it is.
+                    unsafe {
+                        let lo = b.at(k0, j0 + j);
+                        let hi = if k1 < pc + kc { b.at(k1, j0 + j) } else { 0.0 };
+                        *v = pair(lo, hi);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs rows `ic..ic+mc` × columns `pc..pc+kc` of `a` as panels of `MR` rows, k in pairs,
+/// zero-padded.
+///
+/// # Safety
+/// The block must be inside `a`.
+unsafe fn pack_a(
+    out: &mut Vec<u32>,
+    mr: usize,
+    a: Mat,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+) {
+    let kp = kc.div_ceil(2);
+    let panels = mc.div_ceil(mr);
+    out.clear();
+    out.resize(panels * kp * mr, 0);
+    let mut run = vec![0u32; kp];
+    for ip in 0..panels {
+        let rows = mr.min(mc - ip * mr);
+        let panel = &mut out[ip * kp * mr..(ip + 1) * kp * mr];
+        for r in 0..rows {
+            let i = ic + ip * mr + r;
+            if a.cs == 1 {
+                // A row's pairs are adjacent values: converted in one run.
+                // SAFETY: row i, columns pc..pc+kc are inside a; AVX512_BF16 is the
+                // caller's promise.
+                unsafe {
+                    let src = std::slice::from_raw_parts(a.ptr.add(i * a.rs + pc), kc);
+                    avx512::adjacent_pairs(src, &mut run);
+                }
+                for (p, v) in run.iter().enumerate() {
+                    panel[p * mr + r] = *v;
+                }
+                continue;
+            }
+            for p in 0..kp {
+                let (k0, k1) = (pc + 2 * p, pc + 2 * p + 1);
+                // SAFETY: inside the block; k1 only when it is.
+                panel[p * mr + r] =
+                    unsafe { pair(a.at(i, k0), if k1 < pc + kc { a.at(i, k1) } else { 0.0 }) };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// `dst[i] = bf16(src[2i]) | bf16(src[2i + 1]) << 16` (0 past the end of an odd
+    /// `src`), rounded to nearest even by `vcvtne2ps2bf16`.
+    ///
+    /// # Safety
+    /// AVX512F and AVX512_BF16; `dst` holds `src.len()` / 2 rounded up.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn adjacent_pairs(src: &[f32], dst: &mut [u32]) {
+        let n = src.len();
+        debug_assert!(dst.len() >= n.div_ceil(2));
+        let mut i = 0;
+        while i + 32 <= n {
+            // SAFETY: i + 32 <= n; dst holds (i + 32) / 2.
+            unsafe {
+                let lo = _mm512_loadu_ps(src.as_ptr().add(i));
+                let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
+                // Lanes 0–15 of the result from the second operand, 16–31 from the first.
+                let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(dst.as_mut_ptr().add(i / 2).cast(), v);
+            }
+            i += 32;
+        }
+        while i < n {
+            let hi = if i + 1 < n { src[i + 1] } else { 0.0 };
+            dst[i / 2] = super::pair(src[i], hi);
+            i += 2;
+        }
+    }
+
+    /// `c (MR × 16·NV, rows ldc apart) = [c +] Σ_p A-pairs[p] · B-pairs[p]` over `kp` pairs.
+    ///
+    /// # Safety
+    /// AVX512F and AVX512_BF16; `ap` holds kp·MR u32, `bp` kp·16·NV, `c` a whole tile.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn tile<const MR: usize, const NV: usize>(
+        kp: usize,
+        ap: &[u32],
+        bp: &[u32],
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+    ) {
+        debug_assert!(ap.len() >= kp * MR && bp.len() >= kp * 16 * NV);
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        if load {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, a) in row.iter_mut().enumerate() {
+                    // SAFETY: the tile is inside c.
+                    *a = unsafe { _mm512_loadu_ps(c.add(r * ldc + 16 * v)) };
+                }
+            }
+        }
+        let (mut a, mut b) = (ap.as_ptr(), bp.as_ptr());
+        for _ in 0..kp {
+            let mut bv = [_mm512_setzero_si512(); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                // SAFETY: b walks bp, 16·NV u32 a pair.
+                *x = unsafe { _mm512_loadu_si512(b.add(16 * v).cast()) };
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: a walks ap, MR u32 a pair.
+                let av: __m512bh =
+                    unsafe { std::mem::transmute(_mm512_set1_epi32(*a.add(r) as i32)) };
+                for (x, acc) in bv.iter().zip(row.iter_mut()) {
+                    let bx: __m512bh = unsafe { std::mem::transmute(*x) };
+                    *acc = _mm512_dpbf16_ps(*acc, av, bx);
+                }
+            }
+            // SAFETY: one pair on, inside the packs.
+            unsafe {
+                a = a.add(MR);
+                b = b.add(16 * NV);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, x) in row.iter().enumerate() {
+                // SAFETY: the tile is inside c.
+                unsafe { _mm512_storeu_ps(c.add(r * ldc + 16 * v), *x) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bf16(v: f32) -> f32 {
+        half::bf16::from_f32(v).to_f32()
+    }
+
+    /// Equals an f64 product of the bf16-rounded matrices (to f32 summation), for every
+    /// layout the convolutions use, edges in m, n and k, odd k, and accumulation.
+    #[test]
+    fn products_equal_the_rounded_matrices_product() {
+        if !crate::gan::Precision::bf16_available() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (12, 32, 2),
+            (13, 33, 3),
+            (5, 16, 300),
+            (40, 7, 515),
+            (150, 1600, 70),
+            (3, 64, 48),
+        ] {
+            for (a_t, b_t, accumulate, parallel, packed) in [
+                (false, false, false, false, false),
+                (true, false, true, false, true),
+                (false, true, false, true, false),
+                (false, false, true, true, true),
+            ] {
+                let av: Vec<f32> = (0..m * k).map(|_| next()).collect();
+                let bv: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let start: Vec<f32> = (0..m * n).map(|_| next()).collect();
+                let a = if a_t {
+                    Mat {
+                        ptr: av.as_ptr(),
+                        rs: 1,
+                        cs: m,
+                    }
+                } else {
+                    Mat {
+                        ptr: av.as_ptr(),
+                        rs: k,
+                        cs: 1,
+                    }
+                };
+                let b = if b_t {
+                    Mat {
+                        ptr: bv.as_ptr(),
+                        rs: 1,
+                        cs: k,
+                    }
+                } else {
+                    Mat {
+                        ptr: bv.as_ptr(),
+                        rs: n,
+                        cs: 1,
+                    }
+                };
+                let mut c = start.clone();
+                // SAFETY: shapes as allocated; the CPU has AVX512_BF16 (checked).
+                unsafe {
+                    if packed {
+                        let p = PackedA::new(a, m, k, n);
+                        gemm(
+                            (m, n, k),
+                            c.as_mut_ptr(),
+                            n,
+                            accumulate,
+                            Lhs::Packed(&p),
+                            b,
+                            parallel,
+                        )
+                    } else {
+                        gemm(
+                            (m, n, k),
+                            c.as_mut_ptr(),
+                            n,
+                            accumulate,
+                            Lhs::Mat(a),
+                            b,
+                            parallel,
+                        )
+                    }
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut want = if accumulate {
+                            f64::from(start[i * n + j])
+                        } else {
+                            0.0
+                        };
+                        let mut scale = want.abs();
+                        for p in 0..k {
+                            // SAFETY: inside both matrices.
+                            let x = unsafe {
+                                f64::from(bf16(a.at(i, p))) * f64::from(bf16(b.at(p, j)))
+                            };
+                            want += x;
+                            scale += x.abs();
+                        }
+                        let got = f64::from(c[i * n + j]);
+                        assert!(
+                            (got - want).abs() <= 1e-5 * scale + 1e-30,
+                            "{m}x{n}x{k} a_t {a_t} b_t {b_t}: ({i}, {j}) {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
