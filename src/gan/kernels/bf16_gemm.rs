@@ -59,6 +59,44 @@ impl Mat {
     }
 }
 
+/// Rows of a matrix computed on demand (an im2col matrix is never stored whole in bf16
+/// products: its rows are made as the packing reads them).
+pub(crate) trait RowSource: Sync {
+    /// Values `j0..j0 + out.len()` of row `r`.
+    fn row(&self, r: usize, j0: usize, out: &mut [f32]);
+}
+
+/// The right matrix of a product.
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a> {
+    Mat(Mat),
+    /// B's rows come from `src`, from its column `j0` on.
+    Rows {
+        src: &'a dyn RowSource,
+        j0: usize,
+    },
+    /// B is `src`'s matrix transposed (B's columns are its rows), from column `j0` on.
+    Cols {
+        src: &'a dyn RowSource,
+        j0: usize,
+    },
+}
+
+impl Rhs<'_> {
+    /// The matrix from column `j` on.
+    ///
+    /// # Safety
+    /// Column `j` must be inside the matrix.
+    unsafe fn columns_from(self, j: usize) -> Self {
+        match self {
+            // SAFETY: the caller's.
+            Rhs::Mat(m) => Rhs::Mat(unsafe { m.columns_from(j) }),
+            Rhs::Rows { src, j0 } => Rhs::Rows { src, j0: j0 + j },
+            Rhs::Cols { src, j0 } => Rhs::Cols { src, j0: j0 + j },
+        }
+    }
+}
+
 /// The left matrix of a product: in memory, or packed once for many products (a
 /// convolution's weight, multiplied with every image of a batch).
 #[derive(Clone, Copy)]
@@ -133,7 +171,7 @@ pub(crate) unsafe fn gemm(
     dst_rs: usize,
     accumulate: bool,
     a: Lhs,
-    b: Mat,
+    b: Rhs,
     parallel: bool,
 ) {
     if m == 0 || n == 0 {
@@ -175,7 +213,7 @@ unsafe fn serial(
     dst_rs: usize,
     accumulate: bool,
     a: Lhs,
-    b: Mat,
+    b: Rhs,
 ) {
     let mr = match a {
         Lhs::Packed(p) => p.mr,
@@ -198,7 +236,7 @@ unsafe fn blocked<const MR: usize, const NV: usize>(
     dst_rs: usize,
     accumulate: bool,
     a: Lhs,
-    b: Mat,
+    b: Rhs,
 ) {
     let nr = 16 * NV;
     let mut bpack: Vec<u32> = Vec::new();
@@ -264,10 +302,10 @@ unsafe fn blocked<const MR: usize, const NV: usize>(
 /// pairs, zero-padded to whole panels and pairs.
 ///
 /// # Safety
-/// The block must be inside `b`.
+/// The block must be inside `b`; AVX512F and AVX512_BF16 available.
 unsafe fn pack_b(
     out: &mut Vec<u32>,
-    b: Mat,
+    b: Rhs,
     pc: usize,
     kc: usize,
     jc: usize,
@@ -278,49 +316,70 @@ unsafe fn pack_b(
     let panels = nc.div_ceil(nr);
     out.clear();
     out.resize(panels * kp * nr, 0);
-    let mut run = vec![0u32; kp];
-    for jp in 0..panels {
-        let cols = nr.min(nc - jp * nr);
-        let panel = &mut out[jp * kp * nr..(jp + 1) * kp * nr];
-        let j0 = jc + jp * nr;
-        if b.rs == 1 {
-            // Columns contiguous in k (b read transposed): each column's pairs are
-            // adjacent values, converted in one run.
-            for c in 0..cols {
-                // SAFETY: column j0 + c, rows pc..pc+kc are inside b; AVX512_BF16 is
-                // the caller's promise.
-                unsafe {
-                    let src = std::slice::from_raw_parts(b.ptr.add((j0 + c) * b.cs + pc), kc);
-                    avx512::adjacent_pairs(src, &mut run);
+    let transposed = match b {
+        Rhs::Mat(m) => m.rs == 1,
+        Rhs::Rows { .. } => false,
+        Rhs::Cols { .. } => true,
+    };
+    if transposed {
+        // B's columns are contiguous in k: each column's pairs are adjacent values,
+        // converted in one run and spread over the panel's rows.
+        let mut column = vec![0f32; kc];
+        let mut run = vec![0u32; kp];
+        for j in 0..nc {
+            let values: &[f32] = match b {
+                // SAFETY: column jc + j, rows pc..pc+kc are inside b.
+                Rhs::Mat(m) => unsafe {
+                    std::slice::from_raw_parts(m.ptr.add((jc + j) * m.cs + pc), kc)
+                },
+                Rhs::Cols { src, j0 } => {
+                    src.row(j0 + jc + j, pc, &mut column);
+                    &column
                 }
-                for (p, v) in run.iter().enumerate() {
-                    panel[p * nr + c] = *v;
-                }
+                Rhs::Rows { .. } => unreachable!("rows are not transposed"),
+            };
+            // SAFETY: AVX512_BF16 is the caller's promise; `run` holds kp.
+            unsafe { avx512::adjacent_pairs(values, &mut run) };
+            let (jp, c) = (j / nr, j % nr);
+            let panel = &mut out[jp * kp * nr..(jp + 1) * kp * nr];
+            for (p, v) in run.iter().enumerate() {
+                panel[p * nr + c] = *v;
             }
-            continue;
         }
-        for p in 0..kp {
-            let (k0, k1) = (pc + 2 * p, pc + 2 * p + 1);
-            let row = &mut panel[p * nr..p * nr + cols];
-            if b.cs == 1 && k1 < pc + kc {
-                // Two contiguous rows: the vector converter.
-                // SAFETY: rows k0, k1 and columns j0..j0+cols are inside b; the CPU has
-                // AVX-512F (the caller's promise).
-                unsafe {
-                    let lo = std::slice::from_raw_parts(b.ptr.add(k0 * b.rs + j0), cols);
-                    let hi = std::slice::from_raw_parts(b.ptr.add(k1 * b.rs + j0), cols);
-                    super::infer::avx512_pairs(lo, Some(hi), row);
-                }
-            } else {
-                for (j, v) in row.iter_mut().enumerate() {
-                    // SAFETY: inside the block; k1 only when it is.
-                    unsafe {
-                        let lo = b.at(k0, j0 + j);
-                        let hi = if k1 < pc + kc { b.at(k1, j0 + j) } else { 0.0 };
-                        *v = pair(lo, hi);
+        return;
+    }
+    // Rows: two of B's rows at a time (k = 2p and 2p + 1), paired by the vector converter.
+    let mut lo = vec![0f32; nc];
+    let mut hi = vec![0f32; nc];
+    for p in 0..kp {
+        let (k0, k1) = (pc + 2 * p, pc + 2 * p + 1);
+        let has_hi = k1 < pc + kc;
+        for (k, buf, wanted) in [(k0, &mut lo, true), (k1, &mut hi, has_hi)] {
+            if !wanted {
+                buf.fill(0.0);
+                continue;
+            }
+            match b {
+                // SAFETY: row k, columns jc..jc+nc are inside b.
+                Rhs::Mat(m) if m.cs == 1 => buf.copy_from_slice(unsafe {
+                    std::slice::from_raw_parts(m.ptr.add(k * m.rs + jc), nc)
+                }),
+                Rhs::Mat(m) => {
+                    for (j, v) in buf.iter_mut().enumerate() {
+                        // SAFETY: row k, column jc + j are inside b.
+                        *v = unsafe { m.at(k, jc + j) };
                     }
                 }
+                Rhs::Rows { src, j0 } => src.row(k, j0 + jc, buf),
+                Rhs::Cols { .. } => unreachable!("columns are transposed"),
             }
+        }
+        for jp in 0..panels {
+            let cols = nr.min(nc - jp * nr);
+            let row = &mut out[jp * kp * nr + p * nr..][..cols];
+            let span = jp * nr..jp * nr + cols;
+            // SAFETY: AVX-512F is the caller's promise; the three slices are `cols` long.
+            unsafe { super::infer::avx512_pairs(&lo[span.clone()], Some(&hi[span]), row) };
         }
     }
 }
@@ -536,7 +595,7 @@ mod tests {
                             n,
                             accumulate,
                             Lhs::Packed(&p),
-                            b,
+                            Rhs::Mat(b),
                             parallel,
                         )
                     } else {
@@ -546,7 +605,7 @@ mod tests {
                             n,
                             accumulate,
                             Lhs::Mat(a),
-                            b,
+                            Rhs::Mat(b),
                             parallel,
                         )
                     }
@@ -574,6 +633,83 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// A matrix stored row-major, read as a [`RowSource`].
+    struct Dense {
+        values: Vec<f32>,
+        cols: usize,
+    }
+
+    impl RowSource for Dense {
+        fn row(&self, r: usize, j0: usize, out: &mut [f32]) {
+            out.copy_from_slice(&self.values[r * self.cols + j0..][..out.len()]);
+        }
+    }
+
+    /// B read from a row source (as rows, and transposed as columns) gives the bits B in
+    /// memory gives, serial and split among threads.
+    #[test]
+    fn row_sources_multiply_as_matrices_do() {
+        if !crate::gan::Precision::bf16_available() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        for &(m, n, k) in &[(13, 70, 300), (30, 9, 37), (5, 100, 1)] {
+            let av: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919) % 1000) as f32 / 999.0 - 0.5)
+                .collect();
+            let bv: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 104729) % 997) as f32 / 996.0 - 0.5)
+                .collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
+            let a = Mat {
+                ptr: av.as_ptr(),
+                rs: k,
+                cs: 1,
+            };
+            let rows = Dense {
+                values: bv.clone(),
+                cols: n,
+            };
+            let cols = Dense {
+                values: bt,
+                cols: k,
+            };
+            for parallel in [false, true] {
+                let run = |b: Rhs| {
+                    let mut c = vec![0f32; m * n];
+                    // SAFETY: shapes as allocated; AVX512_BF16 checked.
+                    unsafe {
+                        gemm(
+                            (m, n, k),
+                            c.as_mut_ptr(),
+                            n,
+                            false,
+                            Lhs::Mat(a),
+                            b,
+                            parallel,
+                        )
+                    };
+                    c
+                };
+                let want = run(Rhs::Mat(Mat {
+                    ptr: bv.as_ptr(),
+                    rs: n,
+                    cs: 1,
+                }));
+                assert_eq!(
+                    run(Rhs::Rows { src: &rows, j0: 0 }),
+                    want,
+                    "rows {m}x{n}x{k}"
+                );
+                assert_eq!(
+                    run(Rhs::Cols { src: &cols, j0: 0 }),
+                    want,
+                    "columns {m}x{n}x{k}"
+                );
             }
         }
     }
