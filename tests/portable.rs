@@ -220,5 +220,14 @@ fn bf16_trains_like_fp32_to_its_rounding_and_resumes_exactly() {
     for ((n, a), (_, b)) in straight.iter().zip(&halves) {
         assert!(a == b, "{n} differs after a bf16 resume");
     }
+    // Samples of a bf16 run are drawn in f32: the same pictures on every CPU.
+    let loaded = easel::gan::saved::load_generator(
+        &dir.path().join("bf16-straight"),
+        None,
+        false,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(loaded.g.params.precision, easel::gan::Precision::Fp32);
     kernels::force_portable(false);
 }

@@ -144,6 +144,12 @@ pub fn load_generator(
         .map(|c| serde_json::from_str(c))
         .transpose()?
         .unwrap_or_default();
+    // Samples are drawn in f32 whatever precision trained the weights, so a picture and
+    // its recipe come out the same on every CPU (bf16 runs only where AVX512_BF16 is).
+    let spec = GanSpec {
+        precision: super::Precision::Fp32,
+        ..spec
+    };
     let g = Generator::new(&spec, classes.len(), device, 0)?;
     g.params
         .load(prefix, &tensors)
