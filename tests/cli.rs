@@ -895,3 +895,52 @@ fn a_command_without_arguments_shows_both_ways_to_call_it() {
         assert!(err.contains(from), "{command}: {err}");
     }
 }
+
+/// `easel train --precision bf16` overrides the sketch, is recorded in spec.json and shows
+/// in the run's device; where the CPU has no bf16 products it trains in f32 and says so.
+/// A bad value is refused with the choices.
+#[test]
+fn train_takes_a_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data/x");
+    std::fs::create_dir_all(&data).unwrap();
+    for k in 0..4 {
+        image::GrayImage::from_pixel(8, 8, image::Luma([100 + 20 * k]))
+            .save(data.join(format!("{k}.png")))
+            .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("tiny.rhai"),
+        r#"#{ kind: "gan", image_size: 28, latent: 8, g_widths: [8, 8], d_widths: [8], batch: 4,
+              steps: 2, sample_every: 1000, data: #{ folder: "data" } }"#,
+    )
+    .unwrap();
+    let out = easel(
+        &[
+            "train",
+            "tiny.rhai",
+            "--run-dir",
+            "run",
+            "--precision",
+            "bf16",
+        ],
+        dir.path(),
+    );
+    ok(out.clone());
+    let run = easel::run::RunDir::at(&dir.path().join("run")).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.spec()).unwrap()).unwrap();
+    assert_eq!(spec["precision"], "bf16");
+    let device = run.read_status().unwrap().device;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if easel::gan::Precision::bf16_available() {
+        assert_eq!(device, "cpu, bf16");
+    } else {
+        assert_eq!(device, "cpu");
+        assert!(err.contains("multiplies in f32"), "{err}");
+    }
+    let out = easel(&["train", "tiny.rhai", "--precision", "fp16"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fp32") && err.contains("bf16"), "{err}");
+}

@@ -52,8 +52,9 @@ pub struct TrainArgs {
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceArg,
     /// Arithmetic of convolutions and matrix products (overrides the sketch's
-    /// `precision`): bf16 multiplies bfloat16 copies and sums in f32, on CUDA; weights and
-    /// checkpoints stay f32, so a run may change precision when it resumes.
+    /// `precision`): bf16 multiplies bfloat16 copies and sums in f32, on CPUs with
+    /// AVX512_BF16 and on CUDA (else it runs fp32 and says so). Weights and checkpoints
+    /// stay f32: --resume takes the sketch's precision unless this is given again.
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
 }

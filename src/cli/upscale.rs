@@ -59,7 +59,10 @@ pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
     let device = args.device.open()?;
     let up = Upscaler::load_with(&args.model, &device, args.precision)?;
     if args.precision == Precision::Bf16 && up.precision != Precision::Bf16 {
-        eprintln!("bf16: this CPU has no AVX512_BF16 convolutions; running fp32");
+        eprintln!(
+            "bf16: no bf16 convolutions here (they need AVX512_BF16, and EASEL_CONV_KERNEL=gemm \
+             or EASEL_KERNELS=portable turn them off); running fp32"
+        );
     }
     eprintln!(
         "{} ({}) from {}",

@@ -24,6 +24,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, pad: usize, stride: usize) -> Result<Tenso
     let (n, c, h, wd) = x.dims4()?;
     let (co, _, k, _) = w.dims4()?;
     let s = stride;
+    if s == 0 || h + 2 * pad < k || wd + 2 * pad < k {
+        candle_core::bail!("conv2d: kernel {k} (stride {s}) does not fit a padded {h}x{wd} input");
+    }
     let ho = (h + 2 * pad - k) / s + 1;
     let wo = (wd + 2 * pad - k) / s + 1;
     // Stride s as a phase split: padded row s·i + r is row i of phase r, so tap ky reads
@@ -63,6 +66,11 @@ pub fn conv_transpose2d(
     let (n, ci, h, wd) = x.dims4()?;
     let (_, co, k, _) = w.dims4()?;
     let s = stride;
+    if s == 0 || h == 0 || wd == 0 || k + out_pad < 2 * pad + 1 {
+        candle_core::bail!(
+            "conv_transpose2d: kernel {k}, padding {pad}, stride {s} do not fit a {h}x{wd} input"
+        );
+    }
     let ho = (h - 1) * s + k + out_pad - 2 * pad;
     let wo = (wd - 1) * s + k + out_pad - 2 * pad;
     // Every input value times every tap: [N, co·k·k, H·W].

@@ -183,6 +183,13 @@ pub(crate) unsafe fn gemm(
             "packed for another product"
         );
     }
+    // The tile shape follows the whole product's n (a packed a was packed for it), so a
+    // split into column blocks computes every tile as one thread would: the same bits
+    // whatever the threads.
+    let mr = match a {
+        Lhs::Packed(p) => p.mr,
+        Lhs::Mat(_) => tile_rows(n),
+    };
     let threads = rayon::current_num_threads();
     let dst = super::conv::SharedPtr(dst);
     if parallel && threads > 1 && n >= 2 * 32 {
@@ -195,19 +202,30 @@ pub(crate) unsafe fn gemm(
             // SAFETY: column j0 < n of b.
             let b = unsafe { b.columns_from(j0) };
             // SAFETY: as the caller's, on columns j0..j0+cols.
-            unsafe { serial((m, cols, k), dst.get().add(j0), dst_rs, accumulate, a, b) };
+            unsafe {
+                serial(
+                    mr,
+                    (m, cols, k),
+                    dst.get().add(j0),
+                    dst_rs,
+                    accumulate,
+                    a,
+                    b,
+                )
+            };
         });
     } else {
         // SAFETY: the caller's.
-        unsafe { serial((m, n, k), dst.get(), dst_rs, accumulate, a, b) };
+        unsafe { serial(mr, (m, n, k), dst.get(), dst_rs, accumulate, a, b) };
     }
 }
 
-/// [`gemm`] on one thread.
+/// [`gemm`] on one thread, with register tiles of `mr` rows.
 ///
 /// # Safety
 /// As [`gemm`].
 unsafe fn serial(
+    mr: usize,
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
@@ -215,10 +233,6 @@ unsafe fn serial(
     a: Lhs,
     b: Rhs,
 ) {
-    let mr = match a {
-        Lhs::Packed(p) => p.mr,
-        Lhs::Mat(_) => tile_rows(n),
-    };
     if mr == 24 {
         // SAFETY: the caller's.
         unsafe { blocked::<24, 1>((m, n, k), dst, dst_rs, accumulate, a, b) }
@@ -379,7 +393,7 @@ unsafe fn pack_b(
             let row = &mut out[jp * kp * nr + p * nr..][..cols];
             let span = jp * nr..jp * nr + cols;
             // SAFETY: AVX-512F is the caller's promise; the three slices are `cols` long.
-            unsafe { super::infer::avx512_pairs(&lo[span.clone()], Some(&hi[span]), row) };
+            unsafe { avx512::pairs(&lo[span.clone()], Some(&hi[span]), row) };
         }
     }
 }
@@ -431,9 +445,35 @@ unsafe fn pack_a(
     }
 }
 
+/// Where there is no AVX-512 there are no bf16 products: `Precision::bf16_available` is
+/// false, so nothing here is reached.
+#[cfg(not(target_arch = "x86_64"))]
+mod avx512 {
+    pub(super) unsafe fn adjacent_pairs(_: &[f32], _: &mut [u32]) {
+        unreachable!("bf16 products need x86-64 with AVX512_BF16")
+    }
+
+    pub(super) unsafe fn pairs(_: &[f32], _: Option<&[f32]>, _: &mut [u32]) {
+        unreachable!("bf16 products need x86-64 with AVX512_BF16")
+    }
+
+    pub(super) unsafe fn tile<const MR: usize, const NV: usize>(
+        _: usize,
+        _: &[u32],
+        _: &[u32],
+        _: *mut f32,
+        _: usize,
+        _: bool,
+    ) {
+        unreachable!("bf16 products need x86-64 with AVX512_BF16")
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+
+    pub(super) use super::super::infer::avx512_pairs as pairs;
 
     /// `dst[i] = bf16(src[2i]) | bf16(src[2i + 1]) << 16` (0 past the end of an odd
     /// `src`), rounded to nearest even by `vcvtne2ps2bf16`.
@@ -712,5 +752,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Split among 16 threads, a product whose last column block is 16 wide (720 columns;
+    /// 48 rows: whole tiles of both shapes) gives the bits one thread gives, accumulating
+    /// over several k blocks.
+    #[test]
+    fn threads_do_not_change_the_bits() {
+        if !crate::gan::Precision::bf16_available() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        let (m, n, k) = (48, 720, 600);
+        let av: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 999.0 - 0.5)
+            .collect();
+        let bv: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104729) % 997) as f32 / 996.0 - 0.5)
+            .collect();
+        let start: Vec<f32> = (0..m * n).map(|i| (i % 13) as f32 * 0.1).collect();
+        let a = Mat {
+            ptr: av.as_ptr(),
+            rs: k,
+            cs: 1,
+        };
+        let b = Rhs::Mat(Mat {
+            ptr: bv.as_ptr(),
+            rs: 1,
+            cs: k,
+        });
+        let run = |parallel: bool| {
+            let mut c = start.clone();
+            // SAFETY: shapes as allocated; AVX512_BF16 checked.
+            unsafe { gemm((m, n, k), c.as_mut_ptr(), n, true, Lhs::Mat(a), b, parallel) };
+            c
+        };
+        let one = run(false);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(16)
+            .build()
+            .unwrap();
+        assert!(
+            pool.install(|| run(true)) == one,
+            "16 threads changed the bits"
+        );
     }
 }

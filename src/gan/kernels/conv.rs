@@ -853,7 +853,9 @@ fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // bf16 products read the im2col matrix without unfolding it.
     let unfolded = if g.bf16 { 0 } else { rows * cap };
     let range = |c: usize| c * per_chunk..((c + 1) * per_chunk).min(g.n);
-    if small && chunks > 1 && t > 1 {
+    // The mode depends on the shapes alone (not on the threads), so the sum is taken in the
+    // same order on every machine.
+    if small && chunks > 1 {
         let partials: Vec<Vec<f32>> = (0..chunks)
             .into_par_iter()
             .map(|c| {
