@@ -27,5 +27,5 @@ print(f"easel {sys.argv[2]}: {128000 / mean:.1f} ms/step, {mean:.0f} images/s (m
 PY
 done
 for amp in off bf16; do
-    "$python" scripts/bench_gpu_torch.py --steps "$steps" --batch 128 --amp "$amp"
+    "$python" scripts/bench_gpu_torch.py --steps "$steps" --batch 128 --amp "$amp" || echo "PyTorch ($amp) failed"
 done
