@@ -120,25 +120,19 @@ impl PackedA {
     /// AVX512F and AVX512_BF16 must be available; `a` valid for `m`×`k`.
     pub(crate) unsafe fn new(a: Mat, m: usize, k: usize, n: usize) -> PackedA {
         let mr = tile_rows(n);
-        let mut blocks = vec![];
-        for ic in (0..m).step_by(MC) {
-            for pc in (0..k.max(1)).step_by(KC) {
+        let kblocks = k.max(1).div_ceil(KC);
+        // Blocks in parallel (each is packed by one thread, so the result is the same).
+        let blocks = (0..m.div_ceil(MC) * kblocks)
+            .into_par_iter()
+            .map(|b| {
+                let (ic, pc) = (b / kblocks * MC, b % kblocks * KC);
+                let (mc, kc) = (MC.min(m - ic), KC.min(k - pc.min(k)));
                 let mut out = vec![];
-                // SAFETY: the block is inside a.
-                unsafe {
-                    pack_a(
-                        &mut out,
-                        mr,
-                        a,
-                        ic,
-                        MC.min(m - ic),
-                        pc,
-                        KC.min(k - pc.min(k)),
-                    )
-                };
-                blocks.push(out);
-            }
-        }
+                // SAFETY: the block is inside a; AVX512_BF16 is the caller's promise.
+                unsafe { pack_a(&mut out, mr, a, ic, mc, pc, kc) };
+                out
+            })
+            .collect();
         PackedA { m, k, mr, blocks }
     }
 

@@ -966,14 +966,16 @@ fn weight_grad_chunk(
             cs: 1,
         };
         // SAFETY: `dw` is cout×rows, `dyt` cout×ld; B is the im2col matrix (rows×ld)
-        // read transposed; `Geom::bf16` only where the CPU has AVX512_BF16.
+        // read transposed; `Geom::bf16` only where the CPU has AVX512_BF16. dyt is packed
+        // once, not once per thread of a split product.
         unsafe {
+            let packed = PackedA::new(a, g.cout, ld, rows);
             bf16_gemm::gemm(
                 (g.cout, rows, ld),
                 dw.as_mut_ptr(),
                 rows,
                 accumulate,
-                Lhs::Mat(a),
+                Lhs::Packed(&packed),
                 Rhs::Cols { src: &src, j0: 0 },
                 parallel,
             )
