@@ -59,44 +59,6 @@ impl Mat {
     }
 }
 
-/// Rows of a matrix computed on demand (an im2col matrix is never stored whole in bf16
-/// products: its rows are made as the packing reads them).
-pub(crate) trait RowSource: Sync {
-    /// Values `j0..j0 + out.len()` of row `r`.
-    fn row(&self, r: usize, j0: usize, out: &mut [f32]);
-}
-
-/// The right matrix of a product.
-#[derive(Clone, Copy)]
-pub(crate) enum Rhs<'a> {
-    Mat(Mat),
-    /// B's rows come from `src`, from its column `j0` on.
-    Rows {
-        src: &'a dyn RowSource,
-        j0: usize,
-    },
-    /// B is `src`'s matrix transposed (B's columns are its rows), from column `j0` on.
-    Cols {
-        src: &'a dyn RowSource,
-        j0: usize,
-    },
-}
-
-impl Rhs<'_> {
-    /// The matrix from column `j` on.
-    ///
-    /// # Safety
-    /// Column `j` must be inside the matrix.
-    unsafe fn columns_from(self, j: usize) -> Self {
-        match self {
-            // SAFETY: the caller's.
-            Rhs::Mat(m) => Rhs::Mat(unsafe { m.columns_from(j) }),
-            Rhs::Rows { src, j0 } => Rhs::Rows { src, j0: j0 + j },
-            Rhs::Cols { src, j0 } => Rhs::Cols { src, j0: j0 + j },
-        }
-    }
-}
-
 /// The left matrix of a product: in memory, or packed once for many products (a
 /// convolution's weight, multiplied with every image of a batch).
 #[derive(Clone, Copy)]
@@ -165,7 +127,7 @@ pub(crate) unsafe fn gemm(
     dst_rs: usize,
     accumulate: bool,
     a: Lhs,
-    b: Rhs,
+    b: Mat,
     parallel: bool,
 ) {
     if m == 0 || n == 0 {
@@ -225,7 +187,7 @@ unsafe fn serial(
     dst_rs: usize,
     accumulate: bool,
     a: Lhs,
-    b: Rhs,
+    b: Mat,
 ) {
     if mr == 24 {
         // SAFETY: the caller's.
@@ -244,7 +206,7 @@ unsafe fn blocked<const MR: usize, const NV: usize>(
     dst_rs: usize,
     accumulate: bool,
     a: Lhs,
-    b: Rhs,
+    b: Mat,
 ) {
     let nr = 16 * NV;
     let mut bpack: Vec<u32> = Vec::new();
@@ -313,7 +275,7 @@ unsafe fn blocked<const MR: usize, const NV: usize>(
 /// The block must be inside `b`; AVX512F and AVX512_BF16 available.
 unsafe fn pack_b(
     out: &mut Vec<u32>,
-    b: Rhs,
+    b: Mat,
     pc: usize,
     kc: usize,
     jc: usize,
@@ -324,30 +286,15 @@ unsafe fn pack_b(
     let panels = nc.div_ceil(nr);
     out.clear();
     out.resize(panels * kp * nr, 0);
-    let transposed = match b {
-        Rhs::Mat(m) => m.rs == 1,
-        Rhs::Rows { .. } => false,
-        Rhs::Cols { .. } => true,
-    };
-    if transposed {
-        // B's columns are contiguous in k: each column's pairs are adjacent values,
-        // converted in one run and spread over the panel's rows.
-        let mut column = vec![0f32; kc];
+    if b.rs == 1 {
+        // B's columns are contiguous in k (B read transposed): each column's pairs are
+        // adjacent values, converted in one run and spread over the panel's rows.
         let mut run = vec![0u32; kp];
         for j in 0..nc {
-            let values: &[f32] = match b {
-                // SAFETY: column jc + j, rows pc..pc+kc are inside b.
-                Rhs::Mat(m) => unsafe {
-                    std::slice::from_raw_parts(m.ptr.add((jc + j) * m.cs + pc), kc)
-                },
-                Rhs::Cols { src, j0 } => {
-                    src.row(j0 + jc + j, pc, &mut column);
-                    &column
-                }
-                Rhs::Rows { .. } => unreachable!("rows are not transposed"),
-            };
+            // SAFETY: column jc + j, rows pc..pc+kc are inside b.
+            let column = unsafe { std::slice::from_raw_parts(b.ptr.add((jc + j) * b.cs + pc), kc) };
             // SAFETY: AVX512_BF16 is the caller's promise; `run` holds kp.
-            unsafe { avx512::adjacent_pairs(values, &mut run) };
+            unsafe { avx512::adjacent_pairs(column, &mut run) };
             let (jp, c) = (j / nr, j % nr);
             let panel = &mut out[jp * kp * nr..(jp + 1) * kp * nr];
             for (p, v) in run.iter().enumerate() {
@@ -365,21 +312,16 @@ unsafe fn pack_b(
         for (k, buf, wanted) in [(k0, &mut lo, true), (k1, &mut hi, has_hi)] {
             if !wanted {
                 buf.fill(0.0);
-                continue;
-            }
-            match b {
+            } else if b.cs == 1 {
                 // SAFETY: row k, columns jc..jc+nc are inside b.
-                Rhs::Mat(m) if m.cs == 1 => buf.copy_from_slice(unsafe {
-                    std::slice::from_raw_parts(m.ptr.add(k * m.rs + jc), nc)
-                }),
-                Rhs::Mat(m) => {
-                    for (j, v) in buf.iter_mut().enumerate() {
-                        // SAFETY: row k, column jc + j are inside b.
-                        *v = unsafe { m.at(k, jc + j) };
-                    }
+                buf.copy_from_slice(unsafe {
+                    std::slice::from_raw_parts(b.ptr.add(k * b.rs + jc), nc)
+                });
+            } else {
+                for (j, v) in buf.iter_mut().enumerate() {
+                    // SAFETY: row k, column jc + j are inside b.
+                    *v = unsafe { b.at(k, jc + j) };
                 }
-                Rhs::Rows { src, j0 } => src.row(k, j0 + jc, buf),
-                Rhs::Cols { .. } => unreachable!("columns are transposed"),
             }
         }
         for jp in 0..panels {
@@ -629,7 +571,7 @@ mod tests {
                             n,
                             accumulate,
                             Lhs::Packed(&p),
-                            Rhs::Mat(b),
+                            b,
                             parallel,
                         )
                     } else {
@@ -639,7 +581,7 @@ mod tests {
                             n,
                             accumulate,
                             Lhs::Mat(a),
-                            Rhs::Mat(b),
+                            b,
                             parallel,
                         )
                     }
@@ -671,83 +613,6 @@ mod tests {
         }
     }
 
-    /// A matrix stored row-major, read as a [`RowSource`].
-    struct Dense {
-        values: Vec<f32>,
-        cols: usize,
-    }
-
-    impl RowSource for Dense {
-        fn row(&self, r: usize, j0: usize, out: &mut [f32]) {
-            out.copy_from_slice(&self.values[r * self.cols + j0..][..out.len()]);
-        }
-    }
-
-    /// B read from a row source (as rows, and transposed as columns) gives the bits B in
-    /// memory gives, serial and split among threads.
-    #[test]
-    fn row_sources_multiply_as_matrices_do() {
-        if !crate::gan::Precision::bf16_available() {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
-        }
-        for &(m, n, k) in &[(13, 70, 300), (30, 9, 37), (5, 100, 1)] {
-            let av: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7919) % 1000) as f32 / 999.0 - 0.5)
-                .collect();
-            let bv: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 104729) % 997) as f32 / 996.0 - 0.5)
-                .collect();
-            let bt: Vec<f32> = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
-            let a = Mat {
-                ptr: av.as_ptr(),
-                rs: k,
-                cs: 1,
-            };
-            let rows = Dense {
-                values: bv.clone(),
-                cols: n,
-            };
-            let cols = Dense {
-                values: bt,
-                cols: k,
-            };
-            for parallel in [false, true] {
-                let run = |b: Rhs| {
-                    let mut c = vec![0f32; m * n];
-                    // SAFETY: shapes as allocated; AVX512_BF16 checked.
-                    unsafe {
-                        gemm(
-                            (m, n, k),
-                            c.as_mut_ptr(),
-                            n,
-                            false,
-                            Lhs::Mat(a),
-                            b,
-                            parallel,
-                        )
-                    };
-                    c
-                };
-                let want = run(Rhs::Mat(Mat {
-                    ptr: bv.as_ptr(),
-                    rs: n,
-                    cs: 1,
-                }));
-                assert_eq!(
-                    run(Rhs::Rows { src: &rows, j0: 0 }),
-                    want,
-                    "rows {m}x{n}x{k}"
-                );
-                assert_eq!(
-                    run(Rhs::Cols { src: &cols, j0: 0 }),
-                    want,
-                    "columns {m}x{n}x{k}"
-                );
-            }
-        }
-    }
-
     /// Split among 16 threads, a product whose last column block is 16 wide (720 columns;
     /// 48 rows: whole tiles of both shapes) gives the bits one thread gives, accumulating
     /// over several k blocks.
@@ -770,11 +635,11 @@ mod tests {
             rs: k,
             cs: 1,
         };
-        let b = Rhs::Mat(Mat {
+        let b = Mat {
             ptr: bv.as_ptr(),
             rs: 1,
             cs: k,
-        });
+        };
         let run = |parallel: bool| {
             let mut c = start.clone();
             // SAFETY: shapes as allocated; AVX512_BF16 checked.

@@ -18,7 +18,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::bf16_gemm::{self, Lhs, Mat, PackedA, Rhs};
+use super::bf16_gemm::{self, Lhs, Mat, PackedA};
 use super::{f32_data, Precision};
 
 /// `conv2d(x [N, Cin, H, W], w [Cout, Cin, K, K])` with symmetric `padding` and `stride`
@@ -493,56 +493,6 @@ unsafe fn im2col(g: &Geom, x: &[f32], dst: *mut f32, ld: usize) {
     }
 }
 
-/// The im2col matrix of images `first..` of a batch as a [`bf16_gemm::RowSource`]: row
-/// (cin, kh, kw), columns the output pixels of image `first`, then of the next, and so on.
-/// bf16 products read it row by row as they pack it, so it is never stored.
-struct Im2colRows<'a> {
-    g: &'a Geom,
-    x: &'a [f32],
-    first: usize,
-}
-
-impl bf16_gemm::RowSource for Im2colRows<'_> {
-    fn row(&self, r: usize, j0: usize, out: &mut [f32]) {
-        let g = self.g;
-        let (k, s, ohw, wo) = (g.k, g.stride, g.out_hw(), g.wo);
-        let (ci, kh, kw) = (r / (k * k), r / k % k, r % k);
-        let (lo, hi) = g.valid_cols(kw);
-        let mut j = j0;
-        let mut done = 0;
-        while done < out.len() {
-            let (item, pixel) = (self.first + j / ohw, j % ohw);
-            let (oh, ow0) = (pixel / wo, pixel % wo);
-            let len = (wo - ow0).min(out.len() - done);
-            let seg = &mut out[done..done + len];
-            match g.in_row(oh, kh) {
-                None => seg.fill(0.0),
-                Some(ih) => {
-                    let xr = &self.x[((item * g.cin + ci) * g.h + ih) * g.w..][..g.w];
-                    // Output columns ow0..ow0+len: zeros left of `lo` and from `hi` on.
-                    let a = lo.clamp(ow0, ow0 + len);
-                    let b = hi.clamp(a, ow0 + len);
-                    seg[..a - ow0].fill(0.0);
-                    seg[b - ow0..].fill(0.0);
-                    if a < b {
-                        let first = a * s + kw - g.pad;
-                        let dst = &mut seg[a - ow0..b - ow0];
-                        if s == 1 {
-                            dst.copy_from_slice(&xr[first..first + (b - a)]);
-                        } else {
-                            for (o, v) in dst.iter_mut().zip(xr[first..].iter().step_by(s)) {
-                                *o = *v;
-                            }
-                        }
-                    }
-                }
-            }
-            done += len;
-            j += len;
-        }
-    }
-}
-
 /// Adds an im2col-shaped matrix (`[rows(), out_hw()]`, contiguous) back onto an image
 /// `[cin, h, w]`: the adjoint of [`im2col`].
 fn col2im(g: &Geom, cols: &[f32], x: &mut [f32]) {
@@ -655,7 +605,7 @@ unsafe fn product(
         };
         let parallel = !matches!(parallelism, Parallelism::None);
         // SAFETY: the caller's; `Geom::bf16` is set only where the CPU has AVX512_BF16.
-        unsafe { bf16_gemm::gemm(mnk, dst, dst_rs, accumulate, a, Rhs::Mat(b), parallel) }
+        unsafe { bf16_gemm::gemm(mnk, dst, dst_rs, accumulate, a, b, parallel) }
     } else {
         // SAFETY: the caller's.
         unsafe {
@@ -723,24 +673,6 @@ fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
         .bf16
         .then(|| unsafe { PackedA::new(lhs, g.cout, rows, ohw) });
     per_item(g.n, &mut y, g.cout * ohw, |i, y_n, cols, par| {
-        if let Some(packed) = &packed {
-            let src = Im2colRows { g, x, first: i };
-            let b = Rhs::Rows { src: &src, j0: 0 };
-            let parallel = !matches!(par, Parallelism::None);
-            // SAFETY: `y_n` holds cout·ohw; `packed` is W for n = ohw; AVX512_BF16 (bf16).
-            unsafe {
-                bf16_gemm::gemm(
-                    (g.cout, ohw, rows),
-                    y_n.as_mut_ptr(),
-                    ohw,
-                    false,
-                    Lhs::Packed(packed),
-                    b,
-                    parallel,
-                )
-            };
-            return;
-        }
         cols.resize(rows * ohw, 0.0);
         let x_n = &x[i * g.image()..(i + 1) * g.image()];
         // SAFETY: `cols` holds rows·ohw values; `y_n` holds cout·ohw, `w` cout·rows.
@@ -851,7 +783,7 @@ fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     };
     let cap = per_chunk * ohw;
     // bf16 products read the im2col matrix without unfolding it.
-    let unfolded = if g.bf16 { 0 } else { rows * cap };
+    let unfolded = rows * cap;
     let range = |c: usize| c * per_chunk..((c + 1) * per_chunk).min(g.n);
     // The mode depends on the shapes alone (not on the threads), so the sum is taken in the
     // same order on every machine.
@@ -920,11 +852,7 @@ fn weight_grad_chunk(
     let (rows, ohw) = (g.rows(), g.out_hw());
     let first = items.start;
     let ld = items.len() * ohw;
-    assert!(
-        (g.bf16 || cols.len() >= rows * ld)
-            && dyt.len() >= g.cout * ld
-            && dw.len() == g.cout * rows
-    );
+    assert!(cols.len() >= rows * ld && dyt.len() >= g.cout * ld && dw.len() == g.cout * rows);
     let parallel = !matches!(par, Parallelism::None);
     let cols_ptr = SharedPtr(cols.as_mut_ptr());
     let unfold = |j: usize| {
@@ -940,9 +868,7 @@ fn weight_grad_chunk(
             seg.copy_from_slice(&dy[at..at + ohw]);
         }
     };
-    if g.bf16 {
-        // bf16 products read the im2col matrix as they pack it: no unfolding.
-    } else if parallel {
+    if parallel {
         (0..items.len()).into_par_iter().for_each(unfold);
     } else {
         (0..items.len()).for_each(unfold);
@@ -959,7 +885,6 @@ fn weight_grad_chunk(
             .for_each(transpose);
     }
     if g.bf16 {
-        let src = Im2colRows { g, x, first };
         let a = Mat {
             ptr: dyt.as_ptr(),
             rs: ld,
@@ -976,7 +901,11 @@ fn weight_grad_chunk(
                 rows,
                 accumulate,
                 Lhs::Packed(&packed),
-                Rhs::Cols { src: &src, j0: 0 },
+                Mat {
+                    ptr: cols.as_ptr(),
+                    rs: 1,
+                    cs: ld,
+                },
                 parallel,
             )
         };
