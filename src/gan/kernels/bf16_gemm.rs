@@ -282,27 +282,21 @@ unsafe fn pack_b(
     nc: usize,
     nr: usize,
 ) {
+    if b.rs == 1 {
+        // B's columns are contiguous in k (B read transposed): packed as the rows of Bᵀ,
+        // whose panels have B's layout.
+        let bt = Mat {
+            ptr: b.ptr,
+            rs: b.cs,
+            cs: 1,
+        };
+        // SAFETY: the block of Bᵀ is the caller's block of B.
+        return unsafe { pack_a(out, nr, bt, jc, nc, pc, kc) };
+    }
     let kp = kc.div_ceil(2);
     let panels = nc.div_ceil(nr);
     out.clear();
     out.resize(panels * kp * nr, 0);
-    if b.rs == 1 {
-        // B's columns are contiguous in k (B read transposed): each column's pairs are
-        // adjacent values, converted in one run and spread over the panel's rows.
-        let mut run = vec![0u32; kp];
-        for j in 0..nc {
-            // SAFETY: column jc + j, rows pc..pc+kc are inside b.
-            let column = unsafe { std::slice::from_raw_parts(b.ptr.add((jc + j) * b.cs + pc), kc) };
-            // SAFETY: AVX512_BF16 is the caller's promise; `run` holds kp.
-            unsafe { avx512::adjacent_pairs(column, &mut run) };
-            let (jp, c) = (j / nr, j % nr);
-            let panel = &mut out[jp * kp * nr..(jp + 1) * kp * nr];
-            for (p, v) in run.iter().enumerate() {
-                panel[p * nr + c] = *v;
-            }
-        }
-        return;
-    }
     // Rows: two of B's rows at a time (k = 2p and 2p + 1), paired by the vector converter.
     let mut lo = vec![0f32; nc];
     let mut hi = vec![0f32; nc];
@@ -334,11 +328,11 @@ unsafe fn pack_b(
     }
 }
 
-/// Packs rows `ic..ic+mc` × columns `pc..pc+kc` of `a` as panels of `MR` rows, k in pairs,
+/// Packs rows `ic..ic+mc` × columns `pc..pc+kc` of `a` as panels of `mr` rows, k in pairs,
 /// zero-padded.
 ///
 /// # Safety
-/// The block must be inside `a`.
+/// The block must be inside `a`; AVX512F and AVX512_BF16 available.
 unsafe fn pack_a(
     out: &mut Vec<u32>,
     mr: usize,
