@@ -105,25 +105,6 @@ fn fifty_dcgan64_steps_report_images_per_second() {
     );
 }
 
-/// The cosine between two runs' moves away from `start` (running statistics left out).
-fn cosine_of_moves(
-    start: &[(String, Vec<f32>)],
-    a: &[(String, Vec<f32>)],
-    b: &[(String, Vec<f32>)],
-) -> f32 {
-    let moves = |w: &[(String, Vec<f32>)]| -> Vec<f32> {
-        w.iter()
-            .zip(start)
-            .filter(|((n, _), _)| !n.contains("running_"))
-            .flat_map(|((_, after), (_, before))| after.iter().zip(before).map(|(x, y)| x - y))
-            .collect()
-    };
-    let (ma, mb) = (moves(a), moves(b));
-    let dot: f32 = ma.iter().zip(&mb).map(|(x, y)| x * y).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (norm(&ma) * norm(&mb))
-}
-
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn bf16_on_cuda_trains_like_fp32_and_saves_f32() {
@@ -147,7 +128,7 @@ fn bf16_on_cuda_trains_like_fp32_and_saves_f32() {
     let (a, b) = (two_steps(&fp32), two_steps(&bf16));
     let (wa, wb) = (weights(&a), weights(&b));
     assert!(wa != wb, "bf16 ran as f32");
-    let cosine = cosine_of_moves(&start, &wa, &wb);
+    let cosine = common::cosine_of_moves(&start, &wa, &wb);
     eprintln!("bf16 vs fp32 on CUDA, two steps: cosine of the weights' moves {cosine:.4}");
     assert!(
         cosine > 0.9,

@@ -57,6 +57,38 @@ fn two_steps(spec: &GanSpec, portable: bool) -> Vec<(String, Vec<f32>)> {
     weights(&t)
 }
 
+/// Trains the run `name` in `dir` through `plan` (steps to reach, resume?), each leg to
+/// its end; the run and its latest checkpoint's tensors by name (sorted), all f32.
+fn train_through(
+    dir: &Path,
+    name: &str,
+    (spec, src): (&GanSpec, &str),
+    plan: &[(usize, bool)],
+) -> (RunDir, Vec<(String, Vec<f32>)>) {
+    let r = RunDir::at(&dir.join(name)).unwrap();
+    for &(steps, resume) in plan {
+        let opts = TrainOptions {
+            steps: Some(steps),
+            resume,
+            ..Default::default()
+        };
+        assert_eq!(
+            train::train(&r, src, spec, &opts, &mut Silent).unwrap(),
+            Outcome::Done
+        );
+    }
+    let (t, _) = train::load_safetensors(&r.latest_checkpoint(), Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(n, t)| {
+            assert_eq!(t.dtype(), candle_core::DType::F32, "{n} is saved as f32");
+            (n, t.flatten_all().unwrap().to_vec1().unwrap())
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    (r, v)
+}
+
 #[test]
 fn the_portable_path_trains_as_the_cpu_kernels_do() {
     let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,29 +137,14 @@ fn the_portable_path_trains_as_the_cpu_kernels_do() {
         dir.path(),
         r#"g_norm: "batch", d_norm: "batch", dropout: 0.3, checkpoint_every: 2"#,
     );
-    let run = |name: &str, plan: &[(usize, bool)]| {
-        let r = RunDir::at(&dir.path().join(name)).unwrap();
-        for &(steps, resume) in plan {
-            let opts = TrainOptions {
-                steps: Some(steps),
-                resume,
-                ..Default::default()
-            };
-            assert_eq!(
-                train::train(&r, &src, &spec, &opts, &mut Silent).unwrap(),
-                Outcome::Done
-            );
-        }
-        let (t, _) = train::load_safetensors(&r.latest_checkpoint(), Device::Cpu).unwrap();
-        let mut v: Vec<(String, Vec<f32>)> = t
-            .into_iter()
-            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
-    let straight = run("straight", &[(4, false)]);
-    let halves = run("halves", &[(2, false), (4, true)]);
+    let straight = train_through(dir.path(), "straight", (&spec, &src), &[(4, false)]).1;
+    let halves = train_through(
+        dir.path(),
+        "halves",
+        (&spec, &src),
+        &[(2, false), (4, true)],
+    )
+    .1;
     assert_eq!(straight.len(), halves.len());
     for ((n, a), (_, b)) in straight.iter().zip(&halves) {
         assert!(a == b, "{n} differs after a portable resume");
@@ -153,20 +170,7 @@ fn bf16_trains_like_fp32_to_its_rounding_and_resumes_exactly() {
         let data = data::load(&fp32, &Device::Cpu, None).unwrap();
         weights(&Trainer::new(&fp32, data.class_names.clone(), &Device::Cpu).unwrap())
     };
-    // The cosine between two runs' moves from the same start.
-    let cosine = |a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]| {
-        let moves = |w: &[(String, Vec<f32>)]| -> Vec<f32> {
-            w.iter()
-                .zip(&start)
-                .filter(|((n, _), _)| !n.contains("running_"))
-                .flat_map(|((_, after), (_, before))| after.iter().zip(before).map(|(x, y)| x - y))
-                .collect()
-        };
-        let (ma, mb) = (moves(a), moves(b));
-        let dot: f32 = ma.iter().zip(&mb).map(|(x, y)| x * y).sum();
-        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        dot / (norm(&ma) * norm(&mb))
-    };
+    let cosine = |a: &[_], b: &[_]| common::cosine_of_moves(&start, a, b);
     // easel's CPU kernels: bf16 products where the CPU has AVX512_BF16, else f32.
     let (a, b) = (two_steps(&fp32, false), two_steps(&bf16, false));
     if easel::gan::Precision::bf16_available() {
@@ -189,53 +193,27 @@ fn bf16_trains_like_fp32_to_its_rounding_and_resumes_exactly() {
         "bf16's steps point elsewhere than f32's: cosine {c}"
     );
 
-    let run = |name: &str, plan: &[(usize, bool)]| {
-        let r = RunDir::at(&dir.path().join(name)).unwrap();
-        for &(steps, resume) in plan {
-            let opts = TrainOptions {
-                steps: Some(steps),
-                resume,
-                ..Default::default()
-            };
-            assert_eq!(
-                train::train(&r, &src, &bf16, &opts, &mut Silent).unwrap(),
-                Outcome::Done
-            );
-        }
-        let status = r.read_status().unwrap();
-        let bf16_ran = !kernels::enabled(&Device::Cpu) || easel::gan::Precision::bf16_available();
-        assert_eq!(
-            status.device.ends_with(", bf16"),
-            bf16_ran,
-            "{}",
-            status.device
-        );
-        let (t, _) = train::load_safetensors(&r.latest_checkpoint(), Device::Cpu).unwrap();
-        let mut v: Vec<(String, Vec<f32>)> = t
-            .into_iter()
-            .map(|(n, t)| {
-                assert_eq!(t.dtype(), candle_core::DType::F32, "{n} is saved as f32");
-                (n, t.flatten_all().unwrap().to_vec1().unwrap())
-            })
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
     // Resume stays exact in bf16, on Candle's path and on easel's CPU kernels.
     for portable in [true, false] {
         kernels::force_portable(portable);
-        let straight = run(&format!("bf16-straight-{portable}"), &[(4, false)]);
-        let halves = run(&format!("bf16-halves-{portable}"), &[(2, false), (4, true)]);
+        let plans: [&[(usize, bool)]; 2] = [&[(4, false)], &[(2, false), (4, true)]];
+        let [(run, straight), (_, halves)] = [0, 1].map(|i| {
+            let name = format!("bf16-{i}-{portable}");
+            train_through(dir.path(), &name, (&bf16, &src), plans[i])
+        });
         for ((n, a), (_, b)) in straight.iter().zip(&halves) {
             assert!(
                 a == b,
                 "{n} differs after a bf16 resume (portable: {portable})"
             );
         }
+        let device = run.read_status().unwrap().device;
+        let bf16_ran = portable || easel::gan::Precision::bf16_available();
+        assert_eq!(device.ends_with(", bf16"), bf16_ran, "{device}");
     }
     // Samples of a bf16 run are drawn in f32: the same pictures on every CPU.
     let loaded = easel::gan::saved::load_generator(
-        &dir.path().join("bf16-straight-false"),
+        &dir.path().join("bf16-0-false"),
         None,
         false,
         &Device::Cpu,

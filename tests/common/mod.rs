@@ -223,3 +223,23 @@ pub(crate) fn checkpoint_step_of(run: &RunDir) -> u64 {
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     header.metadata().as_ref().unwrap()["step"].parse().unwrap()
 }
+
+/// The cosine between two runs' moves away from the same `start` (weights by name, as
+/// [`weights`] lists them; running statistics left out): 1 when they moved the same way.
+pub(crate) fn cosine_of_moves(
+    start: &[(String, Vec<f32>)],
+    a: &[(String, Vec<f32>)],
+    b: &[(String, Vec<f32>)],
+) -> f32 {
+    let moves = |w: &[(String, Vec<f32>)]| -> Vec<f32> {
+        w.iter()
+            .zip(start)
+            .filter(|((n, _), _)| !n.contains("running_"))
+            .flat_map(|((_, after), (_, before))| after.iter().zip(before).map(|(x, y)| x - y))
+            .collect()
+    };
+    let (ma, mb) = (moves(a), moves(b));
+    let dot: f32 = ma.iter().zip(&mb).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(&ma) * norm(&mb))
+}
