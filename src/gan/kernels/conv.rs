@@ -1,4 +1,5 @@
-//! Fast CPU convolutions as Candle custom ops (f32 only).
+//! Fast CPU convolutions as Candle custom ops (f32 tensors; the products in bf16 for
+//! `conv2d_with`/`conv_transpose2d_with` in bf16 where the CPU has AVX512_BF16).
 //!
 //! Candle's CPU `conv_transpose2d` is a direct loop, and every `conv2d` backward pass uses
 //! it for the input gradient, so a GAN step spends most of its time there. These ops do

@@ -1,7 +1,8 @@
-//! easel's CPU kernels as Candle custom ops (f32 only), used for training on the CPU
+//! easel's CPU kernels as Candle custom ops (f32 tensors), used for training on the CPU
 //! ([`enabled`]); other devices, or `EASEL_KERNELS=portable`, take Candle's own ops.
 //!
 //! - [`conv`]: convolutions (im2col / col2im around GEMMs), forward and backward;
+//! - [`bf16_gemm`]: those GEMMs in bf16 (`precision: "bf16"`, on AVX512_BF16);
 //! - [`batch_norm`]: training-mode batch norm, fused into one op forward and one backward;
 //! - [`infer`]: forward-only convolutions with the bias and activation fused (upscaling).
 //!
