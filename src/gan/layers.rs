@@ -168,9 +168,13 @@ pub enum Act {
 
 impl Act {
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        let fused = super::kernels::enabled(x.device());
         match self {
+            Act::Relu if fused => super::kernels::leaky_relu(x, 0.0),
             Act::Relu => x.relu(),
             Act::Selu => x.elu(1.673_263_242_354_377_3)? * 1.050_700_987_355_480_5,
+            // The same bits as below, in one pass each way.
+            Act::LeakyRelu(slope) if fused => super::kernels::leaky_relu(x, slope),
             Act::LeakyRelu(slope) => {
                 // max(x, slope·x) for 0 < slope < 1.
                 x.maximum(&(x * slope)?)
