@@ -59,16 +59,9 @@ impl Mat {
     }
 }
 
-/// The left matrix of a product: in memory, or packed once for many products (a
-/// convolution's weight, multiplied with every image of a batch).
-#[derive(Clone, Copy)]
-pub(crate) enum Lhs<'a> {
-    Mat(Mat),
-    Packed(&'a PackedA),
-}
-
 /// A left matrix rounded to bf16 and packed in the panels [`gemm`] reads, block by block,
-/// for products with `n` columns (the register tile's rows depend on it).
+/// for products with `n` columns (the register tile's rows depend on it); packed once, it
+/// serves many products (a convolution's weight, multiplied with every image of a batch).
 pub(crate) struct PackedA {
     m: usize,
     k: usize,
@@ -119,38 +112,30 @@ fn tile_rows(n: usize) -> usize {
 ///
 /// # Safety
 /// AVX512F and AVX512_BF16 must be available; `a`, `b` and `dst` valid for their shapes,
-/// `dst` not overlapping them; a packed `a` packed for m×k and these n.
+/// `dst` not overlapping them; `a` packed for m×k and these n.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
     accumulate: bool,
-    a: Lhs,
+    a: &PackedA,
     b: Mat,
     parallel: bool,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    if let Lhs::Packed(p) = a {
-        assert!(
-            p.m == m && p.k == k && p.mr == tile_rows(n),
-            "packed for another product"
-        );
-    }
-    // The tile shape follows the whole product's n (a packed a was packed for it), so a
-    // split into column blocks computes every tile as one thread would: the same bits
-    // whatever the threads.
-    let mr = match a {
-        Lhs::Packed(p) => p.mr,
-        Lhs::Mat(_) => tile_rows(n),
-    };
+    assert!(
+        a.m == m && a.k == k && a.mr == tile_rows(n),
+        "packed for another product"
+    );
     let threads = rayon::current_num_threads();
     let dst = super::conv::SharedPtr(dst);
     if parallel && threads > 1 && n >= 2 * 32 {
-        // Column blocks, one per task; each writes its own columns of dst. (The tile rows
-        // stay those of the whole n, so a packed a fits every block.)
+        // Column blocks, one per task; each writes its own columns of dst. The tile rows
+        // stay those of the whole n (a was packed for it), so every tile is computed as
+        // one thread would: the same bits whatever the threads.
         let per = n.div_ceil(threads).next_multiple_of(32);
         (0..n.div_ceil(per)).into_par_iter().for_each(|t| {
             let j0 = t * per;
@@ -158,38 +143,27 @@ pub(crate) unsafe fn gemm(
             // SAFETY: column j0 < n of b.
             let b = unsafe { b.columns_from(j0) };
             // SAFETY: as the caller's, on columns j0..j0+cols.
-            unsafe {
-                serial(
-                    mr,
-                    (m, cols, k),
-                    dst.get().add(j0),
-                    dst_rs,
-                    accumulate,
-                    a,
-                    b,
-                )
-            };
+            unsafe { serial((m, cols, k), dst.get().add(j0), dst_rs, accumulate, a, b) };
         });
     } else {
         // SAFETY: the caller's.
-        unsafe { serial(mr, (m, n, k), dst.get(), dst_rs, accumulate, a, b) };
+        unsafe { serial((m, n, k), dst.get(), dst_rs, accumulate, a, b) };
     }
 }
 
-/// [`gemm`] on one thread, with register tiles of `mr` rows.
+/// [`gemm`] on one thread, with the register tiles `a` was packed for.
 ///
 /// # Safety
 /// As [`gemm`].
 unsafe fn serial(
-    mr: usize,
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
     accumulate: bool,
-    a: Lhs,
+    a: &PackedA,
     b: Mat,
 ) {
-    if mr == 24 {
+    if a.mr == 24 {
         // SAFETY: the caller's.
         unsafe { blocked::<24, 1>((m, n, k), dst, dst_rs, accumulate, a, b) }
     } else {
@@ -205,12 +179,11 @@ unsafe fn blocked<const MR: usize, const NV: usize>(
     dst: *mut f32,
     dst_rs: usize,
     accumulate: bool,
-    a: Lhs,
+    a: &PackedA,
     b: Mat,
 ) {
     let nr = 16 * NV;
     let mut bpack: Vec<u32> = Vec::new();
-    let mut own: Vec<u32> = Vec::new();
     let mut tile = vec![0f32; MR * nr];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -224,14 +197,7 @@ unsafe fn blocked<const MR: usize, const NV: usize>(
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 let mpanels = mc.div_ceil(MR);
-                let apack: &[u32] = match a {
-                    Lhs::Packed(p) => p.block(ic, pc),
-                    Lhs::Mat(a) => {
-                        // SAFETY: rows ic..ic+mc and columns pc..pc+kc are inside a.
-                        unsafe { pack_a(&mut own, MR, a, ic, mc, pc, kc) };
-                        &own
-                    }
-                };
+                let apack = a.block(ic, pc);
                 for jp in 0..npanels {
                     let cols = nr.min(nc - jp * nr);
                     let bp = &bpack[jp * kp * nr..(jp + 1) * kp * nr];
@@ -519,11 +485,11 @@ mod tests {
             (150, 1600, 70),
             (3, 64, 48),
         ] {
-            for (a_t, b_t, accumulate, parallel, packed) in [
-                (false, false, false, false, false),
-                (true, false, true, false, true),
-                (false, true, false, true, false),
-                (false, false, true, true, true),
+            for (a_t, b_t, accumulate, parallel) in [
+                (false, false, false, false),
+                (true, false, true, false),
+                (false, true, false, true),
+                (false, false, true, true),
             ] {
                 let av: Vec<f32> = (0..m * k).map(|_| next()).collect();
                 let bv: Vec<f32> = (0..k * n).map(|_| next()).collect();
@@ -557,28 +523,8 @@ mod tests {
                 let mut c = start.clone();
                 // SAFETY: shapes as allocated; the CPU has AVX512_BF16 (checked).
                 unsafe {
-                    if packed {
-                        let p = PackedA::new(a, m, k, n);
-                        gemm(
-                            (m, n, k),
-                            c.as_mut_ptr(),
-                            n,
-                            accumulate,
-                            Lhs::Packed(&p),
-                            b,
-                            parallel,
-                        )
-                    } else {
-                        gemm(
-                            (m, n, k),
-                            c.as_mut_ptr(),
-                            n,
-                            accumulate,
-                            Lhs::Mat(a),
-                            b,
-                            parallel,
-                        )
-                    }
+                    let p = PackedA::new(a, m, k, n);
+                    gemm((m, n, k), c.as_mut_ptr(), n, accumulate, &p, b, parallel)
                 }
                 for i in 0..m {
                     for j in 0..n {
@@ -637,7 +583,10 @@ mod tests {
         let run = |parallel: bool| {
             let mut c = start.clone();
             // SAFETY: shapes as allocated; AVX512_BF16 checked.
-            unsafe { gemm((m, n, k), c.as_mut_ptr(), n, true, Lhs::Mat(a), b, parallel) };
+            unsafe {
+                let p = PackedA::new(a, m, k, n);
+                gemm((m, n, k), c.as_mut_ptr(), n, true, &p, b, parallel)
+            };
             c
         };
         let one = run(false);

@@ -19,7 +19,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::bf16_gemm::{self, Lhs, Mat, PackedA};
+use super::bf16_gemm::{self, Mat, PackedA};
 use super::{f32_data, Precision};
 
 /// `conv2d(x [N, Cin, H, W], w [Cout, Cin, K, K])` with symmetric `padding` and `stride`
@@ -574,54 +574,46 @@ pub(super) unsafe fn sgemm(
     }
 }
 
-/// [`sgemm`] for the convolutions: in bf16 (`bf16_gemm`) when `g.bf16`. `dst`'s columns
-/// are contiguous at every call.
+/// [`sgemm`] for the convolutions, or its bf16 twin (`bf16_gemm`) when the left matrix
+/// comes packed for it (`Geom::bf16`). `dst`'s columns are contiguous at every call.
 #[allow(clippy::too_many_arguments)]
 unsafe fn product(
-    g: &Geom,
     packed: Option<&PackedA>,
     mnk: (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
     accumulate: bool,
     lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
+    lhs_strides: (usize, usize),
     rhs: *const f32,
     (rhs_rs, rhs_cs): (usize, usize),
     parallelism: Parallelism,
 ) {
-    if g.bf16 {
-        let a = match packed {
-            Some(p) => Lhs::Packed(p),
-            None => Lhs::Mat(Mat {
-                ptr: lhs,
-                rs: lhs_rs,
-                cs: lhs_cs,
-            }),
-        };
-        let b = Mat {
-            ptr: rhs,
-            rs: rhs_rs,
-            cs: rhs_cs,
-        };
-        let parallel = !matches!(parallelism, Parallelism::None);
-        // SAFETY: the caller's; `Geom::bf16` is set only where the CPU has AVX512_BF16.
-        unsafe { bf16_gemm::gemm(mnk, dst, dst_rs, accumulate, a, b, parallel) }
-    } else {
+    match packed {
+        Some(a) => {
+            let b = Mat {
+                ptr: rhs,
+                rs: rhs_rs,
+                cs: rhs_cs,
+            };
+            let parallel = !matches!(parallelism, Parallelism::None);
+            // SAFETY: the caller's; `a` is packed only where the CPU has AVX512_BF16.
+            unsafe { bf16_gemm::gemm(mnk, dst, dst_rs, accumulate, a, b, parallel) }
+        }
         // SAFETY: the caller's.
-        unsafe {
+        None => unsafe {
             sgemm(
                 mnk,
                 dst,
                 (dst_rs, 1),
                 accumulate,
                 lhs,
-                (lhs_rs, lhs_cs),
+                lhs_strides,
                 rhs,
                 (rhs_rs, rhs_cs),
                 parallelism,
             )
-        }
+        },
     }
 }
 
@@ -680,7 +672,6 @@ fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
         unsafe {
             im2col(g, x_n, cols.as_mut_ptr(), ohw);
             product(
-                g,
                 packed.as_ref(),
                 (g.cout, ohw, rows),
                 y_n.as_mut_ptr(),
@@ -717,7 +708,6 @@ fn conv_bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
         // SAFETY: `cols` holds rows·ohw values, `dy_n` cout·ohw, `w` cout·rows.
         unsafe {
             product(
-                g,
                 packed.as_ref(),
                 (rows, ohw, g.cout),
                 cols.as_mut_ptr(),
@@ -885,38 +875,20 @@ fn weight_grad_chunk(
             .enumerate()
             .for_each(transpose);
     }
-    if g.bf16 {
-        let a = Mat {
-            ptr: dyt.as_ptr(),
-            rs: ld,
-            cs: 1,
-        };
-        // SAFETY: `dw` is cout×rows, `dyt` cout×ld; B is the im2col matrix (rows×ld)
-        // read transposed; `Geom::bf16` only where the CPU has AVX512_BF16. dyt is packed
-        // once, not once per thread of a split product.
-        unsafe {
-            let packed = PackedA::new(a, g.cout, ld, rows);
-            bf16_gemm::gemm(
-                (g.cout, rows, ld),
-                dw.as_mut_ptr(),
-                rows,
-                accumulate,
-                Lhs::Packed(&packed),
-                Mat {
-                    ptr: cols.as_ptr(),
-                    rs: 1,
-                    cs: ld,
-                },
-                parallel,
-            )
-        };
-        return;
-    }
+    // In bf16, dyt is packed once (not once per thread of a split product).
+    let lhs = Mat {
+        ptr: dyt.as_ptr(),
+        rs: ld,
+        cs: 1,
+    };
+    // SAFETY: `dyt` is cout×ld; `Geom::bf16` only where the CPU has AVX512_BF16.
+    let packed = g
+        .bf16
+        .then(|| unsafe { PackedA::new(lhs, g.cout, ld, rows) });
     // SAFETY: `dw` is cout×rows, `dyt` cout×ld, `cols` rows×ld (read transposed).
     unsafe {
         product(
-            g,
-            None,
+            packed.as_ref(),
             (g.cout, rows, ld),
             dw.as_mut_ptr(),
             rows,
