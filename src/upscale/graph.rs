@@ -375,8 +375,19 @@ impl Graph {
 
     /// Runs the network on `x` (`[1, C, H, W]`, values in [0, 1]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Where the CPU kernels prefer channels-last values (Winograd), the whole network
+        // runs on them: one transpose in and one out instead of two per convolution.
+        let channels_last = self
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.op, Op::Conv { packed: Some(p), .. } if p.channels_last()));
+        let layout = if channels_last {
+            Layout::ChannelsLast
+        } else {
+            Layout::ChannelsFirst
+        };
         let mut values: Vec<Option<Tensor>> = vec![None; self.nodes.len() + 1];
-        values[0] = Some(x.clone());
+        values[0] = Some(layout.of_nchw(x)?);
         for (i, node) in self.nodes.iter().enumerate() {
             let ins: Vec<&Tensor> = node
                 .inputs
@@ -387,7 +398,7 @@ impl Graph {
                         .expect("a value is kept until its last use")
                 })
                 .collect();
-            let y = run(&node.op, &ins).with_context(|| format!("layer {}", node.name))?;
+            let y = run(&node.op, &ins, layout).with_context(|| format!("layer {}", node.name))?;
             values[i + 1] = Some(y);
             for &v in &node.inputs {
                 if self.last_use[v] == i {
@@ -395,11 +406,71 @@ impl Graph {
                 }
             }
         }
-        Ok(values[self.output].take().expect("the output is kept"))
+        let y = values[self.output].take().expect("the output is kept");
+        Ok(layout.to_nchw(&y)?)
     }
 }
 
-fn run(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
+/// How the values between layers are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `[N, C, H, W]`, as the files and Candle's convolutions have them.
+    ChannelsFirst,
+    /// `[N, H, W, C]`, as the Winograd kernel reads and writes them.
+    ChannelsLast,
+}
+
+impl Layout {
+    fn of_nchw(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Layout::ChannelsFirst => Ok(x.clone()),
+            Layout::ChannelsLast => x.permute((0, 2, 3, 1))?.contiguous(),
+        }
+    }
+
+    fn to_nchw(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Layout::ChannelsFirst => Ok(x.clone()),
+            Layout::ChannelsLast => x.permute((0, 3, 1, 2))?.contiguous(),
+        }
+    }
+}
+
+/// A layer of the channels-last network: convolutions, sums and the fused layers run on
+/// the layout as it is, the rest through the channels-first code.
+fn run_channels_last(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
+    let x = ins[0];
+    Ok(match op {
+        Op::Conv {
+            packed: Some(conv),
+            upsample,
+            ..
+        } => conv.forward_channels_last(ins, *upsample)?,
+        Op::Sum(coeffs) if x.device().is_cpu() => cpu::sum(ins, coeffs)?,
+        Op::Prelu(s) => prelu(x, s, 3)?,
+        Op::Concat => Tensor::cat(ins, 3)?,
+        Op::PixelShuffle(r) => {
+            let (n, h, w, c) = x.dims4()?;
+            let c2 = c / (r * r);
+            x.reshape((n, h, w, c2, *r, *r))?
+                .permute((0, 1, 4, 2, 5, 3))?
+                .reshape((n, h * r, w * r, c2))?
+        }
+        _ => {
+            let nchw: Vec<Tensor> = ins
+                .iter()
+                .map(|t| Layout::ChannelsLast.to_nchw(t))
+                .collect::<candle_core::Result<_>>()?;
+            let y = run(op, &nchw.iter().collect::<Vec<_>>(), Layout::ChannelsFirst)?;
+            Layout::ChannelsLast.of_nchw(&y)?
+        }
+    })
+}
+
+fn run(op: &Op, ins: &[&Tensor], layout: Layout) -> Result<Tensor> {
+    if layout == Layout::ChannelsLast {
+        return run_channels_last(op, ins);
+    }
     let x = ins[0];
     Ok(match op {
         Op::Conv {
@@ -433,12 +504,12 @@ fn run(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
                     .conv2d(weight, *padding, 1, 1, 1)?
                     .broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
                 match slopes {
-                    Some(s) => prelu(&y, s)?,
+                    Some(s) => prelu(&y, s, 1)?,
                     None => y,
                 }
             }
         }
-        Op::Prelu(s) => prelu(x, s)?,
+        Op::Prelu(s) => prelu(x, s, 1)?,
         Op::Concat => Tensor::cat(ins, 1)?,
         Op::Sum(coeffs) if x.device().is_cpu() => cpu::sum(ins, coeffs)?,
         Op::Nearest(r) if x.device().is_cpu() => cpu::nearest(x, *r)?,
@@ -481,13 +552,17 @@ fn scaled(t: &Tensor, c: f32) -> candle_core::Result<Tensor> {
     }
 }
 
-fn prelu(x: &Tensor, slopes: &[f32]) -> candle_core::Result<Tensor> {
-    let c = x.dim(1)?;
+/// PReLU with the channels along dimension `dim` (1 or 3) of a 4-dimensional `x`.
+fn prelu(x: &Tensor, slopes: &[f32], dim: usize) -> candle_core::Result<Tensor> {
+    let c = x.dim(dim)?;
+    let mut shape = [1usize; 4];
+    shape[dim] = c;
     let a = if slopes.len() == 1 {
-        Tensor::full(slopes[0], (1, c, 1, 1), x.device())?
+        Tensor::full(slopes[0], c, x.device())?
     } else {
-        Tensor::new(slopes, x.device())?.reshape((1, c, 1, 1))?
+        Tensor::new(slopes, x.device())?
     }
+    .reshape(shape.as_slice())?
     .to_dtype(x.dtype())?;
     x.relu()? + x.minimum(0f32)?.broadcast_mul(&a)?
 }

@@ -5,17 +5,20 @@
 //! shifted view of the zero-padded input, so the input is copied once (into the padded
 //! buffer, which is also where a dense block's concatenation happens) and no column
 //! buffer grows with the picture (an 880² tile of 64 channels would need 1.8 GB
-//! unfolded). Two kernels, chosen at run time ([`Kernel::best`]):
+//! unfolded). The kernels, chosen at run time ([`Kernel::best`]):
 //!
-//! - AVX-512: a direct convolution, 32 pixels × 12 output channels in 24 registers;
+//! - AVX-512, 3×3 with padding 1 (every convolution of the ESRGAN networks):
+//!   [`super::winograd`]'s F(4×4, 3×3) on channels-last values
+//!   ([`PackedConv::forward_channels_last`]; the upscaler's graph keeps its values so);
+//! - AVX-512, other shapes: a direct convolution, 32 pixels × 12 output channels in 24
+//!   registers (`EASEL_CONV_KERNEL=direct`: for 3×3 too);
 //! - any CPU: one `gemm` call per tap (the crate training's convolutions use), pixels as
 //!   the long dimension;
-//! - opt-in (`EASEL_CONV_KERNEL=winograd`): [`super::winograd`] for 3×3 convolutions;
 //! - opt-in ([`Precision::Bf16`], `easel upscale --precision bf16`): the direct kernel on
 //!   bfloat16 channel pairs with `vdpbf16ps` (AVX512_BF16), sums in f32.
 //!
-//! The bias and the (leaky or parametric) ReLU are applied in the pass that drops the
-//! padding columns.
+//! The bias and the (leaky or parametric) ReLU are applied in the pass that writes the
+//! output.
 
 use std::cell::RefCell;
 
@@ -49,7 +52,8 @@ pub struct PackedConv {
     weight_bf16: Vec<u32>,
     bias: Vec<f32>,
     slopes: Option<Vec<f32>>,
-    /// F(2×2, 3×3) kernels, where Winograd runs this convolution (then `weight` is empty).
+    /// Winograd's transformed kernels, where it runs this convolution (then `weight` is
+    /// empty).
     winograd: Option<Winograd>,
 }
 
@@ -98,8 +102,9 @@ impl PackedConv {
             );
         }
         let weight: Vec<f32> = weight.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
-        let winograd = (kernel == Kernel::Winograd && winograd::applies(k, padding, cin, cout))
-            .then(|| Winograd::new(&weight, cin, cout));
+        let bias: Vec<f32> = bias.to_device(&Device::Cpu)?.to_vec1()?;
+        let winograd = (kernel == Kernel::Winograd && winograd::applies(k, padding))
+            .then(|| Winograd::new(&weight, (cin, cout), &bias, slopes));
         let weight_bf16 = match kernel {
             Kernel::Bf16 => {
                 let pairs = cin.div_ceil(2);
@@ -144,7 +149,7 @@ impl PackedConv {
             kernel,
             weight,
             weight_bf16,
-            bias: bias.to_device(&Device::Cpu)?.to_vec1()?,
+            bias,
             slopes: slopes.map(|s| s.to_vec()),
             winograd,
         })
@@ -159,6 +164,14 @@ impl PackedConv {
     /// done while they are copied into the padded buffer: the upsampled input (4× the
     /// input's memory for `up` 2) is never made.
     pub fn forward_upsampled(&self, inputs: &[&Tensor], up: usize) -> Result<Tensor> {
+        if self.winograd.is_some() {
+            let nhwc = inputs
+                .iter()
+                .map(|t| t.permute((0, 2, 3, 1))?.contiguous())
+                .collect::<Result<Vec<_>>>()?;
+            let y = self.forward_channels_last(&nhwc.iter().collect::<Vec<_>>(), up)?;
+            return y.permute((0, 3, 1, 2))?.contiguous();
+        }
         let Some(first) = inputs.first() else {
             bail!("a convolution without input");
         };
@@ -203,9 +216,6 @@ impl PackedConv {
                 parts.collect()
             })
             .collect();
-        if let Some(wg) = &self.winograd {
-            return self.forward_winograd(wg, &items, (sh, sw), up);
-        }
         let (ho, wo) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
         let wp = w + 2 * p;
         // Output pixels are computed in rows of the padded width (the extra columns are
@@ -281,24 +291,72 @@ impl PackedConv {
 }
 
 impl PackedConv {
-    fn forward_winograd(
-        &self,
-        wg: &Winograd,
-        items: &[Vec<(&[f32], usize)>],
-        (sh, sw): (usize, usize),
-        up: usize,
-    ) -> Result<Tensor> {
-        let (n, h, w) = (items.len(), sh * up, sw * up);
-        let cout = self.cout;
-        let mut y: Vec<f32> = Vec::with_capacity(n * cout * h * w);
-        for (i, parts) in items.iter().enumerate() {
-            let out = &mut y.spare_capacity_mut()[i * cout * h * w..(i + 1) * cout * h * w];
+    /// Whether this convolution runs fastest on channels-last values
+    /// ([`Self::forward_channels_last`]): the Winograd kernel's.
+    pub fn channels_last(&self) -> bool {
+        self.winograd.is_some()
+    }
+
+    /// [`Self::forward_upsampled`] on channels-last tensors `[N, H, W, Cᵢ]`, giving
+    /// `[N, H·up, W·up, Cout]`.
+    pub fn forward_channels_last(&self, inputs: &[&Tensor], up: usize) -> Result<Tensor> {
+        let Some(wg) = &self.winograd else {
+            let nchw = inputs
+                .iter()
+                .map(|t| t.permute((0, 3, 1, 2))?.contiguous())
+                .collect::<Result<Vec<_>>>()?;
+            let y = self.forward_upsampled(&nchw.iter().collect::<Vec<_>>(), up)?;
+            return y.permute((0, 2, 3, 1))?.contiguous();
+        };
+        let Some(first) = inputs.first() else {
+            bail!("a convolution without input");
+        };
+        let up = up.max(1);
+        let (n, sh, sw, _) = first.dims4()?;
+        let mut cin = 0;
+        for t in inputs {
+            let (n2, h2, w2, c) = t.dims4()?;
+            if (n2, h2, w2) != (n, sh, sw) || !t.device().is_cpu() {
+                bail!(
+                    "channels-last convolution inputs of shapes {:?} and {:?} (CPU only)",
+                    first.dims(),
+                    t.dims()
+                );
+            }
+            cin += c;
+        }
+        if cin != self.cin {
+            bail!(
+                "a convolution of {} input channels given {cin} channels",
+                self.cin
+            );
+        }
+        let guards: Vec<_> = inputs.iter().map(|t| t.storage_and_layout()).collect();
+        let values = guards
+            .iter()
+            .map(|(storage, layout)| match &**storage {
+                Storage::Cpu(cpu) => f32_data(cpu, layout, "input"),
+                _ => bail!("convolution inputs must be on the CPU"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (h, w, cout) = (sh * up, sw * up, self.cout);
+        let mut y: Vec<f32> = Vec::with_capacity(n * h * w * cout);
+        for i in 0..n {
+            let parts: Vec<(&[f32], usize)> = values
+                .iter()
+                .zip(inputs)
+                .map(|(v, t)| {
+                    let c = t.dims()[3];
+                    (&v[i * sh * sw * c..(i + 1) * sh * sw * c], c)
+                })
+                .collect();
+            let out = &mut y.spare_capacity_mut()[i * h * w * cout..(i + 1) * h * w * cout];
             // SAFETY: the kernel is Winograd only on CPUs with AVX-512F (Kernel::best).
-            unsafe { wg.run(parts, (sh, sw), up, &self.bias, self.slopes.as_deref(), out) };
+            unsafe { wg.run(&parts, (sh, sw), up, out) };
         }
         // SAFETY: `run` wrote every value of each item.
-        unsafe { y.set_len(n * cout * h * w) };
-        Tensor::from_vec(y, (n, cout, h, w), &Device::Cpu)
+        unsafe { y.set_len(n * h * w * cout) };
+        Tensor::from_vec(y, (n, h, w, cout), &Device::Cpu)
     }
 }
 
@@ -361,12 +419,14 @@ impl Scratch {
 /// Pixels per block of the AVX-512 kernel: two registers of 16 lanes.
 const PIXELS: usize = 32;
 
-/// The kernels of [`PackedConv`]: on a CPU with AVX-512 the direct kernel, unless
-/// `EASEL_CONV_KERNEL` names `winograd` or `gemm` (the lesser kernel other machines run,
-/// to test what they compute).
+/// The kernels of [`PackedConv`]: on a CPU with AVX-512 Winograd for 3×3 convolutions and
+/// the direct kernel for the rest, unless `EASEL_CONV_KERNEL` names `direct` (the direct
+/// kernel for all) or `gemm` (the lesser kernel other machines run, to test what they
+/// compute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernel {
-    /// F(2×2, 3×3) Winograd in AVX-512 registers where it applies, else [`Kernel::Avx512`].
+    /// F(4×4, 3×3) Winograd in AVX-512 registers on channels-last values where it applies
+    /// (3×3, padding 1), else [`Kernel::Avx512`].
     Winograd,
     /// The direct kernel on bfloat16 inputs and weights, products summed in f32
     /// (`vdpbf16ps`: two multiply-adds per lane and instruction). Only when asked for
@@ -443,12 +503,11 @@ impl Kernel {
             let wanted = std::env::var("EASEL_CONV_KERNEL").unwrap_or_default();
             #[cfg(target_arch = "x86_64")]
             if wanted != "gemm" && std::arch::is_x86_feature_detected!("avx512f") {
-                // Winograd does 2.25x fewer multiply-adds but, with its transposes and
-                // 4x larger transformed inputs, ran the whole x4plus upscale slower here
-                // (5.5-6.8 s against 4.9-5.4 s, 898 MB against 706 MB): opt-in for now.
+                // Winograd F(4×4, 3×3) does 4× fewer multiply-adds than the direct
+                // kernel: x4plus on a 128² picture took 2.3–3.0 s against 4.5–5.0 s.
                 return match wanted.as_str() {
-                    "winograd" => Kernel::Winograd,
-                    _ => Kernel::Avx512,
+                    "direct" => Kernel::Avx512,
+                    _ => Kernel::Winograd,
                 };
             }
             let _ = wanted;

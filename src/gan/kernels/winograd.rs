@@ -1,13 +1,17 @@
-//! 3×3 convolutions by Winograd's F(2×2, 3×3) (Lavin & Gray 2016), AVX-512 only: each
-//! 2×2 block of outputs is 16 products of transformed 4×4 input and kernel tiles instead
-//! of 36, so the multiply-adds drop by 2.25× for a little extra addition and rounding
-//! (fp32: ~1e-6 relative, far below a level of 255).
+//! 3×3 convolutions by Winograd's F(4×4, 3×3) (Lavin & Gray 2016), AVX-512 only: each
+//! 4×4 block of outputs is 36 products of transformed 6×6 input and kernel tiles instead
+//! of 144, so the multiply-adds drop by 4× for some extra addition and rounding (fp32:
+//! ~1e-5 relative, far below a level of 255; F(2×2, 3×3) saves 2.25×, F(6×6, 3×3) loses
+//! too many digits).
 //!
-//! Channels are the vector lanes throughout (inputs and outputs in multiples of 16): the
-//! input is copied channels-last into a zero-padded buffer, each tile is transformed with
-//! whole vectors, the 16 transformed planes are multiplied by the transformed kernels (one
+//! Activations are channels-last (`[h][w][c]`), so every step works on whole vectors of
+//! 16 channels with no transposes: the input is copied into a zero-padded buffer (where
+//! a dense block's concatenation and a nearest upsampling happen), each tile is
+//! transformed, the 36 transformed planes are multiplied by the transformed kernels (one
 //! GEMM-like pass per plane, 12 tiles × 32 output channels in 24 registers), and the
-//! outputs transformed back. Tiles go to threads in blocks that stay in the core's L2.
+//! outputs are transformed back with the bias and activation straight into the result.
+//! Channel counts that are not multiples of 16 (a picture's 3) are padded with zero
+//! kernels. Tiles go to threads in blocks that stay in the core's L2.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -16,68 +20,104 @@ use rayon::prelude::*;
 
 use super::conv::SharedPtr;
 
-/// Tiles per block: a multiple of the kernel's 12; its transformed input (16 × 48 × cin
-/// values, 590 KB for 192 channels) stays in L2.
-const BLOCK: usize = 48;
+/// Outputs per tile side, and the side of the input tile that makes them.
+const M: usize = 4;
+const SIDE: usize = M + 2;
+/// Transformed planes: one per position of an input tile.
+const PLANES: usize = SIDE * SIDE;
+/// Tiles per block: a multiple of the kernel's 12; its transformed input (36 × 24 × cin
+/// values, 660 KB for 192 channels) stays in L2.
+const BLOCK: usize = 24;
 /// Tiles per register block of the multiply pass.
 const TILES: usize = 12;
-/// The most channels in or out (the buffers of the fill and the last pass are on the
-/// stack); wider convolutions take the direct kernel.
-pub(super) const MAX_CHANNELS: usize = 512;
 
-/// A 3×3, padding-1 convolution's kernels, transformed: `[16][cin][cout]`.
+/// A 3×3, padding-1 convolution's kernels, transformed, with its bias and slopes; every
+/// channel count rounded up to whole vectors of 16 (zeros beyond the real ones).
 #[derive(Debug)]
 pub(super) struct Winograd {
     cin: usize,
     cout: usize,
+    /// `cin` and `cout` rounded up to multiples of 16.
+    cin16: usize,
+    cout16: usize,
+    /// `U = G g Gᵀ`: `[PLANES][cin16][cout16]`.
     u: Vec<f32>,
+    bias: Vec<f32>,
+    slopes: Option<Vec<f32>>,
 }
 
-/// Whether F(2×2, 3×3) runs this convolution: AVX-512, 3×3 with padding 1, channels in
-/// whole vectors.
-pub(super) fn applies(k: usize, padding: usize, cin: usize, cout: usize) -> bool {
-    k == 3
-        && padding == 1
-        && cin.is_multiple_of(16)
-        && cout.is_multiple_of(16)
-        && (1..=MAX_CHANNELS).contains(&cin)
-        && cout <= MAX_CHANNELS
+/// Whether Winograd runs this convolution: 3×3 with padding 1.
+pub(super) fn applies(k: usize, padding: usize) -> bool {
+    k == 3 && padding == 1
 }
 
 impl Winograd {
     /// From `[cout, cin, 3, 3]` weights: `U = G g Gᵀ` per (output, input) channel pair.
-    pub(super) fn new(weight: &[f32], cin: usize, cout: usize) -> Self {
-        const G: [[f32; 3]; 4] = [
-            [1.0, 0.0, 0.0],
-            [0.5, 0.5, 0.5],
-            [0.5, -0.5, 0.5],
+    pub(super) fn new(
+        weight: &[f32],
+        (cin, cout): (usize, usize),
+        bias: &[f32],
+        slopes: Option<&[f32]>,
+    ) -> Self {
+        const G: [[f64; 3]; SIDE] = [
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
             [0.0, 0.0, 1.0],
         ];
-        let mut u = vec![0f32; 16 * cin * cout];
-        for co in 0..cout {
-            for ci in 0..cin {
-                let g = &weight[(co * cin + ci) * 9..][..9];
-                // G g (4×3), then (G g) Gᵀ (4×4).
-                let mut gg = [[0f32; 3]; 4];
-                for (i, row) in gg.iter_mut().enumerate() {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = (0..3).map(|k| G[i][k] * g[k * 3 + j]).sum();
+        let (cin16, cout16) = (cin.next_multiple_of(16), cout.next_multiple_of(16));
+        // Per input channel (in parallel: x4plus has 1.3 M pairs), `[PLANES][cout16]`,
+        // then laid out `[PLANES][cin16][cout16]`.
+        let per_input: Vec<Vec<f32>> = (0..cin)
+            .into_par_iter()
+            .map(|ci| {
+                let mut planes = vec![0f32; PLANES * cout16];
+                for co in 0..cout {
+                    let g = &weight[(co * cin + ci) * 9..][..9];
+                    // G g (6×3), then (G g) Gᵀ (6×6), in f64 so only the final value rounds.
+                    let mut gg = [[0f64; 3]; SIDE];
+                    for (i, row) in gg.iter_mut().enumerate() {
+                        for (j, v) in row.iter_mut().enumerate() {
+                            *v = (0..3).map(|k| G[i][k] * f64::from(g[k * 3 + j])).sum();
+                        }
+                    }
+                    for i in 0..SIDE {
+                        for j in 0..SIDE {
+                            let v: f64 = (0..3).map(|k| gg[i][k] * G[j][k]).sum();
+                            planes[(i * SIDE + j) * cout16 + co] = v as f32;
+                        }
                     }
                 }
-                for i in 0..4 {
-                    for j in 0..4 {
-                        let v: f32 = (0..3).map(|k| gg[i][k] * G[j][k]).sum();
-                        u[((i * 4 + j) * cin + ci) * cout + co] = v;
-                    }
-                }
+                planes
+            })
+            .collect();
+        let mut u = vec![0f32; PLANES * cin16 * cout16];
+        for (ci, planes) in per_input.iter().enumerate() {
+            for (xi, plane) in planes.chunks_exact(cout16).enumerate() {
+                u[(xi * cin16 + ci) * cout16..][..cout16].copy_from_slice(plane);
             }
         }
-        Winograd { cin, cout, u }
+        let padded = |v: &[f32]| {
+            let mut p = v.to_vec();
+            p.resize(cout16, 0.0);
+            p
+        };
+        Winograd {
+            cin,
+            cout,
+            cin16,
+            cout16,
+            u,
+            bias: padded(bias),
+            slopes: slopes.map(padded),
+        }
     }
 
-    /// `act(conv(x) + b)` of one picture whose channels are the `inputs` (each `[c, sh,
-    /// sw]`, together `cin`) upsampled by `up` (nearest neighbour) to `h = sh·up`,
-    /// `w = sw·up`, into `out` (`[cout, h, w]`, every value written).
+    /// `act(conv(x) + b)` of one channels-last picture whose channels are the `inputs`
+    /// (each `[sh][sw][c]`, together `cin`) upsampled by `up` (nearest neighbour) to
+    /// `h = sh·up`, `w = sw·up`, into `out` (`[h][w][cout]`, every value written).
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
@@ -86,121 +126,84 @@ impl Winograd {
         inputs: &[(&[f32], usize)],
         (sh, sw): (usize, usize),
         up: usize,
-        bias: &[f32],
-        slopes: Option<&[f32]>,
-        out: &mut [std::mem::MaybeUninit<f32>],
+        out: &mut [MaybeUninit<f32>],
     ) {
-        let (cin, cout) = (self.cin, self.cout);
+        let (cin, cin16) = (self.cin, self.cin16);
         let (h, w) = (sh * up, sw * up);
-        let (ty, tx) = (h.div_ceil(2), w.div_ceil(2));
-        // Channels-last, one pixel of zeros around (and one more where h or w is odd).
-        let (hp, wp) = (2 * ty + 2, 2 * tx + 2);
+        assert_eq!(inputs.iter().map(|(_, c)| c).sum::<usize>(), cin);
+        assert!(inputs.iter().all(|(d, c)| d.len() == sh * sw * c));
+        assert_eq!(out.len(), h * w * self.cout);
+        let (ty, tx) = (h.div_ceil(M), w.div_ceil(M));
+        // One pixel of zeros around (and more where h or w is not a multiple of M).
+        let (hp, wp) = (M * ty + 2, M * tx + 2);
         let tiles = ty * tx;
-        let blocks = tiles.div_ceil(BLOCK);
-        SCRATCH.with_borrow_mut(|s| {
-            s.padded.resize(hp * wp * cin, 0.0);
-            s.acc.resize(tiles * 4 * cout, 0.0);
-            let padded = &mut s.padded[..hp * wp * cin];
-            // Fill: every row, interior from the inputs, borders zero.
+        SCRATCH.with_borrow_mut(|padded| {
+            padded.resize(hp * wp * cin16, 0.0);
+            let padded = &mut padded[..hp * wp * cin16];
+            // Fill: every row, interior from the inputs side by side, borders zero.
             padded
-                .par_chunks_mut(wp * cin)
+                .par_chunks_mut(wp * cin16)
                 .enumerate()
                 .for_each(|(r, row)| {
                     if r == 0 || r > h {
                         row.fill(0.0);
                         return;
                     }
-                    row[..cin].fill(0.0);
-                    row[(w + 1) * cin..].fill(0.0);
-                    // 16 pixels at a time through a small buffer, so both the reads (along
-                    // each channel's row) and the writes (along the pixels) run in order.
-                    let mut tile = [0f32; 16 * MAX_CHANNELS];
-                    for x0 in (0..w).step_by(16) {
-                        let nx = (w - x0).min(16);
+                    row[..cin16].fill(0.0);
+                    row[(w + 1) * cin16..].fill(0.0);
+                    let sy = (r - 1) / up;
+                    for (x, px) in row[cin16..(w + 1) * cin16]
+                        .chunks_exact_mut(cin16)
+                        .enumerate()
+                    {
+                        let at = sy * sw + x / up;
                         let mut c0 = 0;
-                        for (data, c) in inputs {
-                            for ci in 0..*c {
-                                let src = &data[(ci * sh + (r - 1) / up) * sw..][..sw];
-                                for xi in 0..nx {
-                                    tile[xi * cin + c0 + ci] = src[(x0 + xi) / up];
-                                }
-                            }
+                        for &(data, c) in inputs {
+                            px[c0..c0 + c].copy_from_slice(&data[at * c..(at + 1) * c]);
                             c0 += c;
                         }
-                        row[(x0 + 1) * cin..][..nx * cin].copy_from_slice(&tile[..nx * cin]);
+                        px[c0..].fill(0.0);
                     }
                 });
             let padded = &*padded;
-            // Outputs channels-last per tile: acc[tile][4][cout].
-            let acc = SharedPtr(s.acc.as_mut_ptr());
+            let out = SharedPtr(out.as_mut_ptr().cast::<f32>());
+            let geometry = Geometry { wp, tx, h, w };
             #[cfg(target_arch = "x86_64")]
-            (0..blocks).into_par_iter().for_each(|b| {
+            (0..tiles.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
                 BLOCK_SCRATCH.with_borrow_mut(|bs| {
-                    bs.v.resize(16 * BLOCK * cin, 0.0);
-                    bs.m.resize(16 * BLOCK * cout, 0.0);
+                    bs.v.resize(PLANES * BLOCK * cin16, 0.0);
+                    bs.m.resize(PLANES * BLOCK * self.cout16, 0.0);
                     let t0 = b * BLOCK;
                     let n = (tiles - t0).min(BLOCK);
-                    // SAFETY: AVX-512F (the caller's word); each block writes only its
-                    // own tiles of `acc`, sized tiles·4·cout above.
+                    // SAFETY: AVX-512F (the caller's word); each block writes only the
+                    // pixels of its own tiles, inside `out` (h·w·cout values, asserted).
                     unsafe {
-                        avx512::input_transform(padded, (wp, tx, cin), t0, n, &mut bs.v);
-                        avx512::multiply(&self.u, &bs.v, &mut bs.m, cin, cout);
-                        avx512::output_transform(&bs.m, cout, n, acc.get().add(t0 * 4 * cout));
+                        avx512::input_transform(padded, &geometry, cin16, t0, n, &mut bs.v);
+                        avx512::multiply(&self.u, &bs.v, &mut bs.m, cin16, self.cout16);
+                        avx512::output_transform(self, &bs.m, &geometry, t0, n, out.get());
                     }
                 });
             });
             #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("Winograd runs on x86-64 with AVX-512 only ({blocks} blocks, {acc:?})");
-            // Back to [cout, h, w], with the bias and activation: a row of every plane per
-            // task, 16 pixels at a time through a small buffer (as the fill).
-            let acc = &s.acc;
-            let dst = SharedPtr(out.as_mut_ptr().cast::<f32>());
-            // (The output is written through `MaybeUninit`s, never read or referenced
-            // as f32 before every value is written.)
-            (0..h).into_par_iter().for_each(|y| {
-                let mut tile = [0f32; 16 * MAX_CHANNELS];
-                for x0 in (0..w).step_by(16) {
-                    let nx = (w - x0).min(16);
-                    for xi in 0..nx {
-                        let x = x0 + xi;
-                        let at = (((y / 2) * tx + x / 2) * 4 + (y % 2) * 2 + x % 2) * cout;
-                        for (co, v) in acc[at..at + cout].iter().enumerate() {
-                            tile[co * 16 + xi] = *v;
-                        }
-                    }
-                    for co in 0..cout {
-                        let (b, a) = (bias[co], slopes.map(|s| s[co]));
-                        // SAFETY: row y, pixels [x0, x0 + nx) of plane co: inside `out`
-                        // (cout·h·w values), written by this task only.
-                        let o = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                dst.get()
-                                    .cast::<MaybeUninit<f32>>()
-                                    .add((co * h + y) * w + x0),
-                                nx,
-                            )
-                        };
-                        for (o, v) in o.iter_mut().zip(&tile[co * 16..co * 16 + nx]) {
-                            let v = v + b;
-                            o.write(match a {
-                                Some(a) if v < 0.0 => v * a,
-                                _ => v,
-                            });
-                        }
-                    }
-                }
-            });
+            {
+                let _ = (padded, out, geometry);
+                unreachable!("Winograd runs on x86-64 with AVX-512 only ({tiles} tiles)");
+            }
         });
     }
 }
 
-#[derive(Default)]
-struct Scratch {
-    padded: Vec<f32>,
-    acc: Vec<f32>,
+/// Where tiles lie: the padded input's width, tiles per row, and the output's size.
+#[derive(Debug)]
+struct Geometry {
+    wp: usize,
+    tx: usize,
+    h: usize,
+    w: usize,
 }
 
-/// A block's transformed inputs `v [16][BLOCK][cin]` and products `m [16][BLOCK][cout]`.
+/// A block's transformed inputs `v [PLANES][BLOCK][cin16]` and products
+/// `m [PLANES][BLOCK][cout16]`.
 #[derive(Default)]
 struct BlockScratch {
     v: Vec<f32>,
@@ -208,63 +211,97 @@ struct BlockScratch {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// The padded input, kept between calls (fresh pages cost more than the copy).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BLOCK_SCRATCH: RefCell<BlockScratch> = RefCell::new(BlockScratch::default());
 }
 
-// The transforms index rows and columns of 4×4 tiles: index loops read as the maths does.
+// The transforms index rows and columns of 6×6 tiles: index loops read as the maths does.
 #[allow(clippy::needless_range_loop)]
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, TILES};
+    use super::{Geometry, Winograd, BLOCK, M, PLANES, SIDE, TILES};
+
+    /// `Bᵀ d` of one column (or row) of six vectors.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn b_transposed(d: [__m512; SIDE]) -> [__m512; SIDE] {
+        let four = _mm512_set1_ps(4.0);
+        let five = _mm512_set1_ps(5.0);
+        let p = _mm512_fnmadd_ps(four, d[2], d[4]); // d4 − 4·d2
+        let q = _mm512_fmsub_ps(four, d[1], d[3]); // 4·d1 − d3
+        let r = _mm512_sub_ps(d[4], d[2]);
+        let s = _mm512_sub_ps(d[3], d[1]);
+        let s = _mm512_add_ps(s, s); // 2·(d3 − d1)
+        [
+            _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4])),
+            _mm512_sub_ps(p, q),
+            _mm512_add_ps(p, q),
+            _mm512_add_ps(r, s),
+            _mm512_sub_ps(r, s),
+            _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5])),
+        ]
+    }
+
+    /// `Aᵀ m` of one column (or row) of six vectors.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn a_transposed(m: [__m512; SIDE]) -> [__m512; M] {
+        let a = _mm512_add_ps(m[1], m[2]);
+        let b = _mm512_sub_ps(m[1], m[2]);
+        let c = _mm512_add_ps(m[3], m[4]);
+        let d = _mm512_sub_ps(m[3], m[4]);
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], a), c),
+            _mm512_fmadd_ps(_mm512_set1_ps(2.0), d, b),
+            _mm512_fmadd_ps(_mm512_set1_ps(4.0), c, a),
+            _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d, b), m[5]),
+        ]
+    }
 
     /// `V = Bᵀ d B` for tiles `[t0, t0 + n)` (zeros for the rest of the block), 16
     /// channels a vector: `v[ξ][j][ci]`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn input_transform(
         padded: &[f32],
-        (wp, tx, cin): (usize, usize, usize),
+        g: &Geometry,
+        cin: usize,
         t0: usize,
         n: usize,
         v: &mut [f32],
     ) {
-        assert!(v.len() >= 16 * BLOCK * cin);
+        let wp = g.wp;
+        assert!(v.len() >= PLANES * BLOCK * cin);
         for j in 0..BLOCK {
             if j >= n {
-                for xi in 0..16 {
+                for xi in 0..PLANES {
                     v[(xi * BLOCK + j) * cin..][..cin].fill(0.0);
                 }
                 continue;
             }
-            let (ty, tx_) = ((t0 + j) / tx, (t0 + j) % tx);
-            let base = (2 * ty * wp + 2 * tx_) * cin;
-            assert!(base + (3 * wp + 3) * cin + cin <= padded.len());
+            let (ty, tx) = ((t0 + j) / g.tx, (t0 + j) % g.tx);
+            let base = (M * ty * wp + M * tx) * cin;
+            assert!(base + ((SIDE - 1) * wp + SIDE - 1) * cin + cin <= padded.len());
             for c in (0..cin).step_by(16) {
-                // SAFETY: the tile's 4×4 pixels lie inside `padded` (asserted), c + 16 <= cin.
+                // SAFETY: the tile's 6×6 pixels lie inside `padded` (asserted), c + 16 <= cin.
                 unsafe {
                     let p = padded.as_ptr().add(base + c);
-                    let d = |r: usize, col: usize| _mm512_loadu_ps(p.add((r * wp + col) * cin));
-                    // Bᵀ d: rows.
-                    let mut t = [[_mm512_setzero_ps(); 4]; 4];
-                    for col in 0..4 {
-                        let (d0, d1, d2, d3) = (d(0, col), d(1, col), d(2, col), d(3, col));
-                        t[0][col] = _mm512_sub_ps(d0, d2);
-                        t[1][col] = _mm512_add_ps(d1, d2);
-                        t[2][col] = _mm512_sub_ps(d2, d1);
-                        t[3][col] = _mm512_sub_ps(d1, d3);
+                    // Bᵀ d: columns.
+                    let mut t = [[_mm512_setzero_ps(); SIDE]; SIDE];
+                    for col in 0..SIDE {
+                        let d: [__m512; SIDE] =
+                            std::array::from_fn(|r| _mm512_loadu_ps(p.add((r * wp + col) * cin)));
+                        let bd = b_transposed(d);
+                        for r in 0..SIDE {
+                            t[r][col] = bd[r];
+                        }
                     }
-                    // (Bᵀ d) B: columns.
+                    // (Bᵀ d) B: rows.
                     for (r, tr) in t.iter().enumerate() {
-                        let out = [
-                            _mm512_sub_ps(tr[0], tr[2]),
-                            _mm512_add_ps(tr[1], tr[2]),
-                            _mm512_sub_ps(tr[2], tr[1]),
-                            _mm512_sub_ps(tr[1], tr[3]),
-                        ];
-                        for (col, o) in out.iter().enumerate() {
-                            let xi = r * 4 + col;
+                        for (col, o) in b_transposed(*tr).iter().enumerate() {
+                            let xi = r * SIDE + col;
                             _mm512_storeu_ps(v.as_mut_ptr().add((xi * BLOCK + j) * cin + c), *o);
                         }
                     }
@@ -276,9 +313,9 @@ mod avx512 {
     /// `m[ξ][j][co] = Σ_ci v[ξ][j][ci] · u[ξ][ci][co]` for the whole block.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn multiply(u: &[f32], v: &[f32], m: &mut [f32], cin: usize, cout: usize) {
-        assert!(u.len() >= 16 * cin * cout && v.len() >= 16 * BLOCK * cin);
-        assert!(m.len() >= 16 * BLOCK * cout && cout.is_multiple_of(16));
-        for xi in 0..16 {
+        assert!(u.len() >= PLANES * cin * cout && v.len() >= PLANES * BLOCK * cin);
+        assert!(m.len() >= PLANES * BLOCK * cout && cout.is_multiple_of(16));
+        for xi in 0..PLANES {
             let (u, v) = (&u[xi * cin * cout..], &v[xi * BLOCK * cin..]);
             let m = &mut m[xi * BLOCK * cout..];
             for j in (0..BLOCK).step_by(TILES) {
@@ -336,30 +373,65 @@ mod avx512 {
         }
     }
 
-    /// `Y = Aᵀ M A` for the block's first `n` tiles: `out[j][4][cout]` (2×2 outputs in
-    /// row order).
+    /// `Y = Aᵀ M A` for the block's first `n` tiles (tiles `t0..t0 + n`), plus the bias,
+    /// through the activation, into the channels-last output `[h][w][cout]` (pixels
+    /// past the picture's edge dropped).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn output_transform(m: &[f32], cout: usize, n: usize, out: *mut f32) {
-        assert!(m.len() >= 16 * BLOCK * cout && n <= BLOCK);
+    pub(super) unsafe fn output_transform(
+        wg: &Winograd,
+        m: &[f32],
+        g: &Geometry,
+        t0: usize,
+        n: usize,
+        out: *mut f32,
+    ) {
+        let (cout, cout16) = (wg.cout, wg.cout16);
+        assert!(m.len() >= PLANES * BLOCK * cout16 && n <= BLOCK);
         for j in 0..n {
-            for c in (0..cout).step_by(16) {
-                // SAFETY: ξ < 16, j < BLOCK, c + 16 <= cout; `out` holds n·4·cout values.
+            let (ty, tx) = ((t0 + j) / g.tx, (t0 + j) % g.tx);
+            for c in (0..cout16).step_by(16) {
+                // Lanes of real channels in this vector.
+                let mask: __mmask16 = if cout - c >= 16 {
+                    0xffff
+                } else {
+                    (1u16 << (cout - c)) - 1
+                };
+                // SAFETY: ξ < PLANES, j < BLOCK, c + 16 <= cout16 (bias and slopes have
+                // cout16 values); stores go to pixels inside the picture, channels < cout.
                 unsafe {
                     let mm =
-                        |xi: usize| _mm512_loadu_ps(m.as_ptr().add((xi * BLOCK + j) * cout + c));
-                    // Aᵀ M: rows.
-                    let mut s = [[_mm512_setzero_ps(); 4]; 2];
-                    for col in 0..4 {
-                        let (m0, m1, m2, m3) = (mm(col), mm(4 + col), mm(8 + col), mm(12 + col));
-                        s[0][col] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                        s[1][col] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+                        |xi: usize| _mm512_loadu_ps(m.as_ptr().add((xi * BLOCK + j) * cout16 + c));
+                    let bias = _mm512_loadu_ps(wg.bias.as_ptr().add(c));
+                    let slopes = wg
+                        .slopes
+                        .as_ref()
+                        .map(|s| _mm512_loadu_ps(s.as_ptr().add(c)));
+                    // Aᵀ M: columns.
+                    let mut s = [[_mm512_setzero_ps(); SIDE]; M];
+                    for col in 0..SIDE {
+                        let am = a_transposed(std::array::from_fn(|r| mm(r * SIDE + col)));
+                        for r in 0..M {
+                            s[r][col] = am[r];
+                        }
                     }
-                    // (Aᵀ M) A: columns.
+                    // (Aᵀ M) A: rows.
                     for (r, sr) in s.iter().enumerate() {
-                        let y0 = _mm512_add_ps(_mm512_add_ps(sr[0], sr[1]), sr[2]);
-                        let y1 = _mm512_sub_ps(_mm512_sub_ps(sr[1], sr[2]), sr[3]);
-                        _mm512_storeu_ps(out.add((j * 4 + r * 2) * cout + c), y0);
-                        _mm512_storeu_ps(out.add((j * 4 + r * 2 + 1) * cout + c), y1);
+                        let oy = M * ty + r;
+                        if oy >= g.h {
+                            break;
+                        }
+                        for (col, &y) in a_transposed(*sr).iter().enumerate() {
+                            let ox = M * tx + col;
+                            if ox >= g.w {
+                                break;
+                            }
+                            let mut v = _mm512_add_ps(y, bias);
+                            if let Some(a) = slopes {
+                                let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+                                v = _mm512_mask_mul_ps(v, neg, v, a);
+                            }
+                            _mm512_mask_storeu_ps(out.add((oy * g.w + ox) * cout + c), mask, v);
+                        }
                     }
                 }
             }
