@@ -37,9 +37,9 @@ pub struct UpscaleArgs {
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceArg,
     /// The convolutions' arithmetic: fp32, or bf16 inputs and weights with f32 sums
-    /// (on the CPU about twice as fast where it has AVX512_BF16, else it runs fp32; on
-    /// CUDA Candle's bf16 ops; pixels within a few levels of fp32's). The recipe records
-    /// which ran.
+    /// (CUDA: Candle's bf16 ops; a CPU with AVX512_BF16: a direct bf16 kernel, slower than
+    /// fp32's Winograd convolutions on AVX-512 CPUs; other CPUs run fp32). Pixels within a
+    /// few levels of fp32's; the recipe records which ran.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
 }
@@ -62,6 +62,12 @@ pub(crate) fn run(args: UpscaleArgs) -> Result<()> {
         eprintln!(
             "bf16: no bf16 convolutions here (they need AVX512_BF16, and EASEL_CONV_KERNEL=gemm \
              or EASEL_KERNELS=portable turn them off); running fp32"
+        );
+    }
+    if up.precision == Precision::Bf16 && device.is_cpu() && crate::upscale::fp32_winograd() {
+        eprintln!(
+            "bf16: on this CPU fp32 is faster (its 3x3 convolutions run as Winograd F(4x4, 3x3), \
+             whose rounding bf16 would amplify); running bf16 as asked"
         );
     }
     eprintln!(

@@ -13,7 +13,7 @@ mod torch;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::gan::kernels::Precision;
+pub use crate::gan::kernels::{fp32_winograd, Precision};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use image::DynamicImage;

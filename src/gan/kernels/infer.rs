@@ -487,6 +487,12 @@ impl Precision {
     }
 }
 
+/// Whether this CPU runs fp32 3×3 convolutions as Winograd F(4×4, 3×3), which is faster
+/// than bf16's direct kernel (Winograd in bf16 would amplify its rounding ~20×).
+pub fn fp32_winograd() -> bool {
+    Kernel::best() == Kernel::Winograd
+}
+
 impl Kernel {
     /// The kernel for `precision`: bf16 where it is asked for and the CPU has it, else
     /// [`Kernel::best`].

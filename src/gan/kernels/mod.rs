@@ -30,7 +30,7 @@ pub use conv::{
     conv2d, conv2d_weight_grad, conv2d_with, conv_transpose2d, conv_transpose2d_hw,
     conv_transpose2d_with,
 };
-pub use infer::{PackedConv, Precision};
+pub use infer::{fp32_winograd, PackedConv, Precision};
 
 /// 0: not yet read from the environment; 1: easel's kernels on CPU; 2: portable.
 static MODE: AtomicU8 = AtomicU8::new(0);
