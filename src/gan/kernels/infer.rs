@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use super::conv::{sgemm, SharedPtr};
 use super::f32_data;
-use super::winograd::{self, Winograd};
+use super::winograd::{self, Isa, Winograd};
 
 /// A convolution ready to run: `act(conv2d(concat(inputs), W, padding) + b)`, stride 1,
 /// where `act(v) = v` for `v ≥ 0` and `slopes[c]·v` below (none when `slopes` is `None`:
@@ -103,8 +103,17 @@ impl PackedConv {
         }
         let weight: Vec<f32> = weight.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
         let bias: Vec<f32> = bias.to_device(&Device::Cpu)?.to_vec1()?;
-        let winograd = (kernel == Kernel::Winograd && winograd::applies(k, padding))
-            .then(|| Winograd::new(&weight, (cin, cout), &bias, slopes));
+        // Winograd runs the 3×3 convolutions; the others take the direct kernel (AVX-512)
+        // or a GEMM per tap.
+        let (kernel, winograd) = match kernel {
+            Kernel::Winograd(isa) if winograd::applies(k, padding) => (
+                kernel,
+                Some(Winograd::new(&weight, (cin, cout), &bias, slopes, isa)),
+            ),
+            Kernel::Winograd(Isa::Avx512) => (Kernel::Avx512, None),
+            Kernel::Winograd(Isa::Avx2) => (Kernel::Gemm, None),
+            kernel => (kernel, None),
+        };
         let weight_bf16 = match kernel {
             Kernel::Bf16 => {
                 let pairs = cin.div_ceil(2);
@@ -128,10 +137,9 @@ impl PackedConv {
             _ => vec![],
         };
         let weight = match kernel {
-            _ if winograd.is_some() => vec![],
-            Kernel::Bf16 => vec![],
+            Kernel::Winograd(_) | Kernel::Bf16 => vec![],
             Kernel::Gemm => weight,
-            Kernel::Avx512 | Kernel::Winograd => {
+            Kernel::Avx512 => {
                 let mut blocked = Vec::with_capacity(weight.len());
                 for (o, size) in out_blocks(cout) {
                     for i in 0..cin * k * k {
@@ -257,9 +265,10 @@ impl PackedConv {
                     c0 += c;
                 }
                 match self.kernel {
-                    Kernel::Avx512 | Kernel::Winograd => g.direct(padded, &self.weight, acc),
+                    Kernel::Avx512 => g.direct(padded, &self.weight, acc),
                     Kernel::Gemm => g.gemm(padded, &self.weight, acc),
                     Kernel::Bf16 => g.direct_bf16(padded, pairs, &self.weight_bf16, acc),
+                    Kernel::Winograd(_) => unreachable!("Winograd convolutions run channels-last"),
                 }
                 // Drop the padding columns, add the bias, apply the activation.
                 let out = &mut y.spare_capacity_mut()[i * cout * ho * wo..(i + 1) * cout * ho * wo];
@@ -351,7 +360,7 @@ impl PackedConv {
                 })
                 .collect();
             let out = &mut y.spare_capacity_mut()[i * h * w * cout..(i + 1) * h * w * cout];
-            // SAFETY: the kernel is Winograd only on CPUs with AVX-512F (Kernel::best).
+            // SAFETY: the kernel is Winograd only on CPUs with its instructions (Kernel::best).
             unsafe { wg.run(&parts, (sh, sw), up, out) };
         }
         // SAFETY: `run` wrote every value of each item.
@@ -419,15 +428,15 @@ impl Scratch {
 /// Pixels per block of the AVX-512 kernel: two registers of 16 lanes.
 const PIXELS: usize = 32;
 
-/// The kernels of [`PackedConv`]: on a CPU with AVX-512 Winograd for 3×3 convolutions and
-/// the direct kernel for the rest, unless `EASEL_CONV_KERNEL` names `direct` (the direct
-/// kernel for all) or `gemm` (the lesser kernel other machines run, to test what they
-/// compute).
+/// The kernels of [`PackedConv`]: Winograd for 3×3 convolutions in AVX-512 (or AVX2 where
+/// the CPU has no AVX-512) and the direct kernel (or a GEMM per tap) for the rest, unless
+/// `EASEL_CONV_KERNEL` names `direct` (the direct AVX-512 kernel for all), `winograd-avx2`
+/// or `gemm` (the lesser kernels other machines run, to test what they compute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernel {
-    /// F(4×4, 3×3) Winograd in AVX-512 registers on channels-last values where it applies
-    /// (3×3, padding 1), else [`Kernel::Avx512`].
-    Winograd,
+    /// F(4×4, 3×3) Winograd on channels-last values where it applies (3×3, padding 1),
+    /// else [`Kernel::Avx512`] (with AVX-512) or [`Kernel::Gemm`] (AVX2).
+    Winograd(Isa),
     /// The direct kernel on bfloat16 inputs and weights, products summed in f32
     /// (`vdpbf16ps`: two multiply-adds per lane and instruction). Only when asked for
     /// ([`Precision::Bf16`]) and the CPU has AVX512_BF16.
@@ -490,7 +499,7 @@ impl Precision {
 /// Whether this CPU runs fp32 3×3 convolutions as Winograd F(4×4, 3×3), which is faster
 /// than bf16's direct kernel (Winograd in bf16 would amplify its rounding ~20×).
 pub fn fp32_winograd() -> bool {
-    Kernel::best() == Kernel::Winograd
+    matches!(Kernel::best(), Kernel::Winograd(_))
 }
 
 impl Kernel {
@@ -508,13 +517,19 @@ impl Kernel {
         *BEST.get_or_init(|| {
             let wanted = std::env::var("EASEL_CONV_KERNEL").unwrap_or_default();
             #[cfg(target_arch = "x86_64")]
-            if wanted != "gemm" && std::arch::is_x86_feature_detected!("avx512f") {
+            if wanted != "gemm" {
+                use std::arch::is_x86_feature_detected as has;
+                let avx512 = has!("avx512f");
+                let avx2 = has!("avx2") && has!("fma");
                 // Winograd F(4×4, 3×3) does 4× fewer multiply-adds than the direct
                 // kernel: x4plus on a 128² picture took 2.3–3.0 s against 4.5–5.0 s.
-                return match wanted.as_str() {
-                    "direct" => Kernel::Avx512,
-                    _ => Kernel::Winograd,
-                };
+                match wanted.as_str() {
+                    "direct" if avx512 => return Kernel::Avx512,
+                    "winograd-avx2" if avx2 => return Kernel::Winograd(Isa::Avx2),
+                    _ if avx512 => return Kernel::Winograd(Isa::Avx512),
+                    _ if avx2 => return Kernel::Winograd(Isa::Avx2),
+                    _ => {}
+                }
             }
             let _ = wanted;
             Kernel::Gemm
@@ -889,7 +904,13 @@ mod tests {
     fn kernels_here() -> Vec<Kernel> {
         match Kernel::best() {
             Kernel::Gemm => vec![Kernel::Gemm],
-            _ => vec![Kernel::Gemm, Kernel::Avx512, Kernel::Winograd],
+            Kernel::Winograd(Isa::Avx2) => vec![Kernel::Gemm, Kernel::Winograd(Isa::Avx2)],
+            _ => vec![
+                Kernel::Gemm,
+                Kernel::Avx512,
+                Kernel::Winograd(Isa::Avx512),
+                Kernel::Winograd(Isa::Avx2),
+            ],
         }
     }
 
