@@ -173,31 +173,14 @@ impl PackedConv {
     /// input's memory for `up` 2) is never made.
     pub fn forward_upsampled(&self, inputs: &[&Tensor], up: usize) -> Result<Tensor> {
         if self.winograd.is_some() {
-            let nhwc = inputs
-                .iter()
-                .map(|t| t.permute((0, 2, 3, 1))?.contiguous())
-                .collect::<Result<Vec<_>>>()?;
-            let y = self.forward_channels_last(&nhwc.iter().collect::<Vec<_>>(), up)?;
-            return y.permute((0, 3, 1, 2))?.contiguous();
+            return in_layout(inputs, (0, 2, 3, 1), (0, 3, 1, 2), |x| {
+                self.forward_channels_last(x, up)
+            });
         }
-        let Some(first) = inputs.first() else {
-            bail!("a convolution without input");
-        };
         let up = up.max(1);
-        let (n, _, sh, sw) = first.dims4()?;
+        let (n, sh, sw, channels) = check_inputs(inputs, 1)?;
+        let cin: usize = channels.iter().sum();
         let (h, w) = (sh * up, sw * up);
-        let mut cin = 0;
-        for t in inputs {
-            let (n2, c, h2, w2) = t.dims4()?;
-            if (n2, h2, w2) != (n, sh, sw) || !t.device().is_cpu() {
-                bail!(
-                    "convolution inputs of shapes {:?} and {:?} (CPU only)",
-                    first.dims(),
-                    t.dims()
-                );
-            }
-            cin += c;
-        }
         let (k, p, cout) = (self.k, self.padding, self.cout);
         if cin != self.cin || h + 2 * p < k || w + 2 * p < k {
             bail!(
@@ -205,25 +188,9 @@ impl PackedConv {
                 self.cin
             );
         }
-        // Every input's values, borrowed from its storage (copied only if strided); per
-        // batch item, each input's planes and channel count, in order.
         let guards: Vec<_> = inputs.iter().map(|t| t.storage_and_layout()).collect();
-        let values = guards
-            .iter()
-            .map(|(storage, layout)| match &**storage {
-                Storage::Cpu(cpu) => f32_data(cpu, layout, "input"),
-                _ => bail!("convolution inputs must be on the CPU"),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let items: Vec<Vec<(&[f32], usize)>> = (0..n)
-            .map(|i| {
-                let parts = values.iter().zip(inputs).map(|(v, t)| {
-                    let c = t.dims()[1];
-                    (&v[i * c * sh * sw..(i + 1) * c * sh * sw], c)
-                });
-                parts.collect()
-            })
-            .collect();
+        let values = borrow_values(&guards)?;
+        let items = per_item(&values, &channels, n, sh * sw);
         let (ho, wo) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
         let wp = w + 2 * p;
         // Output pixels are computed in rows of the padded width (the extra columns are
@@ -310,30 +277,13 @@ impl PackedConv {
     /// `[N, H·up, W·up, Cout]`.
     pub fn forward_channels_last(&self, inputs: &[&Tensor], up: usize) -> Result<Tensor> {
         let Some(wg) = &self.winograd else {
-            let nchw = inputs
-                .iter()
-                .map(|t| t.permute((0, 3, 1, 2))?.contiguous())
-                .collect::<Result<Vec<_>>>()?;
-            let y = self.forward_upsampled(&nchw.iter().collect::<Vec<_>>(), up)?;
-            return y.permute((0, 2, 3, 1))?.contiguous();
-        };
-        let Some(first) = inputs.first() else {
-            bail!("a convolution without input");
+            return in_layout(inputs, (0, 3, 1, 2), (0, 2, 3, 1), |x| {
+                self.forward_upsampled(x, up)
+            });
         };
         let up = up.max(1);
-        let (n, sh, sw, _) = first.dims4()?;
-        let mut cin = 0;
-        for t in inputs {
-            let (n2, h2, w2, c) = t.dims4()?;
-            if (n2, h2, w2) != (n, sh, sw) || !t.device().is_cpu() {
-                bail!(
-                    "channels-last convolution inputs of shapes {:?} and {:?} (CPU only)",
-                    first.dims(),
-                    t.dims()
-                );
-            }
-            cin += c;
-        }
+        let (n, sh, sw, channels) = check_inputs(inputs, 3)?;
+        let cin: usize = channels.iter().sum();
         if cin != self.cin {
             bail!(
                 "a convolution of {} input channels given {cin} channels",
@@ -341,32 +291,95 @@ impl PackedConv {
             );
         }
         let guards: Vec<_> = inputs.iter().map(|t| t.storage_and_layout()).collect();
-        let values = guards
-            .iter()
-            .map(|(storage, layout)| match &**storage {
-                Storage::Cpu(cpu) => f32_data(cpu, layout, "input"),
-                _ => bail!("convolution inputs must be on the CPU"),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let values = borrow_values(&guards)?;
         let (h, w, cout) = (sh * up, sw * up, self.cout);
         let mut y: Vec<f32> = Vec::with_capacity(n * h * w * cout);
-        for i in 0..n {
-            let parts: Vec<(&[f32], usize)> = values
-                .iter()
-                .zip(inputs)
-                .map(|(v, t)| {
-                    let c = t.dims()[3];
-                    (&v[i * sh * sw * c..(i + 1) * sh * sw * c], c)
-                })
-                .collect();
+        for (i, parts) in per_item(&values, &channels, n, sh * sw).iter().enumerate() {
             let out = &mut y.spare_capacity_mut()[i * h * w * cout..(i + 1) * h * w * cout];
             // SAFETY: the kernel is Winograd only on CPUs with its instructions (Kernel::best).
-            unsafe { wg.run(&parts, (sh, sw), up, out) };
+            unsafe { wg.run(parts, (sh, sw), up, out) };
         }
         // SAFETY: `run` wrote every value of each item.
         unsafe { y.set_len(n * h * w * cout) };
         Tensor::from_vec(y, (n, h, w, cout), &Device::Cpu)
     }
+}
+
+/// `f` of the inputs permuted by `to` (made contiguous), its result permuted by `back`:
+/// a convolution run in the other layout.
+fn in_layout(
+    inputs: &[&Tensor],
+    to: (usize, usize, usize, usize),
+    back: (usize, usize, usize, usize),
+    f: impl FnOnce(&[&Tensor]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let moved = inputs
+        .iter()
+        .map(|t| t.permute(to)?.contiguous())
+        .collect::<Result<Vec<_>>>()?;
+    f(&moved.iter().collect::<Vec<_>>())?
+        .permute(back)?
+        .contiguous()
+}
+
+/// Checks that the convolution's `inputs` (4-dimensional, their channels along `axis`: 1
+/// or 3) are on the CPU with the same batch and picture size; gives the batch, the
+/// picture's height and width, and each input's channel count.
+fn check_inputs(inputs: &[&Tensor], axis: usize) -> Result<(usize, usize, usize, Vec<usize>)> {
+    let Some(first) = inputs.first() else {
+        bail!("a convolution without input");
+    };
+    let size = |t: &Tensor| -> Result<(usize, usize, usize)> {
+        let d = t.dims4()?;
+        Ok(if axis == 1 {
+            (d.0, d.2, d.3)
+        } else {
+            (d.0, d.1, d.2)
+        })
+    };
+    let (n, h, w) = size(first)?;
+    let mut channels = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        if size(t)? != (n, h, w) || !t.device().is_cpu() {
+            bail!(
+                "convolution inputs of shapes {:?} and {:?} (CPU only)",
+                first.dims(),
+                t.dims()
+            );
+        }
+        channels.push(t.dim(axis)?);
+    }
+    Ok((n, h, w, channels))
+}
+
+/// Every input's values, borrowed from its storage (copied only if strided).
+fn borrow_values<'a, G: std::ops::Deref<Target = Storage>>(
+    guards: &'a [(G, &'a candle_core::Layout)],
+) -> Result<Vec<std::borrow::Cow<'a, [f32]>>> {
+    guards
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(cpu) => f32_data(cpu, layout, "input"),
+            _ => bail!("convolution inputs must be on the CPU"),
+        })
+        .collect()
+}
+
+/// Per batch item, each input's values and channel count, in order (`hw` pixels each).
+fn per_item<'a>(
+    values: &'a [std::borrow::Cow<'a, [f32]>],
+    channels: &[usize],
+    n: usize,
+    hw: usize,
+) -> Vec<Vec<(&'a [f32], usize)>> {
+    (0..n)
+        .map(|i| {
+            let parts = values.iter().zip(channels);
+            parts
+                .map(|(v, &c)| (&v[i * c * hw..(i + 1) * c * hw], c))
+                .collect()
+        })
+        .collect()
 }
 
 /// Buffers kept between calls: fresh pages cost more than the copies (page faults and
