@@ -8,6 +8,8 @@ trained on, and looks at samples `easel sample` writes.
     python3 scripts/judge.py truchet models/truchet32                 # DCGAN, 32 px
     python3 scripts/judge.py truchet models/cppn_truchet32 --size 256  # CPPN-GAN at 256 px
     python3 scripts/judge.py classes models/cdcgan32                  # one row per class
+    python3 scripts/judge.py pictures models/icons32                  # a folder of pictures
+    python3 scripts/judge.py pictures RUN --data held-out/            # against other pictures
 
 What they measure:
   valid      the fraction of tiles (the sketch's tile grid, after shrinking a sample to the
@@ -21,9 +23,17 @@ What they measure:
   recognised (classes) the fraction of a class's samples that a HOG + RBF-SVM classifier
              of the real renders' classes puts in that class
   diversity  (classes) mean pairwise distance of the samples over that of real renders
+  swd        (pictures) sliced Wasserstein distance x1000 between the samples and the real
+             pictures, as Karras et al. 2018 define it (7x7 patches of every level of a
+             Laplacian pyramid down to 16 px, normalised per channel, 512 random
+             directions), written here from the paper with NumPy; beside it the same
+             distance between two disjoint halves of the real pictures (the floor)
+  copying    (pictures) each sample's distance to its nearest real picture over a real
+             picture's distance to its nearest other real one (median): well below 1
+             means the generator reproduces its training pictures
 
 Exit 1 when a figure misses its bar (--min-valid 0.95, --max-grey 0.03, --min-recognised
-0.9, --min-diversity 0.8).
+0.9, --min-diversity 0.8; pictures: --max-swd if given, --min-copying 0.5).
 """
 
 import argparse
@@ -247,9 +257,139 @@ def judge_classes(args):
     return 0 if ok else 1
 
 
+def load_pictures(folder, size, background, limit, seed):
+    """Every picture under `folder` (any depth) as RGB in [0, 1], composited over
+    `background` and shrunk to size x size by area averaging; unreadable files skipped."""
+    paths = sorted(
+        os.path.join(d, f)
+        for d, _, files in os.walk(folder)
+        for f in files
+        if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"))
+    )
+    rng = np.random.default_rng(seed)
+    rng.shuffle(paths)
+    out = []
+    for path in paths:
+        try:
+            img = Image.open(path).convert("RGBA")
+        except OSError:
+            continue
+        canvas = Image.new("RGBA", img.size, tuple(background) + (255,))
+        img = Image.alpha_composite(canvas, img).convert("RGB").resize((size, size), Image.BOX)
+        out.append(np.asarray(img, dtype=np.float32) / 255.0)
+        if len(out) == limit:
+            break
+    if len(out) < 16:
+        sys.exit(f"{folder}: {len(out)} readable pictures, too few to judge")
+    return np.stack(out)
+
+
+def cut_grid_rgb(path, n, size):
+    """As cut_grid, in colour."""
+    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    cols = int(np.ceil(np.sqrt(n)))
+    gap = 2
+    return np.stack([
+        img[gap + (i // cols) * (size + gap):][:size, gap + (i % cols) * (size + gap):][:, :size]
+        for i in range(n)
+    ])
+
+
+def laplacian_pyramid(images, min_size=16):
+    """Levels of [N, H, W, C] images: band-pass levels, then the smallest Gaussian level."""
+    k = np.array([1, 4, 6, 4, 1], np.float32) / 16
+
+    def blur(x):
+        pad = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+        x = sum(k[i] * pad[:, i:i + x.shape[1], :, :] for i in range(5))
+        x = np.pad(x, ((0, 0), (0, 0), (2, 2), (0, 0)), mode="reflect")
+        return sum(k[i] * x[:, :, i:i + pad.shape[2] - 4, :] for i in range(5))
+
+    levels, g = [], images
+    while g.shape[1] > min_size:
+        small = blur(g)[:, ::2, ::2, :]
+        up = np.zeros_like(g)
+        up[:, ::2, ::2, :] = small * 4
+        levels.append(g - blur(up))
+        g = small
+    levels.append(g)
+    return levels
+
+
+def patch_descriptors(level, per_image, rng, side=7):
+    """`per_image` random side x side patches of each image, flattened, each channel
+    normalised over the whole set (mean 0, std 1)."""
+    n, h, w, c = level.shape
+    ys = rng.integers(0, h - side + 1, (n, per_image))
+    xs = rng.integers(0, w - side + 1, (n, per_image))
+    dy, dx = np.mgrid[0:side, 0:side]
+    rows = ys[:, :, None, None] + dy
+    cols = xs[:, :, None, None] + dx
+    patches = level[np.arange(n)[:, None, None, None], rows, cols]  # [n, per, side, side, c]
+    patches = patches.reshape(-1, side * side, c)
+    patches = (patches - patches.mean(axis=(0, 1))) / (patches.std(axis=(0, 1)) + 1e-8)
+    return patches.reshape(len(patches), -1)
+
+
+def swd(a, b, seed=0, per_image=128, directions=512):
+    """Sliced Wasserstein distance x1000 between two sets of [N, H, W, C] images in
+    [0, 1], averaged over the pyramid's levels (Karras et al. 2018)."""
+    rng = np.random.default_rng(seed)
+    scores = []
+    for la, lb in zip(laplacian_pyramid(a), laplacian_pyramid(b)):
+        da = patch_descriptors(la, per_image, rng)
+        db = patch_descriptors(lb, per_image, rng)
+        n = min(len(da), len(db))
+        da, db = da[rng.permutation(len(da))[:n]], db[rng.permutation(len(db))[:n]]
+        dirs = rng.standard_normal((da.shape[1], directions)).astype(np.float32)
+        dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
+        pa, pb = np.sort(da @ dirs, axis=0), np.sort(db @ dirs, axis=0)
+        scores.append(np.abs(pa - pb).mean())
+    return 1000 * float(np.mean(scores))
+
+
+def nearest_distance(queries, pool, exclude_self=False):
+    q = queries.reshape(len(queries), -1)
+    p = pool.reshape(len(pool), -1)
+    d = (q * q).sum(1)[:, None] + (p * p).sum(1)[None, :] - 2 * q @ p.T
+    if exclude_self:
+        np.fill_diagonal(d, np.inf)
+    return np.sqrt(np.maximum(d.min(axis=1), 0))
+
+
+def judge_pictures(args):
+    spec, _ = model_info(args.model)
+    size = spec["image_size"]
+    source = spec.get("data", {}).get("Folder", {}) if isinstance(spec.get("data"), dict) else {}
+    folder = args.data or source.get("path")
+    if not folder:
+        sys.exit(f"{args.model}: spec.json names no folder of pictures; pass --data")
+    if not os.path.isdir(folder) and os.path.isdir(os.path.join(ROOT, folder)):
+        folder = os.path.join(ROOT, folder)
+    background = source.get("background") or [255, 255, 255]
+    real = load_pictures(folder, size, background, args.real, seed=0)
+    n = min(args.n, len(real) // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = os.path.join(tmp, "samples.png")
+        easel(args.easel, "sample", args.model, "-o", grid, "-n", str(n), "--seed", str(args.seed),
+              *which(args))
+        samples = cut_grid_rgb(grid, n, size)
+    half = len(real) // 2
+    a, b = real[:half], real[half:2 * half]
+    score = swd(samples, real[:max(n, half)])
+    floor = swd(a, b)
+    copying = float(np.median(nearest_distance(samples, real))
+                    / np.median(nearest_distance(real, real, exclude_self=True)))
+    print(f"{args.model}: {n} samples (seed {args.seed}) against {len(real)} pictures of {folder} at {size}px")
+    print(f"  swd      {score:8.1f}   (two halves of the pictures: {floor:.1f})")
+    print(f"  copying  {copying:8.2f}   (bar >= {args.min_copying})")
+    ok = copying >= args.min_copying and (args.max_swd is None or score <= args.max_swd)
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("judge", choices=["truchet", "classes"])
+    ap.add_argument("judge", choices=["truchet", "classes", "pictures"])
     ap.add_argument("model", help="a model folder or run directory")
     ap.add_argument("--sketch", help="the data sketch (default: the one spec.json names)")
     ap.add_argument("--easel", default=os.path.join(ROOT, "target/release/easel"))
@@ -265,8 +405,13 @@ def main():
     ap.add_argument("--max-grey", type=float, default=0.03)
     ap.add_argument("--min-recognised", type=float, default=0.9)
     ap.add_argument("--min-diversity", type=float, default=0.8)
+    ap.add_argument("--data", help="pictures: the real pictures (default: the folder spec.json names)")
+    ap.add_argument("--real", type=int, default=2000, help="pictures: at most this many real pictures")
+    ap.add_argument("--max-swd", type=float, help="pictures: the bar for swd (none by default)")
+    ap.add_argument("--min-copying", type=float, default=0.5)
     args = ap.parse_args()
-    return judge_truchet(args) if args.judge == "truchet" else judge_classes(args)
+    judges = {"truchet": judge_truchet, "classes": judge_classes, "pictures": judge_pictures}
+    return judges[args.judge](args)
 
 
 if __name__ == "__main__":
