@@ -259,7 +259,8 @@ def judge_classes(args):
 
 def load_pictures(folder, size, background, limit, seed):
     """Every picture under `folder` (any depth) as RGB in [0, 1], composited over
-    `background` and shrunk to size x size by area averaging; unreadable files skipped."""
+    `background` and shrunk to size x size by area averaging (size None: as they are);
+    unreadable files skipped; at most `limit`, in an order shuffled by `seed`."""
     paths = sorted(
         os.path.join(d, f)
         for d, _, files in os.walk(folder)
@@ -275,7 +276,9 @@ def load_pictures(folder, size, background, limit, seed):
         except OSError:
             continue
         canvas = Image.new("RGBA", img.size, tuple(background) + (255,))
-        img = Image.alpha_composite(canvas, img).convert("RGB").resize((size, size), Image.BOX)
+        img = Image.alpha_composite(canvas, img).convert("RGB")
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BOX)
         out.append(np.asarray(img, dtype=np.float32) / 255.0)
         if len(out) == limit:
             break
@@ -358,29 +361,39 @@ def nearest_distance(queries, pool, exclude_self=False):
 
 
 def judge_pictures(args):
-    spec, _ = model_info(args.model)
-    size = spec["image_size"]
+    """A run or model folder (samples drawn by `easel sample`), or a folder of pictures
+    another program generated (then --data names the real pictures)."""
+    is_model = os.path.isfile(os.path.join(args.model, "spec.json"))
+    spec = model_info(args.model)[0] if is_model else {}
     source = spec.get("data", {}).get("Folder", {}) if isinstance(spec.get("data"), dict) else {}
     folder = args.data or source.get("path")
     if not folder:
-        sys.exit(f"{args.model}: spec.json names no folder of pictures; pass --data")
+        sys.exit(f"{args.model}: no folder of real pictures named; pass --data")
     if not os.path.isdir(folder) and os.path.isdir(os.path.join(ROOT, folder)):
         folder = os.path.join(ROOT, folder)
     background = source.get("background") or [255, 255, 255]
-    real = load_pictures(folder, size, background, args.real, seed=0)
-    n = min(args.n, len(real) // 2)
-    with tempfile.TemporaryDirectory() as tmp:
-        grid = os.path.join(tmp, "samples.png")
-        easel(args.easel, "sample", args.model, "-o", grid, "-n", str(n), "--seed", str(args.seed),
-              *which(args))
-        samples = cut_grid_rgb(grid, n, size)
+    if is_model:
+        size = spec["image_size"]
+        real = load_pictures(folder, size, background, args.real, seed=0)
+        n = min(args.n, len(real) // 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            grid = os.path.join(tmp, "samples.png")
+            easel(args.easel, "sample", args.model, "-o", grid, "-n", str(n), "--seed",
+                  str(args.seed), *which(args))
+            samples = cut_grid_rgb(grid, n, size)
+    else:
+        samples = load_pictures(args.model, None, background, args.n, seed=args.seed)
+        size = samples.shape[1]
+        real = load_pictures(folder, size, background, args.real, seed=0)
+        samples = samples[:min(args.n, len(real) // 2)]
+        n = len(samples)
     half = len(real) // 2
     a, b = real[:half], real[half:2 * half]
     score = swd(samples, real[:max(n, half)])
     floor = swd(a, b)
     copying = float(np.median(nearest_distance(samples, real))
                     / np.median(nearest_distance(real, real, exclude_self=True)))
-    print(f"{args.model}: {n} samples (seed {args.seed}) against {len(real)} pictures of {folder} at {size}px")
+    print(f"{args.model}: {n} samples against {len(real)} pictures of {folder} at {size}px")
     print(f"  swd      {score:8.1f}   (two halves of the pictures: {floor:.1f})")
     print(f"  copying  {copying:8.2f}   (bar >= {args.min_copying})")
     ok = copying >= args.min_copying and (args.max_swd is None or score <= args.max_swd)
