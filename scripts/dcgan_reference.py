@@ -10,7 +10,8 @@ The recipe is the tutorial's (nz 100, ngf = ndf = 64, batch norm, ReLU / LeakyRe
 BCE, Adam 2e-4 with beta1 0.5, weights drawn from N(0, 0.02)), with the generator's widths
 for SIZE (32: 256 → 128 → 64, as easel's `sketches/gan_icons.rhai`). Pictures are composited
 over white and area-averaged to SIZE; `--ema 0.999` also keeps a moving average of the
-generator's weights and samples from it (as easel does by default). Writes `--count`
+generator's weights (warmed up: min(decay, (1 + t) / (10 + t)) after step t) and samples
+from it, as easel does by default. Writes `--count`
 samples as PNGs into `--out`.
 """
 import argparse
@@ -108,9 +109,11 @@ for step in range(1, args.steps + 1):
     g_loss.backward()
     opt_g.step()
     if ema is not None:
+        # Warmed up as easel's (and StyleGAN's): early steps average over fewer steps.
+        decay = min(args.ema, step / (9 + step))
         with torch.no_grad():
             for e, w in zip(ema.parameters(), G.parameters()):
-                e.lerp_(w, 1 - args.ema)
+                e.lerp_(w, 1 - decay)
             for e, w in zip(ema.buffers(), G.buffers()):
                 e.copy_(w)
     if step % 100 == 0 or step == args.steps:
