@@ -1,18 +1,18 @@
-//! 3×3 convolutions by Winograd's F(4×4, 3×3) (Lavin & Gray 2016), on AVX-512 or AVX2: each
-//! 4×4 block of outputs is 36 products of transformed 6×6 input and kernel tiles instead
-//! of 144, so the multiply-adds drop by 4× for some extra addition and rounding (fp32:
-//! ~1e-5 relative, far below a level of 255; F(2×2, 3×3) saves 2.25×, F(6×6, 3×3) loses
-//! too many digits).
+//! 3×3 convolutions by Winograd's F(4×4, 3×3) (Lavin & Gray 2016), on AVX-512 or AVX2:
+//! each 4×4 block of outputs is 36 products of transformed 6×6 input and kernel tiles
+//! instead of 144, so the multiply-adds drop by 4× for some extra addition and rounding
+//! (fp32: ~1e-5 relative, far below a level of 255; F(2×2, 3×3) saves 2.25×, larger tiles
+//! save more and round worse).
 //!
 //! Activations are channels-last (`[h][w][c]`), so every step works on whole vectors of
-//! channels (16 with AVX-512, 8 with AVX2) with no transposes: the input is copied into a zero-padded buffer (where
-//! a dense block's concatenation and a nearest upsampling happen), each tile is
-//! transformed, the 36 transformed planes are multiplied by the transformed kernels (one
-//! GEMM-like pass per plane, 12 tiles × 2 vectors of output channels in registers; 6 with
-//! AVX2's 16 registers), and the
-//! outputs are transformed back with the bias and activation straight into the result.
-//! Channel counts that are not multiples of 16 (a picture's 3) are padded with zero
-//! kernels. Tiles go to threads in blocks that stay in the core's L2.
+//! channels (16 with AVX-512, 8 with AVX2) with no transposes: the input is copied into a
+//! zero-padded buffer (where a dense block's concatenation and a nearest upsampling
+//! happen), each tile is transformed, the 36 transformed planes are multiplied by the
+//! transformed kernels (one GEMM-like pass per plane: 12 tiles × 2 vectors of output
+//! channels in registers, 6 tiles with AVX2's 16 registers), and the outputs are
+//! transformed back with the bias and activation straight into the result. Channel counts
+//! that are not multiples of 16 (a picture's 3) are padded with zero kernels. Tiles go to
+//! threads in blocks that stay in the core's L2.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
