@@ -617,6 +617,29 @@ unsafe fn product(
     }
 }
 
+/// The left matrix of a product (`m`×`k` in `a`, strides `(rs, cs)`, times `k`×`n`),
+/// rounded to bf16 and packed once, when the convolution runs in bf16 (`Geom::bf16`);
+/// `None` in f32.
+fn packed_lhs(
+    g: &Geom,
+    a: &[f32],
+    (rs, cs): (usize, usize),
+    (m, k, n): (usize, usize, usize),
+) -> Option<PackedA> {
+    if !g.bf16 {
+        return None;
+    }
+    assert!(m == 0 || k == 0 || (m - 1) * rs + (k - 1) * cs < a.len());
+    let lhs = Mat {
+        ptr: a.as_ptr(),
+        rs,
+        cs,
+    };
+    // SAFETY: the matrix lies inside `a` (asserted); `Geom::bf16` only where the CPU has
+    // AVX512_BF16.
+    Some(unsafe { PackedA::new(lhs, m, k, n) })
+}
+
 fn threads() -> usize {
     rayon::current_num_threads().max(1)
 }
@@ -656,15 +679,7 @@ fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (rows, ohw) = (g.rows(), g.out_hw());
     let mut y = vec![0f32; g.n * g.cout * ohw];
     // In bf16 the weight is rounded and packed once for the whole batch.
-    let lhs = Mat {
-        ptr: w.as_ptr(),
-        rs: rows,
-        cs: 1,
-    };
-    // SAFETY: `w` is cout×rows; `Geom::bf16` only where the CPU has AVX512_BF16.
-    let packed = g
-        .bf16
-        .then(|| unsafe { PackedA::new(lhs, g.cout, rows, ohw) });
+    let packed = packed_lhs(g, w, (rows, 1), (g.cout, rows, ohw));
     per_item(g.n, &mut y, g.cout * ohw, |i, y_n, cols, par| {
         cols.resize(rows * ohw, 0.0);
         let x_n = &x[i * g.image()..(i + 1) * g.image()];
@@ -693,15 +708,8 @@ fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
 fn conv_bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (rows, ohw) = (g.rows(), g.out_hw());
     let mut dx = vec![0f32; g.n * g.image()];
-    let lhs = Mat {
-        ptr: w.as_ptr(),
-        rs: 1,
-        cs: rows,
-    };
-    // SAFETY: `w` is cout×rows, read transposed; as in `conv_fwd`.
-    let packed = g
-        .bf16
-        .then(|| unsafe { PackedA::new(lhs, rows, g.cout, ohw) });
+    // `w` (cout×rows) read transposed.
+    let packed = packed_lhs(g, w, (1, rows), (rows, g.cout, ohw));
     per_item(g.n, &mut dx, g.image(), |i, dx_n, cols, par| {
         cols.resize(rows * ohw, 0.0);
         let dy_n = &dy[i * g.cout * ohw..(i + 1) * g.cout * ohw];
@@ -876,15 +884,7 @@ fn weight_grad_chunk(
             .for_each(transpose);
     }
     // In bf16, dyt is packed once (not once per thread of a split product).
-    let lhs = Mat {
-        ptr: dyt.as_ptr(),
-        rs: ld,
-        cs: 1,
-    };
-    // SAFETY: `dyt` is cout×ld; `Geom::bf16` only where the CPU has AVX512_BF16.
-    let packed = g
-        .bf16
-        .then(|| unsafe { PackedA::new(lhs, g.cout, ld, rows) });
+    let packed = packed_lhs(g, dyt, (ld, 1), (g.cout, ld, rows));
     // SAFETY: `dw` is cout×rows, `dyt` cout×ld, `cols` rows×ld (read transposed).
     unsafe {
         product(
