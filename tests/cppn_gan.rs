@@ -319,6 +319,8 @@ fn cppn_keys_are_checked_where_they_are_written() {
     );
     let err = load(r#"model: "cppn", vae: #{ weight: -1.0 },"#);
     assert!(err.contains("weight"), "{err}");
+    let err = load(r#"model: "cppn", g_clip_from: 5000,"#);
+    assert!(err.contains("needs g_clip"), "{err}");
 }
 
 #[test]
@@ -359,4 +361,13 @@ fn g_clip_scales_only_gradients_above_it_and_logs_their_norm() {
         Some(norms[0]),
         "the norm logged is before clipping"
     );
+    // `g_clip_from`: the steps before it train as if there were no clip.
+    let bound = smallest / 10.0;
+    let (late, late_norms) = run(&format!("g_clip: {bound}, g_clip_from: 3,"));
+    assert!(late == plain, "a clip from step 3 changed steps 0-2");
+    assert!(late_norms.iter().all(Option::is_none), "{late_norms:?}");
+    let (from2, from2_norms) = run(&format!("g_clip: {bound}, g_clip_from: 2,"));
+    assert!(from2 != plain, "a clip from step 2 did not clip step 2");
+    assert_eq!(from2_norms[..2], [None, None]);
+    assert!(from2_norms[2].is_some(), "{from2_norms:?}");
 }

@@ -136,6 +136,11 @@ pub struct GanSpec {
     /// is scaled down to it before Adam sees it; 0: off.
     #[serde(default)]
     pub g_clip: f64,
+    /// The first step `g_clip` applies at: early on G's gradient is large while it learns
+    /// fast, and a clip sized for late training would slow that; late in a long run a
+    /// rare huge step can throw everything learned away. 0: from the start.
+    #[serde(default)]
+    pub g_clip_from: u64,
     /// How a conditional G is given the label (cdcgan only).
     #[serde(default)]
     pub g_condition: GCondition,
@@ -425,6 +430,14 @@ impl GanSpec {
         let spectral_norm = map.bool("spectral_norm", false)?;
         let r1 = map.float("r1", 0.0, 0.0..=1000.0)?;
         let g_clip = map.float("g_clip", 0.0, 0.0..=1e9)?;
+        let g_clip_from = map.int("g_clip_from", 0, 0..=1_000_000_000)? as u64;
+        if g_clip_from > 0 && g_clip == 0.0 {
+            return Err(map.error_at(
+                "g_clip_from",
+                None,
+                "g_clip_from says when clipping starts: it needs g_clip, the norm to clip to",
+            ));
+        }
         let vae = VaeSpec::parse(map)?;
         let precision = match map
             .choice("precision", "precision", &["fp32", "bf16"], "fp32")?
@@ -488,6 +501,7 @@ impl GanSpec {
             spectral_norm,
             r1,
             g_clip,
+            g_clip_from,
             g_condition,
             mode_seeking,
             cppn,

@@ -415,6 +415,7 @@ impl Trainer {
         }
         let g_grad_norm = match self.spec.g_clip {
             0.0 => None,
+            _ if self.step < self.spec.g_clip_from => None,
             max => {
                 let mut trained = vec![&self.g.params];
                 trained.extend(self.encoder.as_ref().map(|(e, _)| &e.params));
