@@ -162,7 +162,7 @@ def tile_of(sketch):
 
 
 def which(args):
-    """`easel sample`'s choice of a run's generator: --raw, --checkpoint."""
+    """`easel sample`'s choice of a run's generator (--raw, --checkpoint) and --truncation."""
     return ((["--raw"] if args.raw else []) + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
             + (["--truncation", str(args.truncation)] if args.truncation != 1.0 else []))
 
