@@ -330,7 +330,7 @@ fn fast_enough_for_a_training_batch() {
 
 #[test]
 fn adaptive_p_follows_the_sign_of_real_logits() {
-    let mut ada = AdaptiveP::new(64);
+    let mut ada = AdaptiveP::new(64, AdaptiveP::IMAGES_TO_FULL);
     assert_eq!((ada.p, ada.target, ada.interval), (0.0, 0.6, 4));
     let step = 64.0 * 4.0 / AdaptiveP::IMAGES_TO_FULL;
     // Overfitting (sign mean above target): p rises, once per interval.

@@ -244,6 +244,105 @@ fn the_moving_average_follows_the_generator_from_the_start() {
     );
 }
 
+/// Each sample's output in evaluation mode (running statistics) against the same noise in
+/// training mode (each batch of `batch` normalised by its own statistics): mean squared
+/// difference.
+fn eval_vs_train_mode(g: &Generator, z: &Tensor, batch: usize) -> f32 {
+    let mode = |train| Ctx {
+        train,
+        dropout_seed: 0,
+        first_row: 0,
+    };
+    let n = z.dim(0).unwrap();
+    let labels = vec![0; batch];
+    let eval = g.forward(z, &vec![0; n], &mode(false)).unwrap();
+    // Training mode also moves the running statistics: keep them.
+    let kept = g.params.buffers.lock().unwrap().clone();
+    let mut train = vec![];
+    for start in (0..n).step_by(batch) {
+        let part = g.forward(&z.narrow(0, start, batch).unwrap(), &labels, &mode(true));
+        train.push(part.unwrap().detach());
+    }
+    *g.params.buffers.lock().unwrap() = kept;
+    let train = Tensor::cat(&train, 0).unwrap();
+    (eval - train)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn standing_statistics_make_evaluation_agree_with_training_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    flat_folder(dir.path(), &[("x", 255)], 1);
+    let (spec, _) = gan_spec(
+        dir.path(),
+        &format!(r#"{TINY}, g_norm: "batch", data: #{{ folder: "data" }}"#),
+    );
+    // A fresh generator's running statistics (mean 0, variance 1) are nobody's.
+    let g = Generator::new(&spec, 0, &Device::Cpu, 3).unwrap();
+    // Large batches, so that what is left is mostly their statistics' sampling noise.
+    let z = train::seeded_noise(11, 1024, spec.latent, &Device::Cpu).unwrap();
+    let before = eval_vs_train_mode(&g, &z, 512);
+    train::standing_statistics(&g, 512, 0, 7).unwrap();
+    let after = eval_vs_train_mode(&g, &z, 512);
+    assert!(
+        after < 0.008 * before,
+        "evaluation vs training mode: {before} before, {after} after"
+    );
+    // Deterministic in its seed, whatever the statistics were before.
+    let first = g.params.buffers.lock().unwrap().clone();
+    train::standing_statistics(&g, 512, 0, 7).unwrap();
+    for (name, t) in g.params.buffers.lock().unwrap().iter() {
+        let (a, b) = (
+            t.to_vec1::<f32>().unwrap(),
+            first[name].to_vec1::<f32>().unwrap(),
+        );
+        assert_eq!(a, b, "{name}");
+    }
+}
+
+#[test]
+fn checkpoints_hold_the_averages_own_statistics() {
+    // The moving average's weights are not the generator's, so neither are the batch-norm
+    // statistics it should sample with: copying the generator's left real-picture samples
+    // off-colour and speckled (held-out SWD 141 → 73 in one 1000-step run).
+    let dir = tempfile::tempdir().unwrap();
+    flat_folder(dir.path(), &[("x", 255)], 1);
+    let (spec, _) = gan_spec(
+        dir.path(),
+        &format!(r#"{TINY}, g_norm: "batch", data: #{{ folder: "data" }}"#),
+    );
+    let data = white_dataset(16);
+    let mut t = Trainer::new(&spec, vec![], &Device::Cpu).unwrap();
+    for _ in 0..6 {
+        t.train_step(&data).unwrap();
+    }
+    let path = dir.path().join("ckpt.safetensors");
+    t.save_checkpoint(&path).unwrap();
+    let saved = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let stats: Vec<&String> = saved
+        .keys()
+        .filter(|k| k.starts_with("ema.") && k.contains(".running_"))
+        .collect();
+    assert!(!stats.is_empty());
+    for name in stats {
+        let ema = saved[name].to_vec1::<f32>().unwrap();
+        let raw = saved[&name.replacen("ema.", "g.", 1)]
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_ne!(ema, raw, "{name}: the generator's statistics, copied");
+    }
+    // And they are the ones the average's own weights give.
+    let z = train::seeded_noise(11, 128, spec.latent, &Device::Cpu).unwrap();
+    let mismatch = eval_vs_train_mode(&t.ema, &z, 64);
+    assert!(mismatch < 1e-3, "{mismatch}");
+}
+
 #[test]
 fn a_checkpoint_round_trips_everything() {
     let dir = tempfile::tempdir().unwrap();

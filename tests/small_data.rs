@@ -214,7 +214,10 @@ fn augment_settings_are_checked_where_they_are_written() {
     let a = s.augment.unwrap();
     assert!(a.policy.translation && !a.policy.color && a.p == 1.0 && !a.adaptive);
     let (s, _) = spec(dir.path(), r#"augment: #{ p: "auto" }"#);
-    assert!(s.augment.unwrap().adaptive);
+    let a = s.augment.unwrap();
+    assert!(a.adaptive && a.ada_images == easel::gan::augment::AdaptiveP::IMAGES_TO_FULL);
+    let (s, _) = spec(dir.path(), r#"augment: #{ p: "auto", ada_images: 100000 }"#);
+    assert_eq!(s.augment.unwrap().ada_images, 100_000.0);
     let path = dir.path().join("bad.rhai");
     for (body, expected) in [
         (r#"augment: "colour""#, "colour"),
@@ -223,6 +226,14 @@ fn augment_settings_are_checked_where_they_are_written() {
             "\"p\" must be a probability 0–1 or \"auto\"",
         ),
         (r#"augment: #{ p: 2.0 }"#, "\"p\""),
+        (
+            r#"augment: #{ p: 0.5, ada_images: 1000 }"#,
+            "it needs p: \"auto\"",
+        ),
+        (
+            r#"augment: #{ p: "auto", ada_images: 0 }"#,
+            "\"ada_images\"",
+        ),
         ("augment: 3", "augment"),
     ] {
         std::fs::write(

@@ -384,9 +384,10 @@ impl AdaptiveP {
     /// Images over which `p` may go from 0 to 1 (ADA: 500,000).
     pub const IMAGES_TO_FULL: f64 = 5_000.0;
 
-    /// Starts at p = 0 with ADA's target and interval, for batches of `batch` images.
-    pub fn new(batch: usize) -> Self {
-        Self::with_speed(batch.max(1) as f64 / Self::IMAGES_TO_FULL)
+    /// Starts at p = 0 with ADA's target and interval, for batches of `batch` images, so
+    /// that `p` may cross [0, 1] in `images_to_full` images.
+    pub fn new(batch: usize, images_to_full: f64) -> Self {
+        Self::with_speed(batch.max(1) as f64 / images_to_full.max(1.0))
     }
 
     pub fn with_speed(speed: f64) -> Self {

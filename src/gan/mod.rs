@@ -274,6 +274,13 @@ pub struct AugmentSpec {
     pub p: f64,
     /// Adjust `p` as ADA does, from how sure D is of real images.
     pub adaptive: bool,
+    /// Adaptive only: the images over which `p` may go from 0 to 1 (ADA's speed).
+    #[serde(default = "default_ada_images")]
+    pub ada_images: f64,
+}
+
+fn default_ada_images() -> f64 {
+    augment::AdaptiveP::IMAGES_TO_FULL
 }
 
 impl GanSpec {
@@ -624,7 +631,8 @@ impl From<Act> for String {
 }
 
 /// `augment: "color,translation,cutout"` (always applied), or
-/// `augment: #{ policy: "…", p: 0.5 }` / `#{ policy: "…", p: "auto" }` (ADA).
+/// `augment: #{ policy: "…", p: 0.5 }` / `#{ policy: "…", p: "auto" }` (ADA; with
+/// `ada_images: N`, `p` may cross [0, 1] in N images).
 fn parse_augment(map: &mut MapReader) -> Result<Option<AugmentSpec>, SketchError> {
     let Some(v) = map.raw("augment") else {
         return Ok(None);
@@ -640,6 +648,7 @@ fn parse_augment(map: &mut MapReader) -> Result<Option<AugmentSpec>, SketchError
             policy,
             p: 1.0,
             adaptive: false,
+            ada_images: default_ada_images(),
         }));
     }
     let (false, Some(m)) = (!v.is_map(), map.map("augment")?) else {
@@ -667,11 +676,23 @@ fn parse_augment(map: &mut MapReader) -> Result<Option<AugmentSpec>, SketchError
         Some(p) => (a.check_float("p", &p, 0.0..=1.0)?, false),
         None => (1.0, false),
     };
+    let ada_images = match a.raw("ada_images") {
+        Some(v) if !adaptive => {
+            return Err(a.error_at(
+                "ada_images",
+                Some(&v),
+                "\"ada_images\" sets how fast p adapts: it needs p: \"auto\"",
+            ))
+        }
+        Some(v) => a.check_float("ada_images", &v, 1.0..=1e12)?,
+        None => default_ada_images(),
+    };
     a.finish()?;
     Ok((!policy.is_empty()).then_some(AugmentSpec {
         policy,
         p,
         adaptive,
+        ada_images,
     }))
 }
 

@@ -2,6 +2,7 @@
 //! fixed-noise sample grids, atomic safetensors checkpoints, exact resume, NaN guard, and
 //! live control through the run directory.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -76,6 +77,10 @@ pub struct Trainer {
     /// The processes training this run together, and this one's rows of each batch.
     ranks: Rc<dyn Ranks>,
     rows: Range<usize>,
+    /// The step whose standing statistics the EMA generator holds (see
+    /// [`Trainer::settle_ema`]); `None` once [`Trainer::update_ema`] has copied the raw
+    /// generator's over them.
+    ema_settled: Cell<Option<u64>>,
 }
 
 /// SWD ×10³ of the two generators' samples against the data (lower is better).
@@ -121,7 +126,7 @@ impl Trainer {
             .augment
             .as_ref()
             .filter(|a| a.adaptive)
-            .map(|_| AdaptiveP::new(spec.batch));
+            .map(|a| AdaptiveP::new(spec.batch, a.ada_images));
         let encoder = match spec.vae {
             Some(_) => {
                 let e = Encoder::new(spec, device, spec.seed ^ 0xE4C0)?;
@@ -143,6 +148,7 @@ impl Trainer {
             class_names,
             ranks: Rc::new(Solo),
             rows: 0..spec.batch,
+            ema_settled: Cell::new(None),
         })
     }
 
@@ -599,6 +605,8 @@ impl Trainer {
             g.params
                 .set_buffer(PRIOR_MIX, Tensor::from_vec(mix.clone(), (d, d), &dev)?);
         }
+        // The average's standing statistics were drawn through the old prior.
+        self.ema_settled.set(None);
         Ok(())
     }
 
@@ -617,14 +625,32 @@ impl Trainer {
             };
             var.set(&v)?;
         }
-        // Normalisation statistics are not averaged: take the generator's.
+        // Normalisation statistics are not averaged: take the generator's for now, and
+        // the average's own when something reads it (`settle_ema`).
         *self.ema.params.buffers.lock().expect("buffers") =
             self.g.params.buffers.lock().expect("buffers").clone();
+        self.ema_settled.set(None);
+        Ok(())
+    }
+
+    /// Gives the EMA generator batch-norm statistics of its own weights (BigGAN's standing
+    /// statistics, [`standing_statistics`]), once per step: everything that reads the
+    /// average (evaluation, sample grids, checkpoints, generator files) calls this first.
+    /// Drawn from (seed, step), so a resumed run saves what an unbroken one does; training
+    /// itself never reads the average, so this changes no step.
+    pub fn settle_ema(&self) -> Result<()> {
+        if self.ema_settled.get() == Some(self.step) {
+            return Ok(());
+        }
+        let seed = augment::seed_for(self.spec.seed, self.step, 0x57A4);
+        standing_statistics(&self.ema, self.spec.batch, self.class_names.len(), seed)?;
+        self.ema_settled.set(Some(self.step));
         Ok(())
     }
 
     /// Everything needed to continue exactly: weights, statistics, EMA, Adam moments.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.settle_ema()?;
         let mut tensors = self.g.params.named_tensors("g.");
         tensors.extend(self.d.params.named_tensors("d."));
         tensors.extend(self.ema.params.named_tensors("ema."));
@@ -689,6 +715,9 @@ impl Trainer {
     /// One generator's weights with what `easel sample` needs to use them (spec, classes,
     /// step), which weights they are, and their SWD when scored.
     pub fn write_generator(&self, path: &Path, which: Weights, swd: Option<f64>) -> Result<()> {
+        if which == Weights::Ema {
+            self.settle_ema()?;
+        }
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
         meta.insert(
@@ -710,6 +739,7 @@ impl Trainer {
     /// SWD of the EMA and the raw generator against `reference` (`[N, C, S, S]` real
     /// images), each on as many samples from fixed noise (so scores of one run compare).
     pub fn evaluate(&self, reference: &swd::Images) -> Result<Scores> {
+        self.settle_ema()?;
         let (n, c, h, w) = reference.dims();
         let k = self.class_names.len();
         // One generator's samples at a time, as plain values (the tensor dropped): at
@@ -734,6 +764,7 @@ impl Trainer {
 
     /// A grid of the EMA generator's output on the run's fixed noise.
     pub fn sample_grid(&self, count: usize) -> Result<DynamicImage> {
+        self.settle_ema()?;
         let k = self.class_names.len();
         let images = samples(&self.ema, count, k, self.spec.seed ^ 0xF1_7ED)?;
         grid(&images, None)
@@ -806,6 +837,68 @@ fn generate_chunks(
         // activation, for a backward pass that never comes) until the last chunk is done.
         let out = g.forward(&z.narrow(0, start, len)?, &labels[start..start + len], &ctx)?;
         each(out.detach())?;
+    }
+    Ok(())
+}
+
+/// Batches [`standing_statistics`] averages: 8 of 64 samples, 512 in all.
+pub const STANDING_BATCHES: usize = 8;
+
+/// BigGAN's "standing statistics": sets `g`'s batch-norm running means and variances to
+/// the mean of its own batch statistics over [`STANDING_BATCHES`] batches of `batch`
+/// samples in training mode (noise from `seed`, the `classes` in turn). The moving-average
+/// generator averages weights, not statistics: the raw generator's running statistics,
+/// which [`Trainer::update_ema`] copies, belong to other weights, and early in a run,
+/// when the weights move fast, samples drawn with them come out off-colour and noisy.
+/// A generator without batch norm is left as it is.
+pub fn standing_statistics(g: &Generator, batch: usize, classes: usize, seed: u64) -> Result<()> {
+    let p = &g.params;
+    let ctx = Ctx {
+        train: true,
+        dropout_seed: seed,
+        first_row: 0,
+    };
+    let batch = batch.max(2);
+    let labels = labels_in_turn(batch, classes);
+    let find = || -> Vec<(String, Tensor)> {
+        p.buffers
+            .lock()
+            .expect("buffers")
+            .iter()
+            .filter(|(n, _)| n.ends_with(".running_mean") || n.ends_with(".running_var"))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect()
+    };
+    let mut running = find();
+    if running.is_empty() {
+        // A generator that never ran in training mode has no statistics yet: one pass
+        // makes them (and finds whether it has batch norm at all).
+        let z = seeded_noise(seed, batch, g.spec.latent, &p.device)?;
+        drop(g.forward(&z, &labels, &ctx)?);
+        running = find();
+        if running.is_empty() {
+            return Ok(());
+        }
+    }
+    let mut sums: Vec<Tensor> = running
+        .iter()
+        .map(|(_, t)| t.zeros_like())
+        .collect::<candle_core::Result<_>>()?;
+    for k in 0..STANDING_BATCHES {
+        // From zero, one update of momentum 0.1 leaves a tenth of the batch's statistic.
+        for (name, t) in &running {
+            p.set_buffer(name, t.zeros_like()?);
+        }
+        let z = seeded_noise(seed.wrapping_add(k as u64), batch, g.spec.latent, &p.device)?;
+        drop(g.forward(&z, &labels, &ctx)?);
+        for ((name, _), sum) in running.iter().zip(sums.iter_mut()) {
+            let tenth = p.buffer(name).context("a running statistic went missing")?;
+            *sum = (&*sum + tenth.detach())?;
+        }
+    }
+    let scale = 10.0 / STANDING_BATCHES as f64;
+    for ((name, _), sum) in running.iter().zip(sums) {
+        p.set_buffer(name, (sum * scale)?);
     }
     Ok(())
 }
