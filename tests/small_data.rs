@@ -217,7 +217,18 @@ fn augment_settings_are_checked_where_they_are_written() {
     let a = s.augment.unwrap();
     assert!(a.adaptive && a.ada_images == easel::gan::augment::AdaptiveP::IMAGES_TO_FULL);
     let (s, _) = spec(dir.path(), r#"augment: #{ p: "auto", ada_images: 100000 }"#);
-    assert_eq!(s.augment.unwrap().ada_images, 100_000.0);
+    assert_eq!(s.augment.as_ref().unwrap().ada_images, 100_000.0);
+    // A run's spec.json from before the key: the speed it trained with.
+    let mut json: serde_json::Value = serde_json::to_value(&s).unwrap();
+    json["augment"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ada_images");
+    let old: GanSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        old.augment.unwrap().ada_images,
+        easel::gan::augment::AdaptiveP::IMAGES_TO_FULL_BEFORE
+    );
     let path = dir.path().join("bad.rhai");
     for (body, expected) in [
         (r#"augment: "colour""#, "colour"),

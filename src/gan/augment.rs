@@ -356,10 +356,13 @@ fn geometry(
 /// discriminator is overfitting the reals, so `p` rises, below it `p` falls, by
 /// `speed · interval`, clamped to [0, 1].
 ///
-/// `speed` is the change of `p` per step. ADA uses `batch / 500_000` (p can go from 0 to 1
-/// in 500k images) for runs of tens of millions of images; easel's CPU runs see ~10⁵
-/// images, so [`AdaptiveP::new`] lets `p` cross [0, 1] in [`AdaptiveP::IMAGES_TO_FULL`]
-/// images — 5,000, about 80 steps at batch 64 — a similar fraction of the run.
+/// `speed` is the change of `p` per step: `batch / images_to_full`, where ADA's
+/// `images_to_full` is 500,000, easel's default ([`AdaptiveP::IMAGES_TO_FULL`], sketch key
+/// `ada_images`). At easel's run lengths (~10⁵ images) `p` then stays below ~0.4. A speed
+/// scaled to the run (5,000 images, easel's first default) drove `p` to 1 within ~130
+/// steps, because D is sure of real pictures from the start, and the generator learned
+/// more slowly: held-out SWD 97–102 against 64–81 at ADA's speed after 1000 steps on
+/// Oxygen icons (docs/own-pictures.md).
 ///
 /// Plain fields with serde, so the trainer can checkpoint it and resume exactly.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -381,8 +384,10 @@ impl AdaptiveP {
     pub const TARGET: f64 = 0.6;
     /// ADA adjusts every 4 steps.
     pub const INTERVAL: u64 = 4;
-    /// Images over which `p` may go from 0 to 1 (ADA: 500,000).
-    pub const IMAGES_TO_FULL: f64 = 5_000.0;
+    /// Images over which `p` may go from 0 to 1 by default: ADA's 500,000.
+    pub const IMAGES_TO_FULL: f64 = 500_000.0;
+    /// What runs used before `ada_images` existed (their spec.json has no such field).
+    pub const IMAGES_TO_FULL_BEFORE: f64 = 5_000.0;
 
     /// Starts at p = 0 with ADA's target and interval, for batches of `batch` images, so
     /// that `p` may cross [0, 1] in `images_to_full` images.

@@ -275,8 +275,12 @@ pub struct AugmentSpec {
     /// Adjust `p` as ADA does, from how sure D is of real images.
     pub adaptive: bool,
     /// Adaptive only: the images over which `p` may go from 0 to 1 (ADA's speed).
-    #[serde(default = "default_ada_images")]
+    #[serde(default = "ada_images_before")]
     pub ada_images: f64,
+}
+
+fn ada_images_before() -> f64 {
+    augment::AdaptiveP::IMAGES_TO_FULL_BEFORE
 }
 
 fn default_ada_images() -> f64 {
