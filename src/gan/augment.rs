@@ -361,7 +361,7 @@ fn geometry(
 /// `ada_images`). At easel's run lengths (~10⁵ images) `p` then stays below ~0.4. A speed
 /// scaled to the run (5,000 images, easel's first default) drove `p` to 1 within ~130
 /// steps, because D is sure of real pictures from the start, and the generator learned
-/// more slowly: held-out SWD 97–102 against 64–81 at ADA's speed after 1000 steps on
+/// more slowly: held-out SWD 94–103 against 64–81 at ADA's speed after 1000 steps on
 /// Oxygen icons (docs/own-pictures.md).
 ///
 /// Plain fields with serde, so the trainer can checkpoint it and resume exactly.
