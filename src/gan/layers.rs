@@ -572,6 +572,9 @@ impl NormLayer {
     }
 }
 
+/// How far one batch moves batch norm's running statistics, as PyTorch's default.
+pub const RUNNING_MOMENTUM: f64 = 0.1;
+
 /// Running statistics with momentum 0.1, as PyTorch: `r ← 0.9·r + 0.1·batch`.
 fn update_running_stats(
     p: &Params,
@@ -587,8 +590,9 @@ fn update_running_stats(
     let old_var = p
         .buffer(var_name)
         .unwrap_or(Tensor::ones(c, DType::F32, &p.device)?);
-    p.set_buffer(mean_name, ((old_mean * 0.9)? + (mean * 0.1)?)?);
-    p.set_buffer(var_name, ((old_var * 0.9)? + (var * 0.1)?)?);
+    let (keep, take) = (1.0 - RUNNING_MOMENTUM, RUNNING_MOMENTUM);
+    p.set_buffer(mean_name, ((old_mean * keep)? + (mean * take)?)?);
+    p.set_buffer(var_name, ((old_var * keep)? + (var * take)?)?);
     Ok(())
 }
 

@@ -841,7 +841,7 @@ fn generate_chunks(
     Ok(())
 }
 
-/// Batches [`standing_statistics`] averages: 8 of 64 samples, 512 in all.
+/// Batches (of the run's batch size) whose statistics [`standing_statistics`] averages.
 pub const STANDING_BATCHES: usize = 8;
 
 /// BigGAN's "standing statistics": sets `g`'s batch-norm running means and variances to
@@ -885,18 +885,18 @@ pub fn standing_statistics(g: &Generator, batch: usize, classes: usize, seed: u6
         .map(|(_, t)| t.zeros_like())
         .collect::<candle_core::Result<_>>()?;
     for k in 0..STANDING_BATCHES {
-        // From zero, one update of momentum 0.1 leaves a tenth of the batch's statistic.
+        // From zero, one update leaves RUNNING_MOMENTUM times the batch's statistic.
         for (name, t) in &running {
             p.set_buffer(name, t.zeros_like()?);
         }
         let z = seeded_noise(seed.wrapping_add(k as u64), batch, g.spec.latent, &p.device)?;
         drop(g.forward(&z, &labels, &ctx)?);
         for ((name, _), sum) in running.iter().zip(sums.iter_mut()) {
-            let tenth = p.buffer(name).context("a running statistic went missing")?;
-            *sum = (&*sum + tenth.detach())?;
+            let part = p.buffer(name).context("a running statistic went missing")?;
+            *sum = (&*sum + part.detach())?;
         }
     }
-    let scale = 10.0 / STANDING_BATCHES as f64;
+    let scale = (1.0 / layers::RUNNING_MOMENTUM) / STANDING_BATCHES as f64;
     for ((name, _), sum) in running.iter().zip(sums) {
         p.set_buffer(name, (sum * scale)?);
     }
