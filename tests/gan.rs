@@ -125,6 +125,13 @@ fn a_sketch_dataset_takes_its_classes_as_labels() {
     assert_eq!(data.images().unwrap().dims(), &[10, 1, 28, 28]);
 }
 
+/// The tiny model with batch norm in G, on a folder of one white picture.
+fn batch_norm_spec(dir: &Path) -> GanSpec {
+    flat_folder(dir, &[("x", 255)], 1);
+    let body = format!(r#"{TINY}, g_norm: "batch", data: #{{ folder: "data" }}"#);
+    gan_spec(dir, &body).0
+}
+
 fn white_dataset(n: usize) -> Dataset {
     Dataset::from_pixels(
         vec![255; n * 28 * 28],
@@ -186,11 +193,7 @@ fn training_state_holds_no_autograd_graph_between_steps() {
     // A moment or EMA tensor that still tracks its ops keeps the whole step's graph
     // alive, and chains it to the next step: memory grew ~340 MB a step on gan_truchet.
     let dir = tempfile::tempdir().unwrap();
-    flat_folder(dir.path(), &[("x", 255)], 1);
-    let (spec, _) = gan_spec(
-        dir.path(),
-        &format!(r#"{TINY}, g_norm: "batch", data: #{{ folder: "data" }}"#),
-    );
+    let spec = batch_norm_spec(dir.path());
     let data = white_dataset(16);
     let mut t = Trainer::new(&spec, vec![], &Device::Cpu).unwrap();
     for _ in 0..2 {
@@ -278,11 +281,7 @@ fn eval_vs_train_mode(g: &Generator, z: &Tensor, batch: usize) -> f32 {
 #[test]
 fn standing_statistics_make_evaluation_agree_with_training_mode() {
     let dir = tempfile::tempdir().unwrap();
-    flat_folder(dir.path(), &[("x", 255)], 1);
-    let (spec, _) = gan_spec(
-        dir.path(),
-        &format!(r#"{TINY}, g_norm: "batch", data: #{{ folder: "data" }}"#),
-    );
+    let spec = batch_norm_spec(dir.path());
     // A fresh generator's running statistics (mean 0, variance 1) are nobody's.
     let g = Generator::new(&spec, 0, &Device::Cpu, 3).unwrap();
     // Large batches, so that what is left is mostly their statistics' sampling noise.
@@ -312,11 +311,7 @@ fn checkpoints_hold_the_averages_own_statistics() {
     // statistics it should sample with: copying the generator's left real-picture samples
     // off-colour and speckled (held-out SWD 141 → 73 in one 1000-step run).
     let dir = tempfile::tempdir().unwrap();
-    flat_folder(dir.path(), &[("x", 255)], 1);
-    let (spec, _) = gan_spec(
-        dir.path(),
-        &format!(r#"{TINY}, g_norm: "batch", data: #{{ folder: "data" }}"#),
-    );
+    let spec = batch_norm_spec(dir.path());
     let data = white_dataset(16);
     let mut t = Trainer::new(&spec, vec![], &Device::Cpu).unwrap();
     for _ in 0..6 {
