@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use common::{easel_in, gan_spec, weights};
+use common::{easel_in, gan_spec, mse, weights};
 use easel::gan::data::Dataset;
 use easel::gan::layers::Ctx;
 use easel::gan::model::Generator;
@@ -167,16 +167,6 @@ fn a_vae_gan_learns_to_redraw_each_image_from_its_code_and_resumes_exactly() {
         .unwrap()
         .mean;
     let redrawn = t.g.forward(&codes, &[], &ctx).unwrap();
-    let mse = |a: &Tensor, b: &Tensor| -> f32 {
-        (a - b)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    };
     for k in 0..2 {
         let drawn = redrawn.get(k).unwrap();
         let own = mse(&drawn, &real.get(k).unwrap());

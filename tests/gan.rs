@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use common::{gan_spec, weights};
+use common::{gan_spec, mse, weights};
 use easel::gan::data::{self, Dataset};
 use easel::gan::layers::Ctx;
 use easel::gan::model::{Discriminator, Generator};
@@ -267,15 +267,7 @@ fn eval_vs_train_mode(g: &Generator, z: &Tensor, batch: usize) -> f32 {
         train.push(part.unwrap().detach());
     }
     *g.params.buffers.lock().unwrap() = kept;
-    let train = Tensor::cat(&train, 0).unwrap();
-    (eval - train)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    mse(&eval, &Tensor::cat(&train, 0).unwrap())
 }
 
 #[test]

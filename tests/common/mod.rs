@@ -4,11 +4,23 @@
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use easel::gan::train::Trainer;
 use easel::gan::GanSpec;
 use easel::run::RunDir;
 use easel::spec::{self, Spec};
+
+/// Mean squared difference of two tensors of one shape.
+pub(crate) fn mse(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
 
 /// Writes `#{ kind: "gan", BODY }` to `dir/gan.rhai` and loads it: its spec and source.
 pub(crate) fn gan_spec(dir: &Path, body: &str) -> (GanSpec, String) {
