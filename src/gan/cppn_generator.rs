@@ -216,6 +216,15 @@ pub struct CppnBody {
     styles: Vec<Linear>,
 }
 
+/// `act` on a training tensor: tanh through easel's CPU kernel where it runs (libm's
+/// tanh per element was a fifth of a CPPN-GAN step; see `kernels`), else Candle's ops.
+fn activate(act: Activation, x: &Tensor) -> Result<Tensor> {
+    match act {
+        Activation::Tanh if super::kernels::enabled(x.device()) => super::kernels::tanh(x),
+        _ => act.tensor(x),
+    }
+}
+
 /// Name prefix of the coordinate MLP's layers (`g.cppn0.xy`, `g.cppn0.z`, `g.cppn1`, …).
 const LAYER: &str = "g.cppn";
 
@@ -328,7 +337,7 @@ impl CppnBody {
             // The last layer is linear: codes spread like a CPPN sketch's z ~ N(0, 1)
             // instead of being squashed into (−1, 1).
             if k + 1 < self.mapping.len() {
-                x = x.tanh()?;
+                x = activate(Activation::Tanh, &x)?;
             }
         }
         Ok(x)
@@ -358,9 +367,7 @@ impl CppnBody {
         let zs = self.first_z.forward(p, &codes)?.unsqueeze(1)?;
         let h = xy.broadcast_add(&zs)?;
         let width = self.shape.layers[0];
-        let mut h = self.shape.activations[0]
-            .tensor(&h)?
-            .reshape((n * pixels, width))?;
+        let mut h = activate(self.shape.activations[0], &h)?.reshape((n * pixels, width))?;
         let later = self.shape.later_layers(self.channels);
         for (k, ((layer, z), (_, _, act))) in self.rest.iter().zip(later).enumerate() {
             if let Some(f) = factors.get(k + 1) {
@@ -375,7 +382,7 @@ impl CppnBody {
                     .broadcast_add(&shift)?
                     .reshape((n * pixels, out))?;
             }
-            h = act.tensor(&pre)?;
+            h = activate(act, &pre)?;
         }
         h.reshape((n, self.side, self.side, self.channels))?
             .permute((0, 3, 1, 2))?

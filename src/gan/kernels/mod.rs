@@ -4,7 +4,7 @@
 //! - [`conv`]: convolutions (im2col / col2im around GEMMs), forward and backward;
 //! - [`bf16_gemm`]: those GEMMs in bf16 (`precision: "bf16"`, on AVX512_BF16);
 //! - [`batch_norm`]: training-mode batch norm, fused into one op forward and one backward;
-//! - [`activation`]: ReLU and LeakyReLU, one pass forward and one backward;
+//! - [`activation`]: ReLU, LeakyReLU and tanh, one pass forward and one backward;
 //! - [`infer`]: forward-only convolutions with the bias and activation fused (upscaling).
 //!
 //! Work is spread with rayon; every sum is taken in a fixed order, so results do not
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result};
 
-pub use activation::leaky_relu;
+pub use activation::{leaky_relu, tanh};
 pub use batch_norm::batch_norm_train;
 pub(crate) use conv::out_size;
 pub use conv::{
