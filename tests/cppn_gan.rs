@@ -20,24 +20,28 @@ const TINY: &str = r#"model: "cppn", image_size: 32, channels: 1, latent: 5,
 
 #[test]
 fn the_generator_draws_what_the_cppn_renderer_draws_from_its_weights() {
-    // Plain, and with the code's factors folded into each sample's weights.
-    for modulate in [false, true] {
-        draws_what_the_renderer_draws(modulate);
+    // Plain, with the code's factors folded into each sample's weights, and with the code
+    // at the first layer only.
+    for (modulate, z_every_layer) in [(false, true), (true, true), (true, false)] {
+        draws_what_the_renderer_draws(modulate, z_every_layer);
     }
 }
 
-fn draws_what_the_renderer_draws(modulate: bool) {
+fn draws_what_the_renderer_draws(modulate: bool, z_every_layer: bool) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
     let tiny = TINY.replace(
         "mapping: [7], scale: 1.5 },",
-        &format!("mapping: [7], scale: 1.5, modulate: {modulate} }},"),
+        &format!(
+            "mapping: [7], scale: 1.5, modulate: {modulate}, z_every_layer: {z_every_layer} }},"
+        ),
     );
     let (spec, _) = gan_spec(
         dir.path(),
         &format!(r#"{tiny} data: #{{ folder: "data" }}"#),
     );
     assert_eq!(spec.cppn.as_ref().unwrap().modulate, modulate);
+    assert_eq!(spec.cppn.as_ref().unwrap().z_every_layer, z_every_layer);
     assert_eq!(spec.model, ModelKind::Cppn);
     let g = Generator::new(&spec, 0, &Device::Cpu, 11).unwrap();
     let z = Tensor::randn(0f32, 1.0, (3, 5), &Device::Cpu).unwrap();
@@ -67,7 +71,8 @@ fn draws_what_the_renderer_draws(modulate: bool) {
             let want = ((t + 1.0) * 0.5 * 255.0).clamp(0.0, 255.0);
             assert!(
                 (want - d as f32).abs() <= 1.5,
-                "modulate {modulate}, sample {k}, pixel {i}: generator {want:.1}, renderer {d}"
+                "modulate {modulate}, z_every_layer {z_every_layer}, sample {k}, pixel {i}: \
+                 generator {want:.1}, renderer {d}"
             );
         }
         let (lo, hi) = trained

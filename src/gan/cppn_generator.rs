@@ -201,7 +201,8 @@ impl CppnShape {
 /// split in two (coordinates, z′) so the coordinates' share is computed once per batch.
 pub struct CppnBody {
     shape: CppnShape,
-    /// The training grid's inputs, `[pixels, coordinate inputs]`.
+    /// The training grid's inputs and a column of ones (for the first layer's bias row),
+    /// `[pixels, coordinate inputs + 1]`.
     coords: Tensor,
     side: usize,
     channels: usize,
@@ -225,6 +226,19 @@ fn activate(act: Activation, x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `act` on a training tensor `[…, k]` with a column of ones after it (`[…, k + 1]`): the
+/// next layer's input, whose ones meet its bias row.
+fn activate_with_ones(act: Activation, x: &Tensor) -> Result<Tensor> {
+    if act == Activation::Tanh && super::kernels::enabled(x.device()) {
+        return super::kernels::tanh_with_ones(x);
+    }
+    let mut dims = x.dims().to_vec();
+    let last = dims.len() - 1;
+    dims[last] = 1;
+    let ones = Tensor::ones(dims, x.dtype(), x.device())?;
+    Tensor::cat(&[&act.tensor(x)?, &ones], last)
+}
+
 /// Name prefix of the coordinate MLP's layers (`g.cppn0.xy`, `g.cppn0.z`, `g.cppn1`, …).
 const LAYER: &str = "g.cppn";
 
@@ -233,11 +247,11 @@ impl CppnBody {
         let side = spec.image_size;
         let grid = shape.render_spec(spec, side as u32, side as u32);
         let inputs = grid.inputs.coordinate_count();
-        let coords = Tensor::from_vec(
-            cppn::render::input_coordinates(&grid),
-            (side * side, inputs),
-            &p.device,
-        )?;
+        let coords: Vec<f32> = cppn::render::input_coordinates(&grid)
+            .chunks(inputs)
+            .flat_map(|row| row.iter().copied().chain([1.0]))
+            .collect();
+        let coords = Tensor::from_vec(coords, (side * side, inputs + 1), &p.device)?;
         let mut mapping = vec![];
         let mut width = spec.latent;
         for (k, &w) in shape.mapping.iter().enumerate() {
@@ -311,13 +325,28 @@ impl CppnBody {
         Ok(())
     }
 
-    /// `x` `[N·P, F]` with each sample's rows scaled by its factors `[N, F]`.
-    fn scale_rows(x: &Tensor, factors: &Tensor) -> Result<Tensor> {
-        let (n, f) = factors.dims2()?;
-        let rows = x.dim(0)? / n;
-        x.reshape((n, rows, f))?
-            .broadcast_mul(&factors.unsqueeze(1)?)?
-            .reshape((n * rows, f))
+    /// One layer's weights for each sample, `[N, inputs + 1, outputs]`: `w` `[inputs,
+    /// outputs]` with its rows scaled by the sample's `factors` `[N, inputs]` (modulation),
+    /// then a bias row: `b` plus the sample's `shift` `[N, outputs]` (its share of z′).
+    fn sample_weights(
+        w: &Tensor,
+        b: Option<&Tensor>,
+        shift: Option<&Tensor>,
+        factors: Option<&Tensor>,
+        n: usize,
+    ) -> Result<Tensor> {
+        let (inputs, outputs) = w.dims2()?;
+        let w = match factors {
+            Some(f) => w.unsqueeze(0)?.broadcast_mul(&f.unsqueeze(2)?)?,
+            None => w.unsqueeze(0)?.broadcast_as((n, inputs, outputs))?,
+        };
+        let bias = match (b, shift) {
+            (Some(b), Some(s)) => s.broadcast_add(b)?,
+            (Some(b), None) => b.unsqueeze(0)?.broadcast_as((n, outputs))?,
+            (None, Some(s)) => s.clone(),
+            (None, None) => Tensor::zeros((n, outputs), w.dtype(), w.device())?,
+        };
+        Tensor::cat(&[&w, &bias.unsqueeze(1)?], 1)
     }
 
     /// Each layer's input factors `[N, inputs]` for codes `[N, code]` (none without
@@ -344,47 +373,42 @@ impl CppnBody {
     }
 
     /// Noise `[N, latent]` to images `[N, C, S, S]` in [−1, 1].
+    ///
+    /// Each layer is one batched product per sample: its input with a column of ones times
+    /// [`Self::sample_weights`]. Modulation, biases and z′'s shifts all live in those small
+    /// per-sample matrices, so nothing the size of the pixel grid is broadcast, added or
+    /// summed outside the products (those passes, and their backward sums, were most of a
+    /// step). The renderer folds a sample's code into its weights the same way.
     pub fn forward(&self, p: &Params, z: &Tensor) -> Result<Tensor> {
         let n = z.dim(0)?;
         let codes = self.codes(p, z)?;
-        let pixels = self.side * self.side;
         let factors = self.factors(p, &codes)?;
-        // First layer: coordinates' part [P, H] (or [N, P, H] when each sample scales the
-        // coordinates) plus each sample's part [N, H].
-        let xy = match factors.first() {
-            Some(f) => {
-                let coords = self
-                    .coords
-                    .unsqueeze(0)?
-                    .broadcast_as((n, pixels, self.coords.dim(1)?))?
-                    .reshape((n * pixels, self.coords.dim(1)?))?;
-                self.first_xy
-                    .forward(p, &Self::scale_rows(&coords, f)?)?
-                    .reshape((n, pixels, self.shape.layers[0]))?
-            }
-            None => self.first_xy.forward(p, &self.coords)?.unsqueeze(0)?,
-        };
-        let zs = self.first_z.forward(p, &codes)?.unsqueeze(1)?;
-        let h = xy.broadcast_add(&zs)?;
-        let width = self.shape.layers[0];
-        let mut h = activate(self.shape.activations[0], &h)?.reshape((n * pixels, width))?;
+        let (pixels, columns) = self.coords.dims2()?;
+        let mut x = self
+            .coords
+            .unsqueeze(0)?
+            .broadcast_as((n, pixels, columns))?;
         let later = self.shape.later_layers(self.channels);
-        for (k, ((layer, z), (_, _, act))) in self.rest.iter().zip(later).enumerate() {
-            if let Some(f) = factors.get(k + 1) {
-                h = Self::scale_rows(&h, f)?;
-            }
-            let mut pre = layer.forward(p, &h)?;
-            if let Some(z) = z {
-                let out = pre.dim(1)?;
-                let shift = z.forward(p, &codes)?.unsqueeze(1)?;
-                pre = pre
-                    .reshape((n, pixels, out))?
-                    .broadcast_add(&shift)?
-                    .reshape((n * pixels, out))?;
-            }
-            h = activate(act, &pre)?;
+        let mut layers = vec![(
+            self.first_xy.parts(p)?,
+            Some(self.first_z.forward(p, &codes)?),
+            self.shape.activations[0],
+        )];
+        for ((layer, z), (_, _, act)) in self.rest.iter().zip(later) {
+            let shift = z.as_ref().map(|z| z.forward(p, &codes)).transpose()?;
+            layers.push((layer.parts(p)?, shift, act));
         }
-        h.reshape((n, self.side, self.side, self.channels))?
+        let last = layers.len() - 1;
+        for (k, ((w, b), shift, act)) in layers.into_iter().enumerate() {
+            let weights = Self::sample_weights(&w, b.as_ref(), shift.as_ref(), factors.get(k), n)?;
+            let pre = super::layers::matmul(p, &x, &weights)?;
+            x = if k == last {
+                activate(act, &pre)?
+            } else {
+                activate_with_ones(act, &pre)?
+            };
+        }
+        x.reshape((n, self.side, self.side, self.channels))?
             .permute((0, 3, 1, 2))?
             .contiguous()
     }
@@ -401,7 +425,7 @@ impl CppnBody {
                 .flatten_all()?
                 .to_vec1()
         };
-        let inputs = self.coords.dim(1)? + self.shape.code_size();
+        let inputs = self.coords.dim(1)? - 1 + self.shape.code_size();
         let h0 = self.shape.layers[0];
         let code_t = Tensor::from_slice(code, (1, code.len()), &p.device)?;
         let factors: Vec<Vec<f32>> = self

@@ -265,19 +265,29 @@ impl Linear {
         })
     }
 
+    /// The weight `[inputs, outputs]` and bias, for layers that fold them into other
+    /// products (the CPPN generator's per-sample weights).
+    pub fn parts(&self, p: &Params) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((self.w.get(p)?, self.b.clone()))
+    }
+
     pub fn forward(&self, p: &Params, x: &Tensor) -> Result<Tensor> {
-        let w = self.w.get(p)?;
-        // On easel's CPU kernels the (small) linear layers stay f32: Candle's CPU matrix
-        // product has no bf16.
-        let y = if p.bf16() && !super::kernels::enabled(x.device()) {
-            bf16(x)?.matmul(&bf16(&w)?)?.to_dtype(DType::F32)?
-        } else {
-            x.matmul(&w)?
-        };
+        let y = matmul(p, x, &self.w.get(p)?)?;
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+/// `x · w` (batched where both have batch dimensions) in the model's precision: bf16 where
+/// Candle's product has it; on easel's CPU kernels it stays f32 (Candle's CPU matrix
+/// product has no bf16; these products are small).
+pub fn matmul(p: &Params, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if p.bf16() && !super::kernels::enabled(x.device()) {
+        bf16(x)?.matmul(&bf16(w)?)?.to_dtype(DType::F32)
+    } else {
+        x.matmul(w)
     }
 }
 
@@ -443,6 +453,12 @@ impl Conv {
             ConvKind::Transposed { stride, .. } => Some(side * stride),
             ConvKind::NearestUp => Some(2 * side),
         }
+    }
+
+    /// The weight `[inputs, outputs]` and bias, for layers that fold them into other
+    /// products (the CPPN generator's per-sample weights).
+    pub fn parts(&self, p: &Params) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((self.w.get(p)?, self.b.clone()))
     }
 
     pub fn forward(&self, p: &Params, x: &Tensor) -> Result<Tensor> {

@@ -119,13 +119,29 @@ impl CustomOp2 for ActivationGrad {
 
 /// tanh of every element (see the module's notes), with its gradient.
 pub fn tanh(x: &Tensor) -> Result<Tensor> {
-    x.apply_op1(Tanh)
+    x.apply_op1(Tanh { ones: false })
 }
 
-struct Tanh;
+/// `tanh(x)` with a column of ones after the last dimension (`[…, k]` → `[…, k + 1]`): the
+/// next layer's input with its bias folded into the matrix product (the ones meet the
+/// bias row), instead of a broadcast add whose backward is a slow column sum.
+pub fn tanh_with_ones(x: &Tensor) -> Result<Tensor> {
+    x.apply_op1(Tanh { ones: true })
+}
+
+struct Tanh {
+    ones: bool,
+}
 
 /// The gradient of [`Tanh`] from its output `y` and the output's gradient.
-struct TanhGrad;
+struct TanhGrad {
+    ones: bool,
+}
+
+/// Rows per parallel chunk of the ones-column variants.
+fn rows_per_chunk(cols: usize) -> usize {
+    (CHUNK / cols.max(1)).max(1)
+}
 
 /// `y = tanh(x)` over a chunk, in whatever vectors the function is compiled for.
 #[inline(always)]
@@ -231,16 +247,37 @@ impl CustomOp1 for Tanh {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s, l, "input")?;
-        let mut y = vec![0f32; x.len()];
         let lanes = Lanes::best();
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| lanes.tanh(x, y));
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        if !self.ones {
+            let mut y = vec![0f32; x.len()];
+            y.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(y, x)| lanes.tanh(x, y));
+            return Ok((CpuStorage::F32(y), l.shape().clone()));
+        }
+        let mut dims = l.dims().to_vec();
+        let Some(cols) = dims.last_mut() else {
+            candle_core::bail!("easel-tanh: a scalar has no column to add");
+        };
+        let (k, rows) = (*cols, rows_per_chunk(*cols));
+        if k == 0 {
+            candle_core::bail!("easel-tanh: no columns in {:?}", l.dims());
+        }
+        *cols += 1;
+        let mut y = vec![0f32; x.len() / k * (k + 1)];
+        y.par_chunks_mut(rows * (k + 1))
+            .zip(x.par_chunks(rows * k))
+            .for_each(|(y, x)| {
+                for (y, x) in y.chunks_mut(k + 1).zip(x.chunks(k)) {
+                    lanes.tanh(x, &mut y[..k]);
+                    y[k] = 1.0;
+                }
+            });
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(y.apply_op2(grad, TanhGrad)?))
+        Ok(Some(y.apply_op2(grad, TanhGrad { ones: self.ones })?))
     }
 }
 
@@ -258,15 +295,39 @@ impl CustomOp2 for TanhGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let y = f32_data(s1, l1, "output")?;
         let g = f32_data(s2, l2, "gradient")?;
-        if y.len() != g.len() {
+        if l1.dims() != l2.dims() {
             candle_core::bail!("easel-tanh-grad: {:?} and {:?}", l1.dims(), l2.dims());
         }
-        let mut dx = vec![0f32; y.len()];
         let lanes = Lanes::best();
-        dx.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(dx, (y, g))| lanes.tanh_grad(y, g, dx));
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        if !self.ones {
+            let mut dx = vec![0f32; y.len()];
+            dx.par_chunks_mut(CHUNK)
+                .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                .for_each(|(dx, (y, g))| lanes.tanh_grad(y, g, dx));
+            return Ok((CpuStorage::F32(dx), l1.shape().clone()));
+        }
+        // The ones column is a constant: no gradient goes back through it.
+        let mut dims = l1.dims().to_vec();
+        let k = match dims.last_mut() {
+            Some(cols) if *cols > 1 => {
+                *cols -= 1;
+                *cols
+            }
+            _ => candle_core::bail!("easel-tanh-grad: no ones column in {:?}", l1.dims()),
+        };
+        let rows = rows_per_chunk(k + 1);
+        let mut dx = vec![0f32; y.len() / (k + 1) * k];
+        dx.par_chunks_mut(rows * k)
+            .zip(
+                y.par_chunks(rows * (k + 1))
+                    .zip(g.par_chunks(rows * (k + 1))),
+            )
+            .for_each(|(dx, (y, g))| {
+                for ((dx, y), g) in dx.chunks_mut(k).zip(y.chunks(k + 1)).zip(g.chunks(k + 1)) {
+                    lanes.tanh_grad(&y[..k], &g[..k], dx);
+                }
+            });
+        Ok((CpuStorage::F32(dx), Shape::from(dims)))
     }
 }
 
@@ -383,6 +444,35 @@ mod tests {
                 .fold(0f32, f32::max)
         };
         assert!(worst(ours.to_vec1().unwrap(), theirs.to_vec1().unwrap()) < 1e-6);
+        assert!(worst(grad(&ours), grad(&theirs)) < 2e-6);
+    }
+
+    /// `tanh_with_ones` is `cat([tanh(x), 1], last)` forward and backward.
+    #[test]
+    fn tanh_with_ones_is_tanh_then_a_column_of_ones() {
+        let dev = Device::Cpu;
+        let values: Vec<f32> = (0..60).map(|i| (i as f32 - 30.0) / 7.0).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(values, (3, 4, 5), &dev).unwrap()).unwrap();
+        let w: Vec<f32> = (0..72)
+            .map(|i| ((i * 37) % 19) as f32 / 9.0 - 1.0)
+            .collect();
+        let w = Tensor::from_vec(w, (3, 4, 6), &dev).unwrap();
+        let ours = tanh_with_ones(&x).unwrap();
+        let ones = Tensor::ones((3, 4, 1), candle_core::DType::F32, &dev).unwrap();
+        let theirs = Tensor::cat(&[&x.tanh().unwrap(), &ones], 2).unwrap();
+        assert_eq!(ours.dims(), &[3, 4, 6]);
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let worst = |a: Vec<f32>, b: Vec<f32>| {
+            a.iter()
+                .zip(&b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        };
+        assert!(worst(flat(&ours), flat(&theirs)) < 1e-6);
+        let grad = |y: &Tensor| {
+            let grads = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            flat(grads.get(&x).unwrap())
+        };
         assert!(worst(grad(&ours), grad(&theirs)) < 2e-6);
     }
 }

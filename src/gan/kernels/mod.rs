@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result};
 
-pub use activation::{leaky_relu, tanh};
+pub use activation::{leaky_relu, tanh, tanh_with_ones};
 pub use batch_norm::batch_norm_train;
 pub(crate) use conv::out_size;
 pub use conv::{
