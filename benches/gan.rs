@@ -1,6 +1,9 @@
 //! Training speed through the real path (`Trainer::train_step`, as `easel train` runs
 //! it): one D and one G update with Adam, batch 64.
 //! - `truchet_32`: the bundled py-truchet-gan sketch (32x32 grayscale).
+//! - `cppn_32`: the bundled CPPN-GAN (`gan_cppn.rhai`: a VAE-GAN whose generator is a
+//!   modulated coordinate MLP over the 32x32 pixel grid, D judging reconstructions and
+//!   samples).
 //! - `dcgan_64`: the bundled PyTorch-tutorial DCGAN (64x64 RGB); `dcgan_64_bf16` the same
 //!   with `precision: "bf16"` (bf16 products where the CPU has AVX512_BF16).
 //!
@@ -47,6 +50,8 @@ fn gan(c: &mut Criterion) {
     group.sample_size(10);
     let (mut t, data) = trainer("gan_truchet.rhai", Precision::Fp32);
     group.bench_function("truchet_32", |b| b.iter(|| t.train_step(&data).unwrap()));
+    let (mut t, data) = trainer("gan_cppn.rhai", Precision::Fp32);
+    group.bench_function("cppn_32", |b| b.iter(|| t.train_step(&data).unwrap()));
     let (mut t, data) = trainer("gan_dcgan64.rhai", Precision::Fp32);
     group.bench_function("dcgan_64", |b| b.iter(|| t.train_step(&data).unwrap()));
     let (mut t, data) = trainer("gan_dcgan64.rhai", Precision::Bf16);
