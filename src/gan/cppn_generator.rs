@@ -197,8 +197,8 @@ impl CppnShape {
     }
 }
 
-/// The generator's layers: mapping MLP, then the coordinate MLP whose first layer is
-/// split in two (coordinates, z′) so the coordinates' share is computed once per batch.
+/// The generator's layers: mapping MLP, then the coordinate MLP whose first layer's
+/// weights are split in two (coordinates, z′), as the renderer's network takes them.
 pub struct CppnBody {
     shape: CppnShape,
     /// The training grid's inputs and a column of ones (for the first layer's bias row),
@@ -388,6 +388,11 @@ impl CppnBody {
             .coords
             .unsqueeze(0)?
             .broadcast_as((n, pixels, columns))?;
+        // Candle's CPU product reads a batch stride of 0 as is; other backends get a copy
+        // (small: the grid's few coordinate columns).
+        if !x.device().is_cpu() {
+            x = x.contiguous()?;
+        }
         let later = self.shape.later_layers(self.channels);
         let mut layers = vec![(
             self.first_xy.parts(p)?,
