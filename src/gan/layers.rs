@@ -455,12 +455,6 @@ impl Conv {
         }
     }
 
-    /// The weight `[inputs, outputs]` and bias, for layers that fold them into other
-    /// products (the CPPN generator's per-sample weights).
-    pub fn parts(&self, p: &Params) -> Result<(Tensor, Option<Tensor>)> {
-        Ok((self.w.get(p)?, self.b.clone()))
-    }
-
     pub fn forward(&self, p: &Params, x: &Tensor) -> Result<Tensor> {
         let w = self.w.get(p)?;
         let fast = super::kernels::enabled(x.device());
