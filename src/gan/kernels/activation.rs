@@ -384,6 +384,14 @@ mod tests {
         }
     }
 
+    /// The largest absolute difference between two equally long value lists.
+    fn worst(a: Vec<f32>, b: Vec<f32>) -> f32 {
+        a.iter()
+            .zip(&b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
+
     /// Every instruction set this CPU has gives the same bits, within 1e-6 of f64's tanh
     /// (clamped ends included), and the gradient is g·(1 − y²) as Candle's tanh has it.
     #[test]
@@ -437,12 +445,6 @@ mod tests {
             let grads = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
             grads.get(&xs).unwrap().to_vec1::<f32>().unwrap()
         };
-        let worst = |a: Vec<f32>, b: Vec<f32>| {
-            a.iter()
-                .zip(&b)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max)
-        };
         assert!(worst(ours.to_vec1().unwrap(), theirs.to_vec1().unwrap()) < 1e-6);
         assert!(worst(grad(&ours), grad(&theirs)) < 2e-6);
     }
@@ -462,12 +464,6 @@ mod tests {
         let theirs = Tensor::cat(&[&x.tanh().unwrap(), &ones], 2).unwrap();
         assert_eq!(ours.dims(), &[3, 4, 6]);
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let worst = |a: Vec<f32>, b: Vec<f32>| {
-            a.iter()
-                .zip(&b)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max)
-        };
         assert!(worst(flat(&ours), flat(&theirs)) < 1e-6);
         let grad = |y: &Tensor| {
             let grads = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
