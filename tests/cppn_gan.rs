@@ -316,6 +316,62 @@ fn cppn_keys_are_checked_where_they_are_written() {
     assert!(err.contains("weight"), "{err}");
     let err = load(r#"model: "cppn", g_clip_from: 5000,"#);
     assert!(err.contains("needs g_clip"), "{err}");
+    let err = load(r#"model: "cppn", cppn: #{ jitter: 0.7 },"#);
+    assert!(err.contains("jitter") && err.contains("0.7"), "{err}");
+}
+
+#[test]
+fn jitter_moves_training_points_within_their_pixels_and_never_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let tiny = TINY.replace(
+        "mapping: [7], scale: 1.5 },",
+        "mapping: [7], scale: 1.5, jitter: 0.25 },",
+    );
+    let (spec, _) = gan_spec(
+        dir.path(),
+        &format!(r#"{tiny} data: #{{ folder: "data" }}"#),
+    );
+    assert_eq!(spec.cppn.as_ref().unwrap().jitter, 0.25);
+    let g = Generator::new(&spec, 0, &Device::Cpu, 11).unwrap();
+    let z = Tensor::randn(0f32, 1.0, (4, 5), &Device::Cpu).unwrap();
+    let ctx = |train, dropout_seed, first_row| Ctx {
+        train,
+        dropout_seed,
+        first_row,
+    };
+    let centres = g.forward(&z, &[], &ctx(false, 7, 0)).unwrap();
+    let jittered = g.forward(&z, &[], &ctx(true, 7, 0)).unwrap();
+    // Sampling draws pixel centres whatever the seed: what the renderer draws.
+    assert_eq!(
+        mse(&centres, &g.forward(&z, &[], &ctx(false, 8, 0)).unwrap()),
+        0.0
+    );
+    // Training moves the points a little: the pictures change, but stay close.
+    let moved = mse(&centres, &jittered);
+    let spread = mse(
+        &centres,
+        &centres
+            .mean_all()
+            .unwrap()
+            .broadcast_as(centres.shape())
+            .unwrap(),
+    );
+    assert!(
+        moved > 0.0 && moved < 0.2 * spread,
+        "moved {moved}, spread {spread}"
+    );
+    // The same step draws the same points; another step others.
+    assert_eq!(
+        mse(&jittered, &g.forward(&z, &[], &ctx(true, 7, 0)).unwrap()),
+        0.0
+    );
+    assert!(mse(&jittered, &g.forward(&z, &[], &ctx(true, 9, 0)).unwrap()) > 0.0);
+    // A rank drawing rows 2..4 gets the points one process draws for them.
+    let rows = g
+        .forward(&z.narrow(0, 2, 2).unwrap(), &[], &ctx(true, 7, 2))
+        .unwrap();
+    assert_eq!(mse(&rows, &jittered.narrow(0, 2, 2).unwrap()), 0.0);
 }
 
 #[test]

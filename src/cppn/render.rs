@@ -110,11 +110,23 @@ pub fn render_values(spec: &CppnSpec, net: &Network, z: &[f32]) -> Vec<f32> {
 /// The network's coordinate inputs (x, y, r as enabled) for every pixel, row-major:
 /// exactly what the renderer feeds the first layer. Used to train fitted networks.
 pub fn input_coordinates(spec: &CppnSpec) -> Vec<f32> {
+    input_coordinates_shifted(spec, |_| (0.0, 0.0))
+}
+
+/// As [`input_coordinates`], each pixel's point moved off its centre by `shift(pixel)`
+/// (in pixels; pixels numbered row by row): what a training step draws with sub-pixel
+/// jitter.
+pub fn input_coordinates_shifted(
+    spec: &CppnSpec,
+    mut shift: impl FnMut(usize) -> (f64, f64),
+) -> Vec<f32> {
     let plan = Plan::geometry(spec);
     let mut out = Vec::new();
+    let width = spec.width as usize;
     for py in 0..spec.height as usize {
-        for px in 0..spec.width as usize {
-            plan.features(px, py, |v| out.push(v));
+        for px in 0..width {
+            let (dx, dy) = shift(py * width + px);
+            plan.features_at(px as f64 + 0.5 + dx, py as f64 + 0.5 + dy, |v| out.push(v));
         }
     }
     out
@@ -179,8 +191,15 @@ impl<'a> Plan<'a> {
     /// The network's coordinate inputs of pixel (px, py), in order: x, y, r (as enabled),
     /// then sin and cos of each Fourier feature.
     #[inline]
-    fn features(&self, px: usize, py: usize, mut put: impl FnMut(f32)) {
-        let (x, y, r) = self.coords(px, py);
+    fn features(&self, px: usize, py: usize, put: impl FnMut(f32)) {
+        self.features_at(px as f64 + 0.5, py as f64 + 0.5, put)
+    }
+
+    /// The coordinate inputs of the point (fx, fy), in pixels from the canvas's corner
+    /// (a pixel's centre is at +0.5).
+    #[inline]
+    fn features_at(&self, fx: f64, fy: f64, mut put: impl FnMut(f32)) {
+        let (x, y, r) = self.coords(fx, fy);
         let inputs = &self.spec.inputs;
         for (on, v) in [(inputs.x, x), (inputs.y, y), (inputs.r, r)] {
             if on {
@@ -213,12 +232,12 @@ impl<'a> Plan<'a> {
             .unwrap_or(1)
     }
 
-    /// Network input coordinates of pixel (px, py): the shorter side spans
+    /// Network input coordinates of the point (fx, fy) in pixels: the shorter side spans
     /// [−scale, scale], so shapes keep their proportions on any canvas.
     #[inline]
-    fn coords(&self, px: usize, py: usize) -> (f32, f32, f32) {
-        let mut x = (px as f64 + 0.5 - self.half_w) / self.unit;
-        let mut y = (py as f64 + 0.5 - self.half_h) / self.unit;
+    fn coords(&self, fx: f64, fy: f64) -> (f32, f32, f32) {
+        let mut x = (fx - self.half_w) / self.unit;
+        let mut y = (fy - self.half_h) / self.unit;
         match self.spec.symmetry {
             Symmetry::None => {}
             Symmetry::X => x = x.abs(),

@@ -7,10 +7,10 @@
 //! size through easel's fast renderer (not Candle), or is written out as a CPPN sketch.
 
 use candle_core::{Result, Tensor};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
-use super::layers::{normal, Linear, Params};
+use super::layers::{normal, stable_hash, Ctx, Linear, Params};
 use super::GanSpec;
 use crate::cppn::net::{Activation, Dense, Network};
 use crate::cppn::{self, Animation, CppnSpec, Fourier, Inputs, OutputMode, Symmetry};
@@ -42,6 +42,14 @@ pub struct CppnShape {
     /// into each sample's weights on export.
     #[serde(default)]
     pub modulate: bool,
+    /// Sub-pixel jitter while training, in pixels of the training size: every pixel of
+    /// every training sample is drawn at a point uniform within ±`jitter` of its centre
+    /// (a new draw each step), never at sampling time. The training pictures only say
+    /// what is at pixel centres; a network whose edges pass close to a centre flips that
+    /// pixel from one draw to the next, which D sees and the data never shows, so G
+    /// learns edges with room on both sides. 0 (the default): centres only.
+    #[serde(default)]
+    pub jitter: f64,
 }
 
 impl Default for CppnShape {
@@ -55,6 +63,7 @@ impl Default for CppnShape {
             mapping: vec![32],
             z_every_layer: true,
             modulate: false,
+            jitter: 0.0,
         }
     }
 }
@@ -123,6 +132,8 @@ impl CppnShape {
         };
         let z_every_layer = c.bool("z_every_layer", d.z_every_layer)?;
         let modulate = c.bool("modulate", d.modulate)?;
+        // Beyond half a pixel a point lands in the next pixel.
+        let jitter = c.float("jitter", d.jitter, 0.0..=0.5)?;
         c.finish()?;
         Ok(CppnShape {
             layers,
@@ -133,6 +144,7 @@ impl CppnShape {
             mapping,
             z_every_layer,
             modulate,
+            jitter,
         })
     }
 
@@ -204,6 +216,9 @@ pub struct CppnBody {
     /// The training grid's inputs and a column of ones (for the first layer's bias row),
     /// `[pixels, coordinate inputs + 1]`.
     coords: Tensor,
+    /// The training grid as the renderer sees it (for jittered coordinates; boxed, as
+    /// the generator's other body is far smaller).
+    grid: Box<CppnSpec>,
     side: usize,
     channels: usize,
     mapping: Vec<Linear>,
@@ -281,6 +296,7 @@ impl CppnBody {
         Ok(CppnBody {
             shape: shape.clone(),
             coords,
+            grid: Box::new(grid),
             side,
             channels: spec.channels,
             mapping,
@@ -379,15 +395,18 @@ impl CppnBody {
     /// per-sample matrices, so nothing the size of the pixel grid is broadcast, added or
     /// summed outside the products (those passes, and their backward sums, were most of a
     /// step). The renderer folds a sample's code into its weights the same way.
-    pub fn forward(&self, p: &Params, z: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, p: &Params, z: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let n = z.dim(0)?;
         let codes = self.codes(p, z)?;
         let factors = self.factors(p, &codes)?;
         let (pixels, columns) = self.coords.dims2()?;
-        let mut x = self
-            .coords
-            .unsqueeze(0)?
-            .broadcast_as((n, pixels, columns))?;
+        let mut x = if ctx.train && self.shape.jitter > 0.0 {
+            self.jittered_coords(n, ctx, z.device())?
+        } else {
+            self.coords
+                .unsqueeze(0)?
+                .broadcast_as((n, pixels, columns))?
+        };
         // Candle's CPU product reads a batch stride of 0 as is; other backends get a copy
         // (small: the grid's few coordinate columns).
         if !x.device().is_cpu() {
@@ -416,6 +435,28 @@ impl CppnBody {
         x.reshape((n, self.side, self.side, self.channels))?
             .permute((0, 3, 1, 2))?
             .contiguous()
+    }
+
+    /// `[n, pixels, inputs + 1]`: every pixel of every sample at its own point within
+    /// ±`jitter` of its centre, drawn from `ctx` (a rank's rows get the draws one process
+    /// makes for them, so runs on several ranks train the same steps).
+    fn jittered_coords(&self, n: usize, ctx: &Ctx, device: &candle_core::Device) -> Result<Tensor> {
+        let (pixels, columns) = self.coords.dims2()?;
+        let mut rng = Pcg64Mcg::seed_from_u64(stable_hash(b"cppn.jitter", ctx.dropout_seed));
+        rng.advance((ctx.first_row * pixels * 2) as u128);
+        let j = self.shape.jitter;
+        let mut out = Vec::with_capacity(n * pixels * columns);
+        for _ in 0..n {
+            let row = cppn::render::input_coordinates_shifted(&self.grid, |_| {
+                let dx = (rng.random::<f64>() * 2.0 - 1.0) * j;
+                (dx, (rng.random::<f64>() * 2.0 - 1.0) * j)
+            });
+            for point in row.chunks(columns - 1) {
+                out.extend_from_slice(point);
+                out.push(1.0);
+            }
+        }
+        Tensor::from_vec(out, (n, pixels, columns), device)
     }
 
     /// The coordinate MLP as the renderer's [`Network`] for the sample with code `code`

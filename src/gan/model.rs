@@ -195,7 +195,7 @@ impl Generator {
     pub fn draw(&self, z: &Tensor, labels: &[usize], ctx: &Ctx) -> Result<Tensor> {
         let (s, p) = (&self.spec, &self.params);
         let (project, project_norm, stages) = match &self.body {
-            Body::Cppn(c) => return c.forward(p, z),
+            Body::Cppn(c) => return c.forward(p, z, ctx),
             Body::Conv {
                 project,
                 project_norm,
