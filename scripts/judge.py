@@ -20,6 +20,8 @@ What they measure:
   grey       the fraction of pixels between 25% and 75% grey at the size drawn (a sharp
              black-and-white tiling has almost none; anti-aliased line families have some:
              real renders at the same size are the floor, printed beside it)
+  edges      (--size) the boundary's length over that of real renders drawn at that size
+             (1.00: as straight and clean; serrated edges and specks lengthen it)
   recognised (classes) the fraction of a class's samples that a HOG + RBF-SVM classifier
              of the real renders' classes puts in that class
   diversity  (classes) mean pairwise distance of the samples over that of real renders
@@ -114,6 +116,13 @@ def tile_validity(samples, kinds, tile, tolerance):
     return ok.mean(), ok.all(1).mean()
 
 
+def edge_length(images):
+    """Mean length of the black-white boundary per image (scikit-image's perimeter estimate,
+    which counts a straight diagonal at its length): ragged edges and specks add to it."""
+    from skimage.measure import perimeter
+    return np.mean([(perimeter(i > 0.5) + perimeter(i <= 0.5)) / 2 for i in images])
+
+
 def grey_fraction(images):
     return ((images > 0.25) & (images < 0.75)).mean()
 
@@ -191,15 +200,30 @@ def judge_truchet(args):
         ]) if draw != size else drawn
         valid, clean = tile_validity(shrunk, kinds, tile, args.tolerance)
         g = grey_fraction(drawn)
-        real_big = None
+        real_big = edges = None
         if draw != size:
-            big = real_renders(args.easel, sketch, 16, draw, os.path.join(tmp, "big"))
-            real_big = grey_fraction(np.concatenate(list(big.values())))
+            # The same tilings drawn at the sample's size: tiles scaled with the picture.
+            scaled = os.path.join(tmp, "scaled.rhai")
+            with open(sketch) as f:
+                text = re.sub(r"\btile:\s*\d+", f"tile: {tile * draw // size}", f.read())
+            with open(scaled, "w") as f:
+                f.write(text)
+            big = np.concatenate(list(real_renders(args.easel, scaled, 16, draw, os.path.join(tmp, "big")).values()))
+            real_big = grey_fraction(big)
+            edges = edge_length(drawn) / edge_length(big)
+            # The same seeds at the training size, enlarged pixel by pixel: a staircase.
+            blocky = np.stack([np.asarray(Image.fromarray((r * 255).round().astype(np.uint8))
+                                          .resize((draw, draw), Image.NEAREST), dtype=np.float32) / 255.0
+                               for r in real[:len(big)]])
+            staircase = edge_length(blocky) / edge_length(big)
     print(f"judge: {len(kinds)} distinct {tile}x{tile} tiles in {len(real)} real renders at {size} px "
           f"(real renders: valid {real_valid:.3f}, clean {real_clean:.3f}); tolerance {args.tolerance:.0%}")
     floor = f" (real renders at {draw} px: {real_big:.3f})" if real_big is not None else ""
     print(f"{args.model}: {args.n} samples at {draw} px, seed {args.seed}: valid tiles {valid:.3f}, "
           f"clean samples {clean:.3f}, grey pixels {g:.3f}{floor}")
+    if edges is not None:
+        print(f"edges at {draw} px: {edges:.2f}x the length of real renders' (1.00: as straight and "
+              f"clean; real {size}-px renders enlarged pixel by pixel: {staircase:.2f})")
     return 0 if valid >= args.min_valid and g <= args.max_grey else 1
 
 
