@@ -3,8 +3,9 @@
 //! code z′, where z′ is the noise z through a small mapping MLP, once per sample.
 //!
 //! It trains on the pixel grid of the training size, with exactly the coordinates the
-//! CPPN renderer feeds its networks, so a trained sample is a CPPN: it renders at any
-//! size through easel's fast renderer (not Candle), or is written out as a CPPN sketch.
+//! CPPN renderer feeds its networks (or, with `jitter`, points near them), so a trained
+//! sample is a CPPN: it renders at any size through easel's fast renderer (not Candle),
+//! or is written out as a CPPN sketch.
 
 use candle_core::{Result, Tensor};
 use rand::{Rng, SeedableRng};
