@@ -255,6 +255,14 @@ fn activate_with_ones(act: Activation, x: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[&act.tensor(x)?, &ones], last)
 }
 
+/// Each point's `inputs` coordinate values followed by a 1 (the first layer's bias row).
+fn with_ones(points: &[f32], inputs: usize) -> Vec<f32> {
+    points
+        .chunks(inputs)
+        .flat_map(|point| point.iter().copied().chain([1.0]))
+        .collect()
+}
+
 /// Name prefix of the coordinate MLP's layers (`g.cppn0.xy`, `g.cppn0.z`, `g.cppn1`, …).
 const LAYER: &str = "g.cppn";
 
@@ -263,10 +271,7 @@ impl CppnBody {
         let side = spec.image_size;
         let grid = shape.render_spec(spec, side as u32, side as u32);
         let inputs = grid.inputs.coordinate_count();
-        let coords: Vec<f32> = cppn::render::input_coordinates(&grid)
-            .chunks(inputs)
-            .flat_map(|row| row.iter().copied().chain([1.0]))
-            .collect();
+        let coords = with_ones(&cppn::render::input_coordinates(&grid), inputs);
         let coords = Tensor::from_vec(coords, (side * side, inputs + 1), &p.device)?;
         let mut mapping = vec![];
         let mut width = spec.latent;
@@ -448,14 +453,11 @@ impl CppnBody {
         let j = self.shape.jitter;
         let mut out = Vec::with_capacity(n * pixels * columns);
         for _ in 0..n {
-            let row = cppn::render::input_coordinates_shifted(&self.grid, |_| {
+            let points = cppn::render::input_coordinates_shifted(&self.grid, |_| {
                 let dx = (rng.random::<f64>() * 2.0 - 1.0) * j;
                 (dx, (rng.random::<f64>() * 2.0 - 1.0) * j)
             });
-            for point in row.chunks(columns - 1) {
-                out.extend_from_slice(point);
-                out.push(1.0);
-            }
+            out.extend(with_ones(&points, columns - 1));
         }
         Tensor::from_vec(out, (n, pixels, columns), device)
     }
