@@ -1,5 +1,5 @@
-//! The generator shipped in models/icons32 (trained by sketches/gan_icons.rhai on the 500
-//! real icons in data/oxygen64, with DiffAugment and ADA) draws pictures close to its data
+//! The generator shipped in models/icons32 (trained on the 500 real icons in
+//! data/oxygen64 by the recipe in its own sketch.rhai) draws pictures close to its data
 //! by the project's quality number: `easel eval` scores its samples against the icons with
 //! the sliced Wasserstein distance, and they must beat a fixed threshold — far below what
 //! an untrained generator scores.
