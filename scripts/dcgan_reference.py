@@ -32,6 +32,10 @@ p.add_argument("--steps", type=int, default=1000)
 p.add_argument("--batch", type=int, default=64)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+p.add_argument("--layers", choices=["tutorial", "nearest"], default="tutorial",
+               help="tutorial: 4x4 (transposed) convolutions; nearest: G doubles by nearest "
+                    "neighbour then a 3x3 convolution, D's convolutions 3x3 (as easel's "
+                    "upsample: \"nearest\", kernel: 3)")
 p.add_argument("--ema", type=float, default=0.0, help="moving average of G's weights (0: none)")
 p.add_argument("--out", required=True, help="folder for the samples")
 p.add_argument("--count", type=int, default=256)
@@ -65,14 +69,26 @@ nz, ngf, ndf = 100, 64, 64
 ups = int(math.log2(args.size)) - 2  # widths: 32 -> 3 (4 -> 8 -> 16 -> 32)
 g_widths = [ngf * 2 ** i for i in reversed(range(ups))]  # 32: [256, 128, 64]
 layers = [nn.ConvTranspose2d(nz, g_widths[0], 4, 1, 0, bias=False), nn.BatchNorm2d(g_widths[0]), nn.ReLU(True)]
+
+
+def up(a, b):
+    if args.layers == "nearest":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(a, b, 3, 1, 1, bias=False))
+    return nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False)
+
+
+def down(a, b):
+    return nn.Conv2d(a, b, 3 if args.layers == "nearest" else 4, 2, 1, bias=False)
+
+
 for a, b in zip(g_widths, g_widths[1:]):
-    layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-layers += [nn.ConvTranspose2d(g_widths[-1], 3, 4, 2, 1, bias=False), nn.Tanh()]
+    layers += [up(a, b), nn.BatchNorm2d(b), nn.ReLU(True)]
+layers += [up(g_widths[-1], 3), nn.Tanh()]
 G = nn.Sequential(*layers)
 d_widths = [ndf * 2 ** i for i in range(ups)]  # 32: [64, 128, 256]
-layers = [nn.Conv2d(3, d_widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+layers = [down(3, d_widths[0]), nn.LeakyReLU(0.2, True)]
 for a, b in zip(d_widths, d_widths[1:]):
-    layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
+    layers += [down(a, b), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
 layers += [nn.Conv2d(d_widths[-1], 1, 4, 1, 0, bias=False)]
 D = nn.Sequential(*layers)
 
