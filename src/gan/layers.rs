@@ -483,7 +483,7 @@ impl Conv {
             ConvKind::Same { stride } => same(x, stride)?,
             ConvKind::NearestUp => {
                 // The k×k convolution of the enlarged map is a (k+1)×(k+1) transposed
-                // convolution of the map itself: ~(k/2)² times fewer products than
+                // convolution of the map itself: 4k²/(k+1)² times fewer products than
                 // convolving the 4× larger map (2.25× fewer for k = 3).
                 let folded = fold_nearest_up(&w)?;
                 transposed(&folded, 2, (self.k - 1) / 2, 0)?
