@@ -69,6 +69,22 @@ struct Layer {
 }
 
 const LAYERS: &[Layer] = &[
+    // The 4x4 and 8x8 layers of the 32x32 DCGAN (gan_icons.rhai's widths): 16 output
+    // pixels an image in the product, the narrow case.
+    Layer {
+        name: "convT_256to128_4to8",
+        transposed: true,
+        cin: 256,
+        cout: 128,
+        size: 4,
+    },
+    Layer {
+        name: "conv_128to256_8to4",
+        transposed: false,
+        cin: 128,
+        cout: 256,
+        size: 8,
+    },
     // G's last two layers and D's first, as in gan_dcgan64.rhai.
     Layer {
         name: "convT_128to64_16to32",

@@ -58,6 +58,10 @@ const CONV: &[ConvCase] = &[
     (2, 1, 3, 4, 3, 3, 0, 1),
     // 16 output pixels an image: items go 16 to a GEMM, the last group shorter.
     (37, 2, 4, 4, 3, 3, 1, 1),
+    // 64 and 90 output pixels: the input gradient's product written as it is (for the
+    // cases above, with fewer than 64, it is written transposed).
+    (2, 2, 16, 16, 3, 3, 1, 2),
+    (2, 3, 10, 9, 5, 3, 1, 1),
 ];
 
 #[test]
@@ -96,6 +100,10 @@ const CONV_T: &[ConvTCase] = &[
     (2, 3, 4, 5, 2, 4, 2, 0, 2),
     // 4x4 inputs, 21 of them: groups of 16 and 5 in the input-gradient GEMM.
     (21, 2, 4, 4, 3, 4, 1, 0, 2),
+    // 8x8 and 9x8 inputs: the forward product written as it is (transposed below 64
+    // input pixels, as in the cases above).
+    (2, 3, 8, 8, 2, 4, 1, 0, 2),
+    (3, 2, 9, 8, 3, 3, 1, 1, 2),
 ];
 
 #[test]

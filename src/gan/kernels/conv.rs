@@ -494,17 +494,22 @@ unsafe fn im2col(g: &Geom, x: &[f32], dst: *mut f32, ld: usize) {
     }
 }
 
-/// Adds an im2col-shaped matrix (`[rows(), out_hw()]`, contiguous) back onto an image
-/// `[cin, h, w]`: the adjoint of [`im2col`].
-fn col2im(g: &Geom, cols: &[f32], x: &mut [f32]) {
+/// Adds an im2col-shaped matrix (`[rows(), out_hw()]`) back onto an image `[cin, h, w]`:
+/// the adjoint of [`im2col`]. Entry (row, j) is `cols[row·out_hw() + j]`, or with
+/// `transposed` `cols[j·rows() + row]` (what [`narrow`] products write).
+fn col2im(g: &Geom, cols: &[f32], transposed: bool, x: &mut [f32]) {
     let (k, s) = (g.k, g.stride);
     let (hw, wo) = (g.h * g.w, g.wo);
+    let (row_step, col_step) = if transposed {
+        (1, g.rows())
+    } else {
+        (g.out_hw(), 1)
+    };
     for ci in 0..g.cin {
         let xc = &mut x[ci * hw..(ci + 1) * hw];
         for kh in 0..k {
             for kw in 0..k {
                 let row = (ci * k + kh) * k + kw;
-                let r = &cols[row * g.out_hw()..(row + 1) * g.out_hw()];
                 let (lo, hi) = g.valid_cols(kw);
                 if lo == hi {
                     continue;
@@ -513,23 +518,49 @@ fn col2im(g: &Geom, cols: &[f32], x: &mut [f32]) {
                     let Some(ih) = g.in_row(oh, kh) else {
                         continue;
                     };
-                    let seg = &r[oh * wo + lo..oh * wo + hi];
                     let xr = &mut xc[ih * g.w..(ih + 1) * g.w];
                     let first = lo * s + kw - g.pad;
-                    if s == 1 {
-                        for (o, v) in xr[first..first + hi - lo].iter_mut().zip(seg) {
-                            *o += *v;
-                        }
+                    let at = row * row_step + (oh * wo + lo) * col_step;
+                    if transposed {
+                        let seg = cols[at..].iter().step_by(col_step).take(hi - lo);
+                        add_strided(&mut xr[first..], s, seg);
                     } else {
-                        for (o, v) in xr[first..].iter_mut().step_by(s).zip(seg) {
-                            *o += *v;
-                        }
+                        add_strided(&mut xr[first..], s, cols[at..at + hi - lo].iter());
                     }
                 }
             }
         }
     }
 }
+
+/// `x[j·stride] += v` for the values `v` in turn.
+fn add_strided<'a>(x: &mut [f32], stride: usize, values: impl Iterator<Item = &'a f32>) {
+    if stride == 1 {
+        for (o, v) in x.iter_mut().zip(values) {
+            *o += *v;
+        }
+    } else {
+        for (o, v) in x.iter_mut().step_by(stride).zip(values) {
+            *o += *v;
+        }
+    }
+}
+
+/// Whether an image's input-gradient product (`Wᵀ · dy`) is written transposed: gemm runs
+/// its micro-kernel along the destination's contiguous side, and with `out_hw` pixels
+/// contiguous a 4x4 map is one vector wide (gemm's narrow edge kernel, at a fraction of
+/// the main kernel's rate). Written rows-fastest, the kernel runs along the im2col rows
+/// instead: 1.6x faster for the 32x32 DCGAN's 4x4 → 8x8 layer (`cargo bench --bench gan
+/// -- convT_256`). Not for the forward product (`W · cols`): there gemm would pack the
+/// whole weight again for every image, 2.4x slower. f32 only: the bf16 product packs its
+/// own way.
+fn narrow(g: &Geom) -> bool {
+    !g.bf16 && g.out_hw() < NARROW_OUT
+}
+
+/// Output pixels per image below which [`narrow`] products are written transposed: 64 is
+/// four AVX-512 vectors of f32, gemm's widest micro-kernel.
+const NARROW_OUT: usize = 64;
 
 /// `dst = [dst +] lhs · rhs` for row/column-strided f32 matrices (`m`×`k` times `k`×`n`).
 ///
@@ -710,25 +741,41 @@ fn conv_bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let mut dx = vec![0f32; g.n * g.image()];
     // `w` (cout×rows) read transposed.
     let packed = packed_lhs(g, w, (1, rows), (rows, g.cout, ohw));
+    let narrow = narrow(g);
     per_item(g.n, &mut dx, g.image(), |i, dx_n, cols, par| {
         cols.resize(rows * ohw, 0.0);
         let dy_n = &dy[i * g.cout * ohw..(i + 1) * g.cout * ohw];
         // SAFETY: `cols` holds rows·ohw values, `dy_n` cout·ohw, `w` cout·rows.
         unsafe {
-            product(
-                packed.as_ref(),
-                (rows, ohw, g.cout),
-                cols.as_mut_ptr(),
-                ohw,
-                false,
-                w.as_ptr(),
-                (1, rows),
-                dy_n.as_ptr(),
-                (ohw, 1),
-                par,
-            );
+            if narrow {
+                // Written transposed (`[out_hw, rows]`); col2im reads it so.
+                sgemm(
+                    (rows, ohw, g.cout),
+                    cols.as_mut_ptr(),
+                    (1, rows),
+                    false,
+                    w.as_ptr(),
+                    (1, rows),
+                    dy_n.as_ptr(),
+                    (ohw, 1),
+                    par,
+                );
+            } else {
+                product(
+                    packed.as_ref(),
+                    (rows, ohw, g.cout),
+                    cols.as_mut_ptr(),
+                    ohw,
+                    false,
+                    w.as_ptr(),
+                    (1, rows),
+                    dy_n.as_ptr(),
+                    (ohw, 1),
+                    par,
+                );
+            }
         }
-        col2im(g, cols, dx_n);
+        col2im(g, cols, narrow, dx_n);
     });
     dx
 }
