@@ -606,13 +606,13 @@ pub(super) unsafe fn sgemm(
 }
 
 /// [`sgemm`] for the convolutions, or its bf16 twin (`bf16_gemm`) when the left matrix
-/// comes packed for it (`Geom::bf16`). `dst`'s columns are contiguous at every call.
+/// comes packed for it (`Geom::bf16`; then `dst`'s columns must be contiguous).
 #[allow(clippy::too_many_arguments)]
 unsafe fn product(
     packed: Option<&PackedA>,
     mnk: (usize, usize, usize),
     dst: *mut f32,
-    dst_rs: usize,
+    (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     lhs: *const f32,
     lhs_strides: (usize, usize),
@@ -628,6 +628,7 @@ unsafe fn product(
                 cs: rhs_cs,
             };
             let parallel = !matches!(parallelism, Parallelism::None);
+            assert_eq!(dst_cs, 1, "bf16 products write contiguous columns");
             // SAFETY: the caller's; `a` is packed only where the CPU has AVX512_BF16.
             unsafe { bf16_gemm::gemm(mnk, dst, dst_rs, accumulate, a, b, parallel) }
         }
@@ -636,7 +637,7 @@ unsafe fn product(
             sgemm(
                 mnk,
                 dst,
-                (dst_rs, 1),
+                (dst_rs, dst_cs),
                 accumulate,
                 lhs,
                 lhs_strides,
@@ -721,7 +722,7 @@ fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
                 packed.as_ref(),
                 (g.cout, ohw, rows),
                 y_n.as_mut_ptr(),
-                ohw,
+                (ohw, 1),
                 false,
                 w.as_ptr(),
                 (rows, 1),
@@ -742,38 +743,25 @@ fn conv_bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     // `w` (cout×rows) read transposed.
     let packed = packed_lhs(g, w, (1, rows), (rows, g.cout, ohw));
     let narrow = narrow(g);
+    // A narrow product is written transposed (`[out_hw, rows]`); col2im reads it so.
+    let dst_strides = if narrow { (1, rows) } else { (ohw, 1) };
     per_item(g.n, &mut dx, g.image(), |i, dx_n, cols, par| {
         cols.resize(rows * ohw, 0.0);
         let dy_n = &dy[i * g.cout * ohw..(i + 1) * g.cout * ohw];
         // SAFETY: `cols` holds rows·ohw values, `dy_n` cout·ohw, `w` cout·rows.
         unsafe {
-            if narrow {
-                // Written transposed (`[out_hw, rows]`); col2im reads it so.
-                sgemm(
-                    (rows, ohw, g.cout),
-                    cols.as_mut_ptr(),
-                    (1, rows),
-                    false,
-                    w.as_ptr(),
-                    (1, rows),
-                    dy_n.as_ptr(),
-                    (ohw, 1),
-                    par,
-                );
-            } else {
-                product(
-                    packed.as_ref(),
-                    (rows, ohw, g.cout),
-                    cols.as_mut_ptr(),
-                    ohw,
-                    false,
-                    w.as_ptr(),
-                    (1, rows),
-                    dy_n.as_ptr(),
-                    (ohw, 1),
-                    par,
-                );
-            }
+            product(
+                packed.as_ref(),
+                (rows, ohw, g.cout),
+                cols.as_mut_ptr(),
+                dst_strides,
+                false,
+                w.as_ptr(),
+                (1, rows),
+                dy_n.as_ptr(),
+                (ohw, 1),
+                par,
+            );
         }
         col2im(g, cols, narrow, dx_n);
     });
@@ -938,7 +926,7 @@ fn weight_grad_chunk(
             packed.as_ref(),
             (g.cout, rows, ld),
             dw.as_mut_ptr(),
-            rows,
+            (rows, 1),
             accumulate,
             dyt.as_ptr(),
             (ld, 1),
