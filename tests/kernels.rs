@@ -62,6 +62,11 @@ const CONV: &[ConvCase] = &[
     // cases above, with fewer than 64, it is written transposed).
     (2, 2, 16, 16, 3, 3, 1, 2),
     (2, 3, 10, 9, 5, 3, 1, 1),
+    // Deep and wide enough for the packed f32 product on AVX-512 CPUs (≥ 12 rows, ≥ 128
+    // deep), both ways: 4x4 outputs, images 4 to a product, the last group of 2; then
+    // 11x9 outputs, one image a product, edges in every direction.
+    (6, 8, 8, 8, 130, 4, 1, 2),
+    (2, 8, 12, 10, 128, 4, 1, 1),
 ];
 
 #[test]
@@ -104,7 +109,35 @@ const CONV_T: &[ConvTCase] = &[
     // input pixels, as in the cases above).
     (2, 3, 8, 8, 2, 4, 1, 0, 2),
     (3, 2, 9, 8, 3, 3, 1, 1, 2),
+    // 130 input channels: the forward product packed in f32 on AVX-512 CPUs, 4x4 inputs
+    // 4 to a product, the last group of 1.
+    (5, 130, 4, 4, 3, 4, 1, 0, 2),
 ];
+
+/// The cases above again through the lesser kernels (`EASEL_CONV_KERNEL=gemm`: the `gemm`
+/// crate's products, which CPUs without AVX-512 run), in a child process: the choice is
+/// made once per process.
+#[test]
+fn lesser_kernels_match_candle_too() {
+    if std::env::var_os("EASEL_CONV_KERNEL").is_some() {
+        return; // the child, or a run that chose its kernels itself
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "conv2d_matches_candle",
+            "conv_transpose2d_matches_candle",
+        ])
+        .env("EASEL_CONV_KERNEL", "gemm")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("2 passed"),
+        "with EASEL_CONV_KERNEL=gemm:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 #[test]
 fn conv_transpose2d_matches_candle() {

@@ -19,7 +19,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::bf16_gemm::{self, Mat, PackedA};
+use super::packed_gemm::{self, Format, Mat, PackedA};
 use super::{f32_data, Precision};
 
 /// `conv2d(x [N, Cin, H, W], w [Cout, Cin, K, K])` with symmetric `padding` and `stride`
@@ -165,7 +165,7 @@ fn output_padding(input: usize, out: usize, k: usize, padding: usize, stride: us
 struct Conv2d {
     padding: usize,
     stride: usize,
-    /// Products in bf16 (`bf16_gemm`), forward and backward.
+    /// Products in bf16 (`packed_gemm`), forward and backward.
     bf16: bool,
 }
 
@@ -494,17 +494,14 @@ unsafe fn im2col(g: &Geom, x: &[f32], dst: *mut f32, ld: usize) {
     }
 }
 
-/// Adds an im2col-shaped matrix (`[rows(), out_hw()]`) back onto an image `[cin, h, w]`:
-/// the adjoint of [`im2col`]. Entry (row, j) is `cols[row·out_hw() + j]`, or with
-/// `transposed` `cols[j·rows() + row]` (what [`narrow`] products write).
-fn col2im(g: &Geom, cols: &[f32], transposed: bool, x: &mut [f32]) {
+/// Adds an im2col-shaped matrix (`rows()` × `out_hw()`) back onto an image `[cin, h, w]`:
+/// the adjoint of [`im2col`]. Entry (row, j) is `cols[row·row_step + j·col_step]`: rows
+/// `out_hw()` apart as im2col writes them, `ld` apart for an image of a group, or
+/// transposed (`(1, rows())`, what [`narrow`] products write).
+fn col2im(g: &Geom, cols: &[f32], (row_step, col_step): (usize, usize), x: &mut [f32]) {
     let (k, s) = (g.k, g.stride);
     let (hw, wo) = (g.h * g.w, g.wo);
-    let (row_step, col_step) = if transposed {
-        (1, g.rows())
-    } else {
-        (g.out_hw(), 1)
-    };
+    let transposed = col_step != 1;
     for ci in 0..g.cin {
         let xc = &mut x[ci * hw..(ci + 1) * hw];
         for kh in 0..k {
@@ -546,16 +543,15 @@ fn add_strided<'a>(x: &mut [f32], stride: usize, values: impl Iterator<Item = &'
     }
 }
 
-/// Whether an image's input-gradient product (`Wᵀ · dy`) is written transposed: gemm runs
-/// its micro-kernel along the destination's contiguous side, and with `out_hw` pixels
-/// contiguous a 4x4 map is one vector wide (gemm's narrow edge kernel, at a fraction of
-/// the main kernel's rate). Written rows-fastest, the kernel runs along the im2col rows
-/// instead: 1.6x faster for the 32x32 DCGAN's 4x4 → 8x8 layer (`cargo bench --bench gan
-/// -- convT_256`). Not for the forward product (`W · cols`): there gemm would pack the
-/// whole weight again for every image, 2.4x slower. f32 only: the bf16 product packs its
-/// own way.
-fn narrow(g: &Geom) -> bool {
-    !g.bf16 && g.out_hw() < NARROW_OUT
+/// Whether an image's input-gradient product (`Wᵀ · dy`), when `gemm` computes it (not
+/// packed), is written transposed: gemm runs its micro-kernel along the destination's
+/// contiguous side, and with `out_hw` pixels contiguous a 4x4 map is one vector wide
+/// (gemm's narrow edge kernel, at a fraction of the main kernel's rate). Written
+/// rows-fastest, the kernel runs along the im2col rows instead: 1.6x faster for the 32x32
+/// DCGAN's 4x4 → 8x8 layer. Not for the forward product (`W · cols`): there gemm would
+/// pack the whole weight again for every image, 2.4x slower.
+fn narrow(g: &Geom, packed: Option<&PackedA>) -> bool {
+    packed.is_none() && g.out_hw() < NARROW_OUT
 }
 
 /// Output pixels per image below which [`narrow`] products are written transposed: 64 is
@@ -605,8 +601,8 @@ pub(super) unsafe fn sgemm(
     }
 }
 
-/// [`sgemm`] for the convolutions, or its bf16 twin (`bf16_gemm`) when the left matrix
-/// comes packed for it (`Geom::bf16`; then `dst`'s columns must be contiguous).
+/// [`sgemm`] for the convolutions, or `packed_gemm`'s when the left matrix comes packed
+/// for it ([`packed_lhs`]; then `dst`'s columns must be contiguous).
 #[allow(clippy::too_many_arguments)]
 unsafe fn product(
     packed: Option<&PackedA>,
@@ -628,9 +624,9 @@ unsafe fn product(
                 cs: rhs_cs,
             };
             let parallel = !matches!(parallelism, Parallelism::None);
-            assert_eq!(dst_cs, 1, "bf16 products write contiguous columns");
-            // SAFETY: the caller's; `a` is packed only where the CPU has AVX512_BF16.
-            unsafe { bf16_gemm::gemm(mnk, dst, dst_rs, accumulate, a, b, parallel) }
+            assert_eq!(dst_cs, 1, "packed products write contiguous columns");
+            // SAFETY: the caller's; `a` is packed only where the CPU has its instructions.
+            unsafe { packed_gemm::gemm(mnk, dst, dst_rs, accumulate, a, b, parallel) }
         }
         // SAFETY: the caller's.
         None => unsafe {
@@ -649,50 +645,72 @@ unsafe fn product(
     }
 }
 
+/// Rows below which an f32 product goes to `gemm`: the packed kernel's register tile is
+/// 12 or 24 rows, so a thinner product would be mostly padding.
+const PACKED_F32_MIN_ROWS: usize = 12;
+
+/// Depth below which an f32 product goes to `gemm`, which was faster there (the 64x64
+/// DCGAN's last transposed layer, k = 64: 4.2–6.4 ms against 6.4–9.9 packed).
+const PACKED_F32_MIN_DEPTH: usize = 128;
+
+/// How a product of `m`×`k` by `k`×n is computed: packed in bf16 when the convolution
+/// runs in bf16 (`Geom::bf16`), packed in f32 where the CPU has AVX-512 and the product is
+/// neither thin nor shallow, else (`None`) by `gemm`.
+fn packs(g: &Geom, (m, k): (usize, usize)) -> Option<Format> {
+    if g.bf16 {
+        Some(Format::Bf16)
+    } else if Format::f32_available() && m >= PACKED_F32_MIN_ROWS && k >= PACKED_F32_MIN_DEPTH {
+        Some(Format::F32)
+    } else {
+        None
+    }
+}
+
 /// The left matrix of a product (`m`×`k` in `a`, strides `(rs, cs)`, times `k`×`n`),
-/// rounded to bf16 and packed once, when the convolution runs in bf16 (`Geom::bf16`);
-/// `None` in f32.
+/// packed once for all the batch's products as [`packs`] says; `None`: `gemm` computes it.
 fn packed_lhs(
     g: &Geom,
     a: &[f32],
     (rs, cs): (usize, usize),
     (m, k, n): (usize, usize, usize),
 ) -> Option<PackedA> {
-    if !g.bf16 {
-        return None;
-    }
+    let format = packs(g, (m, k))?;
     assert!(m == 0 || k == 0 || (m - 1) * rs + (k - 1) * cs < a.len());
     let lhs = Mat {
         ptr: a.as_ptr(),
         rs,
         cs,
     };
-    // SAFETY: the matrix lies inside `a` (asserted); `Geom::bf16` only where the CPU has
-    // AVX512_BF16.
-    Some(unsafe { PackedA::new(lhs, m, k, n) })
+    // SAFETY: the matrix lies inside `a` (asserted); each format only where the CPU has
+    // its instructions (`Geom::bf16`, `Format::f32_available`).
+    Some(unsafe { PackedA::new(format, lhs, m, k, n) })
 }
 
 fn threads() -> usize {
     rayon::current_num_threads().max(1)
 }
 
-/// Runs `f(item, output, scratch, gemm parallelism)` for every batch item: items in
-/// parallel (each GEMM single-threaded) when there are enough of them, else one after the
-/// other with multi-threaded GEMMs. Each item's output is written by one call only.
-fn per_item<F>(n: usize, out: &mut [f32], out_len: usize, f: F)
+/// Runs `f(first item, items, output, scratch, gemm parallelism)` for every group of
+/// `group` batch items (the last may have fewer): groups in parallel (each GEMM
+/// single-threaded) when there are enough of them, else one after the other with
+/// multi-threaded GEMMs. Each group's output (`out_len` values an item) is written by one
+/// call only.
+fn per_group<F>(n: usize, group: usize, out: &mut [f32], out_len: usize, f: F)
 where
-    F: Fn(usize, &mut [f32], &mut Vec<f32>, Parallelism) + Sync,
+    F: Fn(usize, usize, &mut [f32], &mut Vec<f32>, Parallelism) + Sync,
 {
     if out.is_empty() || out_len == 0 {
         return;
     }
     let t = threads();
-    if n > 1 && t > 1 {
-        out.par_chunks_mut(out_len)
+    let chunk = out_len * group;
+    let call = |(c, o): (usize, &mut [f32]), scratch: &mut Vec<f32>, par| {
+        f(c * group, o.len() / out_len, o, scratch, par)
+    };
+    if n > group && t > 1 {
+        out.par_chunks_mut(chunk)
             .enumerate()
-            .for_each_init(Vec::new, |scratch, (i, o)| {
-                f(i, o, scratch, Parallelism::None)
-            });
+            .for_each_init(Vec::new, |scratch, c| call(c, scratch, Parallelism::None));
     } else {
         let par = if t > 1 {
             Parallelism::Rayon(t)
@@ -700,71 +718,137 @@ where
             Parallelism::None
         };
         let mut scratch = Vec::new();
-        for (i, o) in out.chunks_mut(out_len).enumerate() {
-            f(i, o, &mut scratch, par);
+        for c in out.chunks_mut(chunk).enumerate() {
+            call(c, &mut scratch, par);
         }
     }
 }
 
-/// conv2d forward: `y[n] = W [cout, rows] · im2col(x[n]) [rows, out_hw]`.
+/// Output columns a packed product is given at least: the images of a small map are
+/// multiplied together, their im2col matrices side by side, so that the weight (streamed
+/// from L2 or beyond) serves 64 columns, not one 4x4 image's 16.
+const GROUP_COLS: usize = 64;
+
+/// Batch items per product: one, or for a packed product on a small map, enough for
+/// [`GROUP_COLS`].
+fn images_per_product(g: &Geom, packed: bool) -> usize {
+    if packed {
+        (GROUP_COLS / g.out_hw().max(1)).clamp(1, g.n.max(1))
+    } else {
+        1
+    }
+}
+
+/// conv2d forward: `y[n] = W [cout, rows] · im2col(x[n]) [rows, out_hw]`, images of small
+/// maps grouped ([`images_per_product`]).
 fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (rows, ohw) = (g.rows(), g.out_hw());
     let mut y = vec![0f32; g.n * g.cout * ohw];
-    // In bf16 the weight is rounded and packed once for the whole batch.
-    let packed = packed_lhs(g, w, (rows, 1), (g.cout, rows, ohw));
-    per_item(g.n, &mut y, g.cout * ohw, |i, y_n, cols, par| {
-        cols.resize(rows * ohw, 0.0);
-        let x_n = &x[i * g.image()..(i + 1) * g.image()];
-        // SAFETY: `cols` holds rows·ohw values; `y_n` holds cout·ohw, `w` cout·rows.
-        unsafe {
-            im2col(g, x_n, cols.as_mut_ptr(), ohw);
-            product(
-                packed.as_ref(),
-                (g.cout, ohw, rows),
-                y_n.as_mut_ptr(),
-                (ohw, 1),
-                false,
-                w.as_ptr(),
-                (rows, 1),
-                cols.as_ptr(),
-                (ohw, 1),
-                par,
-            );
-        }
-    });
+    let group = images_per_product(g, packs(g, (g.cout, rows)).is_some());
+    // The weight is packed (in bf16: rounded) once for the whole batch.
+    let packed = packed_lhs(g, w, (rows, 1), (g.cout, rows, group * ohw));
+    per_group(
+        g.n,
+        group,
+        &mut y,
+        g.cout * ohw,
+        |first, count, y_g, scratch, par| {
+            let ld = count * ohw;
+            let grouped = count > 1;
+            scratch.resize(rows * ld + if grouped { g.cout * ld } else { 0 }, 0.0);
+            let (cols, out) = scratch.split_at_mut(rows * ld);
+            for j in 0..count {
+                let x_n = &x[(first + j) * g.image()..(first + j + 1) * g.image()];
+                // SAFETY: image j's columns [j·ohw, (j+1)·ohw) of rows `ld` apart lie in `cols`.
+                unsafe { im2col(g, x_n, cols.as_mut_ptr().add(j * ohw), ld) };
+            }
+            // A group's product goes to `out` ([cout, count·ohw]), then to each image.
+            let dst = if grouped {
+                out.as_mut_ptr()
+            } else {
+                y_g.as_mut_ptr()
+            };
+            // SAFETY: `cols` holds rows·ld values; `dst` cout·ld, `w` cout·rows.
+            unsafe {
+                product(
+                    packed.as_ref(),
+                    (g.cout, ld, rows),
+                    dst,
+                    (ld, 1),
+                    false,
+                    w.as_ptr(),
+                    (rows, 1),
+                    cols.as_ptr(),
+                    (ld, 1),
+                    par,
+                );
+            }
+            if grouped {
+                for (j, y_n) in y_g.chunks_mut(g.cout * ohw).enumerate() {
+                    for (o, row) in y_n.chunks_mut(ohw).enumerate() {
+                        row.copy_from_slice(&out[o * ld + j * ohw..][..ohw]);
+                    }
+                }
+            }
+        },
+    );
     y
 }
 
 /// conv2d input gradient (= conv_transpose2d forward):
-/// `dx[n] = col2im(Wᵀ [rows, cout] · dy[n] [cout, out_hw])`.
+/// `dx[n] = col2im(Wᵀ [rows, cout] · dy[n] [cout, out_hw])`, images of small maps grouped
+/// ([`images_per_product`]).
 fn conv_bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (rows, ohw) = (g.rows(), g.out_hw());
     let mut dx = vec![0f32; g.n * g.image()];
+    let group = images_per_product(g, packs(g, (rows, g.cout)).is_some());
     // `w` (cout×rows) read transposed.
-    let packed = packed_lhs(g, w, (1, rows), (rows, g.cout, ohw));
-    let narrow = narrow(g);
-    // A narrow product is written transposed (`[out_hw, rows]`); col2im reads it so.
-    let dst_strides = if narrow { (1, rows) } else { (ohw, 1) };
-    per_item(g.n, &mut dx, g.image(), |i, dx_n, cols, par| {
-        cols.resize(rows * ohw, 0.0);
-        let dy_n = &dy[i * g.cout * ohw..(i + 1) * g.cout * ohw];
-        // SAFETY: `cols` holds rows·ohw values, `dy_n` cout·ohw, `w` cout·rows.
-        unsafe {
-            product(
-                packed.as_ref(),
-                (rows, ohw, g.cout),
-                cols.as_mut_ptr(),
-                dst_strides,
-                false,
-                w.as_ptr(),
-                (1, rows),
-                dy_n.as_ptr(),
-                (ohw, 1),
-                par,
-            );
-        }
-        col2im(g, cols, narrow, dx_n);
-    });
+    let packed = packed_lhs(g, w, (1, rows), (rows, g.cout, group * ohw));
+    let narrow = narrow(g, packed.as_ref());
+    per_group(
+        g.n,
+        group,
+        &mut dx,
+        g.image(),
+        |first, count, dx_g, scratch, par| {
+            let ld = count * ohw;
+            let grouped = count > 1;
+            scratch.resize(rows * ld + if grouped { g.cout * ld } else { 0 }, 0.0);
+            let (cols, dy_g) = scratch.split_at_mut(rows * ld);
+            let dy_n = |j: usize| &dy[(first + j) * g.cout * ohw..(first + j + 1) * g.cout * ohw];
+            // A group's dy side by side: [cout, count·ohw].
+            let rhs = if grouped {
+                for j in 0..count {
+                    for (o, row) in dy_n(j).chunks(ohw).enumerate() {
+                        dy_g[o * ld + j * ohw..][..ohw].copy_from_slice(row);
+                    }
+                }
+                dy_g.as_ptr()
+            } else {
+                dy_n(0).as_ptr()
+            };
+            // A narrow product is written transposed (`[out_hw, rows]`); col2im reads it so.
+            let dst_strides = if narrow { (1, rows) } else { (ld, 1) };
+            // SAFETY: `cols` holds rows·ld values, `rhs` cout·ld, `w` cout·rows.
+            unsafe {
+                product(
+                    packed.as_ref(),
+                    (rows, ld, g.cout),
+                    cols.as_mut_ptr(),
+                    dst_strides,
+                    false,
+                    w.as_ptr(),
+                    (1, rows),
+                    rhs,
+                    (ld, 1),
+                    par,
+                );
+            }
+            for (j, dx_n) in dx_g.chunks_mut(g.image()).enumerate() {
+                col2im(g, &cols[j * ohw..], dst_strides, dx_n);
+            }
+        },
+    );
     dx
 }
 
@@ -918,8 +1002,13 @@ fn weight_grad_chunk(
             .enumerate()
             .for_each(transpose);
     }
-    // In bf16, dyt is packed once (not once per thread of a split product).
-    let packed = packed_lhs(g, dyt, (ld, 1), (g.cout, ld, rows));
+    // In bf16, dyt is packed once (not once per thread of a split product). In f32 `gemm`
+    // computes it: dyt serves one product, and packed f32 measured no faster here.
+    let packed = if g.bf16 {
+        packed_lhs(g, dyt, (ld, 1), (g.cout, ld, rows))
+    } else {
+        None
+    };
     // SAFETY: `dw` is cout×rows, `dyt` cout×ld, `cols` rows×ld (read transposed).
     unsafe {
         product(

@@ -2,7 +2,8 @@
 //! ([`enabled`]); other devices, or `EASEL_KERNELS=portable`, take Candle's own ops.
 //!
 //! - [`conv`]: convolutions (im2col / col2im around GEMMs), forward and backward;
-//! - [`bf16_gemm`]: those GEMMs in bf16 (`precision: "bf16"`, on AVX512_BF16);
+//! - [`packed_gemm`]: those GEMMs with the weight packed once per batch, in f32 (AVX-512F)
+//!   or bf16 (`precision: "bf16"`, on AVX512_BF16); elsewhere the `gemm` crate's;
 //! - [`batch_norm`]: training-mode batch norm, fused into one op forward and one backward;
 //! - [`activation`]: ReLU, LeakyReLU and tanh, one pass forward and one backward;
 //! - [`infer`]: forward-only convolutions with the bias and activation fused (upscaling).
@@ -12,9 +13,9 @@
 
 mod activation;
 mod batch_norm;
-mod bf16_gemm;
 mod conv;
 mod infer;
+mod packed_gemm;
 mod winograd;
 
 use std::borrow::Cow;

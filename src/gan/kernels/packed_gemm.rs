@@ -1,24 +1,70 @@
-//! `C [+]= A · B` for f32 matrices in memory, multiplied in bfloat16 with f32 sums: the
-//! training convolutions' GEMMs under `precision: "bf16"` on CPUs with AVX512_BF16.
+//! `C [+]= A · B` for f32 matrices in memory, with the left matrix packed once for many
+//! products (a convolution's weight, multiplied with every image of a batch): in f32 with
+//! AVX-512 FMAs ([`Format::F32`]), or in bfloat16 with f32 sums ([`Format::Bf16`], the
+//! training convolutions under `precision: "bf16"` on CPUs with AVX512_BF16).
 //!
-//! A and B are rounded to bf16 (nearest even) as they are packed, so the convolutions keep
+//! In bf16, A and B are rounded (nearest even) as they are packed, so the convolutions keep
 //! their f32 buffers; `vdpbf16ps` then adds two products per f32 lane and instruction, twice
-//! an f32 FMA's work. The blocking is the usual one (Goto & van de Geijn): a `KC`-deep slab
-//! of B packed in panels of `NR` columns, `MC` rows of A packed in panels of `MR` rows, and
-//! a register-tile kernel over one A panel and one B panel. In a panel, k goes in pairs:
-//! B as `[k/2][NR]` u32 (B[2p][j] low, B[2p+1][j] high), A as `[k/2][MR]` u32 likewise, so
-//! one u32 of A broadcast against a vector of B's pairs gives 16 columns two products each.
+//! an f32 FMA's work. The blocking is the usual one (Goto & van de Geijn): a slab of B `KP`
+//! packed values deep, in panels of `NR` columns, `MC` rows of A packed in panels of `MR`
+//! rows, and a register-tile kernel over one A panel and one B panel. A packed value holds
+//! one k (an f32's bits) or, in bf16, a pair: B as `[k/2][NR]` u32 (B[2p][j] low,
+//! B[2p+1][j] high), A as `[k/2][MR]` u32 likewise, so one u32 of A broadcast against a
+//! vector of B's pairs gives 16 columns two products each.
 //! Every sum runs in the same order whatever the threads: results are reproducible.
+//!
+//! Why f32 too: `gemm` packs its left matrix on every call, and a convolution calls it once
+//! per image with the same weight; its micro-kernel also runs along the destination's
+//! contiguous side, 16 pixels for a 4x4 map (one vector: its narrow edge kernel).
 
 use rayon::prelude::*;
 
-/// Depth of a packed slab, in k (pairs: half of it). B's panel, `KC/2 · NR` u32, stays in
-/// L1 (16 KiB for NR = 32).
-const KC: usize = 256;
+/// Depth of a packed slab, in packed values (k, or pairs of k in bf16). B's panel,
+/// `KP · NR` u32, stays in L1 (16 KiB for NR = 32).
+const KP: usize = 128;
 /// Rows of A packed at once (a multiple of both row counts of the register tiles).
 const MC: usize = 144;
 /// Columns of B packed at once.
 const NC: usize = 1536;
+
+/// How A and B are packed and multiplied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// f32 values, f32 FMAs (AVX-512F).
+    F32,
+    /// Pairs of bf16, `vdpbf16ps` (AVX512_BF16).
+    Bf16,
+}
+
+impl Format {
+    /// Values of k in one packed u32.
+    fn group(self) -> usize {
+        match self {
+            Format::F32 => 1,
+            Format::Bf16 => 2,
+        }
+    }
+
+    /// Depth of a slab in k.
+    fn kc(self) -> usize {
+        KP * self.group()
+    }
+
+    /// Whether this CPU runs f32 products packed (AVX-512F); `EASEL_CONV_KERNEL=gemm` (the
+    /// lesser kernels: the `gemm` crate's) turns them off. Decided once.
+    pub(crate) fn f32_available() -> bool {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::env::var("EASEL_CONV_KERNEL").as_deref() != Ok("gemm")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            false
+        })
+    }
+}
 
 /// One A or B pair: `lo` in the low half, `hi` in the high half, each rounded to bf16.
 fn pair(lo: f32, hi: f32) -> u32 {
@@ -59,40 +105,50 @@ impl Mat {
     }
 }
 
-/// A left matrix rounded to bf16 and packed in the panels [`gemm`] reads, block by block,
-/// for products with `n` columns (the register tile's rows depend on it); packed once, it
-/// serves many products (a convolution's weight, multiplied with every image of a batch).
+/// A left matrix packed in the panels [`gemm`] reads, block by block, in the register tile
+/// that suits products with `n` columns; packed once, it serves many products of any width
+/// (a convolution's weight, multiplied with every image of a batch).
 pub(crate) struct PackedA {
+    format: Format,
     m: usize,
     k: usize,
     mr: usize,
-    /// Block (ic / MC, pc / KC), row-major over the k blocks.
+    /// Block (ic / MC, pc / kc), row-major over the k blocks.
     blocks: Vec<Vec<u32>>,
 }
 
 impl PackedA {
     /// # Safety
-    /// AVX512F and AVX512_BF16 must be available; `a` valid for `m`×`k`.
-    pub(crate) unsafe fn new(a: Mat, m: usize, k: usize, n: usize) -> PackedA {
+    /// AVX512F must be available, and for [`Format::Bf16`] AVX512_BF16; `a` valid for
+    /// `m`×`k`.
+    pub(crate) unsafe fn new(format: Format, a: Mat, m: usize, k: usize, n: usize) -> PackedA {
         let mr = tile_rows(n);
-        let kblocks = k.max(1).div_ceil(KC);
+        let kc = format.kc();
+        let kblocks = k.max(1).div_ceil(kc);
         // Blocks in parallel (each is packed by one thread, so the result is the same).
         let blocks = (0..m.div_ceil(MC) * kblocks)
             .into_par_iter()
             .map(|b| {
-                let (ic, pc) = (b / kblocks * MC, b % kblocks * KC);
-                let (mc, kc) = (MC.min(m - ic), KC.min(k - pc.min(k)));
+                let (ic, pc) = (b / kblocks * MC, b % kblocks * kc);
+                let (mc, kc) = (MC.min(m - ic), kc.min(k - pc.min(k)));
                 let mut out = vec![];
-                // SAFETY: the block is inside a; AVX512_BF16 is the caller's promise.
-                unsafe { pack_a(&mut out, mr, a, ic, mc, pc, kc) };
+                // SAFETY: the block is inside a; the instructions are the caller's promise.
+                unsafe { pack_a(format, &mut out, mr, a, ic, mc, pc, kc) };
                 out
             })
             .collect();
-        PackedA { m, k, mr, blocks }
+        PackedA {
+            format,
+            m,
+            k,
+            mr,
+            blocks,
+        }
     }
 
     fn block(&self, ic: usize, pc: usize) -> &[u32] {
-        &self.blocks[(ic / MC) * self.k.max(1).div_ceil(KC) + pc / KC]
+        let kc = self.format.kc();
+        &self.blocks[(ic / MC) * self.k.max(1).div_ceil(kc) + pc / kc]
     }
 }
 
@@ -111,8 +167,8 @@ fn tile_rows(n: usize) -> usize {
 /// columns split among rayon's threads when `parallel`.
 ///
 /// # Safety
-/// AVX512F and AVX512_BF16 must be available; `a`, `b` and `dst` valid for their shapes,
-/// `dst` not overlapping them; `a` packed for m×k and these n.
+/// The instructions of `a`'s format must be available; `a`, `b` and `dst` valid for their
+/// shapes, `dst` not overlapping them; `a` packed for m×k.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     (m, n, k): (usize, usize, usize),
@@ -126,10 +182,7 @@ pub(crate) unsafe fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        a.m == m && a.k == k && a.mr == tile_rows(n),
-        "packed for another product"
-    );
+    assert!(a.m == m && a.k == k, "packed for another product");
     let threads = rayon::current_num_threads();
     let dst = super::conv::SharedPtr(dst);
     if parallel && threads > 1 && n >= 2 * 32 {
@@ -163,18 +216,21 @@ unsafe fn serial(
     a: &PackedA,
     b: Mat,
 ) {
-    if a.mr == 24 {
-        // SAFETY: the caller's.
-        unsafe { blocked::<24, 1>((m, n, k), dst, dst_rs, accumulate, a, b) }
-    } else {
-        // SAFETY: the caller's.
-        unsafe { blocked::<12, 2>((m, n, k), dst, dst_rs, accumulate, a, b) }
+    let mnk = (m, n, k);
+    // SAFETY: the caller's.
+    unsafe {
+        match (a.mr, a.format) {
+            (24, Format::F32) => blocked::<24, 1, false>(mnk, dst, dst_rs, accumulate, a, b),
+            (_, Format::F32) => blocked::<12, 2, false>(mnk, dst, dst_rs, accumulate, a, b),
+            (24, Format::Bf16) => blocked::<24, 1, true>(mnk, dst, dst_rs, accumulate, a, b),
+            (_, Format::Bf16) => blocked::<12, 2, true>(mnk, dst, dst_rs, accumulate, a, b),
+        }
     }
 }
 
 /// # Safety
-/// As [`gemm`].
-unsafe fn blocked<const MR: usize, const NV: usize>(
+/// As [`gemm`]; `BF16` is `a`'s format.
+unsafe fn blocked<const MR: usize, const NV: usize, const BF16: bool>(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
@@ -183,16 +239,25 @@ unsafe fn blocked<const MR: usize, const NV: usize>(
     b: Mat,
 ) {
     let nr = 16 * NV;
+    let kc_max = a.format.kc();
     let mut bpack: Vec<u32> = Vec::new();
     let mut tile = vec![0f32; MR * nr];
+    // SAFETY (both arms): the caller's promise of the format's instructions.
+    let kernel = |kp: usize, ap: &[u32], bp: &[u32], c: *mut f32, ldc: usize, load: bool| unsafe {
+        if BF16 {
+            avx512::tile_bf16::<MR, NV>(kp, ap, bp, c, ldc, load)
+        } else {
+            avx512::tile_f32::<MR, NV>(kp, ap, bp, c, ldc, load)
+        }
+    };
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         let npanels = nc.div_ceil(nr);
-        for pc in (0..k.max(1)).step_by(KC) {
-            let kc = KC.min(k - pc.min(k));
-            let kp = kc.div_ceil(2);
+        for pc in (0..k.max(1)).step_by(kc_max) {
+            let kc = kc_max.min(k - pc.min(k));
+            let kp = kc.div_ceil(a.format.group());
             // SAFETY: rows pc..pc+kc and columns jc..jc+nc are inside b.
-            unsafe { pack_b(&mut bpack, b, pc, kc, jc, nc, nr) };
+            unsafe { pack_b(a.format, &mut bpack, b, pc, kc, jc, nc, nr) };
             let load = accumulate || pc > 0;
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
@@ -207,15 +272,12 @@ unsafe fn blocked<const MR: usize, const NV: usize>(
                         // SAFETY: (ic + ip·MR, jc + jp·nr) is inside dst.
                         let c = unsafe { dst.add((ic + ip * MR) * dst_rs + jc + jp * nr) };
                         if rows == MR && cols == nr {
-                            // SAFETY: a whole tile of dst; the packs hold kp pairs.
-                            unsafe { avx512::tile::<MR, NV>(kp, ap, bp, c, dst_rs, load) };
+                            // A whole tile of dst; the packs hold kp values.
+                            kernel(kp, ap, bp, c, dst_rs, load);
                         } else {
                             // An edge: the packs are zero-padded; the tile goes through
                             // a buffer and only its valid part reaches dst.
-                            // SAFETY: `tile` is MR×nr; the packs hold kp pairs.
-                            unsafe {
-                                avx512::tile::<MR, NV>(kp, ap, bp, tile.as_mut_ptr(), nr, false)
-                            };
+                            kernel(kp, ap, bp, tile.as_mut_ptr(), nr, false);
                             for r in 0..rows {
                                 for j in 0..cols {
                                     // SAFETY: r < rows, j < cols: inside dst.
@@ -234,12 +296,30 @@ unsafe fn blocked<const MR: usize, const NV: usize>(
     }
 }
 
-/// Packs rows `pc..pc+kc` × columns `jc..jc+nc` of `b` as panels of `nr` columns, k in
-/// pairs, zero-padded to whole panels and pairs.
+/// `out[i]` = `lo[i]`'s bits (f32), or the bf16 pair of `lo[i]` and `hi[i]` (0 without `hi`).
 ///
 /// # Safety
-/// The block must be inside `b`; AVX512F and AVX512_BF16 available.
+/// For bf16, AVX-512F; `out` as long as `lo` (and `hi`).
+unsafe fn convert(format: Format, lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) {
+    match format {
+        Format::F32 => {
+            for (o, v) in out.iter_mut().zip(lo) {
+                *o = v.to_bits();
+            }
+        }
+        // SAFETY: the caller's.
+        Format::Bf16 => unsafe { avx512::pairs(lo, hi, out) },
+    }
+}
+
+/// Packs rows `pc..pc+kc` × columns `jc..jc+nc` of `b` as panels of `nr` columns, k in
+/// the format's groups, zero-padded to whole panels and groups.
+///
+/// # Safety
+/// The block must be inside `b`; the format's instructions available.
+#[allow(clippy::too_many_arguments)]
 unsafe fn pack_b(
+    format: Format,
     out: &mut Vec<u32>,
     b: Mat,
     pc: usize,
@@ -257,18 +337,19 @@ unsafe fn pack_b(
             cs: 1,
         };
         // SAFETY: the block of Bᵀ is the caller's block of B.
-        return unsafe { pack_a(out, nr, bt, jc, nc, pc, kc) };
+        return unsafe { pack_a(format, out, nr, bt, jc, nc, pc, kc) };
     }
-    let kp = kc.div_ceil(2);
+    let group = format.group();
+    let kp = kc.div_ceil(group);
     let panels = nc.div_ceil(nr);
     out.clear();
     out.resize(panels * kp * nr, 0);
-    // Rows: two of B's rows at a time (k = 2p and 2p + 1), paired by the vector converter.
+    // Rows: one of B's rows at a time, or two (k = 2p and 2p + 1) paired by the converter.
     let mut lo = vec![0f32; nc];
     let mut hi = vec![0f32; nc];
     for p in 0..kp {
-        let (k0, k1) = (pc + 2 * p, pc + 2 * p + 1);
-        let has_hi = k1 < pc + kc;
+        let (k0, k1) = (pc + group * p, pc + group * p + 1);
+        let has_hi = group == 2 && k1 < pc + kc;
         for (k, buf, wanted) in [(k0, &mut lo, true), (k1, &mut hi, has_hi)] {
             if !wanted {
                 buf.fill(0.0);
@@ -288,18 +369,21 @@ unsafe fn pack_b(
             let cols = nr.min(nc - jp * nr);
             let row = &mut out[jp * kp * nr + p * nr..][..cols];
             let span = jp * nr..jp * nr + cols;
-            // SAFETY: AVX-512F is the caller's promise; the three slices are `cols` long.
-            unsafe { avx512::pairs(&lo[span.clone()], Some(&hi[span]), row) };
+            // SAFETY: the format's instructions are the caller's promise; the three
+            // slices are `cols` long.
+            unsafe { convert(format, &lo[span.clone()], Some(&hi[span]), row) };
         }
     }
 }
 
-/// Packs rows `ic..ic+mc` × columns `pc..pc+kc` of `a` as panels of `mr` rows, k in pairs,
-/// zero-padded.
+/// Packs rows `ic..ic+mc` × columns `pc..pc+kc` of `a` as panels of `mr` rows, k in the
+/// format's groups, zero-padded.
 ///
 /// # Safety
-/// The block must be inside `a`; AVX512F and AVX512_BF16 available.
+/// The block must be inside `a`; the format's instructions available.
+#[allow(clippy::too_many_arguments)]
 unsafe fn pack_a(
+    format: Format,
     out: &mut Vec<u32>,
     mr: usize,
     a: Mat,
@@ -308,7 +392,8 @@ unsafe fn pack_a(
     pc: usize,
     kc: usize,
 ) {
-    let kp = kc.div_ceil(2);
+    let group = format.group();
+    let kp = kc.div_ceil(group);
     let panels = mc.div_ceil(mr);
     out.clear();
     out.resize(panels * kp * mr, 0);
@@ -319,12 +404,15 @@ unsafe fn pack_a(
         for r in 0..rows {
             let i = ic + ip * mr + r;
             if a.cs == 1 {
-                // A row's pairs are adjacent values: converted in one run.
-                // SAFETY: row i, columns pc..pc+kc are inside a; AVX512_BF16 is the
+                // A row's values (pairs: adjacent values) are converted in one run.
+                // SAFETY: row i, columns pc..pc+kc are inside a; the instructions are the
                 // caller's promise.
                 unsafe {
                     let src = std::slice::from_raw_parts(a.ptr.add(i * a.rs + pc), kc);
-                    avx512::adjacent_pairs(src, &mut run);
+                    match format {
+                        Format::F32 => convert(format, src, None, &mut run),
+                        Format::Bf16 => avx512::adjacent_pairs(src, &mut run),
+                    }
                 }
                 for (p, v) in run.iter().enumerate() {
                     panel[p * mr + r] = *v;
@@ -332,17 +420,23 @@ unsafe fn pack_a(
                 continue;
             }
             for p in 0..kp {
-                let (k0, k1) = (pc + 2 * p, pc + 2 * p + 1);
+                let (k0, k1) = (pc + group * p, pc + group * p + 1);
                 // SAFETY: inside the block; k1 only when it is.
-                panel[p * mr + r] =
-                    unsafe { pair(a.at(i, k0), if k1 < pc + kc { a.at(i, k1) } else { 0.0 }) };
+                panel[p * mr + r] = unsafe {
+                    match format {
+                        Format::F32 => a.at(i, k0).to_bits(),
+                        Format::Bf16 => {
+                            pair(a.at(i, k0), if k1 < pc + kc { a.at(i, k1) } else { 0.0 })
+                        }
+                    }
+                };
             }
         }
     }
 }
 
-/// Where there is no AVX-512 there are no bf16 products: `Precision::bf16_available` is
-/// false, so nothing here is reached.
+/// Where there is no AVX-512 there are no packed products: `Precision::bf16_available` and
+/// `Format::f32_available` are false, so nothing here is reached.
 #[cfg(not(target_arch = "x86_64"))]
 mod avx512 {
     pub(super) unsafe fn adjacent_pairs(_: &[f32], _: &mut [u32]) {
@@ -353,7 +447,7 @@ mod avx512 {
         unreachable!("bf16 products need x86-64 with AVX512_BF16")
     }
 
-    pub(super) unsafe fn tile<const MR: usize, const NV: usize>(
+    pub(super) unsafe fn tile_bf16<const MR: usize, const NV: usize>(
         _: usize,
         _: &[u32],
         _: &[u32],
@@ -362,6 +456,17 @@ mod avx512 {
         _: bool,
     ) {
         unreachable!("bf16 products need x86-64 with AVX512_BF16")
+    }
+
+    pub(super) unsafe fn tile_f32<const MR: usize, const NV: usize>(
+        _: usize,
+        _: &[u32],
+        _: &[u32],
+        _: *mut f32,
+        _: usize,
+        _: bool,
+    ) {
+        unreachable!("packed f32 products need x86-64 with AVX-512F")
     }
 }
 
@@ -404,7 +509,7 @@ mod avx512 {
     /// # Safety
     /// AVX512F and AVX512_BF16; `ap` holds kp·MR u32, `bp` kp·16·NV, `c` a whole tile.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn tile<const MR: usize, const NV: usize>(
+    pub(super) unsafe fn tile_bf16<const MR: usize, const NV: usize>(
         kp: usize,
         ap: &[u32],
         bp: &[u32],
@@ -413,15 +518,8 @@ mod avx512 {
         load: bool,
     ) {
         debug_assert!(ap.len() >= kp * MR && bp.len() >= kp * 16 * NV);
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-        if load {
-            for (r, row) in acc.iter_mut().enumerate() {
-                for (v, a) in row.iter_mut().enumerate() {
-                    // SAFETY: the tile is inside c.
-                    *a = unsafe { _mm512_loadu_ps(c.add(r * ldc + 16 * v)) };
-                }
-            }
-        }
+        // SAFETY: the caller's.
+        let mut acc = unsafe { start::<MR, NV>(c, ldc, load) };
         let (mut a, mut b) = (ap.as_ptr(), bp.as_ptr());
         for _ in 0..kp {
             let mut bv = [_mm512_setzero_si512(); NV];
@@ -444,6 +542,82 @@ mod avx512 {
                 b = b.add(16 * NV);
             }
         }
+        // SAFETY: the caller's.
+        unsafe { store(&acc, c, ldc) }
+    }
+
+    /// `c (MR × 16·NV, rows ldc apart) = [c +] Σ_p A[p] · B[p]` over `kp` values of k.
+    ///
+    /// # Safety
+    /// AVX512F; `ap` holds kp·MR f32 bits, `bp` kp·16·NV, `c` a whole tile.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_f32<const MR: usize, const NV: usize>(
+        kp: usize,
+        ap: &[u32],
+        bp: &[u32],
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+    ) {
+        debug_assert!(ap.len() >= kp * MR && bp.len() >= kp * 16 * NV);
+        // SAFETY: the caller's.
+        let mut acc = unsafe { start::<MR, NV>(c, ldc, load) };
+        let (mut a, mut b) = (ap.as_ptr().cast::<f32>(), bp.as_ptr().cast::<f32>());
+        for _ in 0..kp {
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                // SAFETY: b walks bp, 16·NV values a k.
+                *x = unsafe { _mm512_loadu_ps(b.add(16 * v)) };
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: a walks ap, MR values a k.
+                let av = unsafe { _mm512_set1_ps(*a.add(r)) };
+                for (x, acc) in bv.iter().zip(row.iter_mut()) {
+                    *acc = _mm512_fmadd_ps(av, *x, *acc);
+                }
+            }
+            // SAFETY: one k on, inside the packs.
+            unsafe {
+                a = a.add(MR);
+                b = b.add(16 * NV);
+            }
+        }
+        // SAFETY: the caller's.
+        unsafe { store(&acc, c, ldc) }
+    }
+
+    /// A tile's accumulators: zero, or `c`'s values when `load`.
+    ///
+    /// # Safety
+    /// AVX512F; `c` a whole MR × 16·NV tile, rows ldc apart.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn start<const MR: usize, const NV: usize>(
+        c: *const f32,
+        ldc: usize,
+        load: bool,
+    ) -> [[__m512; NV]; MR] {
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        if load {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, a) in row.iter_mut().enumerate() {
+                    // SAFETY: the tile is inside c.
+                    *a = unsafe { _mm512_loadu_ps(c.add(r * ldc + 16 * v)) };
+                }
+            }
+        }
+        acc
+    }
+
+    /// # Safety
+    /// AVX512F; `c` a whole MR × 16·NV tile, rows ldc apart.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store<const MR: usize, const NV: usize>(
+        acc: &[[__m512; NV]; MR],
+        c: *mut f32,
+        ldc: usize,
+    ) {
         for (r, row) in acc.iter().enumerate() {
             for (v, x) in row.iter().enumerate() {
                 // SAFETY: the tile is inside c.
@@ -457,18 +631,40 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    fn bf16(v: f32) -> f32 {
-        half::bf16::from_f32(v).to_f32()
+    /// What a format multiplies: the value itself, or its bf16 rounding.
+    fn rounded(format: Format, v: f32) -> f32 {
+        match format {
+            Format::F32 => v,
+            Format::Bf16 => half::bf16::from_f32(v).to_f32(),
+        }
     }
 
-    /// Equals an f64 product of the bf16-rounded matrices (to f32 summation), for every
-    /// layout the convolutions use, edges in m, n and k, odd k, and accumulation.
+    /// The formats this CPU runs.
+    fn formats() -> Vec<Format> {
+        let mut f = vec![];
+        if Format::f32_available() {
+            f.push(Format::F32);
+        }
+        if crate::gan::Precision::bf16_available() {
+            f.push(Format::Bf16);
+        }
+        if f.is_empty() {
+            eprintln!("skipped: this CPU has no AVX-512 (the products go through `gemm`)");
+        }
+        f
+    }
+
+    /// Equals an f64 product of the matrices (in bf16: of the rounded matrices) to f32
+    /// summation, for every layout the convolutions use, edges in m, n and k, odd k, several
+    /// k blocks, and accumulation.
     #[test]
     fn products_equal_the_rounded_matrices_product() {
-        if !crate::gan::Precision::bf16_available() {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
+        for format in formats() {
+            products_equal(format);
         }
+    }
+
+    fn products_equal(format: Format) {
         let mut seed = 7u64;
         let mut next = || {
             seed = seed
@@ -481,6 +677,7 @@ mod tests {
             (12, 32, 2),
             (13, 33, 3),
             (5, 16, 300),
+            (30, 16, 260),
             (40, 7, 515),
             (150, 1600, 70),
             (3, 64, 48),
@@ -523,7 +720,7 @@ mod tests {
                 let mut c = start.clone();
                 // SAFETY: shapes as allocated; the CPU has AVX512_BF16 (checked).
                 unsafe {
-                    let p = PackedA::new(a, m, k, n);
+                    let p = PackedA::new(format, a, m, k, n);
                     gemm((m, n, k), c.as_mut_ptr(), n, accumulate, &p, b, parallel)
                 }
                 for i in 0..m {
@@ -537,7 +734,8 @@ mod tests {
                         for p in 0..k {
                             // SAFETY: inside both matrices.
                             let x = unsafe {
-                                f64::from(bf16(a.at(i, p))) * f64::from(bf16(b.at(p, j)))
+                                f64::from(rounded(format, a.at(i, p)))
+                                    * f64::from(rounded(format, b.at(p, j)))
                             };
                             want += x;
                             scale += x.abs();
@@ -545,7 +743,7 @@ mod tests {
                         let got = f64::from(c[i * n + j]);
                         assert!(
                             (got - want).abs() <= 1e-5 * scale + 1e-30,
-                            "{m}x{n}x{k} a_t {a_t} b_t {b_t}: ({i}, {j}) {got} vs {want}"
+                            "{format:?} {m}x{n}x{k} a_t {a_t} b_t {b_t}: ({i}, {j}) {got} vs {want}"
                         );
                     }
                 }
@@ -558,10 +756,12 @@ mod tests {
     /// over several k blocks.
     #[test]
     fn threads_do_not_change_the_bits() {
-        if !crate::gan::Precision::bf16_available() {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
+        for format in formats() {
+            threads_keep_the_bits(format);
         }
+    }
+
+    fn threads_keep_the_bits(format: Format) {
         let (m, n, k) = (48, 720, 600);
         let av: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7919) % 1000) as f32 / 999.0 - 0.5)
@@ -584,7 +784,7 @@ mod tests {
             let mut c = start.clone();
             // SAFETY: shapes as allocated; AVX512_BF16 checked.
             unsafe {
-                let p = PackedA::new(a, m, k, n);
+                let p = PackedA::new(format, a, m, k, n);
                 gemm((m, n, k), c.as_mut_ptr(), n, true, &p, b, parallel)
             };
             c
@@ -596,7 +796,7 @@ mod tests {
             .unwrap();
         assert!(
             pool.install(|| run(true)) == one,
-            "16 threads changed the bits"
+            "{format:?}: 16 threads changed the bits"
         );
     }
 }
