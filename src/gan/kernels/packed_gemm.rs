@@ -242,12 +242,22 @@ unsafe fn blocked<const MR: usize, const NV: usize, const BF16: bool>(
     let kc_max = a.format.kc();
     let mut bpack: Vec<u32> = Vec::new();
     let mut tile = vec![0f32; MR * nr];
-    // SAFETY (both arms): the caller's promise of the format's instructions.
-    let kernel = |kp: usize, ap: &[u32], bp: &[u32], c: *mut f32, ldc: usize, load: bool| unsafe {
-        if BF16 {
-            avx512::tile_bf16::<MR, NV>(kp, ap, bp, c, ldc, load)
-        } else {
-            avx512::tile_f32::<MR, NV>(kp, ap, bp, c, ldc, load)
+    let kernel = |kp: usize, ap: &[u32], bp: &[u32], c: *mut f32, ldc: usize, load: bool| {
+        let t = Tile {
+            kp,
+            ap,
+            bp,
+            c,
+            ldc,
+            load,
+        };
+        // SAFETY (both arms): the caller's promise of the format's instructions.
+        unsafe {
+            if BF16 {
+                avx512::tile_bf16::<MR, NV>(t)
+            } else {
+                avx512::tile_f32::<MR, NV>(t)
+            }
         }
     };
     for jc in (0..n).step_by(NC) {
@@ -294,6 +304,17 @@ unsafe fn blocked<const MR: usize, const NV: usize, const BF16: bool>(
             }
         }
     }
+}
+
+/// One register tile's work: `c` (MR × 16·NV, rows `ldc` apart; read first when `load`)
+/// [+]= the A panel `ap` (kp·MR packed values) times the B panel `bp` (kp·16·NV).
+pub(super) struct Tile<'a> {
+    kp: usize,
+    ap: &'a [u32],
+    bp: &'a [u32],
+    c: *mut f32,
+    ldc: usize,
+    load: bool,
 }
 
 /// `out[i]` = `lo[i]`'s bits (f32), or the bf16 pair of `lo[i]` and `hi[i]` (0 without `hi`).
@@ -447,25 +468,11 @@ mod avx512 {
         unreachable!("bf16 products need x86-64 with AVX512_BF16")
     }
 
-    pub(super) unsafe fn tile_bf16<const MR: usize, const NV: usize>(
-        _: usize,
-        _: &[u32],
-        _: &[u32],
-        _: *mut f32,
-        _: usize,
-        _: bool,
-    ) {
+    pub(super) unsafe fn tile_bf16<const MR: usize, const NV: usize>(_: super::Tile) {
         unreachable!("bf16 products need x86-64 with AVX512_BF16")
     }
 
-    pub(super) unsafe fn tile_f32<const MR: usize, const NV: usize>(
-        _: usize,
-        _: &[u32],
-        _: &[u32],
-        _: *mut f32,
-        _: usize,
-        _: bool,
-    ) {
+    pub(super) unsafe fn tile_f32<const MR: usize, const NV: usize>(_: super::Tile) {
         unreachable!("packed f32 products need x86-64 with AVX-512F")
     }
 }
@@ -473,6 +480,8 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+
+    use super::Tile;
 
     pub(super) use super::super::infer::avx512_pairs as pairs;
 
@@ -507,73 +516,70 @@ mod avx512 {
     /// `c (MR × 16·NV, rows ldc apart) = [c +] Σ_p A-pairs[p] · B-pairs[p]` over `kp` pairs.
     ///
     /// # Safety
-    /// AVX512F and AVX512_BF16; `ap` holds kp·MR u32, `bp` kp·16·NV, `c` a whole tile.
+    /// AVX512F and AVX512_BF16; as [`Tile`] says.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn tile_bf16<const MR: usize, const NV: usize>(
-        kp: usize,
-        ap: &[u32],
-        bp: &[u32],
-        c: *mut f32,
-        ldc: usize,
-        load: bool,
+    pub(super) unsafe fn tile_bf16<const MR: usize, const NV: usize>(t: Tile) {
+        // SAFETY: the caller's; this function has the instructions `tile` inlines.
+        unsafe {
+            tile::<MR, NV>(t, |acc, a, b| {
+                let a = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(a as i32));
+                _mm512_dpbf16_ps(acc, a, std::mem::transmute::<__m512i, __m512bh>(b))
+            })
+        }
+    }
+
+    /// `c (MR × 16·NV, rows ldc apart) = [c +] Σ_p A[p] · B[p]` over `kp` values of k.
+    ///
+    /// # Safety
+    /// AVX512F; as [`Tile`] says (the packs holding f32 bits).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_f32<const MR: usize, const NV: usize>(t: Tile) {
+        // SAFETY: the caller's; this function has the instructions `tile` inlines.
+        unsafe {
+            tile::<MR, NV>(t, |acc, a, b| {
+                _mm512_fmadd_ps(
+                    _mm512_set1_ps(f32::from_bits(a)),
+                    _mm512_castsi512_ps(b),
+                    acc,
+                )
+            })
+        }
+    }
+
+    /// The register tile both formats share: for every packed k, NV vectors of B and one
+    /// broadcast u32 of A a row, `acc = step(acc, a, b)`. Inlined into the callers above,
+    /// which have the instructions `step` uses.
+    ///
+    /// # Safety
+    /// AVX512F; as [`Tile`] says.
+    #[inline(always)]
+    unsafe fn tile<const MR: usize, const NV: usize>(
+        Tile {
+            kp,
+            ap,
+            bp,
+            c,
+            ldc,
+            load,
+        }: Tile,
+        step: impl Fn(__m512, u32, __m512i) -> __m512,
     ) {
         debug_assert!(ap.len() >= kp * MR && bp.len() >= kp * 16 * NV);
         // SAFETY: the caller's.
         let mut acc = unsafe { start::<MR, NV>(c, ldc, load) };
         let (mut a, mut b) = (ap.as_ptr(), bp.as_ptr());
         for _ in 0..kp {
-            let mut bv = [_mm512_setzero_si512(); NV];
+            // SAFETY: AVX512F is the caller's promise.
+            let mut bv = [unsafe { _mm512_setzero_si512() }; NV];
             for (v, x) in bv.iter_mut().enumerate() {
-                // SAFETY: b walks bp, 16·NV u32 a pair.
+                // SAFETY: b walks bp, 16·NV u32 a k.
                 *x = unsafe { _mm512_loadu_si512(b.add(16 * v).cast()) };
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                // SAFETY: a walks ap, MR u32 a pair.
-                let av: __m512bh =
-                    unsafe { std::mem::transmute(_mm512_set1_epi32(*a.add(r) as i32)) };
+                // SAFETY: a walks ap, MR u32 a k.
+                let av = unsafe { *a.add(r) };
                 for (x, acc) in bv.iter().zip(row.iter_mut()) {
-                    let bx: __m512bh = unsafe { std::mem::transmute(*x) };
-                    *acc = _mm512_dpbf16_ps(*acc, av, bx);
-                }
-            }
-            // SAFETY: one pair on, inside the packs.
-            unsafe {
-                a = a.add(MR);
-                b = b.add(16 * NV);
-            }
-        }
-        // SAFETY: the caller's.
-        unsafe { store(&acc, c, ldc) }
-    }
-
-    /// `c (MR × 16·NV, rows ldc apart) = [c +] Σ_p A[p] · B[p]` over `kp` values of k.
-    ///
-    /// # Safety
-    /// AVX512F; `ap` holds kp·MR f32 bits, `bp` kp·16·NV, `c` a whole tile.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile_f32<const MR: usize, const NV: usize>(
-        kp: usize,
-        ap: &[u32],
-        bp: &[u32],
-        c: *mut f32,
-        ldc: usize,
-        load: bool,
-    ) {
-        debug_assert!(ap.len() >= kp * MR && bp.len() >= kp * 16 * NV);
-        // SAFETY: the caller's.
-        let mut acc = unsafe { start::<MR, NV>(c, ldc, load) };
-        let (mut a, mut b) = (ap.as_ptr().cast::<f32>(), bp.as_ptr().cast::<f32>());
-        for _ in 0..kp {
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for (v, x) in bv.iter_mut().enumerate() {
-                // SAFETY: b walks bp, 16·NV values a k.
-                *x = unsafe { _mm512_loadu_ps(b.add(16 * v)) };
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                // SAFETY: a walks ap, MR values a k.
-                let av = unsafe { _mm512_set1_ps(*a.add(r)) };
-                for (x, acc) in bv.iter().zip(row.iter_mut()) {
-                    *acc = _mm512_fmadd_ps(av, *x, *acc);
+                    *acc = step(*acc, av, *x);
                 }
             }
             // SAFETY: one k on, inside the packs.
