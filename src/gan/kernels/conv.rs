@@ -653,13 +653,20 @@ const PACKED_F32_MIN_ROWS: usize = 12;
 /// DCGAN's last transposed layer, k = 64: 4.2–6.4 ms against 6.4–9.9 packed).
 const PACKED_F32_MIN_DEPTH: usize = 128;
 
-/// How a product of `m`×`k` by `k`×n is computed: packed in bf16 when the convolution
-/// runs in bf16 (`Geom::bf16`), packed in f32 where the CPU has AVX-512 and the product is
-/// neither thin nor shallow, else (`None`) by `gemm`.
+/// How an image's forward or input-gradient product (`m`×`k` by `k`×`out_hw`) is computed:
+/// packed in bf16 when the convolution runs in bf16 (`Geom::bf16`); packed in f32 where
+/// the CPU has AVX-512, the map is under 64 pixels (what `gemm` does worst: 1.1–1.6x
+/// faster packed and grouped, `cargo bench --bench gan -- "convT_256|conv_128"`; on the
+/// 64x64 DCGAN's 16x16 maps the two measured level) and the product neither thin nor
+/// shallow; else (`None`) by `gemm`.
 fn packs(g: &Geom, (m, k): (usize, usize)) -> Option<Format> {
     if g.bf16 {
         Some(Format::Bf16)
-    } else if Format::f32_available() && m >= PACKED_F32_MIN_ROWS && k >= PACKED_F32_MIN_DEPTH {
+    } else if Format::f32_available()
+        && g.out_hw() < NARROW_OUT
+        && m >= PACKED_F32_MIN_ROWS
+        && k >= PACKED_F32_MIN_DEPTH
+    {
         Some(Format::F32)
     } else {
         None
