@@ -674,14 +674,15 @@ fn packs(g: &Geom, (m, k): (usize, usize)) -> Option<Format> {
 }
 
 /// The left matrix of a product (`m`×`k` in `a`, strides `(rs, cs)`, times `k`×`n`),
-/// packed once for all the batch's products as [`packs`] says; `None`: `gemm` computes it.
+/// packed once for all the batch's products in `format` (from [`packs`], or bf16 for the
+/// weight gradient); `None` (no format): `gemm` computes it.
 fn packed_lhs(
-    g: &Geom,
+    format: Option<Format>,
     a: &[f32],
     (rs, cs): (usize, usize),
     (m, k, n): (usize, usize, usize),
 ) -> Option<PackedA> {
-    let format = packs(g, (m, k))?;
+    let format = format?;
     assert!(m == 0 || k == 0 || (m - 1) * rs + (k - 1) * cs < a.len());
     let lhs = Mat {
         ptr: a.as_ptr(),
@@ -751,9 +752,10 @@ fn images_per_product(g: &Geom, packed: bool) -> usize {
 fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (rows, ohw) = (g.rows(), g.out_hw());
     let mut y = vec![0f32; g.n * g.cout * ohw];
-    let group = images_per_product(g, packs(g, (g.cout, rows)).is_some());
+    let format = packs(g, (g.cout, rows));
+    let group = images_per_product(g, format.is_some());
     // The weight is packed (in bf16: rounded) once for the whole batch.
-    let packed = packed_lhs(g, w, (rows, 1), (g.cout, rows, group * ohw));
+    let packed = packed_lhs(format, w, (rows, 1), (g.cout, rows, group * ohw));
     per_group(
         g.n,
         group,
@@ -808,9 +810,10 @@ fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
 fn conv_bwd_input(g: &Geom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (rows, ohw) = (g.rows(), g.out_hw());
     let mut dx = vec![0f32; g.n * g.image()];
-    let group = images_per_product(g, packs(g, (rows, g.cout)).is_some());
+    let format = packs(g, (rows, g.cout));
+    let group = images_per_product(g, format.is_some());
     // `w` (cout×rows) read transposed.
-    let packed = packed_lhs(g, w, (1, rows), (rows, g.cout, group * ohw));
+    let packed = packed_lhs(format, w, (1, rows), (rows, g.cout, group * ohw));
     let narrow = narrow(g, packed.as_ref());
     per_group(
         g.n,
@@ -1011,11 +1014,8 @@ fn weight_grad_chunk(
     }
     // In bf16, dyt is packed once (not once per thread of a split product). In f32 `gemm`
     // computes it: dyt serves one product, and packed f32 measured no faster here.
-    let packed = if g.bf16 {
-        packed_lhs(g, dyt, (ld, 1), (g.cout, ld, rows))
-    } else {
-        None
-    };
+    let format = g.bf16.then_some(Format::Bf16);
+    let packed = packed_lhs(format, dyt, (ld, 1), (g.cout, ld, rows));
     // SAFETY: `dw` is cout×rows, `dyt` cout×ld, `cols` rows×ld (read transposed).
     unsafe {
         product(

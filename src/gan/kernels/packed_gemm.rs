@@ -370,8 +370,12 @@ unsafe fn pack_b(
     let mut hi = vec![0f32; nc];
     for p in 0..kp {
         let (k0, k1) = (pc + group * p, pc + group * p + 1);
-        let has_hi = group == 2 && k1 < pc + kc;
-        for (k, buf, wanted) in [(k0, &mut lo, true), (k1, &mut hi, has_hi)] {
+        let has_hi = k1 < pc + kc;
+        // f32 packs one row a value: `hi` is left alone.
+        for (k, buf, wanted) in [(k0, &mut lo, true), (k1, &mut hi, has_hi)]
+            .into_iter()
+            .take(group)
+        {
             if !wanted {
                 buf.fill(0.0);
             } else if b.cs == 1 {
