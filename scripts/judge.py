@@ -436,7 +436,7 @@ def main():
     ap.add_argument("--size", type=int, help="truchet: draw samples at this size (CPPN generators)")
     ap.add_argument("--raw", action="store_true", help="a run's trained weights, not their moving average")
     ap.add_argument("--checkpoint", help="a run's best, latest or step_N (as `easel sample --checkpoint`)")
-    ap.add_argument("--truncation", type=float, default=1.0, help="as `easel sample --truncation`")
+    ap.add_argument("--truncation", type=float, default=1.0, help="as `easel sample --truncation` (a factor on the model's own sample_scale)")
     ap.add_argument("--tile", type=int, help="tile side at the training size (default: from the sketch)")
     ap.add_argument("--train", type=int, default=600, help="real renders (per class) the judge learns from")
     ap.add_argument("--tolerance", type=float, default=0.06)

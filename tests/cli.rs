@@ -799,6 +799,78 @@ fn render_of_a_name_in_sketches_suggests_its_path() {
     );
 }
 
+/// A sketch's `sample_scale` is the noise scale `easel sample` draws at (times
+/// `--truncation`), and changes nothing in training: the same run without it, sampled at
+/// `--truncation 2`, draws the same grid.
+#[test]
+fn sample_scale_sets_the_noise_samples_are_drawn_at_and_leaves_training_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (k, v) in [30u8, 200].iter().enumerate() {
+        image::GrayImage::from_fn(8, 8, |x, y| image::Luma([v.wrapping_add((x * y) as u8)]))
+            .save(data.join(format!("{k}.png")))
+            .unwrap();
+    }
+    let sketch = |extra: &str| {
+        format!(
+            r#"#{{ kind: "gan", image_size: 28, latent: 8, g_widths: [8, 8], d_widths: [8], batch: 2,
+                  steps: 2, data: #{{ folder: "data" }}{extra} }}"#
+        )
+    };
+    std::fs::write(dir.path().join("plain.rhai"), sketch("")).unwrap();
+    std::fs::write(
+        dir.path().join("scaled.rhai"),
+        sketch(", sample_scale: 2.0"),
+    )
+    .unwrap();
+    for name in ["plain", "scaled"] {
+        ok(easel(
+            &["train", &format!("{name}.rhai"), "--run-dir", name],
+            dir.path(),
+        ));
+    }
+    let sample = |run: &str, out: &str, truncation: &str| {
+        let args = [
+            "sample",
+            run,
+            "-o",
+            out,
+            "-n",
+            "4",
+            "--seed",
+            "5",
+            "--truncation",
+            truncation,
+        ];
+        ok(easel(&args, dir.path()))
+    };
+    let said = sample("scaled", "scaled.png", "1");
+    let err = String::from_utf8_lossy(&said.stderr);
+    assert!(
+        err.contains("noise scale 2 (the model's sample_scale 2"),
+        "{err}"
+    );
+    sample("plain", "plain-2.png", "2");
+    sample("plain", "plain-1.png", "1");
+    let grid = |name: &str| pixels(&dir.path().join(name));
+    assert_eq!(grid("scaled.png"), grid("plain-2.png"));
+    assert_ne!(grid("scaled.png"), grid("plain-1.png"));
+
+    // Out of range, the sketch is refused with the key and the range.
+    std::fs::write(dir.path().join("bad.rhai"), sketch(", sample_scale: 0.0")).unwrap();
+    let out = easel(&["check", "bad.rhai"], dir.path());
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success() && err.contains("sample_scale"),
+        "{err}"
+    );
+}
+
 #[test]
 fn sample_without_an_output_names_the_grid_after_its_source() {
     let dir = tempfile::tempdir().unwrap();

@@ -39,7 +39,8 @@ pub struct SampleArgs {
     /// so it has no classes to pick).
     #[arg(long, value_name = "NAME")]
     pub class: Option<String>,
-    /// Noise scale: below 1 trades variety for fidelity.
+    /// Noise scale, times the model's own `sample_scale` (1 unless its sketch set one;
+    /// the command says when it is not): below 1 trades variety for fidelity.
     #[arg(long, default_value_t = 1.0)]
     pub truncation: f64,
     #[arg(long, default_value_t = 0)]
@@ -227,10 +228,17 @@ pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
         }
         None => labels_in_turn(n, loaded.classes.len()),
     };
+    let scale = args.truncation * loaded.g.spec.sample_scale;
+    if loaded.g.spec.sample_scale != 1.0 {
+        eprintln!(
+            "noise scale {scale} (the model's sample_scale {} × --truncation {})",
+            loaded.g.spec.sample_scale, args.truncation
+        );
+    }
     let mut rng = Pcg64Mcg::seed_from_u64(args.seed);
     let mut draw = |count: usize| -> Vec<f32> {
         (0..count)
-            .map(|_| normal(&mut rng) * args.truncation as f32)
+            .map(|_| normal(&mut rng) * scale as f32)
             .collect()
     };
     let ctx = Ctx {
@@ -269,7 +277,7 @@ pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
         );
     }
     if !args.interpolate {
-        let z = truncated_noise(args.seed, n, latent, args.truncation, &device)?;
+        let z = truncated_noise(&loaded.g.spec, args.seed, n, args.truncation, &device)?;
         if args.size.is_some() || args.export_sketch.is_some() {
             return render_cppn_samples(&args, &out, &loaded, &z);
         }

@@ -161,6 +161,17 @@ pub struct GanSpec {
     /// has a bf16 path; weights, Adam, statistics and checkpoints stay f32.
     #[serde(default)]
     pub precision: Precision,
+    /// Scale of the noise that samples are drawn from (`easel sample`, the studio's and
+    /// the gallery's grids), times their `--truncation`; training and its evaluations
+    /// always draw at 1. A recipe sets it after measuring its model: the VAE-GAN CPPN's
+    /// decoder blends neighbouring codes' pictures near the prior's centre, and its
+    /// samples come out cleaner drawn farther out (docs/gans.md, CPPN-GAN).
+    #[serde(default = "one")]
+    pub sample_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// VAE-GAN (Larsen et al. 2016; the recipe of hardmaru's cppn-gan-vae): an encoder maps
@@ -450,6 +461,7 @@ impl GanSpec {
             ));
         }
         let vae = VaeSpec::parse(map)?;
+        let sample_scale = map.float("sample_scale", 1.0, 0.01..=10.0)?;
         let precision = match map
             .choice("precision", "precision", &["fp32", "bf16"], "fp32")?
             .as_str()
@@ -518,6 +530,7 @@ impl GanSpec {
             cppn,
             vae,
             precision,
+            sample_scale,
         })
     }
 }

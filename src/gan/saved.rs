@@ -173,15 +173,17 @@ pub fn load_generator(
 }
 
 /// Noise for `n` samples drawn from `seed` and scaled by `truncation` (below 1 trades
-/// variety for fidelity): what `easel sample --seed S --truncation T` draws.
+/// variety for fidelity) times the spec's `sample_scale`: what `easel sample --seed S
+/// --truncation T` draws.
 pub fn truncated_noise(
+    spec: &GanSpec,
     seed: u64,
     n: usize,
-    latent: usize,
     truncation: f64,
     device: &Device,
 ) -> Result<candle_core::Tensor> {
-    Ok((super::train::seeded_noise(seed, n, latent, device)? * truncation)?)
+    let noise = super::train::seeded_noise(seed, n, spec.latent, device)?;
+    Ok((noise * (truncation * spec.sample_scale))?)
 }
 
 /// Sample `index` of the noise `seed` and `truncation` draw, as a CPPN sketch of
@@ -198,7 +200,7 @@ pub fn sample_sketch(
     let Some(body) = g.cppn() else {
         return Ok(None);
     };
-    let z = truncated_noise(seed, index + 1, g.spec.latent, truncation, &g.params.device)?;
+    let z = truncated_noise(&g.spec, seed, index + 1, truncation, &g.params.device)?;
     let code: Vec<f32> = body
         .codes(&g.params, &g.prior(&z.get(index)?.unsqueeze(0)?)?)?
         .get(0)?
@@ -223,7 +225,7 @@ pub fn sample_grid(
     truncation: f64,
 ) -> Result<image::DynamicImage> {
     let g = &loaded.g;
-    let z = truncated_noise(seed, n, g.spec.latent, truncation, &g.params.device)?;
+    let z = truncated_noise(&g.spec, seed, n, truncation, &g.params.device)?;
     let labels = super::train::labels_in_turn(n, loaded.classes.len());
     let images = super::train::generate(g, &z, &labels)?;
     super::train::grid(&images, None)
