@@ -6,6 +6,7 @@
 //! swapped in here without touching the models.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
@@ -25,6 +26,18 @@ pub struct Params {
     /// (AVX512_BF16) and Candle's path (GPUs) multiplies bfloat16 tensors, both returning
     /// f32 (PyTorch's autocast).
     pub precision: super::Precision,
+    /// Set while [`Params::frozen`]'s guard lives: layers read their parameters detached.
+    frozen: AtomicBool,
+}
+
+/// While it lives, its model's forward passes use detached parameters (see
+/// [`Params::frozen`]).
+pub struct Frozen<'a>(&'a Params);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.0.frozen.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Params {
@@ -35,6 +48,25 @@ impl Params {
             buffers: Mutex::new(BTreeMap::new()),
             spectral: false,
             precision: super::Precision::Fp32,
+            frozen: AtomicBool::new(false),
+        }
+    }
+
+    /// Until the guard drops, forward passes read this model's parameters detached, so a
+    /// backward pass through them computes no gradients for them: G's step runs D only
+    /// for the gradient of its input, and D's weight gradients (as costly as its forward
+    /// pass) would be thrown away. Nothing else changes (running statistics still move).
+    pub fn frozen(&self) -> Frozen<'_> {
+        self.frozen.store(true, Ordering::Relaxed);
+        Frozen(self)
+    }
+
+    /// A parameter as a forward pass should use it: itself, or detached while frozen.
+    pub fn read(&self, t: &Tensor) -> Tensor {
+        if self.frozen.load(Ordering::Relaxed) {
+            t.detach()
+        } else {
+            t.clone()
         }
     }
 
@@ -222,11 +254,12 @@ impl Weight {
     /// 2018 and PyTorch. The discriminator, its only user, is only run while training, so
     /// updating `u` on every call is PyTorch's train-mode behaviour.
     fn get(&self, p: &Params) -> Result<Tensor> {
+        let w = p.read(&self.w);
         if !self.spectral {
-            return Ok(self.w.clone());
+            return Ok(w);
         }
-        let cols = self.w.elem_count() / self.rows;
-        let m = self.w.reshape((self.rows, cols))?;
+        let cols = w.elem_count() / self.rows;
+        let m = w.reshape((self.rows, cols))?;
         let u_name = format!("{}{SPECTRAL_U}", self.name);
         let u = match p.buffer(&u_name) {
             Some(u) => u,
@@ -245,7 +278,7 @@ impl Weight {
         let u = unit(v.matmul(&fixed.t()?)?)?;
         p.set_buffer(&u_name, u.clone());
         let sigma = u.matmul(&m)?.matmul(&v.t()?)?.reshape(())?;
-        self.w.broadcast_div(&sigma)
+        w.broadcast_div(&sigma)
     }
 }
 
@@ -268,13 +301,13 @@ impl Linear {
     /// The weight `[inputs, outputs]` and bias, for layers that fold them into other
     /// products (the CPPN generator's per-sample weights).
     pub fn parts(&self, p: &Params) -> Result<(Tensor, Option<Tensor>)> {
-        Ok((self.w.get(p)?, self.b.clone()))
+        Ok((self.w.get(p)?, self.b.as_ref().map(|b| p.read(b))))
     }
 
     pub fn forward(&self, p: &Params, x: &Tensor) -> Result<Tensor> {
         let y = matmul(p, x, &self.w.get(p)?)?;
         match &self.b {
-            Some(b) => y.broadcast_add(b),
+            Some(b) => y.broadcast_add(&p.read(b)),
             None => Ok(y),
         }
     }
@@ -495,7 +528,7 @@ impl Conv {
             } => transposed(&w, stride, pad, out_pad)?,
         };
         match &self.b {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            Some(b) => y.broadcast_add(&p.read(b).reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
         }
     }
@@ -558,6 +591,7 @@ impl NormLayer {
         let Some((gamma, beta)) = &self.affine else {
             return Ok(x.clone());
         };
+        let (gamma, beta) = (&p.read(gamma), &p.read(beta));
         let c = x.dim(1)?;
         let shape: Vec<usize> = if x.rank() == 4 {
             vec![1, c, 1, 1]
@@ -674,6 +708,52 @@ pub fn dropout(name: &str, x: &Tensor, rate: f64, ctx: &Ctx) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// G's step runs D frozen: the backward pass still reaches D's input (G needs it)
+    /// but computes nothing for D's parameters, and they are trainable again after.
+    #[test]
+    fn a_frozen_model_passes_gradients_through_without_computing_its_own() {
+        let dev = Device::Cpu;
+        let mut p = Params::new(&dev);
+        let conv = Conv::new(&mut p, "c", (3, 4), 3, 2, true).unwrap();
+        let norm = NormLayer::new(&mut p, "c.norm", 4, Norm::Batch).unwrap();
+        p.initialise(1).unwrap();
+        let ctx = Ctx {
+            train: true,
+            dropout_seed: 0,
+            first_row: 0,
+        };
+        let x = Var::randn(0f32, 1.0, (2, 3, 8, 8), &dev).unwrap();
+        let loss = |p: &Params| {
+            let y = conv.forward(p, x.as_tensor()).unwrap();
+            norm.forward(p, &y, &ctx)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let frozen = {
+            let _frozen = p.frozen();
+            loss(&p).backward().unwrap()
+        };
+        let free = loss(&p).backward().unwrap();
+        for (name, var) in &p.vars {
+            assert!(
+                frozen.get(var.as_tensor()).is_none(),
+                "{name} got a gradient"
+            );
+            assert!(free.get(var.as_tensor()).is_some(), "{name} got none");
+        }
+        let (a, b) = (frozen.get(x.as_tensor()), free.get(x.as_tensor()));
+        let err = (a.unwrap() - b.unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(err.to_scalar::<f32>().unwrap(), 0.0);
+    }
 
     #[test]
     fn nearest_up_is_upsampling_then_convolution_for_odd_kernels() {

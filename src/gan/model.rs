@@ -301,7 +301,7 @@ impl Discriminator {
         let mut logits = self.real.forward(p, &flat)?.squeeze(D::Minus1)?;
         if let Some(embed) = &self.embed {
             // ⟨embed(y), φ(x)⟩: the label asks "is this a real image *of this class*".
-            let e = one_hot(labels, self.classes, images.device())?.matmul(embed)?;
+            let e = one_hot(labels, self.classes, images.device())?.matmul(&p.read(embed))?;
             logits = (logits + (e * &flat)?.sum(D::Minus1)?)?;
         }
         let style = match &self.style {

@@ -370,10 +370,12 @@ impl Trainer {
         self.sum_gradients(&mut d_grads, &self.d.params)?;
         self.opt_d.step(&self.d.params, &d_grads)?;
 
-        // Generator.
-        let on_gen = self
-            .d
-            .forward(&self.augmented(&fake, step, 0xA3)?, &labels, &ctx(4))?;
+        // Generator. D runs frozen: G's loss needs only the gradient of D's input.
+        let on_gen = {
+            let _frozen = self.d.params.frozen();
+            self.d
+                .forward(&self.augmented(&fake, step, 0xA3)?, &labels, &ctx(4))?
+        };
         let mut g_loss = match self.spec.loss {
             Loss::Bce => bce_with_logits(&on_gen.logits, 1.0)?,
             Loss::Hinge => on_gen.logits.mean_all()?.neg()?,
