@@ -20,6 +20,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::packed_gemm::{self, Format, Mat, PackedA};
+use super::strided;
 use super::{f32_data, Precision};
 
 /// `conv2d(x [N, Cin, H, W], w [Cout, Cin, K, K])` with symmetric `padding` and `stride`
@@ -443,6 +444,17 @@ impl Geom {
         };
         (lo, hi.max(lo))
     }
+    /// Where every output pixel of every kernel tap reads its channel's plane
+    /// ([`strided::GatherPlan`]).
+    fn gather_plan(&self) -> strided::GatherPlan {
+        let taps = (0..self.k).flat_map(|kh| (0..self.k).map(move |kw| (kh, kw)));
+        strided::GatherPlan::new(self.cin, self.out_hw(), taps, |(kh, kw), p| {
+            let (oh, ow) = (p / self.wo, p % self.wo);
+            let ih = self.in_row(oh, kh)?;
+            let iw = (ow * self.stride + kw).checked_sub(self.pad)?;
+            (iw < self.w).then_some(ih * self.w + iw)
+        })
+    }
     /// The image row that output row `oh` reads with kernel row `kh`, if inside.
     fn in_row(&self, oh: usize, kh: usize) -> Option<usize> {
         (oh * self.stride + kh)
@@ -451,43 +463,62 @@ impl Geom {
     }
 }
 
-/// Writes the im2col matrix of one image (`[cin, h, w]`) to `dst`: `rows()` rows of
-/// `out_hw()` values each, rows `ld` apart.
+/// im2col of one convolution's images. With AVX-512 every 16 values of the matrix are
+/// one masked gather, their offsets planned once per convolution ([`strided::GatherPlan`]:
+/// the maps of a 32x32 GAN are 4–16 pixels wide, and row by row the copies cost more in
+/// bookkeeping than in values); elsewhere, and with `EASEL_CONV_KERNEL=gemm`, row copies.
+struct Unfold<'a> {
+    g: &'a Geom,
+    plan: Option<strided::GatherPlan>,
+}
+
+impl<'a> Unfold<'a> {
+    fn new(g: &'a Geom) -> Self {
+        let plan = strided::avx512().then(|| g.gather_plan());
+        Unfold { g, plan }
+    }
+
+    /// Writes the im2col matrix of one image (`[cin, h, w]`) to `dst`: `rows()` rows of
+    /// `out_hw()` values each, rows `ld` apart.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `(rows() − 1)·ld + out_hw()` values, and no one
+    /// else may access those values meanwhile.
+    unsafe fn image(&self, x: &[f32], dst: *mut f32, ld: usize) {
+        let g = self.g;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(plan) = &self.plan {
+            // SAFETY: the caller's promises; a plan exists only where AVX-512F does, and
+            // its valid lanes index within one channel's plane.
+            unsafe { strided::avx512::im2col(plan, x, g.h * g.w, dst, ld) };
+            return;
+        }
+        // SAFETY: the caller's promises.
+        unsafe { im2col_rows(g, x, dst, ld) }
+    }
+}
+
+/// [`Unfold::image`] row by row: every output row of every (channel, kernel row, kernel
+/// column) is a strided copy of an input row, or zeros.
 ///
 /// # Safety
-/// `dst` must be valid for writes of `(rows() − 1)·ld + out_hw()` values, and no one else
-/// may access those values meanwhile.
-unsafe fn im2col(g: &Geom, x: &[f32], dst: *mut f32, ld: usize) {
+/// As [`Unfold::image`]'s.
+unsafe fn im2col_rows(g: &Geom, x: &[f32], dst: *mut f32, ld: usize) {
     let (k, s) = (g.k, g.stride);
     let (hw, wo) = (g.h * g.w, g.wo);
     for ci in 0..g.cin {
         let xc = &x[ci * hw..(ci + 1) * hw];
         for kh in 0..k {
             for kw in 0..k {
-                let row = (ci * k + kh) * k + kw;
-                // SAFETY: row < rows(), so the row lies within what the caller vouched for.
-                let r = unsafe { std::slice::from_raw_parts_mut(dst.add(row * ld), g.out_hw()) };
-                let (lo, hi) = g.valid_cols(kw);
-                for oh in 0..g.ho {
-                    let seg = &mut r[oh * wo..(oh + 1) * wo];
-                    let Some(ih) = g.in_row(oh, kh) else {
-                        seg.fill(0.0);
-                        continue;
-                    };
-                    seg[..lo].fill(0.0);
-                    seg[hi..].fill(0.0);
-                    if lo == hi {
-                        continue;
-                    }
-                    let xr = &xc[ih * g.w..(ih + 1) * g.w];
-                    let first = lo * s + kw - g.pad;
-                    if s == 1 {
-                        seg[lo..hi].copy_from_slice(&xr[first..first + hi - lo]);
-                    } else {
-                        for (o, v) in seg[lo..hi].iter_mut().zip(xr[first..].iter().step_by(s)) {
-                            *o = *v;
-                        }
-                    }
+                let r = (ci * k + kh) * k + kw;
+                // SAFETY: r < rows(), so the row lies within what the caller vouched for.
+                let r = unsafe { std::slice::from_raw_parts_mut(dst.add(r * ld), g.out_hw()) };
+                let cols = g.valid_cols(kw);
+                // Only read when some column is valid, and then lo·s + kw ≥ pad.
+                let first = (cols.0 * s + kw).saturating_sub(g.pad);
+                for (oh, seg) in r.chunks_exact_mut(wo).enumerate() {
+                    let src = g.in_row(oh, kh).map(|ih| &xc[ih * g.w..(ih + 1) * g.w]);
+                    strided::row(seg, src, cols, first, s);
                 }
             }
         }
@@ -499,9 +530,48 @@ unsafe fn im2col(g: &Geom, x: &[f32], dst: *mut f32, ld: usize) {
 /// `out_hw()` apart as im2col writes them, `ld` apart for an image of a group, or
 /// transposed (`(1, rows())`, what [`narrow`] products write).
 fn col2im(g: &Geom, cols: &[f32], (row_step, col_step): (usize, usize), x: &mut [f32]) {
+    if col_step != 1 {
+        return col2im_rows(g, (row_step, col_step), x, |xr, at, n, s| {
+            strided::add_iter(xr, s, cols[at..].iter().step_by(col_step).take(n))
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if g.stride == 2 && strided::avx512() {
+        // SAFETY: AVX-512F is present.
+        unsafe { col2im_avx512(g, cols, row_step, x) };
+        return;
+    }
+    col2im_rows(g, (row_step, 1), x, |xr, at, n, s| {
+        strided::add(xr, s, &cols[at..at + n])
+    });
+}
+
+/// [`col2im`] of a stride-2 convolution from rows of contiguous columns, with AVX-512's
+/// row adds compiled inline.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn col2im_avx512(g: &Geom, cols: &[f32], row_step: usize, x: &mut [f32]) {
+    col2im_rows(g, (row_step, 1), x, |xr, at, n, _| {
+        // SAFETY: AVX-512F is present (the caller's promise).
+        unsafe { strided::avx512::add_s2(xr, &cols[at..at + n]) }
+    });
+}
+
+/// col2im's loops: `add(image row from the first column read, offset of the row's first
+/// valid value in cols, how many, stride)` for every output row of every (channel, kernel
+/// row, kernel column) that lands inside the image.
+#[inline(always)]
+fn col2im_rows(
+    g: &Geom,
+    (row_step, col_step): (usize, usize),
+    x: &mut [f32],
+    add: impl Fn(&mut [f32], usize, usize, usize),
+) {
     let (k, s) = (g.k, g.stride);
     let (hw, wo) = (g.h * g.w, g.wo);
-    let transposed = col_step != 1;
     for ci in 0..g.cin {
         let xc = &mut x[ci * hw..(ci + 1) * hw];
         for kh in 0..k {
@@ -511,34 +581,15 @@ fn col2im(g: &Geom, cols: &[f32], (row_step, col_step): (usize, usize), x: &mut 
                 if lo == hi {
                     continue;
                 }
+                let first = lo * s + kw - g.pad;
                 for oh in 0..g.ho {
                     let Some(ih) = g.in_row(oh, kh) else {
                         continue;
                     };
-                    let xr = &mut xc[ih * g.w..(ih + 1) * g.w];
-                    let first = lo * s + kw - g.pad;
-                    let at = row * row_step + (oh * wo + lo) * col_step;
-                    if transposed {
-                        let seg = cols[at..].iter().step_by(col_step).take(hi - lo);
-                        add_strided(&mut xr[first..], s, seg);
-                    } else {
-                        add_strided(&mut xr[first..], s, cols[at..at + hi - lo].iter());
-                    }
+                    let xr = &mut xc[ih * g.w + first..(ih + 1) * g.w];
+                    add(xr, row * row_step + (oh * wo + lo) * col_step, hi - lo, s);
                 }
             }
-        }
-    }
-}
-
-/// `x[j·stride] += v` for the values `v` in turn.
-fn add_strided<'a>(x: &mut [f32], stride: usize, values: impl Iterator<Item = &'a f32>) {
-    if stride == 1 {
-        for (o, v) in x.iter_mut().zip(values) {
-            *o += *v;
-        }
-    } else {
-        for (o, v) in x.iter_mut().step_by(stride).zip(values) {
-            *o += *v;
         }
     }
 }
@@ -756,6 +807,7 @@ fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let group = images_per_product(g, format.is_some());
     // The weight is packed (in bf16: rounded) once for the whole batch.
     let packed = packed_lhs(format, w, (rows, 1), (g.cout, rows, group * ohw));
+    let unfold = Unfold::new(g);
     per_group(
         g.n,
         group,
@@ -769,7 +821,7 @@ fn conv_fwd(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
             for j in 0..count {
                 let x_n = &x[(first + j) * g.image()..(first + j + 1) * g.image()];
                 // SAFETY: image j's columns [j·ohw, (j+1)·ohw) of rows `ld` apart lie in `cols`.
-                unsafe { im2col(g, x_n, cols.as_mut_ptr().add(j * ohw), ld) };
+                unsafe { unfold.image(x_n, cols.as_mut_ptr().add(j * ohw), ld) };
             }
             // A group's product goes to `out` ([cout, count·ohw]), then to each image.
             let dst = if grouped {
@@ -913,6 +965,7 @@ fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // bf16 products read the im2col matrix without unfolding it.
     let unfolded = rows * cap;
     let range = |c: usize| c * per_chunk..((c + 1) * per_chunk).min(g.n);
+    let unfolding = Unfold::new(g);
     // The mode depends on the shapes alone (not on the threads), so the sum is taken in the
     // same order on every machine.
     if small && chunks > 1 {
@@ -923,7 +976,7 @@ fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let mut dyt = vec![0f32; g.cout * cap];
                 let mut dw = vec![0f32; size];
                 weight_grad_chunk(
-                    g,
+                    &unfolding,
                     x,
                     dy,
                     range(c),
@@ -949,7 +1002,7 @@ fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let mut dw = vec![0f32; size];
         for c in 0..chunks {
             weight_grad_chunk(
-                g,
+                &unfolding,
                 x,
                 dy,
                 range(c),
@@ -968,7 +1021,7 @@ fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 /// unfolding runs in parallel too.
 #[allow(clippy::too_many_arguments)]
 fn weight_grad_chunk(
-    g: &Geom,
+    unfolding: &Unfold,
     x: &[f32],
     dy: &[f32],
     items: std::ops::Range<usize>,
@@ -977,6 +1030,7 @@ fn weight_grad_chunk(
     accumulate: bool,
     par: Parallelism,
 ) {
+    let g = unfolding.g;
     let (rows, ohw) = (g.rows(), g.out_hw());
     let first = items.start;
     let ld = items.len() * ohw;
@@ -988,7 +1042,7 @@ fn weight_grad_chunk(
         let x_i = &x[i * g.image()..(i + 1) * g.image()];
         // SAFETY: item j writes columns [j·ohw, (j+1)·ohw) of rows `ld` apart, inside
         // `cols` (asserted above) and disjoint from other items.
-        unsafe { im2col(g, x_i, cols_ptr.get().add(j * ohw), ld) };
+        unsafe { unfolding.image(x_i, cols_ptr.get().add(j * ohw), ld) };
     };
     let transpose = |(o, row): (usize, &mut [f32])| {
         for (j, seg) in row.chunks_mut(ohw).enumerate() {
@@ -1030,5 +1084,66 @@ fn weight_grad_chunk(
             (1, ld),
             par,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gathers write the matrix the row copies write, for every stride, padding and
+    /// map size a GAN here uses and some odd ones (the rest of the convolution is checked
+    /// against Candle in tests/kernels.rs, with and without them).
+    #[test]
+    fn gathered_im2col_matches_the_row_copies() {
+        if !strided::avx512() {
+            return;
+        }
+        for (cin, h, w, k, stride, pad) in [
+            (3, 32, 32, 3, 2, 1),
+            (5, 8, 8, 4, 2, 1),
+            (2, 16, 16, 4, 2, 1),
+            (3, 7, 5, 3, 1, 1),
+            (2, 9, 6, 5, 2, 2),
+            (1, 4, 4, 4, 1, 0),
+            (2, 3, 3, 5, 1, 2),
+        ] {
+            let (ho, wo) = (
+                out_size(h, k, pad, stride).unwrap(),
+                out_size(w, k, pad, stride).unwrap(),
+            );
+            let g = Geom {
+                n: 1,
+                cin,
+                h,
+                w,
+                cout: 1,
+                ho,
+                wo,
+                k,
+                stride,
+                pad,
+                bf16: false,
+            };
+            let x: Vec<f32> = (0..g.image()).map(|i| i as f32 + 0.5).collect();
+            // Rows wider than the matrix, as a group of images lays them out.
+            let ld = g.out_hw() + 3;
+            let mut want = vec![f32::NAN; g.rows() * ld];
+            let mut got = want.clone();
+            // SAFETY: both buffers hold rows() rows of ld ≥ out_hw() values.
+            unsafe {
+                im2col_rows(&g, &x, want.as_mut_ptr(), ld);
+                Unfold::new(&g).image(&x, got.as_mut_ptr(), ld);
+            }
+            for (r, (a, b)) in want.chunks(ld).zip(got.chunks(ld)).enumerate() {
+                let n = g.out_hw();
+                assert_eq!(
+                    a[..n],
+                    b[..n],
+                    "{cin}x{h}x{w} k{k} s{stride} p{pad}, row {r}"
+                );
+                assert!(b[n..].iter().all(|v| v.is_nan()), "wrote past the row");
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`conv`]: convolutions (im2col / col2im around GEMMs), forward and backward;
 //! - [`packed_gemm`]: those GEMMs with the weight packed once per batch, in f32 (AVX-512F)
 //!   or bf16 (`precision: "bf16"`, on AVX512_BF16); elsewhere the `gemm` crate's;
+//! - [`strided`]: im2col's and col2im's copies (gathers and masked adds with AVX-512);
 //! - [`batch_norm`]: training-mode batch norm, fused into one op forward and one backward;
 //! - [`activation`]: ReLU, LeakyReLU and tanh, one pass forward and one backward;
 //! - [`infer`]: forward-only convolutions with the bias and activation fused (upscaling).
@@ -16,6 +17,7 @@ mod batch_norm;
 mod conv;
 mod infer;
 mod packed_gemm;
+mod strided;
 mod winograd;
 
 use std::borrow::Cow;
