@@ -857,6 +857,22 @@ fn sample_scale_sets_the_noise_samples_are_drawn_at_and_leaves_training_alone() 
     assert_eq!(grid("scaled.png"), grid("plain-2.png"));
     assert_ne!(grid("scaled.png"), grid("plain-1.png"));
 
+    // Drawn again from its recipe, a grid keeps the scale it was drawn at; a recipe from
+    // before generators had a scale (no `sample_scale` in it) was drawn at 1.
+    ok(easel(&["sample", "--from", "scaled.png"], dir.path()));
+    assert_eq!(grid("scaled-again.png"), grid("scaled.png"));
+    let path = dir.path().join("scaled.png");
+    let key = easel::recipe::KEY_SAMPLE;
+    let mut recipe: serde_json::Value =
+        serde_json::from_str(&easel::recipe::read_tag(&path, key).unwrap().unwrap()).unwrap();
+    assert_eq!(recipe["sample_scale"], 2.0);
+    recipe.as_object_mut().unwrap().remove("sample_scale");
+    let old = dir.path().join("old.png");
+    let img = image::open(&path).unwrap();
+    easel::recipe::write_png_tagged(&old, &img, None, &[(key, recipe.to_string())]).unwrap();
+    ok(easel(&["sample", "--from", "old.png"], dir.path()));
+    assert_eq!(grid("old-again.png"), grid("plain-1.png"));
+
     // Out of range, the sketch is refused with the key and the range.
     std::fs::write(dir.path().join("bad.rhai"), sketch(", sample_scale: 0.0")).unwrap();
     let out = easel(&["check", "bad.rhai"], dir.path());

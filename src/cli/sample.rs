@@ -78,6 +78,9 @@ pub struct SampleArgs {
     /// cpu, cuda, cuda:N or auto (see `easel train --help`).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceArg,
+    /// The generator's `sample_scale` as a recipe recorded it (`--from`), else the file's.
+    #[arg(skip)]
+    pub sample_scale: Option<f64>,
 }
 
 /// What a sample grid records (PNG chunk `easel:sample`), so `--from` draws it again.
@@ -96,6 +99,10 @@ struct SampleRecipe {
     checkpoint: Option<String>,
     size: Option<(u32, u32)>,
     upscale: Option<String>,
+    /// The generator's own noise scale the grid was drawn at; absent in recipes written
+    /// before generators had one, which were all drawn at 1.
+    #[serde(default)]
+    sample_scale: Option<f64>,
 }
 
 impl SampleArgs {
@@ -135,6 +142,7 @@ impl SampleArgs {
             checkpoint: self.checkpoint.map(|p| p.to_string()),
             size: self.size,
             upscale: self.upscale.clone(),
+            sample_scale: self.sample_scale,
         })?)
     }
 
@@ -175,6 +183,7 @@ impl SampleArgs {
             .transpose()?;
         self.size = r.size;
         self.upscale = r.upscale;
+        self.sample_scale = Some(r.sample_scale.unwrap_or(1.0));
         self.interpolate = false;
         Ok(self)
     }
@@ -198,7 +207,10 @@ pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
         _ => {}
     }
     let device = args.device.open()?;
-    let loaded = load_generator(args.source(), args.checkpoint, args.raw, &device)?;
+    let mut loaded = load_generator(args.source(), args.checkpoint, args.raw, &device)?;
+    // A grid drawn again keeps the scale it was drawn at, whatever the file says now.
+    let model_scale = *args.sample_scale.get_or_insert(loaded.g.spec.sample_scale);
+    loaded.g.spec.sample_scale = model_scale;
     eprintln!("sampling {}", loaded.from);
     if args.class.is_some() && loaded.g.spec.model == crate::gan::ModelKind::Can {
         bail!(
