@@ -74,7 +74,15 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
         })?;
     let n = args.count.clamp(16, 8192).min(data.len());
     let reference = data.reference(n, args.seed)?;
-    let fake = samples(&loaded.g, n, loaded.classes.len(), args.seed ^ 0xE7A1)?;
+    // What `easel sample` draws: noise at the generator's own scale.
+    let scale = loaded.g.spec.sample_scale;
+    let fake = samples(
+        &loaded.g,
+        n,
+        loaded.classes.len(),
+        args.seed ^ 0xE7A1,
+        scale,
+    )?;
     let score = swd::swd_tensors(&reference, &fake, args.seed)?;
     // With labelled data: a classifier of the real classes judges the samples (cached in
     // the run directory when it scores the run's own data).
@@ -116,6 +124,7 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
             &data,
             per_class,
             args.seed,
+            scale,
             judge.as_ref(),
         )?
     } else {

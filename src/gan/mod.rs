@@ -161,9 +161,9 @@ pub struct GanSpec {
     /// has a bf16 path; weights, Adam, statistics and checkpoints stay f32.
     #[serde(default)]
     pub precision: Precision,
-    /// Scale of the noise that samples are drawn from (`easel sample`, the studio's and
-    /// the gallery's grids), times their `--truncation`; training and its evaluations
-    /// always draw at 1. A recipe sets it after measuring its model: the VAE-GAN CPPN's
+    /// Scale of the noise that samples are drawn from (`easel sample`, times its
+    /// `--truncation`; `easel eval`; the studio's and the gallery's grids); training and
+    /// its own evaluations always draw at 1. A recipe sets it after measuring its model: the VAE-GAN CPPN's
     /// decoder blends neighbouring codes' pictures near the prior's centre, and its
     /// samples come out cleaner drawn farther out (docs/gans.md, CPPN-GAN).
     #[serde(default = "one")]

@@ -46,6 +46,7 @@ pub fn class_scores(
     data: &Dataset,
     per_class: usize,
     seed: u64,
+    noise_scale: f64,
     judge: Option<&Classifier>,
 ) -> Result<Vec<ClassScore>> {
     let ctx = Ctx {
@@ -64,10 +65,11 @@ pub fn class_scores(
         if n < 2 {
             continue;
         }
-        let z = super::train::seeded_noise(
+        let z = super::train::scaled_noise(
             seed ^ label as u64,
             n,
             g.spec.latent,
+            noise_scale,
             &real.device().clone(),
         )?;
         let fake = g.forward(&z, &vec![label; n], &ctx)?;

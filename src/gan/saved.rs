@@ -182,8 +182,8 @@ pub fn truncated_noise(
     truncation: f64,
     device: &Device,
 ) -> Result<candle_core::Tensor> {
-    let noise = super::train::seeded_noise(seed, n, spec.latent, device)?;
-    Ok((noise * (truncation * spec.sample_scale))?)
+    let scale = truncation * spec.sample_scale;
+    super::train::scaled_noise(seed, n, spec.latent, scale, device)
 }
 
 /// Sample `index` of the noise `seed` and `truncation` draw, as a CPPN sketch of

@@ -768,7 +768,7 @@ impl Trainer {
     pub fn sample_grid(&self, count: usize) -> Result<DynamicImage> {
         self.settle_ema()?;
         let k = self.class_names.len();
-        let images = samples(&self.ema, count, k, self.spec.seed ^ 0xF1_7ED)?;
+        let images = samples(&self.ema, count, k, self.spec.seed ^ 0xF1_7ED, 1.0)?;
         grid(&images, None)
     }
 }
@@ -796,9 +796,22 @@ fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
 
 /// `n` images of `g` from noise drawn from `seed`, the `classes` labels in turn (none
 /// when 0).
-pub fn samples(g: &Generator, n: usize, classes: usize, seed: u64) -> Result<Tensor> {
-    let z = seeded_noise(seed, n, g.spec.latent, &g.params.device)?;
+pub fn samples(g: &Generator, n: usize, classes: usize, seed: u64, scale: f64) -> Result<Tensor> {
+    let z = scaled_noise(seed, n, g.spec.latent, scale, &g.params.device)?;
     generate(g, &z, &labels_in_turn(n, classes))
+}
+
+/// [`seeded_noise`] times `scale` (training and its evaluations draw at 1; `easel sample`
+/// and `easel eval` at the generator's `sample_scale`).
+pub fn scaled_noise(
+    seed: u64,
+    n: usize,
+    latent: usize,
+    scale: f64,
+    dev: &Device,
+) -> Result<Tensor> {
+    let z = seeded_noise(seed, n, latent, dev)?;
+    Ok(if scale == 1.0 { z } else { (z * scale)? })
 }
 
 /// Labels for `n` samples, the `classes` in turn (all 0 when there are none).
@@ -1327,7 +1340,7 @@ fn train_inner(
             if spec.model == ModelKind::Can {
                 if let Some(c) = judge.as_ref() {
                     let k = t.class_names.len();
-                    let fake = samples(&t.ema, spec.eval_images, k, spec.seed ^ 0x57)?;
+                    let fake = samples(&t.ema, spec.eval_images, k, spec.seed ^ 0x57, 1.0)?;
                     let e = super::classifier::style_entropy(&c.probabilities(&fake)?)?;
                     metric.style_ambiguity = Some(e.ambiguity);
                     progress.note(&format!(
@@ -1344,6 +1357,7 @@ fn train_inner(
                     &data,
                     per_class,
                     spec.seed ^ 0xC1A5,
+                    1.0,
                     judge.as_ref(),
                 )?;
                 for c in &metric.classes {
