@@ -611,9 +611,14 @@ fn sample_gan(req: &GanSampleRequest, loaded: &mut Option<LoadedRun>) -> GanSamp
     let grid = saved::sample_grid(g, req.count, seed, truncation).map_err(fail)?;
     let side = super::app::FAVOURITE_SIDE;
     let first_sample = saved::sample_sketch(g, seed, truncation, 0, (side, side)).map_err(fail)?;
+    // The caption's truncation multiplies the sketch's own noise scale: say so.
+    let from = match g.g.spec.sample_scale {
+        1.0 => g.from.clone(),
+        scale => format!("{} × sample_scale {scale}", g.from),
+    };
     Ok(GanPreview {
         grid: Arc::new(grid),
-        from: g.from.clone(),
+        from,
         first_sample: first_sample.map(Arc::new),
     })
 }
