@@ -962,7 +962,6 @@ fn conv_bwd_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         Parallelism::None
     };
     let cap = per_chunk * ohw;
-    // bf16 products read the im2col matrix without unfolding it.
     let unfolded = rows * cap;
     let range = |c: usize| c * per_chunk..((c + 1) * per_chunk).min(g.n);
     let unfolding = Unfold::new(g);
