@@ -30,12 +30,16 @@ What they measure:
              Laplacian pyramid down to 16 px, normalised per channel, 512 random
              directions), written here from the paper with NumPy; beside it the same
              distance between two disjoint halves of the real pictures (the floor)
+  swd real   (pictures) the same with both sets normalised by the real pictures' mean and
+             deviation instead of each by its own: the paper's normalisation hides a
+             colour or contrast shift shared by all samples, this one counts it
   copying    (pictures) each sample's distance to its nearest real picture over a real
              picture's distance to its nearest other real one (median): well below 1
              means the generator reproduces its training pictures
 
 Exit 1 when a figure misses its bar (--min-valid 0.95, --max-grey 0.03, --min-recognised
-0.9, --min-diversity 0.8; pictures: --max-swd if given, --min-copying 0.5).
+0.9, --min-diversity 0.8; pictures: --max-swd and --max-swd-real if given, --min-copying
+0.5).
 """
 
 import argparse
@@ -345,8 +349,7 @@ def laplacian_pyramid(images, min_size=16):
 
 
 def patch_descriptors(level, per_image, rng, side=7):
-    """`per_image` random side x side patches of each image, flattened, each channel
-    normalised over the whole set (mean 0, std 1)."""
+    """`per_image` random side x side patches of each image: [patches, side * side, channels]."""
     n, h, w, c = level.shape
     ys = rng.integers(0, h - side + 1, (n, per_image))
     xs = rng.integers(0, w - side + 1, (n, per_image))
@@ -354,19 +357,29 @@ def patch_descriptors(level, per_image, rng, side=7):
     rows = ys[:, :, None, None] + dy
     cols = xs[:, :, None, None] + dx
     patches = level[np.arange(n)[:, None, None, None], rows, cols]  # [n, per, side, side, c]
-    patches = patches.reshape(-1, side * side, c)
-    patches = (patches - patches.mean(axis=(0, 1))) / (patches.std(axis=(0, 1)) + 1e-8)
-    return patches.reshape(len(patches), -1)
+    return patches.reshape(-1, side * side, c)
 
 
-def swd(a, b, seed=0, per_image=128, directions=512):
+def swd(a, b, seed=0, per_image=128, directions=512, units="each"):
     """Sliced Wasserstein distance x1000 between two sets of [N, H, W, C] images in
-    [0, 1], averaged over the pyramid's levels (Karras et al. 2018)."""
+    [0, 1], averaged over the pyramid's levels (Karras et al. 2018). `b` is the real set.
+
+    units "each": each set's descriptors normalised per channel by that set's own mean and
+    deviation, as the paper does: a shift of colour or contrast common to all samples is
+    normalised away. "real": both sets in the real pictures' units (their mean and
+    deviation), so such a shift counts."""
     rng = np.random.default_rng(seed)
     scores = []
     for la, lb in zip(laplacian_pyramid(a), laplacian_pyramid(b)):
         da = patch_descriptors(la, per_image, rng)
         db = patch_descriptors(lb, per_image, rng)
+        mean, std = db.mean(axis=(0, 1)), db.std(axis=(0, 1)) + 1e-8
+        if units == "each":
+            da = (da - da.mean(axis=(0, 1))) / (da.std(axis=(0, 1)) + 1e-8)
+        else:
+            da = (da - mean) / std
+        db = (db - mean) / std
+        da, db = da.reshape(len(da), -1), db.reshape(len(db), -1)
         n = min(len(da), len(db))
         da, db = da[rng.permutation(len(da))[:n]], db[rng.permutation(len(db))[:n]]
         dirs = rng.standard_normal((da.shape[1], directions)).astype(np.float32)
@@ -416,12 +429,17 @@ def judge_pictures(args):
     a, b = real[:half], real[half:2 * half]
     score = swd(samples, real[:max(n, half)])
     floor = swd(a, b)
+    score_real = swd(samples, real[:max(n, half)], units="real")
+    floor_real = swd(b, a, units="real")  # against the samples' reference, in its units
     copying = float(np.median(nearest_distance(samples, real))
                     / np.median(nearest_distance(real, real, exclude_self=True)))
     print(f"{args.model}: {n} samples against {len(real)} pictures of {folder} at {size}px")
     print(f"  swd      {score:8.1f}   (two halves of the pictures: {floor:.1f})")
+    print(f"  swd real {score_real:8.1f}   (in the real pictures' units; two halves: {floor_real:.1f})")
     print(f"  copying  {copying:8.2f}   (bar >= {args.min_copying})")
-    ok = copying >= args.min_copying and (args.max_swd is None or score <= args.max_swd)
+    ok = (copying >= args.min_copying
+          and (args.max_swd is None or score <= args.max_swd)
+          and (args.max_swd_real is None or score_real <= args.max_swd_real))
     return 0 if ok else 1
 
 
@@ -447,6 +465,7 @@ def main():
     ap.add_argument("--data", help="pictures: the real pictures (default: the folder spec.json names)")
     ap.add_argument("--real", type=int, default=2000, help="pictures: at most this many real pictures")
     ap.add_argument("--max-swd", type=float, help="pictures: the bar for swd (none by default)")
+    ap.add_argument("--max-swd-real", type=float, help="pictures: the bar for swd real (none by default)")
     ap.add_argument("--min-copying", type=float, default=0.5)
     args = ap.parse_args()
     judges = {"truchet": judge_truchet, "classes": judge_classes, "pictures": judge_pictures}
