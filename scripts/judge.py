@@ -316,9 +316,12 @@ def load_pictures(folder, size, background, limit, seed):
     return np.stack(out)
 
 
-def cut_grid_rgb(path, n, size):
-    """As cut_grid, in colour."""
-    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+def cut_grid_rgb(path, n, size, background=(255, 255, 255)):
+    """As cut_grid, in colour; a 4-channel model's samples composited over `background`,
+    as the real pictures are."""
+    grid = Image.open(path).convert("RGBA")
+    canvas = Image.new("RGBA", grid.size, tuple(background) + (255,))
+    img = np.asarray(Image.alpha_composite(canvas, grid).convert("RGB"), dtype=np.float32) / 255.0
     cols = int(np.ceil(np.sqrt(n)))
     gap = 2
     return np.stack([
@@ -418,7 +421,7 @@ def judge_pictures(args):
             grid = os.path.join(tmp, "samples.png")
             easel(args.easel, "sample", args.model, "-o", grid, "-n", str(n), "--seed",
                   str(args.seed), *which(args))
-            samples = cut_grid_rgb(grid, n, size)
+            samples = cut_grid_rgb(grid, n, size, background)
     else:
         samples = load_pictures(args.model, None, background, args.n, seed=args.seed)
         size = samples.shape[1]
