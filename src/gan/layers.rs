@@ -528,6 +528,9 @@ impl Conv {
             } => transposed(&w, stride, pad, out_pad)?,
         };
         match &self.b {
+            Some(b) if fast && y.dtype() == DType::F32 => {
+                super::kernels::add_channel_bias(&y, &p.read(b))
+            }
             Some(b) => y.broadcast_add(&p.read(b).reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
         }

@@ -7,6 +7,7 @@
 //! - [`strided`]: im2col's and col2im's copies (gathers and masked adds with AVX-512);
 //! - [`batch_norm`]: training-mode batch norm, fused into one op forward and one backward;
 //! - [`activation`]: ReLU, LeakyReLU and tanh, one pass forward and one backward;
+//! - [`bias`]: a convolution's per-channel bias, its gradient as contiguous sums;
 //! - [`infer`]: forward-only convolutions with the bias and activation fused (upscaling).
 //!
 //! Work is spread with rayon; every sum is taken in a fixed order, so results do not
@@ -14,6 +15,7 @@
 
 mod activation;
 mod batch_norm;
+mod bias;
 mod conv;
 mod infer;
 mod packed_gemm;
@@ -28,6 +30,7 @@ use candle_core::{bail, CpuStorage, Layout, Result};
 
 pub use activation::{leaky_relu, tanh, tanh_with_ones};
 pub use batch_norm::batch_norm_train;
+pub use bias::add_channel_bias;
 pub(crate) use conv::out_size;
 pub use conv::{
     conv2d, conv2d_weight_grad, conv2d_with, conv_transpose2d, conv_transpose2d_hw,
