@@ -399,8 +399,44 @@ fn channels_4_keeps_alpha_and_trains_end_to_end() {
         train::train(&run, &src, &spec, &opts, &mut Silent).unwrap(),
         Outcome::Done
     );
+    // The training grids are previews: transparency over a checkerboard.
     let grid = image::open(&run.samples()[0]).unwrap();
     assert_eq!(grid.color(), image::ColorType::Rgb8);
+    // `easel sample` writes what a person keeps: PNG keeps the alpha the generator drew
+    // (the gaps between samples transparent), and draws the same again from its recipe;
+    // JPEG has no alpha and shows the preview's checkerboard.
+    let easel = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let png = dir.path().join("kept.png");
+    let run_path = run.path.to_str().unwrap();
+    easel(&["sample", run_path, "-o", png.to_str().unwrap(), "-n", "4"]);
+    let kept = image::open(&png).unwrap();
+    assert_eq!(kept.color(), image::ColorType::Rgba8);
+    let kept = kept.to_rgba8();
+    assert_eq!(kept.get_pixel(0, 0)[3], 0, "gaps are transparent");
+    let alphas: Vec<u8> = (2..30).map(|x| kept.get_pixel(x, 10)[3]).collect();
+    assert!(alphas.iter().any(|&a| a > 0), "{alphas:?}");
+    let again = dir.path().join("again.png");
+    easel(&[
+        "sample",
+        "--from",
+        png.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(image::open(&again).unwrap().to_rgba8(), kept);
+    let jpg = dir.path().join("kept.jpg");
+    easel(&["sample", run_path, "-o", jpg.to_str().unwrap(), "-n", "4"]);
+    assert_eq!(image::open(&jpg).unwrap().color(), image::ColorType::Rgb8);
 }
 
 #[test]

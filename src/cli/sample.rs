@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceArg;
 use crate::gan::layers::{normal, Ctx};
 use crate::gan::saved::{load_generator, sample_sketch, truncated_noise, LoadedGenerator, Pick};
-use crate::gan::train::{grid, labels_in_turn};
+use crate::gan::train::{grid, grid_with_alpha, labels_in_turn};
 use crate::recipe;
 use crate::upscale::{Tiling, Upscaler};
 
@@ -295,7 +295,12 @@ pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
         }
         let images = finish(loaded.g.forward(&z, &labels, &ctx)?)?;
         let tags = [(recipe::KEY_SAMPLE, args.recipe()?)];
-        recipe::write_image_tagged(&out, &grid(&images, args.threshold)?, None, &tags)?;
+        recipe::write_image_tagged(
+            &out,
+            &still_grid(&out, &images, args.threshold)?,
+            None,
+            &tags,
+        )?;
         eprintln!("wrote {} ({})", out.display(), super::count(n, "sample"));
         return Ok(());
     }
@@ -323,6 +328,20 @@ pub(crate) fn run(mut args: SampleArgs) -> Result<()> {
         frames.len()
     );
     Ok(())
+}
+
+/// The grid of a still: RGBA samples keep their transparency in formats that have it
+/// (PNG, WebP); a JPEG shows them over the preview's checkerboard.
+fn still_grid(
+    out: &std::path::Path,
+    images: &Tensor,
+    threshold: Option<f64>,
+) -> Result<image::DynamicImage> {
+    if recipe::StillFormat::of(out)? == recipe::StillFormat::Jpeg {
+        grid(images, threshold)
+    } else {
+        grid_with_alpha(images, threshold)
+    }
 }
 
 /// A CPPN generator's samples through the CPPN renderer, at `--size` (and the first as a
@@ -361,7 +380,7 @@ fn render_cppn_samples(
         &Device::Cpu,
     )?;
     let tags = [(recipe::KEY_SAMPLE, args.recipe()?)];
-    recipe::write_image_tagged(out, &grid(&images, args.threshold)?, None, &tags)?;
+    recipe::write_image_tagged(out, &still_grid(out, &images, args.threshold)?, None, &tags)?;
     eprintln!(
         "wrote {} ({} at {w}x{h})",
         out.display(),

@@ -994,8 +994,22 @@ fn clip_grads(grads: &mut GradStore, params: &[&Params], max: f64) -> Result<f64
 
 /// Tiles `[N, C, S, S]` images in [−1, 1] into a square-ish grid with 2 px gaps.
 /// `threshold`: pixels above it become white, the rest black (py-truchet-gan's refinement).
+/// RGBA images are shown over a light checkerboard (for previews; see [`grid_with_alpha`]).
 pub fn grid(images: &Tensor, threshold: Option<f64>) -> Result<DynamicImage> {
+    tile_grid(images, threshold, false)
+}
+
+/// [`grid`], but RGBA images keep their transparency (an RGBA grid, gaps transparent):
+/// for files a person keeps, where a checkerboard drawn in could not be taken out again.
+pub fn grid_with_alpha(images: &Tensor, threshold: Option<f64>) -> Result<DynamicImage> {
+    tile_grid(images, threshold, true)
+}
+
+fn tile_grid(images: &Tensor, threshold: Option<f64>, keep_alpha: bool) -> Result<DynamicImage> {
     let (n, c, h, w) = images.dims4()?;
+    if keep_alpha && c == 4 {
+        return rgba_grid(images, threshold);
+    }
     let cols = (n as f64).sqrt().ceil() as usize;
     let rows = n.div_ceil(cols);
     let gap = 2;
@@ -1032,6 +1046,36 @@ pub fn grid(images: &Tensor, threshold: Option<f64>) -> Result<DynamicImage> {
     } else {
         DynamicImage::ImageRgb8(img)
     })
+}
+
+/// `[N, 4, S, S]` images as an RGBA grid: colour (thresholded when asked) and alpha as the
+/// generator drew them, the gaps transparent.
+fn rgba_grid(images: &Tensor, threshold: Option<f64>) -> Result<DynamicImage> {
+    let (n, c, h, w) = images.dims4()?;
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    let gap = 2;
+    let (gw, gh) = (cols * (w + gap) + gap, rows * (h + gap) + gap);
+    let values: Vec<f32> = images.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let mut out = vec![0u8; gw * gh * 4];
+    for i in 0..n {
+        let (ox, oy) = (gap + (i % cols) * (w + gap), gap + (i / cols) * (h + gap));
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..4 {
+                    let unit = ((values[((i * c + ch) * h + y) * w + x] as f64 + 1.0) / 2.0)
+                        .clamp(0.0, 1.0);
+                    let unit = match threshold {
+                        Some(t) if ch < 3 => (unit > t) as u8 as f64,
+                        _ => unit,
+                    };
+                    out[((oy + y) * gw + ox + x) * 4 + ch] = (unit * 255.0).round() as u8;
+                }
+            }
+        }
+    }
+    let img = image::RgbaImage::from_raw(gw as u32, gh as u32, out).expect("size");
+    Ok(DynamicImage::ImageRgba8(img))
 }
 
 pub fn save_safetensors(
