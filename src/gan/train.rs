@@ -1442,6 +1442,9 @@ fn train_inner(
             // Kept current, so a run killed with -9 still has one.
             write_timelapse(run)?;
         }
+        // Flushed before the checkpoint: a run killed right after it resumes from this
+        // step, and keeps only the events up to it, so this step's must be in the file.
+        events.flush()?;
         if t.step % spec.checkpoint_every as u64 == 0 || t.step == total {
             checkpoint(run, &t, status)?;
             if t.step % spec.keep_every as u64 == 0 {
@@ -1451,7 +1454,6 @@ fn train_inner(
                 recipe::copy_atomically(&run.latest_checkpoint(), &kept)?;
             }
         }
-        events.flush()?;
         if last_status_write.elapsed() > Duration::from_millis(500) || t.step == total {
             status.gpu = crate::device::gpu(&opts.device);
             status.updated = run::now();
