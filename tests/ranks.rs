@@ -95,7 +95,8 @@ fn two_ranks_train_the_weights_one_process_trains() {
     train_on(1, &one, &spec, &src, 6, false);
     train_on(2, &two, &spec, &src, 6, false);
     assert_same_model(&one, &two, "2 ranks vs 1 process");
-    // Rank 0 alone wrote: one metrics line per step, the same numbers to rounding.
+    // Rank 0 alone wrote: one metrics line per step, the same numbers to rounding (each
+    // rank sums its part of the batch's gradients before they are added: another order).
     assert_eq!(metric_steps(&two), (1..=6).collect::<Vec<_>>());
     for (a, b) in one.read_metrics().iter().zip(two.read_metrics()) {
         assert!(
@@ -104,7 +105,12 @@ fn two_ranks_train_the_weights_one_process_trains() {
             a.d_loss,
             b.d_loss
         );
-        assert!((a.d_real - b.d_real).abs() < 1e-6);
+        assert!(
+            (a.d_real - b.d_real).abs() < 1e-5,
+            "{} vs {}",
+            a.d_real,
+            b.d_real
+        );
     }
     let status = two.read_status().unwrap();
     assert_eq!(status.ranks, 2);
