@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use common::gan_spec;
+use common::{easel_in, gan_spec};
 use easel::gan::data::{self, Dataset};
 use easel::gan::train::{self, Outcome, Silent, TrainOptions};
 use easel::run::RunDir;
@@ -405,17 +405,7 @@ fn channels_4_keeps_alpha_and_trains_end_to_end() {
     // `easel sample` writes what a person keeps: PNG keeps the alpha the generator drew
     // (the gaps between samples transparent), and draws the same again from its recipe;
     // JPEG has no alpha and shows the preview's checkerboard.
-    let easel = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let easel = |args: &[&str]| easel_in(dir.path(), args);
     let png = dir.path().join("kept.png");
     let run_path = run.path.to_str().unwrap();
     easel(&["sample", run_path, "-o", png.to_str().unwrap(), "-n", "4"]);

@@ -1007,75 +1007,58 @@ pub fn grid_with_alpha(images: &Tensor, threshold: Option<f64>) -> Result<Dynami
 
 fn tile_grid(images: &Tensor, threshold: Option<f64>, keep_alpha: bool) -> Result<DynamicImage> {
     let (n, c, h, w) = images.dims4()?;
-    if keep_alpha && c == 4 {
-        return rgba_grid(images, threshold);
-    }
     let cols = (n as f64).sqrt().ceil() as usize;
     let rows = n.div_ceil(cols);
     let gap = 2;
     let (gw, gh) = (cols * (w + gap) + gap, rows * (h + gap) + gap);
     let values: Vec<f32> = images.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let mut out = vec![40u8; gw * gh * 3];
+    // RGBA kept: 4 bytes a pixel, transparent gaps; otherwise RGB on dark gaps.
+    let rgba = keep_alpha && c == 4;
+    let bytes = if rgba { 4 } else { 3 };
+    let mut out = vec![if rgba { 0u8 } else { 40 }; gw * gh * bytes];
     for i in 0..n {
         let (ox, oy) = (gap + (i % cols) * (w + gap), gap + (i / cols) * (h + gap));
         for y in 0..h {
             for x in 0..w {
-                let at = |ch: usize| values[((i * c + ch) * h + y) * w + x] as f64;
-                // RGBA is shown over a light checkerboard, so transparency shows.
-                let alpha = if c == 4 {
-                    ((at(3) + 1.0) / 2.0).clamp(0.0, 1.0)
-                } else {
-                    1.0
+                let unit = |ch: usize| {
+                    ((values[((i * c + ch) * h + y) * w + x] as f64 + 1.0) / 2.0).clamp(0.0, 1.0)
                 };
+                let alpha = if c == 4 { unit(3) } else { 1.0 };
+                // Shown without alpha, RGBA goes over a light checkerboard, so
+                // transparency shows.
                 let check = if (x / 8 + y / 8) % 2 == 0 { 0.8 } else { 0.6 };
-                for ch in 0..3 {
-                    let unit = (at(ch.min(c - 1)) + 1.0) / 2.0;
-                    let unit = match threshold {
-                        Some(t) => (unit > t) as u8 as f64,
-                        None => unit.clamp(0.0, 1.0),
+                let px = &mut out[((oy + y) * gw + ox + x) * bytes..][..bytes];
+                for (ch, byte) in px.iter_mut().enumerate().take(3) {
+                    let v = unit(ch.min(c - 1));
+                    let v = match threshold {
+                        Some(t) => (v > t) as u8 as f64,
+                        None => v,
                     };
-                    let unit = unit * alpha + check * (1.0 - alpha);
-                    out[((oy + y) * gw + ox + x) * 3 + ch] = (unit * 255.0).round() as u8;
+                    let v = if rgba {
+                        v
+                    } else {
+                        v * alpha + check * (1.0 - alpha)
+                    };
+                    *byte = (v * 255.0).round() as u8;
+                }
+                if rgba {
+                    px[3] = (alpha * 255.0).round() as u8;
                 }
             }
         }
     }
-    let img = image::RgbImage::from_raw(gw as u32, gh as u32, out).expect("size");
-    Ok(if c == 1 {
-        DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(img).to_luma8())
+    Ok(if rgba {
+        DynamicImage::ImageRgba8(
+            image::RgbaImage::from_raw(gw as u32, gh as u32, out).expect("size"),
+        )
     } else {
-        DynamicImage::ImageRgb8(img)
-    })
-}
-
-/// `[N, 4, S, S]` images as an RGBA grid: colour (thresholded when asked) and alpha as the
-/// generator drew them, the gaps transparent.
-fn rgba_grid(images: &Tensor, threshold: Option<f64>) -> Result<DynamicImage> {
-    let (n, c, h, w) = images.dims4()?;
-    let cols = (n as f64).sqrt().ceil() as usize;
-    let rows = n.div_ceil(cols);
-    let gap = 2;
-    let (gw, gh) = (cols * (w + gap) + gap, rows * (h + gap) + gap);
-    let values: Vec<f32> = images.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let mut out = vec![0u8; gw * gh * 4];
-    for i in 0..n {
-        let (ox, oy) = (gap + (i % cols) * (w + gap), gap + (i / cols) * (h + gap));
-        for y in 0..h {
-            for x in 0..w {
-                for ch in 0..4 {
-                    let unit = ((values[((i * c + ch) * h + y) * w + x] as f64 + 1.0) / 2.0)
-                        .clamp(0.0, 1.0);
-                    let unit = match threshold {
-                        Some(t) if ch < 3 => (unit > t) as u8 as f64,
-                        _ => unit,
-                    };
-                    out[((oy + y) * gw + ox + x) * 4 + ch] = (unit * 255.0).round() as u8;
-                }
-            }
+        let img = image::RgbImage::from_raw(gw as u32, gh as u32, out).expect("size");
+        if c == 1 {
+            DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(img).to_luma8())
+        } else {
+            DynamicImage::ImageRgb8(img)
         }
-    }
-    let img = image::RgbaImage::from_raw(gw as u32, gh as u32, out).expect("size");
-    Ok(DynamicImage::ImageRgba8(img))
+    })
 }
 
 pub fn save_safetensors(
