@@ -6,6 +6,7 @@ use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
 
 use rayon::prelude::*;
 
+use super::channels::{channel_affine, channel_sum, lane_sum, ncs};
 use super::f32_data;
 
 /// Training-mode batch norm over `x [N, C, ...]`: per channel, normalise with the batch's
@@ -29,52 +30,17 @@ struct BatchNorm {
     eps: f64,
 }
 
-/// `[N, C, S]` view of a tensor of rank ≥ 2.
-fn ncs(dims: &[usize]) -> Result<(usize, usize, usize)> {
-    if dims.len() < 2 {
-        bail!("easel batch norm needs [N, C, ...], got {dims:?}");
-    }
-    Ok((dims[0], dims[1], dims[2..].iter().product()))
-}
-
 /// Per-channel mean and variance of `x [N, C, S]` (two passes, f64 sums, fixed order).
 fn channel_stats(x: &[f32], (n, c, s): (usize, usize, usize)) -> Vec<(f64, f64)> {
     let count = (n * s).max(1) as f64;
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let block = |i: usize| &x[(i * c + ch) * s..(i * c + ch + 1) * s];
-            let sum: f64 = (0..n).map(|i| lane_sum(block(i), block(i), |v, _| v)).sum();
-            let mean = sum / count;
-            let sq: f64 = (0..n)
-                .map(|i| lane_sum(block(i), block(i), |v, _| (v - mean) * (v - mean)))
-                .sum();
+            let mean = channel_sum(x, (n, c, s), ch, |v| v) / count;
+            let sq = channel_sum(x, (n, c, s), ch, |v| (v - mean) * (v - mean));
             (mean, sq / count)
         })
         .collect()
-}
-
-/// Σ f(a[j], b[j]) in f64 over two slices of one length, in a fixed order that
-/// vectorises: eight running sums over the lanes j mod 8, added pairwise at the end, then
-/// the remainder in turn. One running sum (a chain of dependent adds) ran at one value
-/// per add latency; the order is still the same on every machine and every run.
-#[inline]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
-    const LANES: usize = 8;
-    let mut acc = [0f64; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (xa, xb) in ca.zip(cb) {
-        for k in 0..LANES {
-            acc[k] += f(xa[k] as f64, xb[k] as f64);
-        }
-    }
-    let mut total =
-        ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (&va, &vb) in ra.iter().zip(rb) {
-        total += f(va as f64, vb as f64);
-    }
-    total
 }
 
 fn vector<'a>(s: &'a CpuStorage, l: &Layout, c: usize, what: &str) -> Result<Cow<'a, [f32]>> {
@@ -115,18 +81,7 @@ impl candle_core::CustomOp3 for BatchNorm {
                 (a as f32, (b as f64 - mean * a) as f32)
             })
             .collect();
-        let mut y = vec![0f32; x.len()];
-        if s > 0 {
-            y.par_chunks_mut(s)
-                .zip(x.par_chunks(s))
-                .enumerate()
-                .for_each(|(i, (yo, xi))| {
-                    let (a, b) = ab[i % c];
-                    for (o, &v) in yo.iter_mut().zip(xi) {
-                        *o = v * a + b;
-                    }
-                });
-        }
+        let y = channel_affine(&x, (c, s), &ab);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -243,25 +198,5 @@ impl candle_core::CustomOp1 for ChannelStats {
         let mut out: Vec<f32> = stats.iter().map(|&(m, _)| m as f32).collect();
         out.extend(stats.iter().map(|&(_, v)| v as f32));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every length around the lane count: the lane sums add every value once.
-    #[test]
-    fn lane_sums_add_every_value() {
-        for len in 0..40 {
-            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 4.0).collect();
-            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
-            let got = lane_sum(&a, &b, |x, y| x * y);
-            assert!(
-                (got - want).abs() < 1e-12 * (1.0 + want.abs()),
-                "{len}: {got} vs {want}"
-            );
-        }
     }
 }

@@ -3,12 +3,13 @@
 //! Candle adds it as a broadcast, whose backward sums the output's gradient over the
 //! batch and both spatial axes with its generic strided reduction: one thread, several
 //! percent of a 32x32 GAN step while the other core waits. Here the forward is one
-//! parallel pass and the bias's gradient sums each channel's contiguous planes, in a
-//! fixed order (results do not depend on scheduling).
+//! parallel pass and the bias's gradient sums each channel's contiguous planes as batch
+//! norm sums them (f64 lanes, a fixed order: results do not depend on scheduling).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::channels::{channel_affine, channel_sum, ncs};
 use super::f32_data;
 
 /// `y + b` for `y` `[N, C, H, W]` and `b` `[C]` (`b[c]` added to every pixel of channel
@@ -22,13 +23,6 @@ struct ChannelBias;
 /// Per-channel sums of an `[N, C, H, W]` tensor: `[C]`.
 struct ChannelSum;
 
-fn dims(l: &Layout, what: &str) -> Result<(usize, usize, usize)> {
-    match *l.dims() {
-        [n, c, h, w] => Ok((n, c, h * w)),
-        ref d => candle_core::bail!("easel channel bias: the {what} is {d:?}, expected 4-D"),
-    }
-}
-
 impl CustomOp2 for ChannelBias {
     fn name(&self) -> &'static str {
         "easel-channel-bias"
@@ -41,24 +35,15 @@ impl CustomOp2 for ChannelBias {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, c, plane) = dims(l1, "input")?;
+        let (_, c, plane) = ncs(l1.dims())?;
         let y = f32_data(s1, l1, "input")?;
         let b = f32_data(s2, l2, "bias")?;
         if b.len() != c {
             candle_core::bail!("easel channel bias: {} values for {c} channels", b.len());
         }
-        let mut out = vec![0f32; y.len()];
-        if plane > 0 {
-            out.par_chunks_mut(plane)
-                .zip(y.par_chunks(plane))
-                .enumerate()
-                .for_each(|(i, (o, y))| {
-                    let bias = b[i % c];
-                    for (o, &y) in o.iter_mut().zip(y) {
-                        *o = y + bias;
-                    }
-                });
-        }
+        // y·1 + b is y + b exactly.
+        let ab: Vec<(f32, f32)> = b.iter().map(|&b| (1.0, b)).collect();
+        let out = channel_affine(&y, (c, plane), &ab);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -85,32 +70,14 @@ impl CustomOp1 for ChannelSum {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, plane) = dims(l, "gradient")?;
+        let (n, c, plane) = ncs(l.dims())?;
         let g = f32_data(s, l, "gradient")?;
         let sums: Vec<f32> = (0..c)
             .into_par_iter()
-            .map(|ch| {
-                (0..n)
-                    .map(|i| plane_sum(&g[(i * c + ch) * plane..][..plane]))
-                    .sum::<f64>() as f32
-            })
+            .map(|ch| channel_sum(&g, (n, c, plane), ch, |v| v) as f32)
             .collect();
         Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
-}
-
-/// The sum of a plane: sixteen f32 lanes (vectorised), added up in f64.
-fn plane_sum(x: &[f32]) -> f64 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for v in chunks {
-        for k in 0..LANES {
-            acc[k] += v[k];
-        }
-    }
-    acc.iter().chain(rest).map(|&v| v as f64).sum()
 }
 
 #[cfg(test)]

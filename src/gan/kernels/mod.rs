@@ -16,6 +16,7 @@
 mod activation;
 mod batch_norm;
 mod bias;
+mod channels;
 mod conv;
 mod infer;
 mod packed_gemm;
